@@ -1,0 +1,1073 @@
+"""cyruslab -- stand up real Cyrus IMAP 3.6 servers for cairn's tests.
+
+Python 3 standard library only; must run as root (Cyrus's `master` binds
+as root and drops to the `cyrus` user, the CLI tools switch user
+themselves).  Everything lives in one fresh temporary directory and listens
+on free ports of 127.0.0.1.  A Lab owns every process it starts and stops
+exactly those (by pid and process group) when it is closed, also after an
+exception; its logs are printed when a `with Lab()` block fails.
+
+Cyrus logs only through syslog(3), which always writes to /dev/log.  Rather
+than touch the machine's /dev/log, every Cyrus process runs in a private
+mount namespace whose /dev is a small tmpfs: the usual device nodes are bind
+mounted into it and /dev/log is this lab's own datagram socket, one per
+instance.  A thread in the lab writes what arrives to <instance>/syslog.log.
+
+Typical use (see integration/README.md):
+
+    with cyruslab.Lab() as lab:
+        backup = lab.add_backup()
+        source = lab.add_source(channels={"backup": backup.csync_address})
+        lab.start()
+        source.deliver("alice", cyruslab.make_message("alice", 1))
+        r = source.sync_client(users=["alice"], channel="backup")
+        assert r.returncode == 0, r
+        print(backup.ctl_backups("verify", "-A").stdout)
+"""
+
+import base64
+import dataclasses
+import grp
+import imaplib
+import os
+import pwd
+import re
+import selectors
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CYRUS_BIN = os.environ.get("CYRUS_BIN", "/usr/lib/cyrus/bin")
+SASLPASSWD2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
+REQUIRED_TOOLS = ("master", "imapd", "lmtpd", "timsieved", "backupd",
+                  "sync_server", "sync_client", "ctl_backups", "cyr_backup",
+                  "restore", "cyr_dbtool", "ctl_cyrusdb")
+
+# Lab-only credentials: 'admin' is the IMAP admin used for proxy logins,
+# 'repluser' the replication identity.  Both are in `admins` everywhere.
+ADMIN_USER, ADMIN_PASSWORD = "admin", "adminpw"
+REPLICATION_USER, REPLICATION_PASSWORD = "repluser", "replpass"
+
+SKIP_EXIT_CODE = 77  # what the ctest scripts return when they cannot run
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+
+
+class LabError(Exception):
+    """A Cyrus instance or tool did not do what the lab expected."""
+
+
+def missing_prerequisites():
+    """Why this machine cannot run a lab, or None if it can."""
+    if os.geteuid() != 0:
+        return "not root (Cyrus's master must start as root)"
+    missing = [t for t in REQUIRED_TOOLS
+               if not os.access(os.path.join(CYRUS_BIN, t), os.X_OK)]
+    if missing:
+        return "Cyrus tools missing in %s: %s" % (CYRUS_BIN, " ".join(missing))
+    if not os.access(SASLPASSWD2, os.X_OK):
+        return "saslpasswd2 missing (Debian package sasl2-bin)"
+    try:
+        pwd.getpwnam("cyrus")
+        grp.getgrnam("mail")
+    except KeyError:
+        return "no 'cyrus' user or 'mail' group (Debian package cyrus-common)"
+    return None
+
+
+def skip_unless_runnable():
+    """Exit with SKIP_EXIT_CODE, saying why, when a lab cannot run here."""
+    reason = missing_prerequisites()
+    if reason:
+        print("SKIP: %s" % reason)
+        sys.exit(SKIP_EXIT_CODE)
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chown_cyrus(path):
+    """Give path (recursively) to cyrus:mail, as every Cyrus file must be."""
+    uid, gid = pwd.getpwnam("cyrus").pw_uid, grp.getgrnam("mail").gr_gid
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+# --------------------------------------------------------------- syslog sink
+
+class SyslogSink:
+    """Receives syslog datagrams on unix sockets; one log file per socket."""
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._files = []
+
+    def add(self, socket_path, log_path):
+        """Bind socket_path (mode 666: Cyrus writes as `cyrus`)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(socket_path)
+        os.chmod(socket_path, 0o666)
+        sock.setblocking(False)
+        out = open(log_path, "ab", buffering=0)
+        self._files.append((sock, out))
+        with self._lock:
+            self._selector.register(sock, selectors.EVENT_READ, out)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            with self._lock:
+                for key, _ in self._selector.select(timeout=0.1):
+                    while self._write(key.fileobj, key.data):
+                        pass
+
+    @staticmethod
+    def _write(sock, out):
+        """Move one datagram to its file; False when none is queued."""
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, OSError):
+            return False
+        # "<PRI>Mmm dd hh:mm:ss ident[pid]: text": keep all but the priority
+        if data.startswith(b"<"):
+            end = data.find(b">")
+            if 0 < end < 5:
+                data = data[end + 1:]
+        stamp = time.strftime("%H:%M:%S") + ".%03d " % (time.time() * 1000 % 1000)
+        out.write(stamp.encode() + data.rstrip(b"\n\0") + b"\n")
+        return True
+
+    def flush(self):
+        """Write out every datagram queued now."""
+        with self._lock:
+            for key in list(self._selector.get_map().values()):
+                while self._write(key.fileobj, key.data):
+                    pass
+
+    def close(self):
+        self.flush()
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        for sock, out in self._files:
+            sock.close()
+            out.close()
+        self._files = []
+
+
+# The private /dev every Cyrus process of a lab runs with: $1 is the lab's
+# syslog socket for that instance, $2 an empty directory to build /dev in.
+DEVLOG_SCRIPT = r"""
+set -e
+sock=$1; dev=$2; shift 2
+mount -t tmpfs -o mode=0755,size=64k cyruslab-dev "$dev"
+for n in null zero full random urandom tty ptmx; do
+    if [ -e "/dev/$n" ]; then : > "$dev/$n"; mount --bind "/dev/$n" "$dev/$n"; fi
+done
+for d in pts shm mqueue; do
+    if [ -d "/dev/$d" ]; then mkdir "$dev/$d"; mount --rbind "/dev/$d" "$dev/$d"; fi
+done
+ln -s /proc/self/fd "$dev/fd"
+ln -s /proc/self/fd/0 "$dev/stdin"
+ln -s /proc/self/fd/1 "$dev/stdout"
+ln -s /proc/self/fd/2 "$dev/stderr"
+: > "$dev/log"
+mount --bind "$sock" "$dev/log"
+mount --move "$dev" /dev
+exec "$@"
+"""
+
+_namespaces_work = None
+
+
+def private_dev_available():
+    """True if this process may make mount namespaces (checked once)."""
+    global _namespaces_work
+    if _namespaces_work is None:
+        try:
+            r = subprocess.run(["unshare", "--mount", "--propagation",
+                                "private", "true"], capture_output=True,
+                               timeout=10)
+            _namespaces_work = r.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _namespaces_work = False
+    return _namespaces_work
+
+
+def with_private_devlog(argv, socket_path, dev_dir):
+    """argv wrapped to run with socket_path as its /dev/log (see above).
+
+    Without mount namespaces the command runs as it is and its syslog
+    output is lost (never redirected into the machine's /dev/log by us)."""
+    if not private_dev_available():
+        return list(argv)
+    return (["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             DEVLOG_SCRIPT, "cyruslab-dev", socket_path, dev_dir] + list(argv))
+
+
+# ------------------------------------------------------------- tool results
+
+@dataclasses.dataclass
+class ToolResult:
+    """What one Cyrus command-line tool run did."""
+    argv: list
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+    def __str__(self):
+        return ("$ %s\nexit %d after %.2fs\n--- stdout\n%s--- stderr\n%s"
+                % (" ".join(self.argv), self.returncode, self.seconds,
+                   self.stdout, self.stderr))
+
+
+def run_logged(argv, work_dir, name, timeout=60, env=None):
+    """Run argv with stdout/stderr in files under work_dir (never pipes:
+    `sync_client -r` forks and keeps them open).  Returns a ToolResult;
+    a timeout kills the command's process group and counts as exit -9."""
+    os.makedirs(work_dir, exist_ok=True)
+    stamp = "%s-%d" % (name, time.monotonic_ns())
+    out_path = os.path.join(work_dir, stamp + ".out")
+    err_path = os.path.join(work_dir, stamp + ".err")
+    started = time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True, env=env)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = -9
+    with open(out_path, "rb") as f:
+        stdout = f.read().decode("utf-8", "replace")
+    with open(err_path, "rb") as f:
+        stderr = f.read().decode("utf-8", "replace")
+    return ToolResult(list(argv), rc, stdout, stderr,
+                      time.monotonic() - started)
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ------------------------------------------------------------- instances
+
+class Instance:
+    """One Cyrus server: its directory, configs, ports and `master`."""
+
+    kind = "generic"
+
+    def __init__(self, lab, name, extra_config=None):
+        self.lab = lab
+        self.name = name
+        self.dir = os.path.join(lab.dir, name)
+        self.config_path = os.path.join(self.dir, "imapd.conf")
+        self.cyrus_conf_path = os.path.join(self.dir, "cyrus.conf")
+        self.servername = "%s.cyruslab" % name
+        self.syslog_socket = os.path.join(self.dir, "syslog.sock")
+        self.syslog_path = os.path.join(self.dir, "syslog.log")
+        self.extra_config = dict(extra_config or {})
+        self.ports = {}
+        self.process = None
+        for sub in ("conf/db", "conf/log", "conf/msg", "conf/proc",
+                    "conf/quota", "conf/socket", "conf/sync", "conf/user",
+                    "conf/lock", "spool", "tmp", "run/proc", "run/lock",
+                    "sieve", "dev", "tools"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+
+    # -- configuration ---------------------------------------------------
+    def config(self):
+        """imapd.conf settings, in order (subclasses add theirs)."""
+        d = self.dir
+        conf = {
+            "configdirectory": d + "/conf",
+            "defaultpartition": "default",
+            "partition-default": d + "/spool",
+            "temp_path": d + "/tmp",
+            "proc_path": d + "/run/proc",
+            "mboxname_lockpath": d + "/run/lock",
+            "lmtpsocket": d + "/run/lmtp",
+            "idlesocket": d + "/run/idle",
+            "notifysocket": d + "/run/notify",
+            "sievedir": d + "/sieve",
+            "sieveusehomedir": "false",
+            "servername": self.servername,
+            "syslog_prefix": "lab-" + self.name,
+            "hashimapspool": "true",
+            "admins": "%s %s" % (ADMIN_USER, REPLICATION_USER),
+            "allowplaintext": "yes",
+            "sasl_pwcheck_method": "auxprop",
+            "sasl_auxprop_plugin": "sasldb",
+            "sasl_sasldb_path": d + "/sasldb2",
+        }
+        conf.update(self.lab.namespace_config())
+        return conf
+
+    def services(self):
+        """cyrus.conf SERVICES lines: name -> (command, listen)."""
+        return {}
+
+    def write_configs(self):
+        conf = self.config()
+        conf.update(self.extra_config)
+        with open(self.config_path, "w") as f:
+            f.write("# %s instance, written by integration/lib/cyruslab.py\n"
+                    % self.kind)
+            for key, value in conf.items():
+                f.write("%s: %s\n" % (key, value))
+        cyrus_conf = ["# %s instance" % self.kind, "START {",
+                      '  recover cmd="%s"' % self.command(
+                          "ctl_cyrusdb", "-r"), "}", "SERVICES {"]
+        for svc, (cmd, listen) in self.services().items():
+            cyrus_conf.append('  %s cmd="%s" listen="%s" prefork=0'
+                              % (svc, cmd, listen))
+        cyrus_conf += ["}", "EVENTS {", "}", ""]
+        with open(self.cyrus_conf_path, "w") as f:
+            f.write("\n".join(cyrus_conf))
+
+    def command(self, tool, *args):
+        """A cyrus.conf cmd= string: master does not pass -C on."""
+        return " ".join([os.path.join(CYRUS_BIN, tool), "-C",
+                         self.config_path] + list(args))
+
+    def set_config(self, **settings):
+        """Change imapd.conf settings.  Services started by `master` from
+        now on and later tool runs see them (prefork=0: no idle children)."""
+        self.extra_config.update({k: str(v) for k, v in settings.items()})
+        self.write_configs()
+        chown_cyrus(self.config_path)
+
+    def _create_sasl_users(self):
+        for user, password in ((ADMIN_USER, ADMIN_PASSWORD),
+                               (REPLICATION_USER, REPLICATION_PASSWORD)):
+            self.add_sasl_user(user, password)
+
+    def add_sasl_user(self, user, password):
+        """An entry user@servername in this instance's sasldb."""
+        sasldb = os.path.join(self.dir, "sasldb2")
+        subprocess.run([SASLPASSWD2, "-p", "-c", "-f", sasldb, "-u",
+                        self.servername, user], input=password.encode(),
+                       check=True, capture_output=True)
+        os.chmod(sasldb, 0o640)
+        chown_cyrus(sasldb)
+
+    # -- lifecycle --------------------------------------------------------
+    def prepare(self):
+        self.write_configs()
+        self._create_sasl_users()
+        chown_cyrus(self.dir)
+        os.chmod(self.dir, 0o750)
+
+    def start(self):
+        """Start master in the foreground, in its own process group, and
+        wait until every port (and unix socket) answers."""
+        argv = [os.path.join(CYRUS_BIN, "master"), "-C", self.config_path,
+                "-M", self.cyrus_conf_path,
+                "-p", os.path.join(self.dir, "master.pid"), "-D"]
+        argv = with_private_devlog(argv, self.syslog_socket,
+                                   os.path.join(self.dir, "dev"))
+        self._master_out = open(os.path.join(self.dir, "master.out"), "ab")
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._master_out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        self.lab._started.append(self)
+        self._wait_ready()
+
+    def _ready_probes(self):
+        return [("tcp", port) for port in self.ports.values()]
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = self._ready_probes()
+        while pending:
+            if self.process.poll() is not None:
+                raise LabError("%s: master exited with %d during startup"
+                               % (self.name, self.process.returncode))
+            if time.monotonic() > deadline:
+                raise LabError("%s: not ready after %.0fs: %r"
+                               % (self.name, READY_TIMEOUT, pending))
+            pending = [p for p in pending if not _probe(p)]
+            if pending:
+                time.sleep(0.05)
+
+    def stop(self):
+        """SIGTERM master (it stops its children), then SIGKILL whatever
+        is left of its process group."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        _kill_group(proc.pid, signal.SIGTERM)
+        time.sleep(0.05)
+        _kill_group(proc.pid, signal.SIGKILL)
+        self._master_out.close()
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    # -- tools --------------------------------------------------------------
+    def run_tool(self, tool, *args, timeout=60):
+        """Run a Cyrus CLI tool (as root; it becomes `cyrus` itself) with
+        -C this instance's imapd.conf; its syslog goes to this instance's
+        log.  Returns a ToolResult; never raises for a non-zero exit."""
+        argv = [os.path.join(CYRUS_BIN, tool), "-C", self.config_path]
+        argv += [str(a) for a in args]
+        wrapped = with_private_devlog(argv, self.syslog_socket,
+                                      os.path.join(self.dir, "dev"))
+        result = run_logged(wrapped, os.path.join(self.dir, "tools"), tool,
+                            timeout=timeout)
+        result.argv = argv
+        self.lab.tool_history.append((self.name, result))
+        return result
+
+    def log(self):
+        """This instance's syslog so far (and master's own output)."""
+        self.lab.sink.flush()
+        text = ""
+        for path in (self.syslog_path, os.path.join(self.dir, "master.out")):
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    text += f.read().decode("utf-8", "replace")
+        return text
+
+    # -- IMAP -------------------------------------------------------------
+    def imap(self, user=None):
+        """An imaplib connection logged in as `user` via the admin's SASL
+        PLAIN proxy authorisation (admin itself when user is None).  The
+        caller owns it and should logout()."""
+        if "imap" not in self.ports:
+            raise LabError("%s has no IMAP service" % self.name)
+        conn = imaplib.IMAP4("127.0.0.1", self.ports["imap"])
+        authz = user or ""
+        token = "%s\0%s\0%s" % (authz, ADMIN_USER, ADMIN_PASSWORD)
+        conn.authenticate("PLAIN", lambda _: token.encode())
+        return conn
+
+    def mailbox_names(self):
+        """Every mailbox the server holds (admin view, internal names such
+        as user.alice.Work in the standard namespace), sorted."""
+        conn = self.imap()
+        try:
+            typ, data = conn.list('""', "*")
+            _check(typ, data, "LIST")
+            return sorted(_list_name(line) for line in data if line)
+        finally:
+            conn.logout()
+
+    def snapshot(self, users=None):
+        """What the server holds, for comparisons: {mailbox: {"uidvalidity",
+        "uidnext", "messages": [{"uid", "flags", "guid", "size"}...]}} for
+        every user mailbox (or only those of `users`), by admin-view name.
+        Each user's mailboxes are read through a proxy login as that user
+        (the admin has no read right on them)."""
+        by_user = {}
+        for name in self.mailbox_names():
+            user = self.lab.mailbox_owner(name)
+            if user is None or users is not None and user not in users:
+                continue
+            by_user.setdefault(user, []).append(name)
+        result = {}
+        for user, names in sorted(by_user.items()):
+            conn = self.imap(user)
+            try:
+                for name in names:
+                    result[name] = _mailbox_state(
+                        conn, self.lab.user_view(user, name))
+            finally:
+                conn.logout()
+        return result
+
+    def subscriptions(self, user):
+        """The user's subscribed folder names, as the user sees them."""
+        conn = self.imap(user)
+        try:
+            typ, data = conn.lsub('""', "*")
+            _check(typ, data, "LSUB")
+            return sorted(_list_name(line) for line in data if line)
+        finally:
+            conn.logout()
+
+
+def _probe(probe):
+    kind, where = probe
+    family = socket.AF_INET if kind == "tcp" else socket.AF_UNIX
+    address = ("127.0.0.1", where) if kind == "tcp" else where
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            s.connect(address)
+        return True
+    except OSError:
+        return False
+
+
+def _check(typ, data, what):
+    if typ != "OK":
+        raise LabError("IMAP %s failed: %s %r" % (what, typ, data))
+
+
+def _list_name(line):
+    """The mailbox name from a LIST/LSUB response line."""
+    if isinstance(line, tuple):  # a literal name
+        return line[1].decode()
+    text = line.decode()
+    m = re.match(r'^\([^)]*\) (?:"[^"]*"|NIL) (.*)$', text)
+    if not m:
+        raise LabError("unparsable LIST line %r" % text)
+    name = m.group(1)
+    if name.startswith('"') and name.endswith('"'):
+        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return name
+
+
+_FETCH_ITEM = re.compile(
+    r"UID (\d+)|FLAGS \(([^)]*)\)|DIGEST\.SHA1 ([0-9a-fA-F]+)|RFC822\.SIZE (\d+)")
+
+
+def _mailbox_state(conn, name):
+    typ, data = conn.status('"%s"' % name, "(UIDVALIDITY UIDNEXT MESSAGES)")
+    _check(typ, data, "STATUS")
+    status = dict(re.findall(r"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)",
+                             data[0].decode()))
+    state = {"uidvalidity": int(status["UIDVALIDITY"]),
+             "uidnext": int(status["UIDNEXT"]), "messages": []}
+    if int(status["MESSAGES"]) == 0:
+        return state
+    typ, data = conn.select('"%s"' % name, readonly=True)
+    _check(typ, data, "EXAMINE")
+    typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS DIGEST.SHA1 RFC822.SIZE)")
+    _check(typ, data, "FETCH")
+    for line in data:
+        if isinstance(line, tuple):
+            line = line[0]
+        if not line:
+            continue
+        message = {}
+        for uid, flags, guid, size in _FETCH_ITEM.findall(line.decode()):
+            if uid:
+                message["uid"] = int(uid)
+            elif guid:
+                message["guid"] = guid.lower()
+            elif size:
+                message["size"] = int(size)
+            else:
+                message["flags"] = sorted(f for f in flags.split()
+                                          if f != "\\Recent")
+        if "flags" not in message and "FLAGS ()" in line.decode():
+            message["flags"] = []
+        state["messages"].append(message)
+    state["messages"].sort(key=lambda m: m["uid"])
+    conn.close()
+    return state
+
+
+class Source(Instance):
+    """The server being backed up: imapd, lmtpd (TCP + unix socket),
+    timsieved; sync_log on, one channel per backup target."""
+
+    kind = "source"
+
+    def __init__(self, lab, name, channels, extra_config=None):
+        super().__init__(lab, name, extra_config)
+        self.channels = dict(channels)
+        self.ports = {"imap": free_port(), "lmtp": free_port(),
+                      "sieve": free_port()}
+        self.lmtp_socket = os.path.join(self.dir, "run", "lmtp")
+
+    def config(self):
+        conf = super().config()
+        conf.update({
+            "autocreate_post": "yes",
+            "autocreate_quota": "0",
+            "lmtp_downcase_rcpt": "yes",
+            "sync_log": "1",
+        })
+        if self.channels:
+            conf["sync_log_channels"] = " ".join(self.channels)
+        for channel, (host, port) in self.channels.items():
+            conf.update({
+                channel + "_sync_host": host,
+                channel + "_sync_port": str(port),
+                channel + "_sync_authname": REPLICATION_USER,
+                channel + "_sync_password": REPLICATION_PASSWORD,
+                # read with atoi(): "no" would also be 0, but say 0
+                channel + "_sync_try_imap": "0",
+                channel + "_sync_repeat_interval": "1",
+            })
+        return conf
+
+    def services(self):
+        return {
+            "imap": (self.command("imapd"), "127.0.0.1:%d" % self.ports["imap"]),
+            "lmtp": (self.command("lmtpd"), "127.0.0.1:%d" % self.ports["lmtp"]),
+            "lmtpunix": (self.command("lmtpd"), self.lmtp_socket),
+            "sieve": (self.command("timsieved"),
+                      "127.0.0.1:%d" % self.ports["sieve"]),
+        }
+
+    def _ready_probes(self):
+        return super()._ready_probes() + [("unix", self.lmtp_socket)]
+
+    def set_channel(self, channel, host, port):
+        """Point a channel somewhere else (e.g. at cairn's router)."""
+        self.channels[channel] = (host, int(port))
+        self.write_configs()
+        chown_cyrus(self.config_path)
+
+    # -- mail -----------------------------------------------------------
+    def deliver(self, user, *messages):
+        """Deliver messages (bytes) to user's INBOX over the LMTP unix
+        socket (TCP LMTP refuses unauthenticated delivery).  Creates the
+        INBOX on first delivery."""
+        conn = smtplib.LMTP(self.lmtp_socket)
+        try:
+            for message in messages:
+                refused = conn.sendmail("sender@cyruslab.example", [user],
+                                        message)
+                if refused:
+                    raise LabError("LMTP refused %s: %r" % (user, refused))
+        finally:
+            conn.quit()
+
+    def create_user(self, user):
+        """Create user's INBOX without mail (admin CREATE user.<user>)."""
+        conn = self.imap()
+        try:
+            typ, data = conn.create(self.lab.user_mailbox(user))
+            _check(typ, data, "CREATE")
+        finally:
+            conn.logout()
+
+    def sieve(self, user):
+        """A ManageSieve connection authenticated as user (caller closes)."""
+        return ManageSieve(self.ports["sieve"], user)
+
+    # -- replication ----------------------------------------------------
+    def sync_client(self, users=None, channel=None, all_users=False,
+                    rolling_once=False, server=None, verbose=True,
+                    extra_args=(), timeout=120):
+        """Run sync_client once: `-u USER...`, `-A`, or one rolling pass
+        over the sync log (`-R -1`); `-n channel`, `-S host:port`."""
+        args = []
+        if verbose:
+            args.append("-v")
+        if channel:
+            args += ["-n", channel]
+        if server:
+            args += ["-S", server]
+        if rolling_once:
+            args += ["-R", "-1"]
+        elif all_users:
+            args.append("-A")
+        else:
+            if not users:
+                raise ValueError("sync_client needs users, all_users or "
+                                 "rolling_once")
+            args.append("-u")
+        args += list(extra_args)
+        if users and not rolling_once and not all_users:
+            args += list(users)
+        return self.run_tool("sync_client", *args, timeout=timeout)
+
+
+class Backup(Instance):
+    """Cyrus's backupd (the reference backup server), plus the tools that
+    read its files and `restore`, which runs from here."""
+
+    kind = "backup"
+
+    def __init__(self, lab, name, extra_config=None):
+        super().__init__(lab, name, extra_config)
+        self.ports = {"csync": free_port()}
+        self.data_dir = os.path.join(self.dir, "data")
+        self.backups_db = os.path.join(self.dir, "conf", "backups.db")
+        os.makedirs(self.data_dir, exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "tmp", "backup"), exist_ok=True)
+
+    @property
+    def csync_address(self):
+        return ("127.0.0.1", self.ports["csync"])
+
+    def config(self):
+        conf = super().config()
+        conf.update({
+            "backuppartition-default": self.data_dir,
+            "backup_db": "twoskip",
+            "backup_db_path": self.backups_db,
+            "backup_staging_path": self.dir + "/tmp/backup",
+            "backup_retention": "7d",
+            # restore(8) connects with the default channel's settings
+            "sync_authname": REPLICATION_USER,
+            "sync_password": REPLICATION_PASSWORD,
+            "sync_try_imap": "0",
+        })
+        return conf
+
+    def services(self):
+        return {"backupd": (self.command("backupd"),
+                            "127.0.0.1:%d" % self.ports["csync"])}
+
+    def ctl_backups(self, command, *args, timeout=60):
+        """`ctl_backups COMMAND ARGS` (e.g. "verify", "-A")."""
+        return self.run_tool("ctl_backups", command, *args, timeout=timeout)
+
+    def cyr_backup(self, user, *args, timeout=60):
+        """`cyr_backup -u USER ARGS` (e.g. "list", "all")."""
+        return self.run_tool("cyr_backup", "-u", user, *args, timeout=timeout)
+
+    def backup_files(self):
+        """{user: data file path} from backups.db (each has a .index)."""
+        r = self.run_tool("cyr_dbtool", self.backups_db, "twoskip", "show")
+        if not r.ok:
+            raise LabError(str(r))
+        files = {}
+        for line in r.stdout.splitlines():
+            if "\t" in line:
+                user, path = line.split("\t", 1)
+                files[user] = path
+        return files
+
+    def restore(self, user, replica, extra_args=("-U", "-a"), timeout=120):
+        """`restore` every mailbox of user's backup into the replica's
+        sync_server (`-U`: keep uniqueids, UIDs, modseqs)."""
+        server = "127.0.0.1:%d" % replica.ports["csync"]
+        return self.run_tool("restore", "-v", *extra_args, server, "-u",
+                             user, timeout=timeout)
+
+
+class Replica(Instance):
+    """A restore target / replication target: sync_server + imapd."""
+
+    kind = "replica"
+
+    def __init__(self, lab, name, extra_config=None):
+        super().__init__(lab, name, extra_config)
+        self.ports = {"imap": free_port(), "csync": free_port()}
+
+    @property
+    def csync_address(self):
+        return ("127.0.0.1", self.ports["csync"])
+
+    def services(self):
+        return {
+            "imap": (self.command("imapd"), "127.0.0.1:%d" % self.ports["imap"]),
+            "syncserver": (self.command("sync_server"),
+                           "127.0.0.1:%d" % self.ports["csync"]),
+        }
+
+
+# ------------------------------------------------------------------- lab
+
+class Lab:
+    """A temp directory of Cyrus instances; a context manager that stops
+    everything it started and removes the directory on exit (kept, with
+    its path printed, when CYRUSLAB_KEEP=1 or keep=True)."""
+
+    def __init__(self, keep=None, unixhierarchysep=False, prefix="cyruslab-"):
+        if keep is None:
+            keep = os.environ.get("CYRUSLAB_KEEP") == "1"
+        self.keep = keep
+        self.unixhierarchysep = unixhierarchysep
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.dir, 0o755)  # cyrus must reach its instance dirs
+        self.instances = {}
+        self.sink = SyslogSink()
+        self.tool_history = []
+        self._started = []
+        self._closed = False
+
+    # the namespace must match across source, backup and replica
+    def namespace_config(self):
+        return {"altnamespace": "no",
+                "unixhierarchysep": "yes" if self.unixhierarchysep else "no"}
+
+    @property
+    def separator(self):
+        return "/" if self.unixhierarchysep else "."
+
+    def user_mailbox(self, user, folder=None):
+        """Admin-view name of user's INBOX or of one of its folders."""
+        name = "user%s%s" % (self.separator, user)
+        return name + self.separator + folder if folder else name
+
+    def mailbox_owner(self, name):
+        """The user owning an admin-view mailbox name, or None."""
+        parts = name.split(self.separator)
+        return parts[1] if len(parts) > 1 and parts[0] == "user" else None
+
+    def user_view(self, user, name):
+        """An admin-view name of user's mailbox as the user sees it."""
+        inbox = self.user_mailbox(user)
+        if name == inbox:
+            return "INBOX"
+        if name.startswith(inbox + self.separator):
+            return "INBOX" + name[len(inbox):]
+        return name
+
+    def _add(self, instance):
+        if instance.name in self.instances:
+            raise ValueError("instance %s exists" % instance.name)
+        self.instances[instance.name] = instance
+        self.sink.add(instance.syslog_socket, instance.syslog_path)
+        return instance
+
+    def add_source(self, name="source", channels=None, extra_config=None):
+        """channels: {name: (host, port)} (e.g. backup.csync_address)."""
+        return self._add(Source(self, name, channels or {}, extra_config))
+
+    def add_backup(self, name="backup", extra_config=None):
+        return self._add(Backup(self, name, extra_config))
+
+    def add_replica(self, name="replica", extra_config=None):
+        return self._add(Replica(self, name, extra_config))
+
+    def start(self):
+        """Write configs and start every instance not yet running."""
+        for instance in self.instances.values():
+            if not instance.running:
+                instance.prepare()
+                instance.start()
+
+    def logs(self):
+        """Every instance's syslog, for diagnosing a failure."""
+        parts = []
+        for instance in self.instances.values():
+            parts.append("===== %s (%s) syslog =====\n%s"
+                         % (instance.name, instance.dir, instance.log()))
+        for name, result in self.tool_history[-10:]:
+            parts.append("===== %s tool run =====\n%s" % (name, result))
+        return "\n".join(parts)
+
+    def close(self, failed=False):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for instance in reversed(self._started):
+                instance.stop()
+        finally:
+            if failed:
+                sys.stderr.write(self.logs() + "\n")
+            self.sink.close()
+            if self.keep or failed and os.environ.get("CYRUSLAB_KEEP_FAILED"):
+                sys.stderr.write("cyruslab: kept %s\n" % self.dir)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None)
+        return False
+
+
+# ---------------------------------------------------------------- sieve
+
+class ManageSieve:
+    """Just enough RFC 5804 (PUTSCRIPT, SETACTIVE, LISTSCRIPTS, DELETESCRIPT)
+    for test data; authenticates as `user` through the admin (PLAIN)."""
+
+    def __init__(self, port, user):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = self.sock.makefile("rb")
+        self._response()
+        token = base64.b64encode(("%s\0%s\0%s" % (user, ADMIN_USER,
+                                                  ADMIN_PASSWORD)).encode())
+        self.command(b'AUTHENTICATE "PLAIN" "%s"\r\n' % token)
+
+    def _response(self):
+        lines = []
+        while True:
+            line = self.reader.readline()
+            if not line:
+                raise LabError("sieve connection closed")
+            lines.append(line)
+            if line[:2].upper() in (b"OK", b"NO", b"BY"):
+                return lines
+
+    def command(self, raw):
+        self.sock.sendall(raw)
+        lines = self._response()
+        if not lines[-1].upper().startswith(b"OK"):
+            raise LabError("sieve %r -> %r" % (raw[:60], lines))
+        return lines
+
+    def put_script(self, name, body):
+        data = body.encode()
+        self.command(b'PUTSCRIPT "%s" {%d+}\r\n%s\r\n'
+                     % (name.encode(), len(data), data))
+
+    def set_active(self, name):
+        self.command(b'SETACTIVE "%s"\r\n' % name.encode())
+
+    def delete_script(self, name):
+        self.command(b'DELETESCRIPT "%s"\r\n' % name.encode())
+
+    def list_scripts(self):
+        """[(name, active)] of the user's scripts."""
+        scripts = []
+        for line in self.command(b"LISTSCRIPTS\r\n")[:-1]:
+            m = re.match(rb'^"([^"]*)"( ACTIVE)?', line)
+            if m:
+                scripts.append((m.group(1).decode(), bool(m.group(2))))
+        return scripts
+
+    def close(self):
+        try:
+            self.sock.sendall(b"LOGOUT\r\n")
+            self._response()
+        except (OSError, LabError):
+            pass
+        self.reader.close()
+        self.sock.close()
+
+
+# ------------------------------------------------------------- messages
+
+_WORDS = ("backup replication mailbox server report meeting budget invoice "
+          "release schedule deadline review draft proposal customer ticket "
+          "deploy rollback lorem ipsum dolor sit amet café über").split()
+
+
+def make_message(user, index, size=600, subject=None, extra_headers=()):
+    """A deterministic RFC 5322 message (bytes, CRLF) of about `size`
+    bytes: the same arguments always give the same bytes."""
+    seed = sum((i + 1) * ord(c) for i, c in enumerate("%s/%d" % (user, index)))
+    words = [_WORDS[(seed + i * 7) % len(_WORDS)] for i in range(size // 6)]
+    lines = [" ".join(words[i:i + 10]) for i in range(0, len(words), 10)]
+    day = 1 + index % 28
+    headers = [
+        "From: Sender %d <sender%d@cyruslab.example>" % (index % 5, index % 5),
+        "To: %s <%s@cyruslab.example>" % (user, user),
+        "Subject: %s" % (subject or "Test message %d for %s" % (index, user)),
+        "Date: Sun, %02d Jun 2025 12:%02d:00 +0000" % (day, index % 60),
+        "Message-ID: <%s.%d@cyruslab.example>" % (user, index),
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ] + list(extra_headers)
+    text = "\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(lines) + "\r\n"
+    return text.encode("utf-8")
+
+
+# ------------------------------------------- Cyrus tools on cairn's files
+
+@dataclasses.dataclass
+class UserCheck:
+    """What Cyrus's tools said about one user's backup files."""
+    user: str
+    data_file: str
+    verify_status: str      # "ok", "failed (...)", "not found", ...
+    list_result: ToolResult
+    accepted: bool
+
+
+def find_backup_files(directory, users):
+    """{user: data file} for each user: a file named USER or USER_<suffix>
+    (the way backupd names them) anywhere under directory, with USER's
+    file + ".index" beside it.  Raises LabError for a missing or an
+    ambiguous user."""
+    found = {u: [] for u in users}
+    for root, _, files in os.walk(directory):
+        names = set(files)
+        for name in files:
+            if name.endswith(".index") or name + ".index" not in names:
+                continue
+            for user in users:
+                if name == user or re.fullmatch(re.escape(user) + r"_[^_]+",
+                                                name):
+                    found[user].append(os.path.join(root, name))
+    mapping = {}
+    for user, paths in found.items():
+        if len(paths) != 1:
+            raise LabError("user %s: %d data+index pairs under %s: %r"
+                           % (user, len(paths), directory, paths))
+        mapping[user] = paths[0]
+    return mapping
+
+
+def check_backup_files(mapping, keep=False):
+    """Run Cyrus's `ctl_backups verify` and `cyr_backup -u USER list all` on
+    backup files not written by backupd (cairn's).  mapping: {user: data
+    file path}; each data file needs its .index beside it.  The files are
+    copied into a temp dir owned by cyrus (the tools open them read-write
+    and lock them), a backups.db maps each user to its copy.  Returns
+    {user: UserCheck}."""
+    lab = Lab(keep=keep, prefix="cyrus-backup-check-")
+    results = {}
+    try:
+        tool = Backup(lab, "check")
+        lab._add(tool)
+        tool.write_configs()
+        copies = {}
+        for user, data_file in mapping.items():
+            target_dir = os.path.join(tool.data_dir, user)
+            os.makedirs(target_dir, exist_ok=True)
+            copy = os.path.join(target_dir, os.path.basename(data_file))
+            shutil.copyfile(data_file, copy)
+            if os.path.exists(data_file + ".index"):
+                shutil.copyfile(data_file + ".index", copy + ".index")
+            copies[user] = copy
+        chown_cyrus(tool.dir)
+        for user, copy in copies.items():
+            r = tool.run_tool("cyr_dbtool", tool.backups_db, "twoskip",
+                              "set", user, copy)
+            if not r.ok:
+                raise LabError("cyr_dbtool set %s failed:\n%s" % (user, r))
+        chown_cyrus(tool.dir)
+        verify = tool.ctl_backups("verify", *mapping.keys())
+        statuses = _verify_statuses(verify.stdout)
+        for user in mapping:
+            listing = tool.cyr_backup(user, "list", "all")
+            status = statuses.get(user, "not found")
+            results[user] = UserCheck(user, mapping[user], status, listing,
+                                      status == "ok" and listing.ok)
+        results["_verify"] = verify
+        lab.tool_history.append(("check", verify))
+        results["_log"] = tool.log()
+    finally:
+        lab.close()
+    return results
+
+
+def _verify_statuses(text):
+    statuses = {}
+    for line in text.splitlines():
+        m = re.match(r"^verify (\S+): (.*)$", line)
+        if m:
+            statuses[m.group(1)] = m.group(2)
+    return statuses
