@@ -1,0 +1,227 @@
+/*
+ * router.h - the csync server side of cairn (library cairn_router): TCP
+ * listeners per channel, the session every sync_client connection goes
+ * through (banner, SASL via libsasl2, COMPRESS DEFLATE, NOOP/RESTART/EXIT,
+ * the IMAP probe), the command table, and the mapping of every request to
+ * exactly one user, as Cyrus backupd does it.
+ *
+ * Forwarding to storage nodes is not part of this layer: requests that need
+ * the user's backup go to a request handler the program installs. Without
+ * one, the router answers every such request with a NO that says it is not
+ * forwarded yet; it never claims to have stored anything.
+ *
+ * Runs on one cairn_loop; single-threaded. The library never logs: it
+ * reports what happens through the optional event callback.
+ */
+#ifndef CAIRN_ROUTER_H
+#define CAIRN_ROUTER_H
+
+#include "common.h"
+#include "csync.h"
+#include "dlist.h"
+#include "loop.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- user resolution (pure; user_map.c) -------------------------------- */
+
+/* Longest userid (with "@domain"), terminating NUL included. */
+#define CAIRN_ROUTER_USERID_MAX 256
+/* The one pseudo-user that holds every shared (non-user) mailbox. */
+#define CAIRN_ROUTER_SHARED_USER "%SHARED"
+
+/* The sender's namespace settings that change the mapping. */
+struct cairn_router_namespace {
+    const char *default_domain; /* NULL: none; "x!user.a" -> a@x unless == */
+    const char *deleted_prefix; /* NULL: "DELETED" */
+};
+
+/* Whose a name is: a user, or the shared pseudo-user. */
+struct cairn_router_owner {
+    bool shared;                          /* userid is the shared user */
+    char userid[CAIRN_ROUTER_USERID_MAX]; /* "anne", "anne@example.com" */
+};
+
+/*
+ * True if userid may become a storage key: 1..255 bytes, no control bytes
+ * or blanks, no '/', '\\', '!', no "..", not starting with '.', '%' or '@',
+ * at most one '@' with a non-empty domain after it.
+ */
+bool cairn_router_userid_safe(const char *userid);
+
+/*
+ * The owner of an internal mailbox name as backupd computes it:
+ * "user.anne.Sent" -> anne, "example.com!user.anne" -> anne@example.com,
+ * "user.anne^smith" -> anne.smith, "DELETED.user.anne.X.5F1E2D3C" -> anne,
+ * anything not under "user." -> shared. Returns CAIRN_EBADNAME when the
+ * userid it finds is unsafe (owner then says nothing useful).
+ */
+int cairn_router_mailbox_owner(const char *mboxname,
+                               const struct cairn_router_namespace *names,
+                               struct cairn_router_owner *owner);
+/*
+ * The owner of a userid argument (GET USER, GET META, USERID keys): split
+ * at the last '@', the default domain dropped. CAIRN_EBADNAME if unsafe.
+ */
+int cairn_router_userid_owner(const char *userid,
+                              const struct cairn_router_namespace *names,
+                              struct cairn_router_owner *owner);
+
+/* --- the command table for GET/APPLY (pure; commands.c) ---------------- */
+
+/* What the router does with a GET/APPLY key, backupd's way. */
+enum cairn_router_action {
+    CAIRN_ROUTER_FORWARD = 0,    /* to the user's backup (request handler) */
+    CAIRN_ROUTER_IGNORE,         /* backupd accepts and stores nothing: OK */
+    CAIRN_ROUTER_PROTOCOL_ERROR, /* NO IMAP_PROTOCOL_ERROR Protocol error */
+    CAIRN_ROUTER_BAD_PARAMETERS, /* NO IMAP_PROTOCOL_BAD_PARAMETERS ... */
+};
+
+/* How the user of a request is found. */
+enum cairn_router_user_rule {
+    CAIRN_ROUTER_USER_NONE = 0,   /* names no user */
+    CAIRN_ROUTER_USER_VALUE,      /* the value is a userid (GET USER) */
+    CAIRN_ROUTER_USER_MAILBOX,    /* the value is a mailbox name */
+    CAIRN_ROUTER_USER_MAILBOXES,  /* a list of names that must agree */
+    CAIRN_ROUTER_USER_KEY_MBOX,   /* a kvlist key holds a mailbox name */
+    CAIRN_ROUTER_USER_KEY_MBOXES, /* a kvlist key holds a list of names */
+    CAIRN_ROUTER_USER_KEY_USERID, /* a kvlist key holds a userid */
+    CAIRN_ROUTER_USER_CURRENT,    /* the connection's current user */
+};
+
+/* One request after resolution. */
+struct cairn_router_resolution {
+    enum cairn_router_action action;
+    enum cairn_router_user_rule rule;
+    const char *key;                 /* canonical key, "MAILBOX" (static) */
+    struct cairn_router_owner owner; /* valid when has_owner */
+    bool has_owner;
+    /* APPLY RESERVE may name several users (backupd reserves for each);
+     * true when it did. owner is then the first user named. */
+    bool several_users;
+};
+
+/*
+ * Looks the command (verb GET or APPLY; value is the command's tree, whose
+ * name is the key) up in the table and finds its user. current_user (may
+ * be NULL) is the user of the last user-naming request on the connection,
+ * used for APPLY MESSAGE. Unknown keys resolve to PROTOCOL_ERROR; a GET
+ * MAILBOXES spanning several users, a NIL or unsafe userid, or a missing
+ * key resolve to BAD_PARAMETERS. Returns 0 (the outcome is in *resolution)
+ * or CAIRN_EINVAL for another verb.
+ */
+int cairn_router_resolve(enum cairn_csync_verb verb,
+                         const struct cairn_dlist *value,
+                         const struct cairn_router_namespace *names,
+                         const char *current_user,
+                         struct cairn_router_resolution *resolution);
+
+/* --- the router: listeners and sessions -------------------------------- */
+
+/* One channel: a listener with its own credentials. Strings are borrowed
+ * for the call only (the router copies them). */
+struct cairn_router_channel_settings {
+    const char *name;
+    const char *listen;            /* "127.0.0.1:14873"; port 0 picks one */
+    const char *sasl_user;         /* the identity sync_client must log in as */
+    const char *sasl_password;     /* its password, or NULL and ... */
+    const char *sasl_db;           /* ... a sasldb file that holds it */
+    const char *const *mechanisms; /* advertised, in order; NULL = default */
+    size_t mechanism_count;
+    bool compress;            /* offer COMPRESS DEFLATE */
+    uint64_t idle_timeout_ms; /* 0: 30 minutes, like sync_server */
+};
+
+struct cairn_router_settings {
+    const char *servername; /* banner and SASL realm; NULL: "localhost" */
+    const struct cairn_router_channel_settings *channels;
+    size_t channel_count;
+    struct cairn_router_namespace names;
+    size_t max_connections; /* all channels; 0: 1024 */
+    size_t max_line;        /* simple command line; 0: 65536 */
+    size_t max_output;      /* queued reply bytes per connection; 0: 4 MiB */
+    const struct cairn_dlist_limits *limits; /* NULL: defaults */
+};
+
+/* Severity of an event the router reports. */
+enum cairn_router_event_level {
+    CAIRN_ROUTER_EVENT_ERROR = 0,
+    CAIRN_ROUTER_EVENT_WARN,
+    CAIRN_ROUTER_EVENT_INFO,
+    CAIRN_ROUTER_EVENT_DEBUG,
+};
+
+/*
+ * Where an event happened: channel, peer ("127.0.0.1:5555"), authenticated
+ * user (NULL before login). All borrowed for the call.
+ */
+struct cairn_router_event {
+    enum cairn_router_event_level level;
+    const char *channel;
+    const char *peer;
+    const char *login;
+    const char *message;
+};
+typedef void (*cairn_router_event_fn)(void *arg,
+                                      const struct cairn_router_event *event);
+
+/* A request that needs the user's backup, handed to the request handler. */
+struct cairn_router_request {
+    const char *channel;
+    const char *peer;
+    enum cairn_csync_verb verb; /* GET or APPLY */
+    const struct cairn_router_resolution *resolution;
+    const struct cairn_dlist *value; /* the command's tree (borrowed) */
+};
+
+struct cairn_router_reply;
+
+/*
+ * Answers a request: zero or more untagged items, then exactly one
+ * completion. Items are printed at once (borrowed for the call).
+ */
+int cairn_router_reply_untagged(struct cairn_router_reply *reply,
+                                const struct cairn_dlist *item);
+int cairn_router_reply_complete(struct cairn_router_reply *reply,
+                                enum cairn_csync_status status,
+                                enum cairn_csync_code code, const char *text);
+
+/*
+ * Handles one request synchronously; must call
+ * cairn_router_reply_complete() before returning 0. A negative return
+ * without a completion makes the router answer "NO Unknown error".
+ */
+typedef int (*cairn_router_request_fn)(void *arg,
+                                       const struct cairn_router_request *req,
+                                       struct cairn_router_reply *reply);
+
+struct cairn_router;
+
+/*
+ * Creates a router on loop (borrowed; it must outlive the router): binds
+ * every channel's listener and starts accepting. On failure returns a
+ * negative code and, when error is not NULL, a reason in error. The caller
+ * owns *router and frees it with cairn_router_free(), which closes every
+ * connection and listener.
+ */
+int cairn_router_new(struct cairn_loop *loop,
+                     const struct cairn_router_settings *settings,
+                     struct cairn_router **router, char *error,
+                     size_t error_size);
+void cairn_router_free(struct cairn_router *router);
+
+/* Installs the event callback (NULL to drop events). */
+void cairn_router_set_event_handler(struct cairn_router *router,
+                                    cairn_router_event_fn fn, void *arg);
+/* Installs the request handler (NULL: "not yet forwarded" answers). */
+void cairn_router_set_request_handler(struct cairn_router *router,
+                                      cairn_router_request_fn fn, void *arg);
+
+/* The TCP port channel index listens on (after binding port 0), or 0. */
+uint16_t cairn_router_port(const struct cairn_router *router, size_t channel);
+/* Open csync connections, all channels. */
+size_t cairn_router_connection_count(const struct cairn_router *router);
+
+#endif /* CAIRN_ROUTER_H */
