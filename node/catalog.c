@@ -1,0 +1,179 @@
+/*
+ * catalog.c - the node's map of users to their data files, the SQLite
+ * equivalent of Cyrus's backups.db (userid -> absolute data path). New
+ * files are named as Cyrus names them: <root>/<hash>/<userid>_XXXXXX.
+ */
+#include "node_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct cairn_catalog {
+    sqlite3 *db;
+};
+
+int
+cairn_catalog_open(const char *path, struct cairn_catalog **catalog)
+{
+    struct cairn_catalog *cat = NULL;
+    int rc = CAIRN_EDB;
+
+    *catalog = NULL;
+    if ((cat = calloc(1, sizeof(*cat))) == NULL)
+        return CAIRN_ENOMEM;
+    if (sqlite3_open_v2(path, &cat->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                        NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_busy_timeout(cat->db, 20000);
+    if (sqlite3_exec(cat->db,
+                     "CREATE TABLE IF NOT EXISTS users(userid TEXT PRIMARY KEY"
+                     " NOT NULL, data_path TEXT NOT NULL)",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        goto out;
+    *catalog = cat;
+    cat = NULL;
+    rc = 0;
+out:
+    cairn_catalog_free(cat);
+    return rc;
+}
+
+void
+cairn_catalog_free(struct cairn_catalog *catalog)
+{
+    if (catalog == NULL)
+        return;
+    sqlite3_close(catalog->db);
+    free(catalog);
+}
+
+int
+cairn_catalog_lookup(struct cairn_catalog *catalog, const char *userid,
+                     char **data_path)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc, step;
+
+    *data_path = NULL;
+    if ((rc = cairn_node_check_userid(userid)) < 0)
+        return rc;
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT data_path FROM users WHERE userid = ?", -1,
+                           &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        *data_path = strdup((const char *)sqlite3_column_text(stmt, 0));
+        rc = *data_path ? 0 : CAIRN_ENOMEM;
+    } else {
+        rc = step == SQLITE_DONE ? CAIRN_ENOENT : CAIRN_EDB;
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_set(struct cairn_catalog *catalog, const char *userid,
+                  const char *data_path)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    if ((rc = cairn_node_check_userid(userid)) < 0)
+        return rc;
+    if (sqlite3_prepare_v2(catalog->db,
+                           "INSERT OR REPLACE INTO users (userid, data_path)"
+                           " VALUES (?, ?)",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, data_path, -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt) == SQLITE_DONE ? 0 : CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_remove(struct cairn_catalog *catalog, const char *userid)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(catalog->db, "DELETE FROM users WHERE userid = ?",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt) == SQLITE_DONE ? 0 : CAIRN_EDB;
+    if (rc == 0 && sqlite3_changes(catalog->db) == 0)
+        rc = CAIRN_ENOENT;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_foreach(struct cairn_catalog *catalog,
+                      int (*visit)(void *ctx, const char *userid,
+                                   const char *data_path),
+                      void *ctx)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = 0, step;
+
+    if (sqlite3_prepare_v2(
+            catalog->db, "SELECT userid, data_path FROM users ORDER BY userid",
+            -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0),
+                   (const char *)sqlite3_column_text(stmt, 1));
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
+                     const char *userid, char **data_path)
+{
+    char dir[PATH_MAX], path[PATH_MAX];
+    char *existing = NULL;
+    int fd = -1, rc;
+
+    *data_path = NULL;
+    rc = cairn_catalog_lookup(catalog, userid, &existing);
+    free(existing);
+    if (rc == 0)
+        return CAIRN_EEXIST;
+    if (rc != CAIRN_ENOENT)
+        return rc;
+    if (snprintf(dir, sizeof(dir), "%s/%c", root,
+                 cairn_node_dir_hash(userid)) >= (int)sizeof(dir) ||
+        snprintf(path, sizeof(path), "%s/%s_XXXXXX", dir, userid) >=
+            (int)sizeof(path))
+        return CAIRN_ETOOBIG;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return CAIRN_EIO;
+    if ((fd = mkstemp(path)) < 0)
+        return CAIRN_EIO;
+    close(fd);
+    if ((rc = cairn_fsync_parent_dir(path)) < 0 ||
+        (rc = cairn_catalog_set(catalog, userid, path)) < 0) {
+        unlink(path);
+        return rc;
+    }
+    if ((*data_path = strdup(path)) == NULL)
+        return CAIRN_ENOMEM;
+    return 0;
+}

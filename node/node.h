@@ -1,0 +1,245 @@
+/*
+ * node.h - the node's store: each user's backup kept in Cyrus 3.x's own
+ * format (cyrus-backups.md): an append-only data file of gzip members
+ * ("chunks") holding timestamped "APPLY <dlist>" lines, plus an SQLite
+ * index with Cyrus's schema, so Cyrus's ctl_backups and cyr_backup read
+ * cairn's files and cairn reads Cyrus's.
+ *
+ * Durability: appends go to an open chunk inside an open index
+ * transaction; nothing is acknowledged until cairn_store_commit() (or
+ * cairn_store_commit_many() for many users in one round) has ended the
+ * member, fsynced the data file, and then committed the index row that
+ * records it. A crash leaves at most a torn tail after the last committed
+ * chunk, which the next open cuts off.
+ *
+ * Locking: an exclusive open-file-description fcntl lock on the data file,
+ * the same lock Cyrus takes, held from open to close.
+ *
+ * Thread safety: one store object is used by one thread at a time.
+ */
+#ifndef CAIRN_NODE_H
+#define CAIRN_NODE_H
+
+#include "dlist.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- user names and the catalog ---------------------------------------- */
+
+/*
+ * 0 when userid may become part of a path: 1..255 bytes, no "/", no "..",
+ * no leading ".", no control bytes or DEL. CAIRN_EBADNAME otherwise.
+ */
+int cairn_node_check_userid(const char *userid);
+/* Cyrus's hash directory letter (dir_hash_c, fulldirhash: no). */
+char cairn_node_dir_hash(const char *userid);
+
+/* The node's map of users to data files (Cyrus's backups.db, in SQLite). */
+struct cairn_catalog;
+
+/* Opens or creates the catalog at path. Returns the owned catalog. */
+int cairn_catalog_open(const char *path, struct cairn_catalog **catalog);
+void cairn_catalog_free(struct cairn_catalog *catalog);
+/* The data path of userid, owned by the caller (free()); CAIRN_ENOENT. */
+int cairn_catalog_lookup(struct cairn_catalog *catalog, const char *userid,
+                         char **data_path);
+/*
+ * Creates an empty data file root/<hash>/<userid>_XXXXXX (as Cyrus names
+ * them) and records it. Returns the path, owned by the caller.
+ * CAIRN_EEXIST when the user already has one.
+ */
+int cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
+                         const char *userid, char **data_path);
+/* Records an existing data file for userid (import, rebalance). */
+int cairn_catalog_set(struct cairn_catalog *catalog, const char *userid,
+                      const char *data_path);
+int cairn_catalog_remove(struct cairn_catalog *catalog, const char *userid);
+/* Calls visit for each user in name order; a non-zero return stops. */
+int cairn_catalog_foreach(struct cairn_catalog *catalog,
+                          int (*visit)(void *ctx, const char *userid,
+                                       const char *data_path),
+                          void *ctx);
+
+/* --- opening a store ---------------------------------------------------- */
+
+struct cairn_store;
+
+enum {
+    CAIRN_STORE_BLOCK = 1 << 0,  /* wait for the lock (tools) */
+    CAIRN_STORE_CREATE = 1 << 1, /* create the user when missing */
+};
+
+/*
+ * Opens the backup whose data file is data_path (index: data_path +
+ * ".index"), takes the lock (CAIRN_ELOCKED if held and not BLOCK), and
+ * recovers: a torn tail after the last committed chunk is cut off, a
+ * missing index is rebuilt from the data file. Returns the owned store.
+ */
+int cairn_store_open(const char *data_path, unsigned flags,
+                     struct cairn_store **store);
+/* Opens userid through the catalog, creating it under root with CREATE. */
+int cairn_store_open_user(struct cairn_catalog *catalog, const char *root,
+                          const char *userid, unsigned flags,
+                          struct cairn_store **store);
+/* Rolls back anything uncommitted, releases the lock, frees (NULL-safe). */
+void cairn_store_close(struct cairn_store *store);
+/* deflate level for chunks written from now on (default 6, as Cyrus). */
+void cairn_store_set_level(struct cairn_store *store, int level);
+const char *cairn_store_data_path(const struct cairn_store *store);
+
+/* --- appending ---------------------------------------------------------- */
+
+/*
+ * Supplies message bodies while a record with FILE nodes is written:
+ * read() must call put() with the size bytes of file's body, in pieces
+ * (memory stays bounded whatever the size), and return 0 or an error.
+ */
+struct cairn_store_bodies {
+    int (*read)(void *ctx, const struct cairn_dlist *file,
+                int (*put)(void *put_ctx, const void *data, size_t len),
+                void *put_ctx);
+    void *ctx;
+};
+
+/*
+ * Appends one record, the dlist of an APPLY command whose name is the
+ * sub-command (MAILBOX, UNMAILBOX, MESSAGE, RESERVE, RENAME, SEEN, SUB,
+ * UNSUB, SIEVE, UNSIEVE, EXPUNGE), as "<ts> APPLY <dlist>\r\n" to the open
+ * chunk (opened on the first append), and indexes it as Cyrus does. ts is
+ * clamped so that timestamps never go backwards. bodies is needed for
+ * MESSAGE. Each body's SHA-1 is checked against its GUID as it streams.
+ * Borrows record. On failure the record is not in the file nor the index
+ * and earlier uncommitted appends stay (CAIRN_EPROTO for a record Cyrus's
+ * indexer refuses, CAIRN_EMISMATCH for a body that fails its GUID);
+ * CAIRN_EIO and worse leave the store needing cairn_store_abort().
+ */
+int cairn_store_append(struct cairn_store *store, int64_t ts,
+                       const struct cairn_dlist *record,
+                       const struct cairn_store_bodies *bodies);
+/*
+ * Makes everything appended so far durable: ends the chunk, fsyncs the
+ * data file, commits the index. A store with nothing pending succeeds
+ * without writing anything (no empty chunks).
+ */
+int cairn_store_commit(struct cairn_store *store);
+/*
+ * Group commit of count stores: all members are ended and written, then
+ * all data files fsynced, then all indexes committed. results (may be
+ * NULL) gets each store's outcome; the return is the first failure.
+ */
+int cairn_store_commit_many(struct cairn_store *const *stores, size_t count,
+                            int *results);
+/* Drops everything uncommitted (file bytes and index changes). */
+void cairn_store_abort(struct cairn_store *store);
+
+/* --- state answers (what backupd replies to GET) -------------------------- */
+
+/*
+ * Each item is passed to emit as a dlist named as its untagged reply
+ * ("MAILBOX", "SEEN", "LSUB", "SIEVE"), borrowed for the call; the caller
+ * prints "* " + item. A non-zero return from emit stops and is returned.
+ */
+typedef int (*cairn_store_emit)(void *ctx, const struct cairn_dlist *item);
+
+/* GET USER: live mailboxes (no records), seen, LSUB, sieve. */
+int cairn_store_get_user(struct cairn_store *store, cairn_store_emit emit,
+                         void *ctx);
+/* GET META: the seen, LSUB and sieve parts of GET USER. */
+int cairn_store_get_meta(struct cairn_store *store, cairn_store_emit emit,
+                         void *ctx);
+/* GET MAILBOXES for names of this user: found, live ones; others skipped. */
+int cairn_store_get_mailboxes(struct cairn_store *store,
+                              const char *const *mboxnames, size_t count,
+                              cairn_store_emit emit, void *ctx);
+/* GET FULLMAILBOX: with every record; CAIRN_ENOENT when unknown. */
+int cairn_store_get_fullmailbox(struct cairn_store *store, const char *mboxname,
+                                cairn_store_emit emit, void *ctx);
+/* Whether the index holds a body for guid (for RESERVE / MISSING). */
+bool cairn_store_has_message(struct cairn_store *store, const char *guid);
+/*
+ * Streams the body of guid out of its chunk to put (bounded memory), and
+ * checks its SHA-1. CAIRN_ENOENT when unknown.
+ */
+int cairn_store_read_message(struct cairn_store *store, const char *guid,
+                             int (*put)(void *ctx, const void *data,
+                                        size_t len),
+                             void *ctx);
+
+/* --- maintenance --------------------------------------------------------- */
+
+/*
+ * Rebuilds the index from the data file alone: built aside, then renamed
+ * over the old one only when complete. A torn member is cut off (only
+ * after the last whole member; damage anywhere else is CAIRN_ECORRUPT).
+ */
+int cairn_store_reindex(struct cairn_store *store);
+
+enum {
+    CAIRN_VERIFY_LAST_CHECKSUM = 1 << 0,
+    CAIRN_VERIFY_ALL_CHECKSUMS = 1 << 1,
+    CAIRN_VERIFY_MESSAGE_LINKS = 1 << 2,
+    CAIRN_VERIFY_MESSAGE_GUIDS = 1 << 3,
+    CAIRN_VERIFY_MAILBOX_LINKS = 1 << 4,
+    CAIRN_VERIFY_FULL = 0x1f,
+};
+
+/*
+ * Cyrus's verify levels. 0 when everything checks; CAIRN_ECORRUPT or
+ * CAIRN_EMISMATCH otherwise, with a description in error (may be NULL).
+ */
+int cairn_store_verify(struct cairn_store *store, unsigned levels, char *error,
+                       size_t error_size);
+
+struct cairn_compact_policy {
+    int64_t retention_seconds; /* keep deleted data this long; <= 0: ever */
+    uint64_t min_chunk;        /* coalesce chunks smaller (0: never) */
+    uint64_t max_chunk;        /* split chunks larger (0: never) */
+    unsigned work_threshold;   /* chunks needing work before acting (>=1) */
+    int64_t now;               /* the clock (seconds) */
+};
+
+struct cairn_compact_result {
+    bool compacted; /* false when there was nothing to do */
+    uint64_t chunks_before, chunks_after;
+    uint64_t bytes_before, bytes_after; /* data file sizes */
+};
+
+/*
+ * Writes a new data file and index with what the policy keeps, verifies
+ * them, and renames them over the old pair (fsynced first); the old pair
+ * is removed only after the switch. Nothing to do is success.
+ */
+int cairn_store_compact(struct cairn_store *store,
+                        const struct cairn_compact_policy *policy,
+                        struct cairn_compact_result *result);
+
+/* --- checksums ------------------------------------------------------------ */
+
+/*
+ * One mailbox record as SYNC_CRC sees it (sync-protocol.md §6). flags are
+ * the names as sent ("\\Seen", "$Label1"); annotations are per-message
+ * (entry, userid, value) triples, without the virtual ones.
+ */
+struct cairn_crc_record {
+    uint32_t uid;
+    uint64_t modseq;
+    int64_t last_updated;
+    int64_t internaldate;
+    const char *guid;
+    const char *const *flags;
+    size_t flag_count;
+    bool expunged;
+    int64_t savedate;       /* 0: none */
+    uint64_t createdmodseq; /* 0: none */
+    uint64_t thrid;         /* 0: none */
+    const char *const (*annotations)[3];
+    size_t annotation_count;
+};
+
+/* SYNC_CRC and SYNC_CRC_ANNOT of a mailbox holding these records. */
+void cairn_node_sync_crcs(const struct cairn_crc_record *records, size_t count,
+                          uint32_t *crc, uint32_t *crc_annot);
+
+#endif /* CAIRN_NODE_H */

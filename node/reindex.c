@@ -1,0 +1,213 @@
+/*
+ * reindex.c - rebuilding a user's index from the data file alone
+ * (Cyrus's backup_reindex, without its weak points): the new index is
+ * built beside the old one and renamed over it only when complete; a torn
+ * last member is cut off; a timestamp out of order is an error, not an
+ * abort that leaves half an index behind.
+ */
+#include "node_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct reindex {
+    struct cairn_store *store;
+    uint64_t member_offset;
+    int64_t previous_first_ts; /* first ts of the previous chunk */
+    int64_t last_ts;
+    bool chunk_open;
+};
+
+static int
+reindex_visit(void *ctx, const struct log_line *line)
+{
+    struct reindex *state = ctx;
+    struct cairn_store *store = state->store;
+    sqlite3_stmt *insert = store->stmts[STMT_CHUNK_INSERT];
+    int rc;
+
+    if (strcmp(line->verb, "APPLY") != 0)
+        return 0;
+    if (!state->chunk_open) {
+        if (line->ts < state->previous_first_ts)
+            return CAIRN_ECORRUPT;
+        if ((rc = sql_bind_int(insert, ":ts_start", line->ts)) < 0 ||
+            (rc = sql_bind_int(insert, ":offset",
+                               (int64_t)state->member_offset)) < 0 ||
+            (rc = sql_bind_text(insert, ":file_sha1",
+                                store->writer.file_sha1)) < 0) {
+            sql_reset(insert);
+            return rc;
+        }
+        if ((rc = sql_run(insert)) < 0)
+            return rc;
+        store->chunk_id = sqlite3_last_insert_rowid(store->db);
+        state->chunk_open = true;
+        state->previous_first_ts = line->ts;
+    } else if (line->ts < state->previous_first_ts) {
+        return CAIRN_ECORRUPT;
+    }
+    if (line->ts > state->last_ts)
+        state->last_ts = line->ts;
+    if ((rc = store_savepoint(store)) < 0)
+        return rc;
+    /* Like Cyrus, a line the indexer refuses is skipped, not fatal. */
+    if (store_index_record(store, line->record, line->ts, line->offset) < 0)
+        store_rollback_to(store);
+    else if ((rc = store_release(store)) < 0)
+        return rc;
+    return 0;
+}
+
+static int
+end_chunk_row(struct cairn_store *store, const struct chunk_member *member,
+              int64_t ts_end)
+{
+    sqlite3_stmt *end = store->stmts[STMT_CHUNK_END];
+    int rc;
+
+    if ((rc = sql_bind_int(end, ":ts_end", ts_end)) < 0 ||
+        (rc = sql_bind_int(end, ":length", (int64_t)member->length)) < 0 ||
+        (rc = sql_bind_text(end, ":data_sha1", member->data_sha1)) < 0 ||
+        (rc = sql_bind_int(end, ":id", store->chunk_id)) < 0) {
+        sql_reset(end);
+        return rc;
+    }
+    return sql_run(end);
+}
+
+/* Feeds the compressed bytes [from, to) to the running file SHA-1. */
+static int
+hash_range(struct cairn_store *store, uint64_t from, uint64_t to)
+{
+    unsigned char buf[65536];
+
+    while (from < to) {
+        size_t want =
+            to - from > sizeof(buf) ? sizeof(buf) : (size_t)(to - from);
+        ssize_t n = pread(store->fd, buf, want, (off_t)from);
+
+        if (n <= 0)
+            return n == 0 ? CAIRN_ECORRUPT : CAIRN_EIO;
+        SHA1_Update(&store->writer.file_sha, buf, (size_t)n);
+        from += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Whether a gzip member header appears anywhere in [from, size). */
+static bool
+gzip_magic_after(int fd, uint64_t from, uint64_t size)
+{
+    unsigned char buf[65536];
+
+    while (from + 3 <= size) {
+        ssize_t n = pread(fd, buf, sizeof(buf), (off_t)from);
+
+        if (n < 3)
+            return false;
+        for (ssize_t i = 0; i + 2 < n; i++) {
+            if (buf[i] == 0x1f && buf[i + 1] == 0x8b && buf[i + 2] == 0x08)
+                return true;
+        }
+        from += (uint64_t)n - 2;
+    }
+    return false;
+}
+
+/* Indexes every member; stops at a torn last member (cut off later). */
+static int
+reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
+{
+    struct reindex state = {.store = store};
+    struct chunk_member member;
+    int rc;
+
+    SHA1_Init(&store->writer.file_sha);
+    *good_end = 0;
+    while (state.member_offset < size) {
+        chunk_sha1_state_hex(&store->writer.file_sha, store->writer.file_sha1);
+        state.chunk_open = false;
+        if ((rc = store_savepoint(store)) < 0)
+            return rc;
+        rc = log_walk_chunk(store->fd, state.member_offset, 0, NULL,
+                            reindex_visit, &state, &member);
+        if (rc == CAIRN_ECORRUPT || rc == CAIRN_EPARSE) {
+            store_rollback_to(store);
+            /* Damage with whole members after it is not a torn tail. */
+            if (gzip_magic_after(store->fd, state.member_offset + 1, size))
+                return CAIRN_ECORRUPT;
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        if (state.chunk_open &&
+            (rc = end_chunk_row(store, &member, state.last_ts)) < 0)
+            return rc;
+        if ((rc = store_release(store)) < 0)
+            return rc;
+        if ((rc = hash_range(store, state.member_offset, member.end)) < 0)
+            return rc;
+        state.member_offset = member.end;
+        *good_end = member.end;
+    }
+    store->last_ts = state.last_ts;
+    return 0;
+}
+
+int
+cairn_store_reindex(struct cairn_store *store)
+{
+    char *fresh = NULL;
+    uint64_t good_end = 0;
+    struct stat st;
+    int rc;
+
+    if (store->in_chunk)
+        return CAIRN_ESTATE;
+    if (fstat(store->fd, &st) < 0)
+        return CAIRN_EIO;
+    if (asprintf(&fresh, "%s.new.%ld", store->index_path, (long)getpid()) < 0)
+        return CAIRN_ENOMEM;
+    store_close_index(store);
+    unlink(fresh);
+    if ((rc = store_open_index_at(store, fresh)) < 0)
+        goto out;
+    if ((rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
+        goto out;
+    rc = reindex_members(store, (uint64_t)st.st_size, &good_end);
+    store->writer.file_end = good_end;
+    if (rc == 0 && (rc = store_save_tail(store, store->chunk_id)) == 0)
+        rc = sql_run(store->stmts[STMT_COMMIT]);
+    if (rc < 0) {
+        sql_run(store->stmts[STMT_ROLLBACK]);
+        goto out;
+    }
+    store_close_index(store);
+    /* The data must be whole and durable before the index names it. */
+    if ((uint64_t)st.st_size > good_end &&
+        ftruncate(store->fd, (off_t)good_end) < 0) {
+        rc = CAIRN_EIO;
+        goto out;
+    }
+    if (fsync(store->fd) < 0 || rename(fresh, store->index_path) < 0) {
+        rc = CAIRN_EIO;
+        goto out;
+    }
+    rc = cairn_fsync_parent_dir(store->index_path);
+out:
+    store_close_index(store);
+    if (rc < 0)
+        unlink(fresh);
+    free(fresh);
+    store->chunk_id = 0;
+    if (rc == 0)
+        return store_reopen_index(store, true);
+    /* Never recover against an index that failed to build. */
+    store_reopen_index(store, false);
+    return rc;
+}
