@@ -223,4 +223,11 @@ int log_walk_chunk(int fd, uint64_t offset, uint64_t start_at,
                    const struct cairn_dlist_file_sink *sink, log_visit visit,
                    void *ctx, struct chunk_member *member);
 
+/* --- links.c --- */
+
+/* The verify levels that read the content of one chunk. */
+int verify_chunk_links(struct cairn_store *store, int64_t chunk_id,
+                       uint64_t offset, unsigned levels, char *error,
+                       size_t size);
+
 #endif /* CAIRN_NODE_INT_H */

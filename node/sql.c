@@ -165,7 +165,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
         "SELECT r.uid, r.modseq, r.last_updated, r.flags, r.internaldate,"
         " m.size, m.guid, r.annotations, r.expunged FROM mailbox_message AS r"
         " JOIN message AS m ON m.id = r.message_id"
-        " WHERE r.mailbox_id = :mailbox_id ORDER BY r.uid",
+        " WHERE r.mailbox_id = :mailbox_id ORDER BY r.id",
     [STMT_RECORDS_BY_CHUNK] =
         "SELECT mb.uniqueid, r.uid, r.modseq, r.last_updated, r.internaldate,"
         " m.size, m.guid FROM mailbox_message AS r"

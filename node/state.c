@@ -1,0 +1,352 @@
+/*
+ * state.c - the answers backupd gives to GET USER, GET META, GET MAILBOXES
+ * and GET FULLMAILBOX, built from the index with the same fields in the
+ * same order (backup/lcb_indexr.c: backup_mailbox_to_dlist, backupd.c:
+ * backupd_print_*), so sync_client sends only what the backup lacks.
+ * Also message lookup by GUID, streaming the body out of its chunk.
+ */
+#include "node_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *
+column_text(sqlite3_stmt *stmt, int column)
+{
+    return (const char *)sqlite3_column_text(stmt, column);
+}
+
+/*
+ * Appends a list stored as printed text ("(...)") under name; text that
+ * does not parse is left out, as Cyrus does; *added says which.
+ */
+static int
+append_stored_list(struct cairn_dlist *parent, const char *name,
+                   const char *text, bool *added)
+{
+    struct cairn_dlist *tree = NULL;
+    int rc;
+
+    *added = false;
+    if (text == NULL || text[0] == '\0')
+        return 0;
+    if (cairn_dlist_parse(text, strlen(text), 0, NULL, NULL, &tree, NULL, 0) <
+        0)
+        return 0;
+    if ((rc = cairn_dlist_append(parent, name, tree)) < 0) {
+        cairn_dlist_free(tree);
+        return rc;
+    }
+    *added = true;
+    return 0;
+}
+
+static int
+add_record(struct cairn_dlist *records, sqlite3_stmt *row)
+{
+    struct cairn_dlist *record = NULL, *flags = NULL;
+    const struct cairn_dlist *last = NULL;
+    bool added;
+    int rc;
+
+    if ((rc = cairn_dlist_add_kvlist(records, NULL, &record)) < 0 ||
+        (rc = cairn_dlist_add_num(
+             record, "UID", (uint64_t)sqlite3_column_int64(row, 0))) < 0 ||
+        (rc = cairn_dlist_add_num(
+             record, "MODSEQ", (uint64_t)sqlite3_column_int64(row, 1))) < 0 ||
+        (rc = cairn_dlist_add_num(record, "LAST_UPDATED",
+                                  (uint64_t)sqlite3_column_int64(row, 2))) <
+            0 ||
+        (rc = cairn_dlist_add_num(record, "INTERNALDATE",
+                                  (uint64_t)sqlite3_column_int64(row, 4))) <
+            0 ||
+        (rc = cairn_dlist_add_guid(record, "GUID", column_text(row, 6))) < 0 ||
+        (rc = cairn_dlist_add_num(record, "SIZE",
+                                  (uint32_t)sqlite3_column_int64(row, 5))) < 0)
+        return rc;
+    if ((rc = append_stored_list(record, "FLAGS", column_text(row, 3),
+                                 &added)) < 0)
+        return rc;
+    if (!added && (rc = cairn_dlist_add_list(record, "FLAGS", &flags)) < 0)
+        return rc;
+    for (const struct cairn_dlist *c = cairn_dlist_first(record); c;
+         c = cairn_dlist_next(c))
+        last = c;
+    if (sqlite3_column_type(row, 8) != SQLITE_NULL && last != NULL &&
+        (rc = cairn_dlist_add_flag((struct cairn_dlist *)last, NULL,
+                                   "\\Expunged")) < 0)
+        return rc;
+    return append_stored_list(record, "ANNOTATIONS", column_text(row, 7),
+                              &added);
+}
+
+static int
+add_records(struct cairn_store *store, struct cairn_dlist *mailbox,
+            int64_t mailbox_id)
+{
+    sqlite3_stmt *rows = store->stmts[STMT_RECORDS_OF_MAILBOX];
+    struct cairn_dlist *records = NULL;
+    int rc, step;
+
+    if ((rc = cairn_dlist_add_list(mailbox, "RECORD", &records)) < 0)
+        return rc;
+    if ((rc = sql_bind_int(rows, ":mailbox_id", mailbox_id)) < 0)
+        goto out;
+    while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
+        if ((rc = add_record(records, rows)) < 0)
+            goto out;
+    }
+    rc = step == SQLITE_DONE ? 0 : CAIRN_EDB;
+out:
+    sql_reset(rows);
+    return rc;
+}
+
+/* Builds "MAILBOX %(...)" from a STMT_MAILBOX_LIVE row. Owned result. */
+static int
+build_mailbox(struct cairn_store *store, sqlite3_stmt *row, bool records,
+              struct cairn_dlist **out)
+{
+    struct cairn_dlist *mb = cairn_dlist_new_kvlist("MAILBOX");
+    static const struct {
+        const char *key;
+        int column;
+        bool text;
+    } fields[] = {
+        {"UNIQUEID", 1, true},
+        {"MBOXNAME", 2, true},
+        {"MBOXTYPE", 3, true},
+        {"LAST_UID", 4, false},
+        {"HIGHESTMODSEQ", 5, false},
+        {"RECENTUID", 6, false},
+        {"RECENTTIME", 7, false},
+        {"LAST_APPENDDATE", 8, false},
+        {"POP3_LAST_LOGIN", 9, false},
+        {"POP3_SHOW_AFTER", 10, false},
+        {"UIDVALIDITY", 11, false},
+        {"PARTITION", 12, true},
+        {"ACL", 13, true},
+        {"OPTIONS", 14, true},
+        {"SYNC_CRC", 15, false},
+        {"SYNC_CRC_ANNOT", 16, false},
+        {"QUOTAROOT", 17, true},
+        {"XCONVMODSEQ", 18, false},
+    };
+    bool added;
+    int rc = 0;
+
+    *out = NULL;
+    if (mb == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && rc == 0; i++) {
+        int column = fields[i].column;
+
+        if (fields[i].text)
+            rc = cairn_dlist_add_atom(mb, fields[i].key,
+                                      column_text(row, column));
+        else
+            rc = cairn_dlist_add_num(
+                mb, fields[i].key, (uint64_t)sqlite3_column_int64(row, column));
+    }
+    if (rc == 0)
+        rc =
+            append_stored_list(mb, "ANNOTATIONS", column_text(row, 19), &added);
+    if (rc == 0 && records)
+        rc = add_records(store, mb, sqlite3_column_int64(row, 0));
+    if (rc < 0) {
+        cairn_dlist_free(mb);
+        return rc;
+    }
+    *out = mb;
+    return 0;
+}
+
+/* Emits the mailboxes that STMT_MAILBOX_LIVE selects for mboxname. */
+static int
+emit_mailboxes(struct cairn_store *store, const char *mboxname, bool all,
+               bool records, cairn_store_emit emit, void *ctx, int *count)
+{
+    sqlite3_stmt *rows = store->stmts[STMT_MAILBOX_LIVE];
+    int rc, step;
+
+    if ((rc = sql_bind_int(rows, ":all", all)) < 0 ||
+        (rc = sql_bind_text(rows, ":mboxname", mboxname)) < 0)
+        goto out;
+    while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
+        struct cairn_dlist *mb = NULL;
+
+        if ((rc = build_mailbox(store, rows, records, &mb)) < 0)
+            goto out;
+        rc = emit(ctx, mb);
+        cairn_dlist_free(mb);
+        if (rc != 0)
+            goto out;
+        if (count)
+            (*count)++;
+        if (mboxname)
+            break; /* one answer per name */
+    }
+    rc = step == SQLITE_ROW || step == SQLITE_DONE ? 0 : CAIRN_EDB;
+out:
+    sql_reset(rows);
+    return rc;
+}
+
+static int
+emit_seen(struct cairn_store *store, cairn_store_emit emit, void *ctx)
+{
+    sqlite3_stmt *rows = store->stmts[STMT_SEEN_ALL];
+    int rc = 0, step;
+
+    while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
+        struct cairn_dlist *seen = cairn_dlist_new_kvlist("SEEN");
+
+        if (seen == NULL) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        if ((rc = cairn_dlist_add_atom(seen, "UNIQUEID",
+                                       column_text(rows, 0))) == 0 &&
+            (rc = cairn_dlist_add_num(
+                 seen, "LASTREAD", (uint64_t)sqlite3_column_int64(rows, 1))) ==
+                0 &&
+            (rc = cairn_dlist_add_num(
+                 seen, "LASTUID", (uint64_t)sqlite3_column_int64(rows, 2))) ==
+                0 &&
+            (rc = cairn_dlist_add_num(
+                 seen, "LASTCHANGE",
+                 (uint64_t)sqlite3_column_int64(rows, 3))) == 0 &&
+            (rc = cairn_dlist_add_atom(seen, "SEENUIDS",
+                                       column_text(rows, 4))) == 0)
+            rc = emit(ctx, seen);
+        cairn_dlist_free(seen);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sql_reset(rows);
+    return rc;
+}
+
+static int
+emit_lsub(struct cairn_store *store, cairn_store_emit emit, void *ctx)
+{
+    sqlite3_stmt *rows = store->stmts[STMT_SUB_LIVE];
+    struct cairn_dlist *lsub = cairn_dlist_new_list("LSUB");
+    int rc = 0, step;
+
+    if (lsub == NULL)
+        return CAIRN_ENOMEM;
+    while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
+        if ((rc = cairn_dlist_add_atom(lsub, "MBOXNAME",
+                                       column_text(rows, 0))) < 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sql_reset(rows);
+    if (rc == 0 && cairn_dlist_count(lsub) > 0)
+        rc = emit(ctx, lsub);
+    cairn_dlist_free(lsub);
+    return rc;
+}
+
+static int
+emit_sieve(struct cairn_store *store, cairn_store_emit emit, void *ctx)
+{
+    sqlite3_stmt *rows = store->stmts[STMT_SIEVE_LIVE];
+    int rc = 0, step;
+
+    while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
+        struct cairn_dlist *sieve = cairn_dlist_new_kvlist("SIEVE");
+
+        if (sieve == NULL) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        if ((rc = cairn_dlist_add_atom(sieve, "FILENAME",
+                                       column_text(rows, 0))) == 0 &&
+            (rc = cairn_dlist_add_num(
+                 sieve, "LAST_UPDATE",
+                 (uint64_t)sqlite3_column_int64(rows, 1))) == 0 &&
+            (rc = cairn_dlist_add_atom(sieve, "GUID", column_text(rows, 2))) ==
+                0 &&
+            (rc = cairn_dlist_add_num(sieve, "ISACTIVE", 0)) == 0)
+            rc = emit(ctx, sieve);
+        cairn_dlist_free(sieve);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sql_reset(rows);
+    return rc;
+}
+
+int
+cairn_store_get_meta(struct cairn_store *store, cairn_store_emit emit,
+                     void *ctx)
+{
+    int rc;
+
+    if ((rc = emit_seen(store, emit, ctx)) != 0 ||
+        (rc = emit_lsub(store, emit, ctx)) != 0)
+        return rc;
+    return emit_sieve(store, emit, ctx);
+}
+
+int
+cairn_store_get_user(struct cairn_store *store, cairn_store_emit emit,
+                     void *ctx)
+{
+    int rc;
+
+    if ((rc = emit_mailboxes(store, NULL, false, false, emit, ctx, NULL)) != 0)
+        return rc;
+    return cairn_store_get_meta(store, emit, ctx);
+}
+
+int
+cairn_store_get_mailboxes(struct cairn_store *store,
+                          const char *const *mboxnames, size_t count,
+                          cairn_store_emit emit, void *ctx)
+{
+    for (size_t i = 0; i < count; i++) {
+        int rc;
+
+        if (mboxnames[i] == NULL)
+            continue;
+        if ((rc = emit_mailboxes(store, mboxnames[i], false, false, emit, ctx,
+                                 NULL)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int
+cairn_store_get_fullmailbox(struct cairn_store *store, const char *mboxname,
+                            cairn_store_emit emit, void *ctx)
+{
+    int found = 0;
+    int rc;
+
+    if (mboxname == NULL)
+        return CAIRN_EINVAL;
+    if ((rc = emit_mailboxes(store, mboxname, false, true, emit, ctx,
+                             &found)) != 0)
+        return rc;
+    return found > 0 ? 0 : CAIRN_ENOENT;
+}
+
+bool
+cairn_store_has_message(struct cairn_store *store, const char *guid)
+{
+    sqlite3_stmt *stmt = store->stmts[STMT_MESSAGE_ID];
+    bool found = false;
+
+    if (sql_bind_text(stmt, ":guid", guid) == 0)
+        found = sqlite3_step(stmt) == SQLITE_ROW;
+    sql_reset(stmt);
+    return found;
+}
