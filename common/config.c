@@ -827,11 +827,16 @@ format_section(const struct config_kind *kind,
     for (size_t i = 0; i < kind->key_count && rc == CAIRN_OK; i++) {
         const struct config_key *key = &kind->keys[i];
 
+        size_t before;
+
         rc = cairn_buf_printf(out, "# %s%s\n%s = ", key->doc,
                               section->key_lines[i] ? "" : " (default)",
                               key->name);
+        before = out->len;
         if (rc == CAIRN_OK)
             rc = config_value_format(key, section, out);
+        if (rc == CAIRN_OK && out->len == before) /* unset: no blank at end */
+            out->data[--out->len] = '\0';
         if (rc == CAIRN_OK)
             rc = cairn_buf_append_str(out, "\n");
     }

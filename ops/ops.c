@@ -1,0 +1,193 @@
+/*
+ * ops.c - cairnctl's front: global options, the subcommand table, usage,
+ * and the helpers every subcommand shares (loading the config, JSON).
+ */
+#include "ops.h"
+
+#include <getopt.h>
+#include <string.h>
+
+#ifndef CAIRN_VERSION
+#define CAIRN_VERSION "unknown"
+#endif
+
+#define CAIRN_OPS_TABLE_ENTRY(name) &cairn_ops_cmd_##name,
+const struct cairn_ops_command *const cairn_ops_commands[] = {
+    CAIRN_OPS_COMMAND_LIST(CAIRN_OPS_TABLE_ENTRY) NULL};
+
+static const char main_usage[] =
+    "usage: cairnctl [-h] [--json] [--version] [-c file] command [arg ...]\n";
+
+static const char exit_codes[] =
+    "exit status: 0 ok, 1 the operation found a problem, 64 usage error,\n"
+    "66 input file missing, 69 service unavailable, 70 internal error,\n"
+    "74 I/O error\n";
+
+const struct cairn_ops_command *
+cairn_ops_find_command(const char *name)
+{
+    for (size_t i = 0; cairn_ops_commands[i] != NULL; i++) {
+        if (strcmp(cairn_ops_commands[i]->name, name) == 0)
+            return cairn_ops_commands[i];
+    }
+    return NULL;
+}
+
+int
+cairn_ops_usage(struct cairn_ops_context *context,
+                const struct cairn_ops_command *command)
+{
+    fputs(command != NULL ? command->usage : main_usage, context->err);
+    return CAIRN_EXIT_USAGE;
+}
+
+/* `cairnctl help` and -h: the usage, the commands, the exit codes. */
+static int
+print_help(FILE *out)
+{
+    fputs(main_usage, out);
+    fputs("\noptions:\n"
+          "  -c, --config file  cluster configuration (default: the built-in\n"
+          "                     cluster.example.conf)\n"
+          "      --json         machine-readable output\n"
+          "  -h, --help         this help\n"
+          "      --version      print the version\n"
+          "\ncommands:\n",
+          out);
+    fprintf(out, "  %-10s %s\n", "help", "list the commands");
+    for (size_t i = 0; cairn_ops_commands[i] != NULL; i++)
+        fprintf(out, "  %-10s %s\n", cairn_ops_commands[i]->name,
+                cairn_ops_commands[i]->summary);
+    fputs("\n", out);
+    fputs(exit_codes, out);
+    return CAIRN_EXIT_OK;
+}
+
+/* `cairnctl help [command]`. */
+static int
+run_help(struct cairn_ops_context *context, int argc, char **argv)
+{
+    const struct cairn_ops_command *command;
+
+    if (argc == 1)
+        return print_help(context->out);
+    if (argc > 2)
+        return cairn_ops_usage(context, NULL);
+    if ((command = cairn_ops_find_command(argv[1])) == NULL) {
+        fprintf(context->err, "cairnctl: unknown command '%s'\n", argv[1]);
+        return cairn_ops_usage(context, NULL);
+    }
+    fputs(command->usage, context->out);
+    return CAIRN_EXIT_OK;
+}
+
+int
+cairn_ops_main(int argc, char **argv, FILE *out, FILE *err)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, 'j'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cairn_ops_context context = {NULL, false, out, err};
+    const struct cairn_ops_command *command;
+    int option;
+
+    optind = 0; /* a fresh scan, however often we are called */
+    opterr = 0;
+    /* '+': stop at the command, whose options are its own. */
+    while ((option = getopt_long(argc, argv, "+c:h", options, NULL)) != -1) {
+        switch (option) {
+        case 'c':
+            context.config_path = optarg;
+            break;
+        case 'h':
+            return print_help(out);
+        case 'j':
+            context.json = true;
+            break;
+        case 'V':
+            fprintf(out, "cairnctl %s\n", CAIRN_VERSION);
+            return CAIRN_EXIT_OK;
+        default:
+            fprintf(err, "cairnctl: bad option '%s'\n", argv[optind - 1]);
+            return cairn_ops_usage(&context, NULL);
+        }
+    }
+    if (optind >= argc) {
+        fprintf(err, "cairnctl: no command given\n");
+        return cairn_ops_usage(&context, NULL);
+    }
+    if (strcmp(argv[optind], "help") == 0)
+        return run_help(&context, argc - optind, argv + optind);
+    if ((command = cairn_ops_find_command(argv[optind])) == NULL) {
+        fprintf(err, "cairnctl: unknown command '%s'\n", argv[optind]);
+        return cairn_ops_usage(&context, NULL);
+    }
+    return command->run(&context, argc - optind, argv + optind);
+}
+
+void
+cairn_ops_json_string(FILE *out, const char *text)
+{
+    fputc('"', out);
+    for (const unsigned char *at = (const unsigned char *)text; *at; at++) {
+        if (*at == '"' || *at == '\\')
+            fprintf(out, "\\%c", *at);
+        else if (*at < 0x20)
+            fprintf(out, "\\u%04x", *at);
+        else
+            fputc(*at, out);
+    }
+    fputc('"', out);
+}
+
+/* The exit code for a failed load, by what went wrong. */
+static int
+load_exit_code(int rc)
+{
+    switch (rc) {
+    case CAIRN_ECONFIG:
+    case CAIRN_ETOOBIG:
+        return CAIRN_EXIT_PROBLEM;
+    case CAIRN_ENOENT:
+        return CAIRN_EXIT_NOINPUT;
+    case CAIRN_EIO:
+        return CAIRN_EXIT_IOERR;
+    default:
+        return CAIRN_EXIT_SOFTWARE;
+    }
+}
+
+int
+cairn_ops_load_config(struct cairn_ops_context *context, const char *path,
+                      struct cairn_config **config)
+{
+    struct cairn_config_error error;
+    int rc;
+
+    if (path == NULL)
+        path = context->config_path;
+    if (path != NULL)
+        rc = cairn_config_load(path, config, &error);
+    else
+        rc = cairn_config_load_default(config, &error);
+    if (rc == CAIRN_OK)
+        return CAIRN_EXIT_OK;
+    if (context->json) {
+        fputs("{\"file\":", context->out);
+        cairn_ops_json_string(context->out, error.file);
+        fprintf(context->out,
+                ",\"ok\":false,\"line\":%u,\"error\":", error.line);
+        cairn_ops_json_string(context->out, error.message);
+        fputs("}\n", context->out);
+    } else if (error.line != 0) {
+        fprintf(context->err, "%s:%u: %s\n", error.file, error.line,
+                error.message);
+    } else {
+        fprintf(context->err, "%s: %s\n", error.file, error.message);
+    }
+    return load_exit_code(rc);
+}
