@@ -92,4 +92,81 @@ int cairn_router_auth_continue(struct cairn_router_auth_session *session,
                                enum cairn_router_auth_outcome *outcome,
                                const char **message);
 
+/* --- listener.c / session.c -------------------------------------------- */
+
+/* One listening channel. */
+struct cairn_router_channel {
+    struct cairn_router *router;
+    char *name;
+    int listen_fd;
+    uint16_t port;
+    bool compress;
+    uint64_t idle_timeout_ms;
+    struct cairn_router_auth_channel auth;
+};
+
+/* One sync_client connection. */
+struct cairn_router_conn {
+    struct cairn_router *router;
+    struct cairn_router_channel *channel;
+    struct cairn_router_conn *prev, *next;
+    int fd;
+    char peer[64];
+    struct cairn_buf input;   /* plain bytes not yet fed to the reader */
+    struct cairn_buf wire_in; /* compressed bytes not yet inflated */
+    struct cairn_buf reply;   /* the response being built (plain) */
+    struct cairn_buf output;  /* wire bytes waiting for the socket */
+    struct cairn_csync_reader *reader;
+    struct cairn_compress *compress; /* NULL until COMPRESS DEFLATE */
+    struct cairn_router_auth_session auth;
+    bool in_sasl;     /* the next line answers a SASL challenge */
+    bool closing;     /* close once output is written */
+    bool read_closed; /* the peer sent EOF */
+    uint64_t last_activity_ms;
+    char current_user[CAIRN_ROUTER_USERID_MAX]; /* "" until one is named */
+};
+
+struct cairn_router {
+    struct cairn_loop *loop;
+    struct cairn_router_channel *channels;
+    size_t channel_count;
+    struct cairn_router_conn *conns;
+    size_t conn_count;
+    char *servername;
+    char *default_domain, *deleted_prefix;
+    struct cairn_router_namespace names; /* points at the two above */
+    size_t max_connections, max_line, max_output;
+    struct cairn_dlist_limits limits;
+    cairn_router_event_fn event_fn;
+    void *event_arg;
+    cairn_router_request_fn request_fn;
+    void *request_arg;
+    uint64_t sweep_timer;
+    bool sasl_initialised;
+};
+
+/* Reports an event on conn (may be NULL) if a handler is installed. */
+void cairn_router_event(struct cairn_router *router,
+                        const struct cairn_router_conn *conn,
+                        enum cairn_router_event_level level, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
+
+/* session.c: what the connection layer calls. */
+int cairn_router_session_start(struct cairn_router_conn *conn);
+/*
+ * Feeds conn->input to the command reader and runs complete commands
+ * until input is used up, output passes its high-water mark, or the
+ * session ends. Returns 0 or an error that closes the connection.
+ */
+int cairn_router_session_process(struct cairn_router_conn *conn);
+
+/* listener.c: what the session calls. */
+/* Moves conn->reply to the output (compressed and sync-flushed when
+ * COMPRESS is on) and starts writing. */
+int cairn_router_conn_flush_reply(struct cairn_router_conn *conn);
+/* Turns compression on for everything after the reply just flushed. */
+int cairn_router_conn_start_compress(struct cairn_router_conn *conn);
+/* True when output is past its high-water mark (stop running commands). */
+bool cairn_router_conn_output_full(const struct cairn_router_conn *conn);
+
 #endif /* CAIRN_ROUTER_INT_H */

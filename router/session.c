@@ -1,0 +1,441 @@
+/*
+ * session.c - one sync_client session as backupd runs it (backup/backupd.c
+ * cmdloop(), sync-protocol.md §1): the banner, the command table with its
+ * before-login rules and arity errors, SASL exchanges, COMPRESS, NOOP,
+ * RESTART, EXIT, the IMAP probe, and GET/APPLY requests resolved to one
+ * user and handed to the request handler. Every reply goes through
+ * reply_line() / the cairn_router_reply API and is flushed at its end.
+ */
+#include "router_int.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* What the banner's last line shows after "Cyrus backup server". */
+#define CAIRN_BANNER_VERSION "cairn-0.1.0"
+
+/* The NO for requests while forwarding to nodes does not exist yet. */
+#define NOT_FORWARDED                                                          \
+    "cairn router: not yet forwarded to storage, nothing stored"
+
+enum {
+    PRE_AUTH = 1 << 0, /* allowed before authentication */
+    DLIST = 1 << 1,    /* takes one "KEY value" dlist argument */
+};
+
+/* A dlist command without its dlist is missing one argument. */
+#define DLIST_ARGUMENT(entry) (((entry)->flags & DLIST) ? 1 : 0)
+
+struct session_command {
+    enum cairn_csync_verb verb;
+    const char *name; /* as backupd capitalises it in error texts */
+    int min_args, max_args;
+    unsigned flags;
+    int (*handler)(struct cairn_router_conn *conn,
+                   const struct cairn_csync_command *cmd);
+};
+
+struct cairn_router_reply {
+    struct cairn_router_conn *conn;
+    bool completed;
+};
+
+static int
+reply_line(struct cairn_router_conn *conn, enum cairn_csync_status status,
+           enum cairn_csync_code code, const char *text)
+{
+    int rc = cairn_csync_write_response(&conn->reply, status, code, "%s", text);
+
+    if (rc < 0)
+        return rc;
+    return cairn_router_conn_flush_reply(conn);
+}
+
+/* A protocol violation: answer, then end the session. */
+static int
+reply_and_close(struct cairn_router_conn *conn, const char *text)
+{
+    conn->closing = true;
+    return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE, text);
+}
+
+int
+cairn_router_session_start(struct cairn_router_conn *conn)
+{
+    const struct cairn_router_channel *channel = conn->channel;
+    int rc = CAIRN_OK;
+
+    if (channel->auth.mechanisms[0] != '\0')
+        rc = cairn_buf_printf(&conn->reply, "* SASL %s\r\n",
+                              channel->auth.mechanisms);
+    if (rc == 0 && channel->compress)
+        rc = cairn_buf_append_str(&conn->reply, "* COMPRESS DEFLATE\r\n");
+    if (rc == 0)
+        rc = cairn_buf_printf(
+            &conn->reply,
+            "* OK %s Cyrus backup server " CAIRN_BANNER_VERSION "\r\n",
+            conn->router->servername);
+    if (rc == 0)
+        rc = cairn_router_conn_flush_reply(conn);
+    return rc;
+}
+
+/* --- SASL -------------------------------------------------------------- */
+
+static int
+sasl_outcome(struct cairn_router_conn *conn, const char *mech,
+             enum cairn_router_auth_outcome outcome, const char *message,
+             const struct cairn_buf *challenge)
+{
+    int rc;
+
+    conn->in_sasl = false;
+    switch (outcome) {
+    case CAIRN_ROUTER_AUTH_CONTINUE:
+        conn->in_sasl = true;
+        cairn_csync_reader_expect_line(conn->reader);
+        rc = cairn_buf_printf(&conn->reply, "+ %s\r\n",
+                              challenge->len ? challenge->data : "");
+        return rc < 0 ? rc : cairn_router_conn_flush_reply(conn);
+    case CAIRN_ROUTER_AUTH_SUCCESS:
+        cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_INFO,
+                           "login: %s %s", conn->auth.login, mech);
+        return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
+                          "Success (no protection)");
+    case CAIRN_ROUTER_AUTH_CANCELLED:
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "Client canceled authentication");
+    case CAIRN_ROUTER_AUTH_FAILED:
+        break;
+    }
+    cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
+                       "badlogin: %s: %s", mech, message);
+    return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, message);
+}
+
+static bool
+is_atom(const char *text)
+{
+    if (text[0] == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f || strchr("(){%*\"\\", *p) != NULL)
+            return false;
+    return true;
+}
+
+static int
+cmd_authenticate(struct cairn_router_conn *conn,
+                 const struct cairn_csync_command *cmd)
+{
+    enum cairn_router_auth_outcome outcome;
+    const char *message = NULL;
+    struct cairn_buf challenge;
+    int rc;
+
+    if (!is_atom(cmd->args[0]))
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "Invalid mechanism");
+    if (conn->auth.authenticated)
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "Already authenticated");
+    cairn_buf_init(&challenge, CAIRN_ROUTER_SASL_LINE_MAX + 1);
+    rc = cairn_router_auth_begin(&conn->auth, cmd->args[0],
+                                 cmd->argc > 1 ? cmd->args[1] : NULL,
+                                 &challenge, &outcome, &message);
+    if (rc == 0)
+        rc = sasl_outcome(conn, cmd->args[0], outcome, message, &challenge);
+    cairn_buf_release(&challenge);
+    return rc;
+}
+
+static int
+sasl_continue(struct cairn_router_conn *conn, const char *line)
+{
+    enum cairn_router_auth_outcome outcome;
+    const char *message = NULL;
+    struct cairn_buf challenge;
+    int rc;
+
+    cairn_buf_init(&challenge, CAIRN_ROUTER_SASL_LINE_MAX + 1);
+    rc = cairn_router_auth_continue(&conn->auth, line, &challenge, &outcome,
+                                    &message);
+    if (rc == 0)
+        rc = sasl_outcome(conn, "SASL", outcome, message, &challenge);
+    cairn_buf_release(&challenge);
+    return rc;
+}
+
+/* --- simple commands --------------------------------------------------- */
+
+static int
+cmd_compress(struct cairn_router_conn *conn,
+             const struct cairn_csync_command *cmd)
+{
+    char text[128];
+    int rc;
+
+    if (conn->compress != NULL) {
+        snprintf(text, sizeof(text), "Compression already active: %s",
+                 cmd->args[0]);
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, text);
+    }
+    if (strcasecmp(cmd->args[0], "DEFLATE") != 0) {
+        snprintf(text, sizeof(text), "Unknown compression algorithm: %s",
+                 cmd->args[0]);
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, text);
+    }
+    /* The OK goes out uncompressed; everything after it is deflated. */
+    snprintf(text, sizeof(text), "%s active", cmd->args[0]);
+    if ((rc = reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE, text)) <
+        0)
+        return rc;
+    return cairn_router_conn_start_compress(conn);
+}
+
+static int
+cmd_noop(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
+{
+    return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
+                      "Noop completed");
+}
+
+static int
+cmd_restart(struct cairn_router_conn *conn,
+            const struct cairn_csync_command *cmd)
+{
+    /* backupd closes every backup it opened; we forget the current user. */
+    conn->current_user[0] = '\0';
+    return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
+                      "Restarting");
+}
+
+static int
+cmd_exit(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
+{
+    conn->closing = true;
+    return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE, "Finished");
+}
+
+/* --- GET / APPLY ------------------------------------------------------- */
+
+int
+cairn_router_reply_untagged(struct cairn_router_reply *reply,
+                            const struct cairn_dlist *item)
+{
+    if (reply->completed)
+        return CAIRN_ESTATE;
+    return cairn_csync_write_untagged(&reply->conn->reply, item, NULL);
+}
+
+int
+cairn_router_reply_complete(struct cairn_router_reply *reply,
+                            enum cairn_csync_status status,
+                            enum cairn_csync_code code, const char *text)
+{
+    int rc;
+
+    if (reply->completed)
+        return CAIRN_ESTATE;
+    reply->completed = true;
+    rc = cairn_csync_write_response(&reply->conn->reply, status, code, "%s",
+                                    text != NULL ? text : "");
+    if (rc < 0)
+        return rc;
+    return cairn_router_conn_flush_reply(reply->conn);
+}
+
+static int
+forward(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd,
+        const struct cairn_router_resolution *resolution)
+{
+    struct cairn_router_reply reply = {.conn = conn};
+    struct cairn_router_request request = {
+        .channel = conn->channel->name,
+        .peer = conn->peer,
+        .verb = cmd->verb,
+        .resolution = resolution,
+        .value = cmd->value,
+    };
+    struct cairn_router *router = conn->router;
+    int rc;
+
+    if (resolution->rule != CAIRN_ROUTER_USER_CURRENT)
+        snprintf(conn->current_user, sizeof(conn->current_user), "%s",
+                 resolution->owner.userid);
+    cairn_router_event(router, conn, CAIRN_ROUTER_EVENT_DEBUG, "%s %s user=%s",
+                       cairn_csync_verb_name(cmd->verb), resolution->key,
+                       resolution->owner.userid);
+    if (router->request_fn == NULL)
+        return cairn_router_reply_complete(
+            &reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, NOT_FORWARDED);
+    rc = router->request_fn(router->request_arg, &request, &reply);
+    if (!reply.completed) {
+        /* Drop any half-written items; backupd's catch-all answer. */
+        cairn_buf_reset(&conn->reply);
+        return cairn_router_reply_complete(
+            &reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, "Unknown error");
+    }
+    return rc < 0 && rc != CAIRN_ENOMEM ? CAIRN_OK : rc;
+}
+
+static int
+cmd_request(struct cairn_router_conn *conn,
+            const struct cairn_csync_command *cmd)
+{
+    struct cairn_router_resolution resolution;
+    int rc;
+
+    rc = cairn_router_resolve(cmd->verb, cmd->value, &conn->router->names,
+                              conn->current_user, &resolution);
+    if (rc < 0)
+        return rc;
+    switch (resolution.action) {
+    case CAIRN_ROUTER_FORWARD:
+        return forward(conn, cmd, &resolution);
+    case CAIRN_ROUTER_IGNORE:
+        return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
+                          "Success");
+    case CAIRN_ROUTER_PROTOCOL_ERROR:
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_PROTOCOL_ERROR,
+                          "Protocol error");
+    case CAIRN_ROUTER_BAD_PARAMETERS:
+        break;
+    }
+    cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_INFO,
+                       "%s %s refused: names several users or an unsafe name",
+                       cairn_csync_verb_name(cmd->verb), resolution.key);
+    return reply_line(conn, CAIRN_CSYNC_NO,
+                      CAIRN_CSYNC_CODE_PROTOCOL_BAD_PARAMETERS,
+                      "Bad parameters");
+}
+
+/* --- dispatch ---------------------------------------------------------- */
+
+static const struct session_command session_commands[] = {
+    {CAIRN_CSYNC_AUTHENTICATE, "Authenticate", 1, 2, PRE_AUTH,
+     cmd_authenticate},
+    {CAIRN_CSYNC_COMPRESS, "Compress", 1, 1, PRE_AUTH, cmd_compress},
+    {CAIRN_CSYNC_NOOP, "Noop", 0, 0, PRE_AUTH, cmd_noop},
+    {CAIRN_CSYNC_RESTART, "Restart", 0, 0, PRE_AUTH, cmd_restart},
+    {CAIRN_CSYNC_EXIT, "Exit", 0, 0, PRE_AUTH, cmd_exit},
+    {CAIRN_CSYNC_GET, "Get", 0, 0, DLIST, cmd_request},
+    {CAIRN_CSYNC_APPLY, "Apply", 0, 0, DLIST, cmd_request},
+};
+
+static const struct session_command *
+find_command(const struct cairn_router_conn *conn, enum cairn_csync_verb verb)
+{
+    for (size_t i = 0;
+         i < sizeof(session_commands) / sizeof(session_commands[0]); i++) {
+        const struct session_command *entry = &session_commands[i];
+
+        if (entry->verb != verb)
+            continue;
+        /* Without compression on offer, COMPRESS is not a command here. */
+        if (verb == CAIRN_CSYNC_COMPRESS && !conn->channel->compress)
+            return NULL;
+        return entry;
+    }
+    return NULL;
+}
+
+/*
+ * sync_client's IMAP probe (sync_try_imap) sends "C01 CAPABILITY" and waits
+ * 10 s for a "C01 " reply; closing at once makes it fall back to csync.
+ */
+static bool
+is_imap_probe(const struct cairn_csync_command *cmd)
+{
+    return cmd->verb == CAIRN_CSYNC_UNKNOWN && cmd->word != NULL &&
+           strcasecmp(cmd->word, "C01") == 0 && cmd->argc >= 1 &&
+           strcasecmp(cmd->args[0], "CAPABILITY") == 0;
+}
+
+static int
+dispatch(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
+{
+    const struct session_command *entry;
+    char text[160];
+
+    if (conn->in_sasl && cmd->verb == CAIRN_CSYNC_LINE)
+        return sasl_continue(conn, cmd->args[0]);
+    if (is_imap_probe(cmd)) {
+        cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_DEBUG,
+                           "IMAP probe: closing so sync_client uses csync");
+        conn->closing = true;
+        return CAIRN_OK;
+    }
+    if (cmd->word == NULL || cmd->word[0] == '\0')
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "Null command");
+    entry = find_command(conn, cmd->verb);
+    if (entry == NULL)
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "IMAP_PROTOCOL_ERROR Unrecognized command");
+    if (!(entry->flags & PRE_AUTH) && !conn->auth.authenticated)
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                          "Please authenticate first");
+    if (cmd->value == NULL &&
+        cmd->argc < entry->min_args + DLIST_ARGUMENT(entry)) {
+        snprintf(text, sizeof(text), "Missing required argument to %s",
+                 entry->name);
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE, text);
+    }
+    if (cmd->value == NULL && cmd->argc > entry->max_args) {
+        snprintf(text, sizeof(text), "Unexpected extra arguments to %s",
+                 entry->name);
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE, text);
+    }
+    return entry->handler(conn, cmd);
+}
+
+/* A command the reader could not parse: BAD, and close if it was too big. */
+static int
+malformed(struct cairn_router_conn *conn, int rc)
+{
+    char text[256];
+
+    snprintf(text, sizeof(text), "IMAP_PROTOCOL_ERROR %s",
+             cairn_csync_reader_error(conn->reader));
+    cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
+                       "malformed command: %s", text);
+    conn->in_sasl = false;
+    if (rc == CAIRN_ETOOBIG || rc == CAIRN_EOVERFLOW || rc == CAIRN_ENOMEM)
+        return reply_and_close(conn, text);
+    return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE, text);
+}
+
+int
+cairn_router_session_process(struct cairn_router_conn *conn)
+{
+    int rc = CAIRN_OK;
+
+    while (conn->input.len > 0 && !conn->closing &&
+           !cairn_router_conn_output_full(conn)) {
+        struct cairn_csync_command cmd;
+        size_t consumed = 0;
+        bool was_compressed = conn->compress != NULL;
+
+        memset(&cmd, 0, sizeof(cmd));
+        rc = cairn_csync_reader_feed(conn->reader, conn->input.data,
+                                     conn->input.len, &consumed, &cmd);
+        cairn_buf_consume(&conn->input, consumed);
+        if (rc == CAIRN_EAGAIN) {
+            rc = CAIRN_OK;
+            break;
+        }
+        if (rc < 0)
+            rc = malformed(conn, rc);
+        else
+            rc = dispatch(conn, &cmd);
+        cairn_csync_command_release(&cmd);
+        if (rc < 0)
+            break;
+        /* After COMPRESS the rest of input moved to the inflater. */
+        if (!was_compressed && conn->compress != NULL)
+            break;
+    }
+    return rc;
+}
