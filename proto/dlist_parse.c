@@ -243,16 +243,17 @@ wants_key(const struct cairn_dlist_parser *p)
     return parent->type == CAIRN_DLIST_KVLIST;
 }
 
+/* Counts nodes (0 or 1) and string bytes against the limits. */
 static int
-account(struct cairn_dlist_parser *p, size_t bytes)
+account(struct cairn_dlist_parser *p, size_t nodes, size_t bytes)
 {
-    if (p->nodes >= p->limits.max_nodes)
+    if (nodes > 0 && p->nodes >= p->limits.max_nodes)
         return fail(p, CAIRN_ETOOBIG, "more than %zu nodes",
                     p->limits.max_nodes);
     if (bytes > p->limits.max_bytes - p->bytes)
         return fail(p, CAIRN_ETOOBIG, "more than %zu bytes in one value",
                     p->limits.max_bytes);
-    p->nodes++;
+    p->nodes += nodes;
     p->bytes += bytes;
     return 0;
 }
@@ -270,7 +271,7 @@ attach(struct cairn_dlist_parser *p, enum cairn_dlist_type type,
         name = p->key.data != NULL ? p->key.data : "";
         name_len = p->key.len;
     }
-    if ((rc = account(p, name_len + 1)) < 0)
+    if ((rc = account(p, 1, name_len + 1)) < 0)
         return rc;
     *node = cairn_dlist_node_new(type, name, name_len);
     if (*node == NULL)
@@ -395,7 +396,7 @@ finish_value(struct cairn_dlist_parser *p)
         type = CAIRN_DLIST_NIL;
     else if (p->token_kind == TOKEN_ATOM && p->value_is_flag)
         type = CAIRN_DLIST_FLAG;
-    if ((rc = account(p, p->token.len)) < 0)
+    if ((rc = account(p, 0, p->token.len)) < 0)
         return rc;
     if ((rc = attach(p, type, &node)) < 0)
         return rc;
