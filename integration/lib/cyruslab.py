@@ -25,13 +25,12 @@ Typical use (see integration/README.md):
         print(backup.ctl_backups("verify", "-A").stdout)
 """
 
-import base64
 import dataclasses
 import grp
 import imaplib
+import json
 import os
 import pwd
-import re
 import selectors
 import shutil
 import signal
@@ -42,6 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+
+from labmail import (LabError, ManageSieve, check_ok, list_name,  # noqa: F401
+                     mailbox_state, make_message)
 
 CYRUS_BIN = os.environ.get("CYRUS_BIN", "/usr/lib/cyrus/bin")
 SASLPASSWD2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
@@ -55,12 +57,9 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "adminpw"
 REPLICATION_USER, REPLICATION_PASSWORD = "repluser", "replpass"
 
 SKIP_EXIT_CODE = 77  # what the ctest scripts return when they cannot run
+TIMED_OUT = -9       # ToolResult.returncode of a tool killed at its timeout
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
-
-
-class LabError(Exception):
-    """A Cyrus instance or tool did not do what the lab expected."""
 
 
 def missing_prerequisites():
@@ -246,7 +245,7 @@ class ToolResult:
 def run_logged(argv, work_dir, name, timeout=60, env=None):
     """Run argv with stdout/stderr in files under work_dir (never pipes:
     `sync_client -r` forks and keeps them open).  Returns a ToolResult;
-    a timeout kills the command's process group and counts as exit -9."""
+    a timeout kills the command's process group: returncode TIMED_OUT."""
     os.makedirs(work_dir, exist_ok=True)
     stamp = "%s-%d" % (name, time.monotonic_ns())
     out_path = os.path.join(work_dir, stamp + ".out")
@@ -260,7 +259,7 @@ def run_logged(argv, work_dir, name, timeout=60, env=None):
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
-            rc = -9
+            rc = TIMED_OUT
     with open(out_path, "rb") as f:
         stdout = f.read().decode("utf-8", "replace")
     with open(err_path, "rb") as f:
@@ -482,15 +481,17 @@ class Instance:
         conn = self.imap()
         try:
             typ, data = conn.list('""', "*")
-            _check(typ, data, "LIST")
-            return sorted(_list_name(line) for line in data if line)
+            check_ok(typ, data, "LIST")
+            return sorted(list_name(line) for line in data if line)
         finally:
             conn.logout()
 
     def snapshot(self, users=None):
         """What the server holds, for comparisons: {mailbox: {"uidvalidity",
-        "uidnext", "messages": [{"uid", "flags", "guid", "size"}...]}} for
-        every user mailbox (or only those of `users`), by admin-view name.
+        "uidnext", "uniqueid", "highestmodseq", "messages": [{"uid",
+        "flags", "guid", "size"}...]}} for
+        every user mailbox (or only those of `users`), by admin-view name;
+        Cyrus's internal mailboxes (#sieve, ...) are left out.
         Each user's mailboxes are read through a proxy login as that user
         (the admin has no read right on them)."""
         by_user = {}
@@ -498,13 +499,15 @@ class Instance:
             user = self.lab.mailbox_owner(name)
             if user is None or users is not None and user not in users:
                 continue
+            if "#" in name:  # user.x.#sieve etc.: not selectable mail
+                continue
             by_user.setdefault(user, []).append(name)
         result = {}
         for user, names in sorted(by_user.items()):
             conn = self.imap(user)
             try:
                 for name in names:
-                    result[name] = _mailbox_state(
+                    result[name] = mailbox_state(
                         conn, self.lab.user_view(user, name))
             finally:
                 conn.logout()
@@ -515,8 +518,8 @@ class Instance:
         conn = self.imap(user)
         try:
             typ, data = conn.lsub('""', "*")
-            _check(typ, data, "LSUB")
-            return sorted(_list_name(line) for line in data if line)
+            check_ok(typ, data, "LSUB")
+            return sorted(list_name(line) for line in data if line)
         finally:
             conn.logout()
 
@@ -532,66 +535,6 @@ def _probe(probe):
         return True
     except OSError:
         return False
-
-
-def _check(typ, data, what):
-    if typ != "OK":
-        raise LabError("IMAP %s failed: %s %r" % (what, typ, data))
-
-
-def _list_name(line):
-    """The mailbox name from a LIST/LSUB response line."""
-    if isinstance(line, tuple):  # a literal name
-        return line[1].decode()
-    text = line.decode()
-    m = re.match(r'^\([^)]*\) (?:"[^"]*"|NIL) (.*)$', text)
-    if not m:
-        raise LabError("unparsable LIST line %r" % text)
-    name = m.group(1)
-    if name.startswith('"') and name.endswith('"'):
-        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    return name
-
-
-_FETCH_ITEM = re.compile(
-    r"UID (\d+)|FLAGS \(([^)]*)\)|DIGEST\.SHA1 ([0-9a-fA-F]+)|RFC822\.SIZE (\d+)")
-
-
-def _mailbox_state(conn, name):
-    typ, data = conn.status('"%s"' % name, "(UIDVALIDITY UIDNEXT MESSAGES)")
-    _check(typ, data, "STATUS")
-    status = dict(re.findall(r"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)",
-                             data[0].decode()))
-    state = {"uidvalidity": int(status["UIDVALIDITY"]),
-             "uidnext": int(status["UIDNEXT"]), "messages": []}
-    if int(status["MESSAGES"]) == 0:
-        return state
-    typ, data = conn.select('"%s"' % name, readonly=True)
-    _check(typ, data, "EXAMINE")
-    typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS DIGEST.SHA1 RFC822.SIZE)")
-    _check(typ, data, "FETCH")
-    for line in data:
-        if isinstance(line, tuple):
-            line = line[0]
-        if not line:
-            continue
-        message = {}
-        for uid, flags, guid, size in _FETCH_ITEM.findall(line.decode()):
-            if uid:
-                message["uid"] = int(uid)
-            elif guid:
-                message["guid"] = guid.lower()
-            elif size:
-                message["size"] = int(size)
-            else:
-                message["flags"] = sorted(f for f in flags.split()
-                                          if f != "\\Recent")
-        if "flags" not in message and "FLAGS ()" in line.decode():
-            message["flags"] = []
-        state["messages"].append(message)
-    state["messages"].sort(key=lambda m: m["uid"])
-    conn.close()
-    return state
 
 
 class Source(Instance):
@@ -667,13 +610,14 @@ class Source(Instance):
         conn = self.imap()
         try:
             typ, data = conn.create(self.lab.user_mailbox(user))
-            _check(typ, data, "CREATE")
+            check_ok(typ, data, "CREATE")
         finally:
             conn.logout()
 
     def sieve(self, user):
         """A ManageSieve connection authenticated as user (caller closes)."""
-        return ManageSieve(self.ports["sieve"], user)
+        return ManageSieve(self.ports["sieve"], user, ADMIN_USER,
+                           ADMIN_PASSWORD)
 
     # -- replication ----------------------------------------------------
     def sync_client(self, users=None, channel=None, all_users=False,
@@ -747,6 +691,15 @@ class Backup(Instance):
     def cyr_backup(self, user, *args, timeout=60):
         """`cyr_backup -u USER ARGS` (e.g. "list", "all")."""
         return self.run_tool("cyr_backup", "-u", user, *args, timeout=timeout)
+
+    def mailboxes(self, user):
+        """The user's backup as Cyrus reads it (`cyr_backup json
+        mailboxes`): [{"mboxname", "uniqueid", "messages": [{"uid",
+        "guid"}...]}...].  Raises LabError if cyr_backup fails."""
+        r = self.cyr_backup(user, "json", "mailboxes")
+        if not r.ok:
+            raise LabError(str(r))
+        return json.loads(r.stdout)
 
     def backup_files(self):
         """{user: data file path} from backups.db (each has a .index)."""
@@ -895,179 +848,3 @@ class Lab:
         return False
 
 
-# ---------------------------------------------------------------- sieve
-
-class ManageSieve:
-    """Just enough RFC 5804 (PUTSCRIPT, SETACTIVE, LISTSCRIPTS, DELETESCRIPT)
-    for test data; authenticates as `user` through the admin (PLAIN)."""
-
-    def __init__(self, port, user):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.reader = self.sock.makefile("rb")
-        self._response()
-        token = base64.b64encode(("%s\0%s\0%s" % (user, ADMIN_USER,
-                                                  ADMIN_PASSWORD)).encode())
-        self.command(b'AUTHENTICATE "PLAIN" "%s"\r\n' % token)
-
-    def _response(self):
-        lines = []
-        while True:
-            line = self.reader.readline()
-            if not line:
-                raise LabError("sieve connection closed")
-            lines.append(line)
-            if line[:2].upper() in (b"OK", b"NO", b"BY"):
-                return lines
-
-    def command(self, raw):
-        self.sock.sendall(raw)
-        lines = self._response()
-        if not lines[-1].upper().startswith(b"OK"):
-            raise LabError("sieve %r -> %r" % (raw[:60], lines))
-        return lines
-
-    def put_script(self, name, body):
-        data = body.encode()
-        self.command(b'PUTSCRIPT "%s" {%d+}\r\n%s\r\n'
-                     % (name.encode(), len(data), data))
-
-    def set_active(self, name):
-        self.command(b'SETACTIVE "%s"\r\n' % name.encode())
-
-    def delete_script(self, name):
-        self.command(b'DELETESCRIPT "%s"\r\n' % name.encode())
-
-    def list_scripts(self):
-        """[(name, active)] of the user's scripts."""
-        scripts = []
-        for line in self.command(b"LISTSCRIPTS\r\n")[:-1]:
-            m = re.match(rb'^"([^"]*)"( ACTIVE)?', line)
-            if m:
-                scripts.append((m.group(1).decode(), bool(m.group(2))))
-        return scripts
-
-    def close(self):
-        try:
-            self.sock.sendall(b"LOGOUT\r\n")
-            self._response()
-        except (OSError, LabError):
-            pass
-        self.reader.close()
-        self.sock.close()
-
-
-# ------------------------------------------------------------- messages
-
-_WORDS = ("backup replication mailbox server report meeting budget invoice "
-          "release schedule deadline review draft proposal customer ticket "
-          "deploy rollback lorem ipsum dolor sit amet café über").split()
-
-
-def make_message(user, index, size=600, subject=None, extra_headers=()):
-    """A deterministic RFC 5322 message (bytes, CRLF) of about `size`
-    bytes: the same arguments always give the same bytes."""
-    seed = sum((i + 1) * ord(c) for i, c in enumerate("%s/%d" % (user, index)))
-    words = [_WORDS[(seed + i * 7) % len(_WORDS)] for i in range(size // 6)]
-    lines = [" ".join(words[i:i + 10]) for i in range(0, len(words), 10)]
-    day = 1 + index % 28
-    headers = [
-        "From: Sender %d <sender%d@cyruslab.example>" % (index % 5, index % 5),
-        "To: %s <%s@cyruslab.example>" % (user, user),
-        "Subject: %s" % (subject or "Test message %d for %s" % (index, user)),
-        "Date: Sun, %02d Jun 2025 12:%02d:00 +0000" % (day, index % 60),
-        "Message-ID: <%s.%d@cyruslab.example>" % (user, index),
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Transfer-Encoding: 8bit",
-    ] + list(extra_headers)
-    text = "\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(lines) + "\r\n"
-    return text.encode("utf-8")
-
-
-# ------------------------------------------- Cyrus tools on cairn's files
-
-@dataclasses.dataclass
-class UserCheck:
-    """What Cyrus's tools said about one user's backup files."""
-    user: str
-    data_file: str
-    verify_status: str      # "ok", "failed (...)", "not found", ...
-    list_result: ToolResult
-    accepted: bool
-
-
-def find_backup_files(directory, users):
-    """{user: data file} for each user: a file named USER or USER_<suffix>
-    (the way backupd names them) anywhere under directory, with USER's
-    file + ".index" beside it.  Raises LabError for a missing or an
-    ambiguous user."""
-    found = {u: [] for u in users}
-    for root, _, files in os.walk(directory):
-        names = set(files)
-        for name in files:
-            if name.endswith(".index") or name + ".index" not in names:
-                continue
-            for user in users:
-                if name == user or re.fullmatch(re.escape(user) + r"_[^_]+",
-                                                name):
-                    found[user].append(os.path.join(root, name))
-    mapping = {}
-    for user, paths in found.items():
-        if len(paths) != 1:
-            raise LabError("user %s: %d data+index pairs under %s: %r"
-                           % (user, len(paths), directory, paths))
-        mapping[user] = paths[0]
-    return mapping
-
-
-def check_backup_files(mapping, keep=False):
-    """Run Cyrus's `ctl_backups verify` and `cyr_backup -u USER list all` on
-    backup files not written by backupd (cairn's).  mapping: {user: data
-    file path}; each data file needs its .index beside it.  The files are
-    copied into a temp dir owned by cyrus (the tools open them read-write
-    and lock them), a backups.db maps each user to its copy.  Returns
-    {user: UserCheck}."""
-    lab = Lab(keep=keep, prefix="cyrus-backup-check-")
-    results = {}
-    try:
-        tool = Backup(lab, "check")
-        lab._add(tool)
-        tool.write_configs()
-        copies = {}
-        for user, data_file in mapping.items():
-            target_dir = os.path.join(tool.data_dir, user)
-            os.makedirs(target_dir, exist_ok=True)
-            copy = os.path.join(target_dir, os.path.basename(data_file))
-            shutil.copyfile(data_file, copy)
-            if os.path.exists(data_file + ".index"):
-                shutil.copyfile(data_file + ".index", copy + ".index")
-            copies[user] = copy
-        chown_cyrus(tool.dir)
-        for user, copy in copies.items():
-            r = tool.run_tool("cyr_dbtool", tool.backups_db, "twoskip",
-                              "set", user, copy)
-            if not r.ok:
-                raise LabError("cyr_dbtool set %s failed:\n%s" % (user, r))
-        chown_cyrus(tool.dir)
-        verify = tool.ctl_backups("verify", *mapping.keys())
-        statuses = _verify_statuses(verify.stdout)
-        for user in mapping:
-            listing = tool.cyr_backup(user, "list", "all")
-            status = statuses.get(user, "not found")
-            results[user] = UserCheck(user, mapping[user], status, listing,
-                                      status == "ok" and listing.ok)
-        results["_verify"] = verify
-        lab.tool_history.append(("check", verify))
-        results["_log"] = tool.log()
-    finally:
-        lab.close()
-    return results
-
-
-def _verify_statuses(text):
-    statuses = {}
-    for line in text.splitlines():
-        m = re.match(r"^verify (\S+): (.*)$", line)
-        if m:
-            statuses[m.group(1)] = m.group(2)
-    return statuses
