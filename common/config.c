@@ -46,29 +46,13 @@ fail(struct parser *parser, unsigned line, const char *fmt, ...)
     return CAIRN_ECONFIG;
 }
 
-/* The section struct of a single kind, or named section index of a kind. */
-static struct cairn_config_origin *
-single_section(struct cairn_config *config, const struct config_kind *kind)
-{
-    return (struct cairn_config_origin *)((char *)config + kind->config_offset);
-}
-
-static struct cairn_config_origin **
-named_sections(const struct cairn_config *config,
-               const struct config_kind *kind, size_t *count)
-{
-    *count = *(const size_t *)((const char *)config + kind->count_offset);
-    return *(struct cairn_config_origin ***)((const char *)config +
-                                             kind->array_offset);
-}
-
 static struct cairn_config_origin *
 find_named(const struct cairn_config *config, const struct config_kind *kind,
            const char *name)
 {
     size_t count;
     struct cairn_config_origin **sections =
-        named_sections(config, kind, &count);
+        config_named_sections(config, kind, &count);
 
     for (size_t i = 0; i < count; i++) {
         if (strcmp(sections[i]->name, name) == 0)
@@ -143,6 +127,18 @@ add_named(struct parser *parser, const struct config_kind *kind,
     return CAIRN_OK;
 }
 
+static char *
+trim(char *text)
+{
+    size_t len;
+
+    text += strspn(text, " \t");
+    len = strlen(text);
+    while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+        text[--len] = '\0';
+    return text;
+}
+
 /* "[kind]" or "[kind NAME]"; text is the trimmed line. */
 static int
 parse_header(struct parser *parser, char *text)
@@ -155,20 +151,18 @@ parse_header(struct parser *parser, char *text)
     if (text[len - 1] != ']')
         return fail(parser, parser->line, "section header without ']'");
     text[len - 1] = '\0';
-    text++;
-    text += strspn(text, " \t");
+    text = trim(text + 1);
     name = text + strcspn(text, " \t");
     if (*name != '\0')
         *name++ = '\0';
-    name += strspn(name, " \t");
-    name[strcspn(name, " \t")] = '\0'; /* trailing blanks before ']' */
+    name = trim(name); /* "[node a b]" keeps its blank: not a valid name */
     if ((kind = config_kind_find(text)) == NULL)
         return fail(parser, parser->line, "unknown section [%s]", text);
     if (!kind->named && *name != '\0')
         return fail(parser, parser->line, "section [%s] takes no name",
                     kind->name);
     if (!kind->named) {
-        seen = single_section(parser->config, kind);
+        seen = config_single_section(parser->config, kind);
         if (seen->line != 0)
             return fail(parser, parser->line,
                         "duplicate section [%s] (first on line %u)", kind->name,
@@ -192,18 +186,6 @@ parse_header(struct parser *parser, char *text)
                     "duplicate section [%s %s] (first on line %u)", kind->name,
                     name, seen->line);
     return add_named(parser, kind, name);
-}
-
-static char *
-trim(char *text)
-{
-    size_t len;
-
-    text += strspn(text, " \t");
-    len = strlen(text);
-    while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
-        text[--len] = '\0';
-    return text;
 }
 
 static bool
@@ -363,7 +345,7 @@ check_sections(struct parser *parser)
         size_t count;
 
         if (!kind->named) {
-            single = single_section(parser->config, kind);
+            single = config_single_section(parser->config, kind);
             if (kind == &config_kinds[0] && single->line == 0)
                 return fail(parser, parser->config->end_line,
                             "missing section [%s]", kind->name);
@@ -371,7 +353,7 @@ check_sections(struct parser *parser)
                 return rc;
             continue;
         }
-        sections = named_sections(parser->config, kind, &count);
+        sections = config_named_sections(parser->config, kind, &count);
         if (count == 0)
             return fail(parser, parser->config->end_line,
                         "missing section [%s NAME] (at least one is needed)",
@@ -475,6 +457,11 @@ check_node(struct parser *parser, struct cairn_config_node *node)
     struct cairn_config *config = parser->config;
     const struct cairn_config_origin *origin = &node->origin;
 
+    if (strncmp(node->endpoint, "tcp://*:", 8) == 0)
+        return fail(parser, line_of(parser, kind, origin, "endpoint"),
+                    "endpoint %s: the router cannot connect to '*', give the "
+                    "node's address",
+                    node->endpoint);
     if (strcmp(node->endpoint, config->router.control) == 0)
         return fail(parser, line_of(parser, kind, origin, "endpoint"),
                     "endpoint %s is also the router's control endpoint",
@@ -525,8 +512,9 @@ resolve_paths(struct cairn_config *config, const char *base_dir)
         struct cairn_config_origin **sections, *single;
         size_t count = 1;
 
-        single = kind->named ? NULL : single_section(config, kind);
-        sections = kind->named ? named_sections(config, kind, &count) : &single;
+        single = kind->named ? NULL : config_single_section(config, kind);
+        sections =
+            kind->named ? config_named_sections(config, kind, &count) : &single;
         for (size_t i = 0; i < count; i++) {
             for (size_t j = 0; j < kind->key_count; j++) {
                 const struct config_key *key = &kind->keys[j];
@@ -576,10 +564,10 @@ cairn_config_free(struct cairn_config *config)
         size_t count;
 
         if (!kind->named) {
-            section_release(kind, single_section(config, kind));
+            section_release(kind, config_single_section(config, kind));
             continue;
         }
-        sections = named_sections(config, kind, &count);
+        sections = config_named_sections(config, kind, &count);
         for (size_t i = 0; i < count; i++) {
             release_refs(kind, sections[i]);
             section_release(kind, sections[i]);
@@ -614,8 +602,8 @@ cairn_config_parse(const char *text, size_t len, const char *name,
         const struct config_kind *kind = &config_kinds[k];
 
         if (!kind->named &&
-            (rc = apply_defaults(&parser, kind, single_section(config, kind))) <
-                0)
+            (rc = apply_defaults(&parser, kind,
+                                 config_single_section(config, kind))) < 0)
             goto out;
     }
     if ((rc = parse_lines(&parser, text, len)) < 0)
@@ -812,58 +800,4 @@ const struct cairn_config_node *
 cairn_config_find_node(const struct cairn_config *config, const char *name)
 {
     return (const void *)find_named(config, config_kind_find("node"), name);
-}
-
-static int
-format_section(const struct config_kind *kind,
-               const struct cairn_config_origin *section, struct cairn_buf *out)
-{
-    int rc;
-
-    if (section->name != NULL)
-        rc = cairn_buf_printf(out, "\n[%s %s]\n", kind->name, section->name);
-    else
-        rc = cairn_buf_printf(out, "\n[%s]\n", kind->name);
-    for (size_t i = 0; i < kind->key_count && rc == CAIRN_OK; i++) {
-        const struct config_key *key = &kind->keys[i];
-
-        size_t before;
-
-        rc = cairn_buf_printf(out, "# %s%s\n%s = ", key->doc,
-                              section->key_lines[i] ? "" : " (default)",
-                              key->name);
-        before = out->len;
-        if (rc == CAIRN_OK)
-            rc = config_value_format(key, section, out);
-        if (rc == CAIRN_OK && out->len == before) /* unset: no blank at end */
-            out->data[--out->len] = '\0';
-        if (rc == CAIRN_OK)
-            rc = cairn_buf_append_str(out, "\n");
-    }
-    return rc;
-}
-
-int
-cairn_config_format(const struct cairn_config *config, struct cairn_buf *out)
-{
-    int rc = cairn_buf_printf(out, "# effective configuration of %s\n",
-                              config->name);
-
-    for (size_t k = 0; k < config_kind_count && rc == CAIRN_OK; k++) {
-        const struct config_kind *kind = &config_kinds[k];
-        struct cairn_config_origin **sections;
-        size_t count;
-
-        if (!kind->named) {
-            rc = format_section(
-                kind,
-                (const void *)((const char *)config + kind->config_offset),
-                out);
-            continue;
-        }
-        sections = named_sections(config, kind, &count);
-        for (size_t i = 0; i < count && rc == CAIRN_OK; i++)
-            rc = format_section(kind, sections[i], out);
-    }
-    return rc;
 }

@@ -244,4 +244,16 @@ cairn_config_find_node(const struct cairn_config *config, const char *name);
 int cairn_config_format(const struct cairn_config *config,
                         struct cairn_buf *out);
 
+/*
+ * Appends the effective configuration to out as one JSON object (and a
+ * newline): {"file": NAME, "router": {...}, "channels": [{"name": ...,
+ * ...}], "destinations": [...], "nodes": [...], "compaction": {...},
+ * "security": {...}, "limits": {...}}. Keys are the file's; sizes and
+ * integers are numbers, durations are numbers of milliseconds under
+ * KEY_ms, modes are octal strings, unset strings are null, passwords
+ * "********". CAIRN_ETOOBIG when it does not fit in out's maximum.
+ */
+int cairn_config_format_json(const struct cairn_config *config,
+                             struct cairn_buf *out);
+
 #endif /* CAIRN_CONFIG_H */

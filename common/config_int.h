@@ -75,6 +75,15 @@ const struct config_kind *config_kind_find(const char *name);
 const struct config_key *config_key_find(const struct config_kind *kind,
                                          const char *name, size_t *index);
 
+/* The struct of a single section kind, e.g. &config->router. */
+struct cairn_config_origin *
+config_single_section(struct cairn_config *config,
+                      const struct config_kind *kind);
+/* The sections of a named kind, e.g. config->nodes, and their count. */
+struct cairn_config_origin **
+config_named_sections(const struct cairn_config *config,
+                      const struct config_kind *kind, size_t *count);
+
 /* Names of sections and list items: [A-Za-z0-9._-], 1..64 bytes. */
 bool config_name_valid(const char *name);
 

@@ -215,6 +215,24 @@ config_key_find(const struct config_kind *kind, const char *name, size_t *index)
     return NULL;
 }
 
+/* The struct of a single section kind, e.g. &config->router. */
+struct cairn_config_origin *
+config_single_section(struct cairn_config *config,
+                      const struct config_kind *kind)
+{
+    return (struct cairn_config_origin *)((char *)config + kind->config_offset);
+}
+
+/* The sections of a named kind, e.g. config->nodes, and their count. */
+struct cairn_config_origin **
+config_named_sections(const struct cairn_config *config,
+                      const struct config_kind *kind, size_t *count)
+{
+    *count = *(const size_t *)((const char *)config + kind->count_offset);
+    return *(struct cairn_config_origin ***)((const char *)config +
+                                             kind->array_offset);
+}
+
 bool
 config_name_valid(const char *name)
 {

@@ -13,7 +13,7 @@
 
 static const char usage[] =
     "usage: cairnctl config check [--json] [file]\n"
-    "       cairnctl config show [file]\n"
+    "       cairnctl config show [--json] [file]\n"
     "\n"
     "check: validate file (default: -c file, else the built-in\n"
     "       cluster.example.conf); exit 0 if valid, 1 if not, 66 if missing\n"
@@ -89,7 +89,11 @@ show(struct cairn_ops_context *context, const char *path)
     cairn_buf_init(&text, SHOW_MAX);
     if ((status = cairn_ops_load_config(context, path, &config)) != 0)
         goto out;
-    if ((rc = cairn_config_format(config, &text)) < 0) {
+    if (context->json)
+        rc = cairn_config_format_json(config, &text);
+    else
+        rc = cairn_config_format(config, &text);
+    if (rc < 0) {
         fprintf(context->err, "cairnctl config show: %s\n", cairn_strerror(rc));
         status = CAIRN_EXIT_SOFTWARE;
         goto out;
@@ -116,12 +120,9 @@ run_config(struct cairn_ops_context *context, int argc, char **argv)
         return status;
     if (strcmp(verb, "check") == 0)
         return check(context, path);
-    if (strcmp(verb, "show") == 0 && !context->json)
-        return show(context, path);
     if (strcmp(verb, "show") == 0)
-        fprintf(context->err, "cairnctl config show: no --json output\n");
-    else
-        fprintf(context->err, "cairnctl config: unknown verb '%s'\n", verb);
+        return show(context, path);
+    fprintf(context->err, "cairnctl config: unknown verb '%s'\n", verb);
     return cairn_ops_usage(context, &cairn_ops_cmd_config);
 }
 

@@ -72,6 +72,8 @@ test_broken(void)
         {"[channel backup]", "[channel]", 4, "needs a name"},
         {"[channel backup]", "[channel back/up]", 4, "not a valid name"},
         {"[router]", "[router x]", 1, "takes no name"},
+        {"[channel backup]", "[ channel  back up ]", 4,
+         "'back up' is not a valid name"},
         {"[router]\n", "servername = x\n[router]\n", 1,
          "outside of any section"},
         {"sasl_user = cairn\n", "sasl_user = cairn\nsasl_user = other\n", 7,
@@ -135,6 +137,7 @@ test_broken(void)
          "needs both tls_cert and tls_key"},
         {"127.0.0.1:5702", "127.0.0.1:5701", 19,
          "endpoint tcp://127.0.0.1:5701 is also used by [node node1]"},
+        {"127.0.0.1:5702", "*:5702", 19, "router cannot connect to '*'"},
         {"127.0.0.1:5702", "127.0.0.1:5700", 19,
          "is also the router's control endpoint"},
         {"replicas = 2\n",
@@ -193,6 +196,8 @@ test_other_broken_input(void)
         CHECK(strstr(error.message, "longer than") != NULL);
     }
     free(long_line);
+    CHECK_INT(cairn_config_load("/dev/zero", &config, &error), CAIRN_ETOOBIG);
+    CHECK(strstr(error.message, "larger than") != NULL);
     CHECK_INT(cairn_config_load("no/such/cluster.conf", &config, &error),
               CAIRN_ENOENT);
     CHECK_STR(error.file, "no/such/cluster.conf");
@@ -461,6 +466,42 @@ out:
     cairn_config_free(second);
 }
 
+static void
+test_format_json(void)
+{
+    static const char *const expected[] = {
+        "{\"file\":\"(built-in cluster.example.conf)\",\"router\":{",
+        "\"node_timeout_ms\":30000,",
+        "\"pid_file\":null,",
+        "\"channels\":[{\"name\":\"backup\",\"listen\":\"127.0.0.1:2005\"",
+        "\"sasl_password\":\"********\"",
+        "\"destinations\":[\"main\"]",
+        "\"nodes\":[{\"name\":\"node1\",\"endpoint\":",
+        "\"require_tls\":false,",
+        "\"ack\":\"all\"",
+        "\"data_mode\":\"0600\"",
+        "\"max_frame\":1048576}}\n",
+    };
+    struct cairn_config *config = NULL;
+    struct cairn_config_error error;
+    struct cairn_buf out, tiny;
+
+    cairn_buf_init(&out, 1 << 20);
+    cairn_buf_init(&tiny, 64);
+    CHECK_INT(cairn_config_load_default(&config, &error), CAIRN_OK);
+    if (config == NULL)
+        return;
+    CHECK_INT(cairn_config_format_json(config, &out), CAIRN_OK);
+    for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
+        if (strstr(out.data, expected[i]) == NULL)
+            CHECK_STR(out.data, expected[i]);
+    }
+    CHECK_INT(cairn_config_format_json(config, &tiny), CAIRN_ETOOBIG);
+    cairn_buf_release(&out);
+    cairn_buf_release(&tiny);
+    cairn_config_free(config);
+}
+
 int
 main(void)
 {
@@ -470,5 +511,6 @@ main(void)
     test_values();
     test_example();
     test_format_round_trip();
+    test_format_json();
     return check_exit("test_config");
 }

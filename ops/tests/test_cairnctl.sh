@@ -118,5 +118,13 @@ cp "$tmp/out" "$tmp/shown.conf"
 run 0 config check "$tmp/shown.conf"
 expect_in out "OK (1 router, 1 channel, 1 destination, 3 nodes)"
 
+run 0 --json config show "$example"
+expect_in out '"replicas":2'
+if command -v python3 >/dev/null; then
+    checks=$((checks + 1))
+    python3 -c 'import json, sys; json.load(sys.stdin)' <"$tmp/out" ||
+        fail "config show --json is not JSON"
+fi
+
 echo "test_cairnctl: $checks checks, $failures failed"
 [ "$failures" -eq 0 ]
