@@ -64,8 +64,8 @@ write_body(void *ctx, const struct cairn_dlist *file, struct cairn_buf *out)
     return 0;
 }
 
-static bool
-record_name_known(const char *name)
+bool
+cairn_store_logs_record(const char *name)
 {
     static const char *const names[] = {
         "MAILBOX", "UNMAILBOX", "MESSAGE", "RESERVE", "RENAME",  "SEEN",
@@ -117,7 +117,7 @@ cairn_store_append(struct cairn_store *store, int64_t ts,
 
     if (store->failed)
         return CAIRN_ESTATE;
-    if (!record_name_known(cairn_dlist_name(record)))
+    if (!cairn_store_logs_record(cairn_dlist_name(record)))
         return CAIRN_EPROTO;
     ts = store_clamp_ts(store, ts);
     fresh_chunk = !store->in_chunk;

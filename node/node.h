@@ -119,6 +119,12 @@ int cairn_store_append(struct cairn_store *store, int64_t ts,
                        const struct cairn_dlist *record,
                        const struct cairn_store_bodies *bodies);
 /*
+ * Whether backupd logs the APPLY sub-command name (the eleven above).
+ * Others that backupd accepts (QUOTA, ACTIVATE_SIEVE, UNACTIVATE_SIEVE,
+ * UNUSER) are answered OK and not stored.
+ */
+bool cairn_store_logs_record(const char *name);
+/*
  * Makes everything appended so far durable: ends the chunk, fsyncs the
  * data file, commits the index. A store with nothing pending succeeds
  * without writing anything (no empty chunks).

@@ -1,0 +1,492 @@
+/*
+ * test_store.c - unit tests of the node store: names, SYNC_CRC vectors, the
+ * byte-exact worked example of cyrus-backups.md §2.7, recorded sync_client
+ * traffic appended and answered back byte for byte as backupd did, verify,
+ * reindex equality, locking, failed records and group commit.
+ */
+#include "check.h"
+#include "node_test_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+static void
+test_names(void)
+{
+    static const struct {
+        const char *userid;
+        int rc;
+    } cases[] = {
+        {"alice", 0},
+        {"alice@example.com", 0},
+        {"anne.smith", 0},
+        {"%SHARED", 0},
+        {"", CAIRN_EBADNAME},
+        {"..", CAIRN_EBADNAME},
+        {"a/b", CAIRN_EBADNAME},
+        {"../etc", CAIRN_EBADNAME},
+        {"a..b", CAIRN_EBADNAME},
+        {".hidden", CAIRN_EBADNAME},
+        {"tab\there", CAIRN_EBADNAME},
+        {"nl\n", CAIRN_EBADNAME},
+        {"del\x7f", CAIRN_EBADNAME},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK_INT(cairn_node_check_userid(cases[i].userid), cases[i].rc);
+    CHECK_INT(cairn_node_check_userid(NULL), CAIRN_EBADNAME);
+    CHECK_INT(cairn_node_dir_hash("Alice"), 'a');
+    CHECK_INT(cairn_node_dir_hash("%SHARED"), 'q');
+    CHECK_INT(cairn_node_dir_hash("9bob"), 'q');
+}
+
+static void
+test_crc_vectors(void)
+{
+    static const char *const none[1] = {NULL};
+    static const char *const flagged[2] = {"\\Flagged", "$Label1"};
+    struct cairn_crc_record three[3] = {
+        {1, 2, 1795666893, 1795666893,
+         "3a97e2a43a3319e15e5bd1067367a4a489679a20", none, 0, false, 1795666893,
+         2, 0, NULL, 0},
+        {2, 3, 1795666893, 1795666893,
+         "358c4d903696025e4e772746204dbddf2699b679", none, 0, false, 1795666893,
+         3, 0, NULL, 0},
+        {3, 4, 1795666893, 1795666893,
+         "b4642abaefa696d2ff9cec37f98ba4fcaebf0512", none, 0, false, 1795666893,
+         4, 0, NULL, 0},
+    };
+    struct cairn_crc_record one = {1,
+                                   2,
+                                   1795666893,
+                                   1795666893,
+                                   "b4642abaefa696d2ff9cec37f98ba4fcaebf0512",
+                                   none,
+                                   0,
+                                   false,
+                                   1795666893,
+                                   2,
+                                   0,
+                                   NULL,
+                                   0};
+    struct cairn_crc_record after[4] = {
+        {1, 6, 1795666895, 1795666893,
+         "3a97e2a43a3319e15e5bd1067367a4a489679a20", flagged, 2, false,
+         1795666893, 2, 0, NULL, 0},
+        {2, 3, 1795666893, 1795666893,
+         "358c4d903696025e4e772746204dbddf2699b679", none, 0, true, 1795666893,
+         3, 0, NULL, 0},
+        three[2],
+        {4, 5, 1795666894, 1795666894,
+         "e1cba4d68ec0df1ef8063a7fbe2b699ed0a8086f", none, 0, false, 1795666894,
+         5, 0, NULL, 0},
+    };
+    uint32_t crc, annot;
+
+    cairn_node_sync_crcs(three, 3, &crc, &annot);
+    CHECK_U64(crc, 3965814589u);
+    CHECK_U64(annot, 2293456679u);
+    cairn_node_sync_crcs(&one, 1, &crc, &annot);
+    CHECK_U64(crc, 515426186u);
+    CHECK_U64(annot, 3358053881u);
+    cairn_node_sync_crcs(after, 4, &crc, &annot);
+    CHECK_U64(crc, 3596144459u);
+    CHECK_U64(annot, 1409754748u);
+    cairn_node_sync_crcs(NULL, 0, &crc, &annot);
+    CHECK_U64(crc, 0);
+    CHECK_U64(annot, 12345678u);
+}
+
+static int
+collect_body(void *ctx, const void *data, size_t len)
+{
+    return cairn_buf_append(ctx, data, len);
+}
+
+static int
+query_text(const char *index, const char *sql, char *out, size_t size)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int rc = -1;
+
+    out[0] = '\0';
+    if (sqlite3_open_v2(index, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text(stmt, 0);
+
+        snprintf(out, size, "%s", text ? (const char *)text : "NULL");
+        rc = 0;
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* cyrus-backups.md §2.7: the chunk's content and checksums, exactly. */
+static void
+test_worked_example(const char *dir)
+{
+    static const char apply[] =
+        "APPLY MESSAGE (%{default 6f89a01803b8215fdb5eea1d3a780d3e456e1be2 "
+        "21}\r\nSubject: x\r\n\r\nhello\r\n)\r\n";
+    static const char sub[] =
+        "APPLY SUB %(USERID alice MBOXNAME user.alice.Lists)\r\n";
+    struct cairn_store *store = NULL;
+    struct cairn_buf body;
+    char path[512], index[600], text[128];
+    int appended = 0;
+
+    snprintf(path, sizeof(path), "%s/example", dir);
+    snprintf(index, sizeof(index), "%s.index", path);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    CHECK_INT(cairn_store_commit(store), 0); /* nothing: no empty chunk */
+    {
+        struct test_apply a1 = {store, 1700000000, 0};
+        struct test_apply a2 = {store, 1700000001, 0};
+
+        CHECK_INT(
+            test_each_apply(apply, sizeof(apply) - 1, test_apply_one, &a1), 0);
+        CHECK_INT(test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &a2),
+                  0);
+        appended = a1.appended + a2.appended;
+    }
+    CHECK_INT(appended, 2);
+    CHECK_INT(cairn_store_commit(store), 0);
+    query_text(index, "SELECT length FROM chunk WHERE id = 1", text,
+               sizeof(text));
+    CHECK_STR(text, "199");
+    query_text(index, "SELECT data_sha1 FROM chunk WHERE id = 1", text,
+               sizeof(text));
+    CHECK_STR(text, "5a7dcd68ba9214b1bd4387ac4201989b139c4568");
+    query_text(index, "SELECT file_sha1 FROM chunk WHERE id = 1", text,
+               sizeof(text));
+    CHECK_STR(text, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    query_text(index, "SELECT offset || ' ' || size FROM message", text,
+               sizeof(text));
+    CHECK_STR(text, "29 21");
+    query_text(index, "SELECT count(*) FROM chunk", text, sizeof(text));
+    CHECK_STR(text, "1");
+    cairn_buf_init(&body, 1 << 20);
+    CHECK_INT(cairn_store_read_message(
+                  store, "6f89a01803b8215fdb5eea1d3a780d3e456e1be2",
+                  collect_body, &body),
+              0);
+    CHECK_MEM(body.data, body.len, "Subject: x\r\n\r\nhello\r\n", 21);
+    cairn_buf_release(&body);
+    CHECK(cairn_store_has_message(store,
+                                  "6f89a01803b8215fdb5eea1d3a780d3e456e1be2"));
+    CHECK(!cairn_store_has_message(store,
+                                   "0000000000000000000000000000000000000000"));
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    cairn_store_close(store);
+}
+
+static int
+print_item(void *ctx, const struct cairn_dlist *item)
+{
+    struct cairn_buf *out = ctx;
+    int rc;
+
+    if ((rc = cairn_buf_append_str(out, "* ")) < 0 ||
+        (rc = cairn_dlist_print(item, true, out, NULL)) < 0)
+        return rc;
+    return cairn_buf_append_str(out, "\r\n");
+}
+
+/* Our GET USER must equal what backupd answered holding the same data. */
+static void
+check_get_user(struct cairn_store *store, const char *expected_path)
+{
+    struct cairn_buf out;
+    size_t len = 0;
+    char *expected = test_read_file(expected_path, &len);
+
+    cairn_buf_init(&out, 1 << 20);
+    CHECK_INT(cairn_store_get_user(store, print_item, &out), 0);
+    CHECK(expected != NULL);
+    if (expected) {
+        CHECK_MEM(out.data, out.len, expected, len);
+        if (out.len != len || memcmp(out.data, expected, len) != 0)
+            fprintf(stderr, "ours:\n%s\nbackupd (%s):\n%s\n", out.data,
+                    expected_path, expected);
+    }
+    free(expected);
+    cairn_buf_release(&out);
+}
+
+static const char *const user001_sessions[] = {"01", "02", "03", "04",
+                                               "05", "06", "07", "09"};
+
+/* Applies the recorded sessions of user001, one commit each. */
+static void
+build_user001(struct cairn_store *store, bool check_replies)
+{
+    for (size_t i = 0; i < 8; i++) {
+        char path[64], expected[64];
+        int appended = 0;
+
+        snprintf(path, sizeof(path), "data/%s.apply", user001_sessions[i]);
+        snprintf(expected, sizeof(expected), "data/%s.get_user",
+                 user001_sessions[i]);
+        if (check_replies && i > 0 && i < 7)
+            check_get_user(store, expected);
+        CHECK_INT(test_apply_file(store, path, 1795668600 + (int64_t)i * 10,
+                                  &appended),
+                  0);
+        CHECK(appended > 0);
+        CHECK_INT(cairn_store_commit(store), 0);
+    }
+}
+
+static void
+test_recorded_traffic(const char *dir)
+{
+    struct cairn_store *store = NULL;
+    struct cairn_buf full;
+    char path[512], index[600], text[128], error[256];
+    char *before = NULL, *after = NULL;
+
+    snprintf(path, sizeof(path), "%s/user001", dir);
+    snprintf(index, sizeof(index), "%s.index", path);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    build_user001(store, true);
+    query_text(index, "SELECT count(*) FROM chunk", text, sizeof(text));
+    CHECK_STR(text, "8");
+    query_text(index, "SELECT count(*) FROM message", text, sizeof(text));
+    CHECK_STR(text, "4");
+    query_text(index,
+               "SELECT count(*) FROM mailbox_message WHERE expunged IS NOT "
+               "NULL",
+               text, sizeof(text));
+    CHECK_STR(text, "1");
+    query_text(index,
+               "SELECT unsubscribed IS NOT NULL FROM subscription"
+               " WHERE mboxname = 'user.user001.Work'",
+               text, sizeof(text));
+    CHECK_STR(text, "1");
+    query_text(index, "SELECT filename FROM sieve", text, sizeof(text));
+    CHECK_STR(text, "lab.script");
+    CHECK_INT(
+        cairn_store_verify(store, CAIRN_VERIFY_FULL, error, sizeof(error)), 0);
+    if (error[0])
+        fprintf(stderr, "verify: %s\n", error);
+    cairn_buf_init(&full, 1 << 20);
+    CHECK_INT(
+        cairn_store_get_fullmailbox(store, "user.user001", print_item, &full),
+        0);
+    CHECK(full.data && strstr(full.data, "FLAGS (\\Flagged $Label1)") != NULL);
+    CHECK(full.data && strstr(full.data, "\\Expunged)") != NULL);
+    cairn_buf_release(&full);
+    CHECK_INT(cairn_store_get_fullmailbox(store, "user.user001.Nope",
+                                          print_item, &full),
+              CAIRN_ENOENT);
+    before = test_dump_index(index);
+    CHECK_INT(cairn_store_reindex(store), 0);
+    after = test_dump_index(index);
+    CHECK(before && after && strcmp(before, after) == 0);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    free(before);
+    free(after);
+    cairn_store_close(store);
+}
+
+static int
+copy_file(const char *from, const char *to, off_t length)
+{
+    size_t len = 0;
+    char *data = test_read_file(from, &len);
+    FILE *f;
+    int rc = -1;
+
+    if (data == NULL)
+        return -1;
+    if (length >= 0 && (size_t)length < len)
+        len = (size_t)length;
+    if ((f = fopen(to, "wb")) != NULL) {
+        rc = fwrite(data, 1, len, f) == len ? 0 : -1;
+        fclose(f);
+    }
+    free(data);
+    return rc;
+}
+
+/*
+ * A crash while the last chunk was being written: every cut of its bytes
+ * must reopen to exactly the committed state, with verify passing.
+ */
+static void
+test_torn_tail(const char *dir)
+{
+    struct cairn_store *store = NULL;
+    char path[512], index[600], saved[600], saved_index[600];
+    char work[600], work_index[700];
+    struct stat committed, full;
+    char *expected = NULL;
+    int failures = 0;
+
+    snprintf(path, sizeof(path), "%s/torn", dir);
+    snprintf(index, sizeof(index), "%s.index", path);
+    snprintf(saved, sizeof(saved), "%s/torn.saved", dir);
+    snprintf(saved_index, sizeof(saved_index), "%s/torn.saved.index", dir);
+    snprintf(work, sizeof(work), "%s/torn.work", dir);
+    snprintf(work_index, sizeof(work_index), "%s.index", work);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    CHECK_INT(test_apply_file(store, "data/01.apply", 1795668600, NULL), 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    cairn_store_close(store);
+    copy_file(path, saved, -1);
+    copy_file(index, saved_index, -1);
+    expected = test_dump_index(index);
+    stat(path, &committed);
+    CHECK_INT(cairn_store_open(path, 0, &store), 0);
+    CHECK_INT(test_apply_file(store, "data/02.apply", 1795668610, NULL), 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    cairn_store_close(store);
+    stat(path, &full);
+    CHECK(full.st_size > committed.st_size);
+    for (off_t cut = committed.st_size; cut < full.st_size; cut++) {
+        struct stat now;
+        char *dump;
+
+        copy_file(path, work, cut);
+        copy_file(saved_index, work_index, -1);
+        if (cairn_store_open(work, 0, &store) != 0) {
+            failures++;
+            continue;
+        }
+        if (cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0) != 0)
+            failures++;
+        cairn_store_close(store);
+        stat(work, &now);
+        dump = test_dump_index(work_index);
+        if (now.st_size != committed.st_size || dump == NULL ||
+            expected == NULL || strcmp(dump, expected) != 0)
+            failures++;
+        free(dump);
+    }
+    CHECK_INT(failures, 0);
+    /* Committed data missing from the file is reported, never "fixed". */
+    copy_file(path, work, committed.st_size - 1);
+    copy_file(saved_index, work_index, -1);
+    CHECK_INT(cairn_store_open(work, 0, &store), CAIRN_ECORRUPT);
+    /* A lost index is rebuilt from the data file on open. */
+    copy_file(saved, work, -1);
+    unlink(work_index);
+    CHECK_INT(cairn_store_open(work, 0, &store), 0);
+    cairn_store_close(store);
+    {
+        char *rebuilt = test_dump_index(work_index);
+
+        CHECK(rebuilt && expected && strcmp(rebuilt, expected) == 0);
+        free(rebuilt);
+    }
+    free(expected);
+}
+
+static void
+test_lock_and_failures(const char *dir)
+{
+    static const char bad_mailbox[] =
+        "APPLY MAILBOX %(UNIQUEID x MBOXNAME user.a.x)\r\n";
+    static const char wrong_guid[] =
+        "APPLY MESSAGE (%{default 0000000000000000000000000000000000000000 "
+        "3}\r\nabc)\r\n";
+    static const char sub[] = "APPLY SUB %(USERID a MBOXNAME user.a.x)\r\n";
+    struct cairn_store *store = NULL, *second = NULL;
+    struct test_apply apply;
+    char path[512];
+    struct stat before, after;
+
+    snprintf(path, sizeof(path), "%s/locked", dir);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    CHECK_INT(cairn_store_open(path, 0, &second), CAIRN_ELOCKED);
+    CHECK(second == NULL);
+    apply = (struct test_apply){store, 100, 0};
+    CHECK_INT(test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &apply), 0);
+    stat(path, &before);
+    CHECK_INT(test_each_apply(bad_mailbox, sizeof(bad_mailbox) - 1,
+                              test_apply_one, &apply),
+              CAIRN_EPROTO);
+    CHECK_INT(test_each_apply(wrong_guid, sizeof(wrong_guid) - 1,
+                              test_apply_one, &apply),
+              CAIRN_EMISMATCH);
+    stat(path, &after);
+    CHECK_INT(after.st_size, before.st_size); /* both undone in the file */
+    CHECK_INT(cairn_store_commit(store), 0);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    CHECK(!cairn_store_has_message(store,
+                                   "0000000000000000000000000000000000000000"));
+    cairn_store_close(store);
+}
+
+static void
+test_group_commit(const char *dir)
+{
+    static const char sub[] = "APPLY SUB %(USERID a MBOXNAME user.a.x)\r\n";
+    struct cairn_catalog *catalog = NULL;
+    struct cairn_store *stores[3] = {NULL, NULL, NULL};
+    const char *users[3] = {"alice", "bob", "carol"};
+    char catalog_path[512];
+    int results[3] = {-1, -1, -1};
+    char *path = NULL;
+
+    snprintf(catalog_path, sizeof(catalog_path), "%s/catalog.db", dir);
+    CHECK_INT(cairn_catalog_open(catalog_path, &catalog), 0);
+    if (catalog == NULL)
+        return;
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(cairn_store_open_user(catalog, dir, users[i],
+                                        CAIRN_STORE_CREATE, &stores[i]),
+                  0);
+        if (stores[i] && i < 2) {
+            struct test_apply apply = {stores[i], 100, 0};
+
+            CHECK_INT(
+                test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &apply),
+                0);
+        }
+    }
+    CHECK_INT(cairn_store_commit_many(stores, 3, results), 0);
+    CHECK_INT(results[0] + results[1] + results[2], 0);
+    for (int i = 0; i < 3; i++)
+        cairn_store_close(stores[i]);
+    CHECK_INT(cairn_catalog_lookup(catalog, "bob", &path), 0);
+    CHECK(path && strstr(path, "/b/bob_") != NULL);
+    free(path);
+    CHECK_INT(cairn_catalog_lookup(catalog, "dave", &path), CAIRN_ENOENT);
+    CHECK_INT(cairn_catalog_lookup(catalog, "../x", &path), CAIRN_EBADNAME);
+    CHECK_INT(cairn_store_open_user(catalog, dir, "a/b", CAIRN_STORE_CREATE,
+                                    &stores[0]),
+              CAIRN_EBADNAME);
+    cairn_catalog_free(catalog);
+}
+
+int
+main(void)
+{
+    char *dir = test_temp_dir("store");
+
+    CHECK(dir != NULL);
+    if (dir == NULL)
+        return check_exit("test_store");
+    test_names();
+    test_crc_vectors();
+    test_worked_example(dir);
+    test_recorded_traffic(dir);
+    test_torn_tail(dir);
+    test_lock_and_failures(dir);
+    test_group_commit(dir);
+    test_remove_dir(dir);
+    free(dir);
+    return check_exit("test_store");
+}
