@@ -1,8 +1,8 @@
 /*
  * config.c - the cluster.conf parser: splits the text into sections and
- * keys, applies defaults, checks the references between sections, resolves
- * paths, and prints the effective configuration back. The key tables and
- * value types live in config_keys.c. Only cairn_config_load() does I/O.
+ * keys, applies defaults, checks the references between sections and
+ * resolves paths. The key tables and value types live in config_keys.c,
+ * the printers in config_format.c. Only cairn_config_load() does I/O.
  */
 #include "config_int.h"
 
@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 const char cairn_config_default_name[] = "(built-in cluster.example.conf)";
@@ -501,54 +500,47 @@ check_references(struct parser *parser)
     return rc;
 }
 
-/* Makes every relative path relative to base_dir instead. */
+/* Makes the section's relative paths relative to base_dir instead. */
 static int
-resolve_paths(struct cairn_config *config, const char *base_dir)
+resolve_section_paths(const struct config_kind *kind,
+                      struct cairn_config_origin *section, const char *base_dir)
 {
-    if (base_dir == NULL || strcmp(base_dir, ".") == 0)
-        return CAIRN_OK;
-    for (size_t k = 0; k < config_kind_count; k++) {
-        const struct config_kind *kind = &config_kinds[k];
-        struct cairn_config_origin **sections, *single;
-        size_t count = 1;
+    for (size_t i = 0; i < kind->key_count; i++) {
+        const struct config_key *key = &kind->keys[i];
+        char **path = (char **)((char *)section + key->offset), *joined;
 
-        single = kind->named ? NULL : config_single_section(config, kind);
-        sections =
-            kind->named ? config_named_sections(config, kind, &count) : &single;
-        for (size_t i = 0; i < count; i++) {
-            for (size_t j = 0; j < kind->key_count; j++) {
-                const struct config_key *key = &kind->keys[j];
-                char **path = (char **)((char *)sections[i] + key->offset);
-                char *joined;
-
-                if (key->type != CONFIG_PATH || *path == NULL ||
-                    (*path)[0] == '/')
-                    continue;
-                if (asprintf(&joined, "%s/%s", base_dir, *path) < 0)
-                    return CAIRN_ENOMEM;
-                free(*path);
-                *path = joined;
-            }
-        }
+        if (key->type != CONFIG_PATH || *path == NULL || (*path)[0] == '/')
+            continue;
+        if (asprintf(&joined, "%s/%s", base_dir, *path) < 0)
+            return CAIRN_ENOMEM;
+        free(*path);
+        *path = joined;
     }
     return CAIRN_OK;
 }
 
-static void
-release_refs(const struct config_kind *kind,
-             struct cairn_config_origin *section)
+static int
+resolve_paths(struct cairn_config *config, const char *base_dir)
 {
-    if (strcmp(kind->name, "channel") == 0) {
-        struct cairn_config_channel *channel = (void *)section;
+    int rc = CAIRN_OK;
 
-        free(channel->destination_refs);
-        channel->destination_refs = NULL;
-    } else if (strcmp(kind->name, "destination") == 0) {
-        struct cairn_config_destination *destination = (void *)section;
+    if (base_dir == NULL || strcmp(base_dir, ".") == 0)
+        return CAIRN_OK;
+    for (size_t k = 0; k < config_kind_count && rc == CAIRN_OK; k++) {
+        const struct config_kind *kind = &config_kinds[k];
+        struct cairn_config_origin **sections;
+        size_t count;
 
-        free(destination->node_refs);
-        destination->node_refs = NULL;
+        if (!kind->named) {
+            rc = resolve_section_paths(
+                kind, config_single_section(config, kind), base_dir);
+            continue;
+        }
+        sections = config_named_sections(config, kind, &count);
+        for (size_t i = 0; i < count && rc == CAIRN_OK; i++)
+            rc = resolve_section_paths(kind, sections[i], base_dir);
     }
+    return rc;
 }
 
 /* --- the public API --- */
@@ -569,7 +561,8 @@ cairn_config_free(struct cairn_config *config)
         }
         sections = config_named_sections(config, kind, &count);
         for (size_t i = 0; i < count; i++) {
-            release_refs(kind, sections[i]);
+            if (kind->refs_offset != 0) /* resolved references */
+                free(*(void **)((char *)sections[i] + kind->refs_offset));
             section_release(kind, sections[i]);
             free(sections[i]);
         }

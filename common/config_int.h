@@ -50,6 +50,7 @@ struct config_kind {
     size_t array_offset;  /* named: of the pointer array in cairn_config */
     size_t count_offset;  /* named: of its size_t count */
     size_t max_count;     /* named: most sections of this kind */
+    size_t refs_offset;   /* named: of its array of resolved names, or 0 */
 };
 
 /* The whole configuration; the public header keeps it opaque. */

@@ -163,22 +163,23 @@ static const struct config_key limits_keys[] = {
 #define SINGLE(kind_name, table, field)                                        \
     {                                                                          \
         kind_name, false, table, COUNT(table), 0,                              \
-            offsetof(struct cairn_config, field), 0, 0, 1                      \
+            offsetof(struct cairn_config, field), 0, 0, 1, 0                   \
     }
-#define NAMED(kind_name, table, type, array, count, most)                      \
+#define NAMED(kind_name, table, type, array, count, most, refs)                \
     {                                                                          \
         kind_name, true, table, COUNT(table), sizeof(type), 0,                 \
             offsetof(struct cairn_config, array),                              \
-            offsetof(struct cairn_config, count), most                         \
+            offsetof(struct cairn_config, count), most, refs                   \
     }
 
 const struct config_kind config_kinds[] = {
     SINGLE("router", router_keys, router),
     NAMED("channel", channel_keys, struct cairn_config_channel, channels,
-          channel_count, 64),
+          channel_count, 64, CHANNEL(destination_refs)),
     NAMED("destination", destination_keys, struct cairn_config_destination,
-          destinations, destination_count, 64),
-    NAMED("node", node_keys, struct cairn_config_node, nodes, node_count, 4096),
+          destinations, destination_count, 64, DESTINATION(node_refs)),
+    NAMED("node", node_keys, struct cairn_config_node, nodes, node_count, 4096,
+          0),
     SINGLE("compaction", compaction_keys, compaction),
     SINGLE("security", security_keys, security),
     SINGLE("limits", limits_keys, limits),
