@@ -26,6 +26,7 @@ enum config_type {
 #define CONFIG_REQUIRED 1u /* must be set in the file */
 #define CONFIG_SECRET 2u   /* never printed back */
 #define CONFIG_ZERO_OK 4u  /* 0 is allowed besides [min, max] */
+#define CONFIG_UNIT 8u     /* a duration other than 0 needs its unit */
 
 /* One row of a section's key table. */
 struct config_key {

@@ -121,8 +121,11 @@ static const struct config_key compaction_keys[] = {
      "compact at all"},
     {"interval", CONFIG_DURATION, COMPACTION(interval_ms), MINUTE, 30 * DAY,
      "1d", 0, NULL, "how often each user is considered"},
+    /* Cyrus reads a bare backup_retention as days, we as seconds: refuse
+     * the bare number rather than keep 7 seconds of deleted mail. */
     {"retention", CONFIG_DURATION, COMPACTION(retention_ms), 0, UINT64_MAX,
-     "7d", 0, NULL, "keep deleted/expunged data this long (0: forever)"},
+     "7d", CONFIG_UNIT, NULL,
+     "keep deleted/expunged data this long (0: forever)"},
     {"min_chunk", CONFIG_SIZE, COMPACTION(min_chunk), 0, 4 * GIB, "0", 0, NULL,
      "merge smaller chunks (0: off)"},
     {"max_chunk", CONFIG_SIZE, COMPACTION(max_chunk), 0, 4 * GIB, "0", 0, NULL,
@@ -310,6 +313,12 @@ parse_number(const struct config_key *key, const char *text, uint64_t *out,
     }
     if (rc == CAIRN_EPARSE)
         return bad(why, why_size, example, text);
+    if (rc == CAIRN_OK && value != 0 && (key->flags & CONFIG_UNIT) &&
+        strspn(text, "0123456789") == len)
+        return bad(why, why_size,
+                   "'%s' needs a unit (e.g. 7d; Cyrus would "
+                   "read days, cairn seconds)",
+                   text);
     if (rc == CAIRN_OK && value == 0 && (key->flags & CONFIG_ZERO_OK)) {
         *out = 0;
         return CAIRN_OK;

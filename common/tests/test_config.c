@@ -110,6 +110,8 @@ test_broken(void)
         {"nodes = node1, node2", "nodes = ,", 11, "needs 1 to 4096 names"},
         {"data_dir = data/node2", "data_dir = data/node2\nmax_frame = 1K", 21,
          "'1K' is out of range 4K..64M"},
+        {"replicas = 2\n", "replicas = 2\n[compaction]\nretention = 7\n", 14,
+         "'7' needs a unit"},
         {"replicas = 2\n", "replicas = 2\n[security]\ndata_mode = 0800\n", 14,
          "not an octal mode"},
         /* missing things and references */
