@@ -397,8 +397,9 @@ malformed(struct cairn_router_conn *conn, int rc)
 {
     char text[256];
 
-    snprintf(text, sizeof(text), "IMAP_PROTOCOL_ERROR %s",
-             cairn_csync_reader_error(conn->reader));
+    /* The reader words its errors as backupd does ("Missing required
+     * argument to Get", "Unexpected extra arguments to Apply"). */
+    snprintf(text, sizeof(text), "%s", cairn_csync_reader_error(conn->reader));
     cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
                        "malformed command: %s", text);
     conn->in_sasl = false;
