@@ -48,7 +48,7 @@ cairn_router_event(struct cairn_router *router,
     router->event_fn(router->event_arg, &event);
 }
 
-/* "a.b.c.d:port" (IPv4; the router listens on configured addresses). */
+/* "a.b.c.d:port" or "*:port" (IPv4 only so far). */
 static int
 parse_listen(const char *listen, struct sockaddr_in *address)
 {
@@ -65,6 +65,8 @@ parse_listen(const char *listen, struct sockaddr_in *address)
     memset(address, 0, sizeof(*address));
     address->sin_family = AF_INET;
     address->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "*") == 0)
+        snprintf(host, sizeof(host), "0.0.0.0");
     if (inet_pton(AF_INET, host, &address->sin_addr) != 1)
         return CAIRN_ECONFIG;
     return CAIRN_OK;

@@ -1,0 +1,195 @@
+/*
+ * main.c - cairn-router: reads cluster.conf, opens one csync listener per
+ * channel and runs the session layer (banner, SASL, COMPRESS, command
+ * table, user resolution) on the event loop until SIGTERM/SIGINT.
+ *
+ * This build does not forward anything to storage nodes yet: every GET or
+ * APPLY that needs a user's backup is answered with a NO that says so, and
+ * nothing is stored. It never claims a backup it did not make.
+ */
+#include "config.h"
+#include "loop.h"
+#include "router.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Exit codes. */
+enum {
+    EXIT_OK = 0,
+    EXIT_USAGE = 64,  /* bad command line */
+    EXIT_CONFIG = 78, /* bad configuration */
+    EXIT_RUNTIME = 1, /* could not start or the loop failed */
+};
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: cairn-router [-n] [-c cluster.conf]\n"
+                    "       -c FILE  configuration (default: built-in)\n"
+                    "       -n       check the configuration and exit\n");
+}
+
+static void
+on_event(void *arg, const struct cairn_router_event *event)
+{
+    static const enum cairn_log_level levels[] = {
+        CAIRN_LOG_ERROR, CAIRN_LOG_WARN, CAIRN_LOG_INFO, CAIRN_LOG_DEBUG};
+
+    if (event->peer != NULL)
+        cairn_log(levels[event->level], "[%s %s%s%s] %s", event->channel,
+                  event->peer, event->login ? " " : "",
+                  event->login ? event->login : "", event->message);
+    else
+        cairn_log(levels[event->level], "%s", event->message);
+}
+
+static void
+on_signal(struct cairn_loop *loop, int signo, void *arg)
+{
+    if (signo == SIGHUP) {
+        /* Honest until reload exists: nothing changes, nothing drops. */
+        cairn_log_warn("SIGHUP: configuration reload is not implemented yet; "
+                       "keeping the running configuration");
+        return;
+    }
+    cairn_log_info("signal %d: shutting down", signo);
+    cairn_loop_stop(loop);
+}
+
+/* Router settings that borrow from config (valid while config lives). */
+static int
+settings_from_config(const struct cairn_config *config,
+                     struct cairn_router_settings *settings,
+                     struct cairn_router_channel_settings *channels)
+{
+    const struct cairn_config_router *router = cairn_config_router(config);
+    const struct cairn_config_limits *limits = cairn_config_limits(config);
+    size_t count = cairn_config_channel_count(config);
+
+    memset(settings, 0, sizeof(*settings));
+    settings->servername = router->servername;
+    settings->max_connections = (size_t)router->max_connections;
+    settings->max_line = (size_t)limits->max_line;
+    settings->channels = channels;
+    settings->channel_count = count;
+    for (size_t i = 0; i < count; i++) {
+        const struct cairn_config_channel *channel =
+            cairn_config_channel_at(config, i);
+
+        if (channel->tls_cert != NULL || channel->require_tls) {
+            cairn_log_error("channel %s: TLS is not implemented in this "
+                            "router yet; unset tls_cert and require_tls",
+                            channel->origin.name);
+            return CAIRN_ENOTSUP;
+        }
+        channels[i] = (struct cairn_router_channel_settings){
+            .name = channel->origin.name,
+            .listen = channel->listen,
+            .sasl_user = channel->sasl_user,
+            .sasl_password = channel->sasl_password,
+            .sasl_db = channel->sasl_db,
+            .mechanisms = (const char *const *)channel->sasl_mechanisms.items,
+            .mechanism_count = channel->sasl_mechanisms.count,
+            .compress = channel->compress,
+            .idle_timeout_ms = channel->idle_timeout_ms,
+        };
+    }
+    return CAIRN_OK;
+}
+
+static int
+load_config(const char *path, struct cairn_config **config)
+{
+    struct cairn_config_error error;
+    int rc = path != NULL ? cairn_config_load(path, config, &error)
+                          : cairn_config_load_default(config, &error);
+
+    if (rc < 0) {
+        if (error.line > 0)
+            cairn_log_error("%s:%u: %s", error.file, error.line, error.message);
+        else
+            cairn_log_error("%s: %s", error.file, error.message);
+    }
+    return rc;
+}
+
+static int
+serve(const struct cairn_router_settings *settings)
+{
+    struct cairn_loop *loop = NULL;
+    struct cairn_router *router = NULL;
+    char error[512] = "";
+    int rc;
+
+    if ((rc = cairn_loop_new(&loop)) < 0 ||
+        (rc = cairn_loop_watch_signals(loop, on_signal, NULL)) < 0)
+        goto out;
+    rc = cairn_router_new(loop, settings, &router, error, sizeof(error));
+    if (rc < 0) {
+        cairn_log_error("cannot start: %s (%s)", error, cairn_strerror(rc));
+        goto out;
+    }
+    cairn_router_set_event_handler(router, on_event, NULL);
+    for (size_t i = 0; i < settings->channel_count; i++)
+        cairn_log_info("channel %s: listening on port %u",
+                       settings->channels[i].name,
+                       (unsigned)cairn_router_port(router, i));
+    cairn_log_warn("forwarding to storage nodes is not implemented in this "
+                   "build: GET/APPLY requests are answered NO and nothing "
+                   "is stored");
+    rc = cairn_loop_run(loop);
+out:
+    cairn_router_free(router);
+    cairn_loop_free(loop);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct cairn_router_channel_settings *channels = NULL;
+    struct cairn_router_settings settings;
+    struct cairn_config *config = NULL;
+    const char *path = NULL;
+    bool check_only = false;
+    int option, status = EXIT_OK;
+
+    cairn_log_init("cairn-router", CAIRN_LOG_INFO, true, false);
+    while ((option = getopt(argc, argv, "c:nh")) != -1) {
+        switch (option) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'n':
+            check_only = true;
+            break;
+        default:
+            usage();
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        usage();
+        return EXIT_USAGE;
+    }
+    if (load_config(path, &config) < 0)
+        return EXIT_CONFIG;
+    cairn_log_set_level(cairn_config_router(config)->log_level);
+    channels =
+        calloc(cairn_config_channel_count(config) + 1, sizeof(*channels));
+    if (channels == NULL ||
+        settings_from_config(config, &settings, channels) < 0) {
+        status = EXIT_CONFIG;
+    } else if (check_only) {
+        printf("%s: configuration ok\n", cairn_config_name(config));
+    } else if (serve(&settings) < 0) {
+        status = EXIT_RUNTIME;
+    }
+    free(channels);
+    cairn_config_free(config);
+    return status;
+}
