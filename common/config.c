@@ -24,6 +24,7 @@ struct parser {
     const struct config_kind *kind;
     struct cairn_config_origin *section;
     unsigned line;
+    char *line_copy; /* CAIRN_CONFIG_MAX_LINE + 1 bytes, NUL-terminated */
 };
 
 static int fail(struct parser *parser, unsigned line, const char *fmt, ...)
@@ -262,7 +263,7 @@ parse_assignment(struct parser *parser, char *text)
 static int
 parse_line(struct parser *parser, const char *start, size_t len)
 {
-    char copy[CAIRN_CONFIG_MAX_LINE + 1], *text;
+    char *text;
 
     if (len > 0 && start[len - 1] == '\r')
         len--;
@@ -271,9 +272,9 @@ parse_line(struct parser *parser, const char *start, size_t len)
                     CAIRN_CONFIG_MAX_LINE);
     if (memchr(start, '\0', len) != NULL)
         return fail(parser, parser->line, "NUL byte in line");
-    memcpy(copy, start, len);
-    copy[len] = '\0';
-    text = trim(copy);
+    memcpy(parser->line_copy, start, len);
+    parser->line_copy[len] = '\0';
+    text = trim(parser->line_copy);
     if (*text == '\0' || *text == '#' || *text == ';')
         return CAIRN_OK;
     if (*text == '[')
@@ -577,7 +578,7 @@ cairn_config_parse(const char *text, size_t len, const char *name,
                    const char *base_dir, struct cairn_config **config_out,
                    struct cairn_config_error *error)
 {
-    struct parser parser = {NULL, error, NULL, NULL, 0};
+    struct parser parser = {NULL, error, NULL, NULL, 0, NULL};
     struct cairn_config *config = NULL;
     int rc;
 
@@ -599,6 +600,10 @@ cairn_config_parse(const char *text, size_t len, const char *name,
                                  config_single_section(config, kind))) < 0)
             goto out;
     }
+    if ((parser.line_copy = malloc(CAIRN_CONFIG_MAX_LINE + 1)) == NULL) {
+        rc = CAIRN_ENOMEM;
+        goto out;
+    }
     if ((rc = parse_lines(&parser, text, len)) < 0)
         goto out;
     if ((rc = check_sections(&parser)) < 0)
@@ -616,6 +621,7 @@ out:
         snprintf(error->message, sizeof(error->message), "%s",
                  cairn_strerror(rc));
     }
+    free(parser.line_copy);
     cairn_config_free(config);
     return rc;
 }

@@ -36,9 +36,9 @@
 
 /* Bounds on the input, so a hostile or broken file cannot exhaust memory. */
 #define CAIRN_CONFIG_MAX_FILE (1024 * 1024) /* bytes in cluster.conf */
-#define CAIRN_CONFIG_MAX_LINE 4096          /* bytes in one line */
-#define CAIRN_CONFIG_MAX_NAME 64            /* section and list names */
-#define CAIRN_CONFIG_MAX_KEYS 16            /* keys a section kind may have */
+#define CAIRN_CONFIG_MAX_LINE 65536 /* bytes in one line (long node lists) */
+#define CAIRN_CONFIG_MAX_NAME 64    /* section and list names */
+#define CAIRN_CONFIG_MAX_KEYS 16    /* keys a section kind may have */
 
 /* Why loading failed: filled in by every function that takes one. */
 struct cairn_config_error {

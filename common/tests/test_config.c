@@ -504,6 +504,43 @@ test_format_json(void)
     cairn_config_free(config);
 }
 
+/* A destination of many nodes: one long "nodes =" line. */
+static void
+test_many_nodes(void)
+{
+    enum { NODES = 1000 };
+    struct cairn_config *config = NULL;
+    struct cairn_config_error error;
+    const struct cairn_config_destination *destination;
+    struct cairn_buf text;
+
+    cairn_buf_init(&text, CAIRN_CONFIG_MAX_FILE);
+    cairn_buf_append_str(&text, "[router]\n[channel c]\nlisten = *:2005\n"
+                                "sasl_user = u\nsasl_db = /etc/sasldb2\n"
+                                "destinations = d\n[destination d]\nnodes =");
+    for (int i = 0; i < NODES; i++)
+        cairn_buf_printf(&text, " node%d", i);
+    for (int i = 0; i < NODES; i++)
+        cairn_buf_printf(&text,
+                         "\n[node node%d]\nendpoint = tcp://10.1.%d.%d:7000\n"
+                         "data_dir = /srv/%d",
+                         i, i / 256, i % 256, i);
+    CHECK(text.len > 4 * 4096);
+    CHECK_INT(
+        cairn_config_parse(text.data, text.len, "many", NULL, &config, &error),
+        CAIRN_OK);
+    destination = config ? cairn_config_find_destination(config, "d") : NULL;
+    CHECK(destination != NULL);
+    if (destination != NULL) {
+        CHECK_INT(destination->nodes.count, NODES);
+        CHECK(destination->node_refs[NODES - 1] ==
+              cairn_config_node_at(config, NODES - 1));
+        CHECK_STR(destination->node_refs[NODES - 1]->data_dir, "/srv/999");
+    }
+    cairn_config_free(config);
+    cairn_buf_release(&text);
+}
+
 int
 main(void)
 {
@@ -514,5 +551,6 @@ main(void)
     test_example();
     test_format_round_trip();
     test_format_json();
+    test_many_nodes();
     return check_exit("test_config");
 }
