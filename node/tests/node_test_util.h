@@ -20,7 +20,7 @@ struct test_body {
     size_t len;
 };
 
-static int
+static inline int
 test_sink_begin(void *ctx, const char *partition, const char *guid,
                 uint64_t size, void **handle)
 {
@@ -34,7 +34,7 @@ test_sink_begin(void *ctx, const char *partition, const char *guid,
     return 0;
 }
 
-static int
+static inline int
 test_sink_data(void *ctx, void *handle, const void *bytes, size_t len)
 {
     struct test_body *body = handle;
@@ -44,13 +44,13 @@ test_sink_data(void *ctx, void *handle, const void *bytes, size_t len)
     return 0;
 }
 
-static int
+static inline int
 test_sink_end(void *ctx, void *handle)
 {
     return 0;
 }
 
-static void
+static inline void
 test_sink_release(void *ctx, void *handle)
 {
     struct test_body *body = handle;
@@ -65,7 +65,7 @@ static const struct cairn_dlist_file_sink test_sink = {
     test_sink_begin, test_sink_data, test_sink_end, test_sink_release, NULL};
 
 /* Gives a body captured by test_sink back to the store. */
-static int
+static inline int
 test_read_body(void *ctx, const struct cairn_dlist *file,
                int (*put)(void *put_ctx, const void *data, size_t len),
                void *put_ctx)
@@ -85,7 +85,7 @@ test_read_body(void *ctx, const struct cairn_dlist *file,
 static const struct cairn_store_bodies test_bodies = {test_read_body, NULL};
 
 /* Reads a whole file. Owned result. */
-static char *
+static inline char *
 test_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -107,7 +107,7 @@ test_read_file(const char *path, size_t *len)
  * Parses each "APPLY <dlist>\r\n" of data and calls apply(ctx, record) for
  * it. Returns 0 or the first error.
  */
-static int
+static inline int
 test_each_apply(const char *data, size_t len,
                 int (*apply)(void *ctx, struct cairn_dlist *record), void *ctx)
 {
@@ -146,7 +146,7 @@ struct test_apply {
     int appended;
 };
 
-static int
+static inline int
 test_apply_one(void *ctx, struct cairn_dlist *record)
 {
     struct test_apply *apply = ctx;
@@ -161,7 +161,7 @@ test_apply_one(void *ctx, struct cairn_dlist *record)
 }
 
 /* Appends every logged APPLY of the file at ts (no commit). */
-static int
+static inline int
 test_apply_file(struct cairn_store *store, const char *path, int64_t ts,
                 int *appended)
 {
@@ -180,7 +180,7 @@ test_apply_file(struct cairn_store *store, const char *path, int64_t ts,
 }
 
 /* Every row of Cyrus's seven tables, as text. Owned result. */
-static char *
+static inline char *
 test_dump_index(const char *index_path)
 {
     static const char *const tables[] = {
@@ -223,7 +223,7 @@ out:
 }
 
 /* A fresh directory under /tmp. Owned result. */
-static char *
+static inline char *
 test_temp_dir(const char *name)
 {
     char *dir = NULL;
@@ -237,7 +237,7 @@ test_temp_dir(const char *name)
     return dir;
 }
 
-static void
+static inline void
 test_remove_dir(const char *dir)
 {
     char *cmd = NULL;
