@@ -78,15 +78,12 @@ def check_backup_files(mapping, keep=False, tool_timeout=20):
         tool = lab._add(cyruslab.Backup(lab, "check"))
         tool.write_configs()
         _install_copies(tool, mapping)
-        users, verify_runs = {}, []
+        verify_runs, statuses = _verify(tool, list(mapping), tool_timeout)
+        users = {}
         for user in mapping:
-            verify = tool.ctl_backups("verify", user, timeout=tool_timeout)
-            verify_runs.append(verify)
-            status = verify_statuses(verify.stdout).get(user, "not found")
-            if verify.returncode == cyruslab.TIMED_OUT:
-                status = "timed out after %ds (killed)" % tool_timeout
             listing = tool.cyr_backup(user, "list", "all",
                                       timeout=tool_timeout)
+            status = statuses.get(user, "not found")
             users[user] = UserCheck(user, mapping[user], status, listing,
                                     status == "ok" and listing.ok)
         return CheckReport(users, verify_runs, tool.log())
@@ -107,13 +104,37 @@ def _install_copies(tool, mapping):
             shutil.copyfile(data_file + ".index", copy + ".index")
         copies[user] = copy
     cyruslab.chown_cyrus(tool.dir)
-    for user, copy in copies.items():
-        r = tool.run_tool("cyr_dbtool", "-n", tool.backups_db, "twoskip",
-                          "set", user, copy)
-        if not r.ok:
-            raise cyruslab.LabError("cyr_dbtool set %s failed:\n%s"
-                                    % (user, r))
+    # one cyr_dbtool run for all users: SET with quoted strings on stdin
+    batch = "".join("SET %s %s\n" % (_quoted(user), _quoted(copy))
+                    for user, copy in copies.items())
+    r = tool.run_tool("cyr_dbtool", "-n", tool.backups_db, "twoskip",
+                      "batch", stdin_data=batch.encode())
+    if not r.ok:
+        raise cyruslab.LabError("cyr_dbtool batch failed:\n%s" % r)
     cyruslab.chown_cyrus(tool.dir)
+
+
+def _quoted(text):
+    return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _verify(tool, users, timeout):
+    """One `ctl_backups verify USER...` for all users; if it times out,
+    each user it had not reported yet gets a run of its own (a user whose
+    own run times out is reported as such).  Returns (runs, statuses)."""
+    run = tool.ctl_backups("verify", *users, timeout=timeout)
+    runs, statuses = [run], verify_statuses(run.stdout)
+    if run.returncode != cyruslab.TIMED_OUT:
+        return runs, statuses
+    for user in users:
+        if user in statuses:
+            continue
+        run = tool.ctl_backups("verify", user, timeout=timeout)
+        runs.append(run)
+        statuses.update(verify_statuses(run.stdout))
+        if run.returncode == cyruslab.TIMED_OUT:
+            statuses[user] = "timed out after %ds (killed)" % timeout
+    return runs, statuses
 
 
 def verify_statuses(text):

@@ -242,17 +242,23 @@ class ToolResult:
                    self.stdout, self.stderr))
 
 
-def run_logged(argv, work_dir, name, timeout=60, env=None):
+def run_logged(argv, work_dir, name, timeout=60, env=None, stdin_data=None):
     """Run argv with stdout/stderr in files under work_dir (never pipes:
-    `sync_client -r` forks and keeps them open).  Returns a ToolResult;
+    `sync_client -r` forks and keeps them open), stdin_data (bytes) or
+    nothing on its stdin.  Returns a ToolResult;
     a timeout kills the command's process group: returncode TIMED_OUT."""
     os.makedirs(work_dir, exist_ok=True)
     stamp = "%s-%d" % (name, time.monotonic_ns())
     out_path = os.path.join(work_dir, stamp + ".out")
     err_path = os.path.join(work_dir, stamp + ".err")
     started = time.monotonic()
+    stdin = subprocess.DEVNULL
+    if stdin_data is not None:
+        stdin = tempfile.TemporaryFile(dir=work_dir)
+        stdin.write(stdin_data)
+        stdin.seek(0)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=out,
                                 stderr=err, start_new_session=True, env=env)
         try:
             rc = proc.wait(timeout=timeout)
@@ -260,6 +266,8 @@ def run_logged(argv, work_dir, name, timeout=60, env=None):
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
             rc = TIMED_OUT
+    if stdin_data is not None:
+        stdin.close()
     with open(out_path, "rb") as f:
         stdout = f.read().decode("utf-8", "replace")
     with open(err_path, "rb") as f:
@@ -438,7 +446,7 @@ class Instance:
         return self.process is not None and self.process.poll() is None
 
     # -- tools --------------------------------------------------------------
-    def run_tool(self, tool, *args, timeout=60):
+    def run_tool(self, tool, *args, timeout=60, stdin_data=None):
         """Run a Cyrus CLI tool (as root; it becomes `cyrus` itself) with
         -C this instance's imapd.conf; its syslog goes to this instance's
         log.  Returns a ToolResult; never raises for a non-zero exit."""
@@ -447,7 +455,7 @@ class Instance:
         wrapped = with_private_devlog(argv, self.syslog_socket,
                                       os.path.join(self.dir, "dev"))
         result = run_logged(wrapped, os.path.join(self.dir, "tools"), tool,
-                            timeout=timeout)
+                            timeout=timeout, stdin_data=stdin_data)
         result.argv = argv
         self.lab.tool_history.append((self.name, result))
         return result
