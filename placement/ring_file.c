@@ -78,7 +78,8 @@ pack_table(const struct cairn_ring *ring, unsigned char **packed,
         raw[2 * i] = (unsigned char)(ring->table[i] >> 8);
         raw[2 * i + 1] = (unsigned char)(ring->table[i] & 0xff);
     }
-    if (compress2(zipped, &zipped_len, raw, count * 2, 9) != Z_OK) {
+    /* level 5: level 9 is 30x slower on few-node tables for 10% less */
+    if (compress2(zipped, &zipped_len, raw, count * 2, 5) != Z_OK) {
         rc = CAIRN_ENOMEM;
         goto out;
     }

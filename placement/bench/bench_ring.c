@@ -51,16 +51,16 @@ static struct cairn_ring_user *
 make_users(size_t count, char **storage)
 {
     struct cairn_ring_user *users = calloc(count, sizeof(*users));
-    char *names = malloc(count * 32);
+    char *names = malloc(count * 64);
 
     if (users == NULL || names == NULL) {
         fprintf(stderr, "bench_ring: out of memory\n");
         exit(2);
     }
     for (size_t i = 0; i < count; i++) {
-        char *name = names + i * 32;
+        char *name = names + i * 64;
 
-        snprintf(name, 32, "user%07zu@example%zu.org", i, i % 7);
+        snprintf(name, 64, "user%07zu@example%zu.org", i, i % 7);
         users[i].userid = name;
         users[i].bytes = 1;
     }
@@ -302,12 +302,12 @@ random_rules(void)
         size_t count = replicas + (size_t)(next_random(&state) % 30);
         size_t zones = 1 + (size_t)(next_random(&state) % 6);
         struct cairn_ring_node_spec specs[64];
-        char names[64][16], zone_names[64][16];
+        char names[64][32], zone_names[64][32];
         struct cairn_ring *ring = NULL;
 
         for (size_t i = 0; i < count; i++) {
-            snprintf(names[i], 16, "n%zu", i);
-            snprintf(zone_names[i], 16, "z%u",
+            snprintf(names[i], sizeof(names[i]), "n%zu", i);
+            snprintf(zone_names[i], sizeof(zone_names[i]), "z%u",
                      (unsigned)(next_random(&state) % zones));
             specs[i] = (struct cairn_ring_node_spec){
                 names[i], 1 + (uint32_t)(next_random(&state) % 1000),
@@ -322,11 +322,12 @@ random_rules(void)
             size_t pick =
                 (size_t)(next_random(&state) % cairn_ring_node_count(ring));
             struct cairn_ring_node_info info;
-            char name[16], zone[16];
+            char name[32], zone[32];
 
             cairn_ring_node_info(ring, pick, &info);
-            snprintf(name, 16, "m%d_%d", round, step);
-            snprintf(zone, 16, "z%u", (unsigned)(next_random(&state) % zones));
+            snprintf(name, sizeof(name), "m%d_%d", round, step);
+            snprintf(zone, sizeof(zone), "z%u",
+                     (unsigned)(next_random(&state) % zones));
             switch (next_random(&state) % 4) {
             case 0:
                 cairn_ring_add_node(
