@@ -413,6 +413,7 @@ cairn_router_auth_begin(struct cairn_router_auth_session *session,
     char *client = NULL;
     int result, rc;
 
+    snprintf(session->mechanism, sizeof(session->mechanism), "%s", mech);
     if ((rc = new_conn(session)) < 0)
         return rc;
     if (!word_in_list(session->channel->mechanisms, mech))

@@ -46,6 +46,7 @@ struct cairn_router_auth_session {
     const struct cairn_router_auth_channel *channel; /* borrowed */
     sasl_conn_t *conn;
     char local[64], remote[64]; /* "a.b.c.d;port" for libsasl2 */
+    char mechanism[64];         /* of the exchange in progress or done */
     char login[CAIRN_ROUTER_USERID_MAX];
     bool authenticated;
 };

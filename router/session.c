@@ -84,10 +84,11 @@ cairn_router_session_start(struct cairn_router_conn *conn)
 /* --- SASL -------------------------------------------------------------- */
 
 static int
-sasl_outcome(struct cairn_router_conn *conn, const char *mech,
+sasl_outcome(struct cairn_router_conn *conn,
              enum cairn_router_auth_outcome outcome, const char *message,
              const struct cairn_buf *challenge)
 {
+    const char *mech = conn->auth.mechanism;
     int rc;
 
     conn->in_sasl = false;
@@ -145,7 +146,7 @@ cmd_authenticate(struct cairn_router_conn *conn,
                                  cmd->argc > 1 ? cmd->args[1] : NULL,
                                  &challenge, &outcome, &message);
     if (rc == 0)
-        rc = sasl_outcome(conn, cmd->args[0], outcome, message, &challenge);
+        rc = sasl_outcome(conn, outcome, message, &challenge);
     cairn_buf_release(&challenge);
     return rc;
 }
@@ -162,7 +163,7 @@ sasl_continue(struct cairn_router_conn *conn, const char *line)
     rc = cairn_router_auth_continue(&conn->auth, line, &challenge, &outcome,
                                     &message);
     if (rc == 0)
-        rc = sasl_outcome(conn, "SASL", outcome, message, &challenge);
+        rc = sasl_outcome(conn, outcome, message, &challenge);
     cairn_buf_release(&challenge);
     return rc;
 }
@@ -191,6 +192,8 @@ cmd_compress(struct cairn_router_conn *conn,
     if ((rc = reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE, text)) <
         0)
         return rc;
+    cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_DEBUG,
+                       "COMPRESS DEFLATE active");
     return cairn_router_conn_start_compress(conn);
 }
 

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Real Cyrus 3.6 sync_client -> the router's session layer.
+
+A Cyrus source server (integration/lib/cyruslab.py) replicates users to
+sync_peer, the router with a recording stub instead of storage.  For both
+namespaces (unixhierarchysep no / yes) and with a dotted userid, checks that
+sync_client gets through the banner, SCRAM-SHA-512 (its own choice from the
+list backupd advertises) and COMPRESS DEFLATE, and that every request it
+sends is parsed and resolved to the right user.  Then the IMAP probe
+(sync_try_imap: 1) must not cost the 10 s client timeout.
+
+usage: test_sync_client.py PATH/TO/sync_peer
+Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
+"""
+import os
+import select
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "integration", "lib"))
+import cyruslab  # noqa: E402
+
+STARTED = time.monotonic()
+
+
+def expect(condition, what, detail=""):
+    if not condition:
+        raise AssertionError("%s\n%s" % (what, detail))
+    print("ok - %s (%.1fs)" % (what, time.monotonic() - STARTED))
+
+
+class Peer:
+    """sync_peer as a child process; lines of its output are collected."""
+
+    def __init__(self, path):
+        self.process = subprocess.Popen(
+            [path, cyruslab.REPLICATION_USER, cyruslab.REPLICATION_PASSWORD],
+            stdout=subprocess.PIPE)
+        self.fd = self.process.stdout.fileno()
+        self.pending = b""
+        self.lines = []
+        self.collect(quiet=5.0, until_first=True)
+        first = self.lines.pop(0).split() if self.lines else []
+        if len(first) != 2 or first[0] != "READY":
+            raise AssertionError("sync_peer did not start: %r" % first)
+        self.port = int(first[1])
+
+    def collect(self, quiet=0.5, until_first=False):
+        """Read output until nothing arrives for `quiet` seconds (raw
+        reads: a buffered reader would hide lines from select)."""
+        while not (until_first and self.lines):
+            ready, _, _ = select.select([self.fd], [], [], quiet)
+            if not ready:
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            self.pending += chunk
+            *whole, self.pending = self.pending.split(b"\n")
+            self.lines += [line.decode("utf-8", "replace") for line in whole]
+        return self.lines
+
+    def requests(self):
+        return [line[len("REQUEST "):] for line in self.lines
+                if line.startswith("REQUEST ")]
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def replicate(peer_path, unixhierarchysep, users):
+    peer = Peer(peer_path)
+    try:
+        with cyruslab.Lab(unixhierarchysep=unixhierarchysep) as lab:
+            source = lab.add_source(
+                channels={"backup": ("127.0.0.1", peer.port)})
+            lab.start()
+            for user in users:
+                source.deliver(user, cyruslab.make_message(user, 1),
+                               cyruslab.make_message(user, 2))
+            label = "unixhierarchysep=%s" % ("yes" if unixhierarchysep
+                                             else "no")
+            for user in users:
+                r = source.sync_client(users=[user], channel="backup")
+                expect(r.ok, "%s: sync_client -u %s exits 0" % (label, user),
+                       "%s\n%s" % (r, "\n".join(peer.collect())))
+            lines = peer.collect()
+            log = "\n".join(lines)
+            expect(any(line == "EVENT repluser: login: repluser SCRAM-SHA-512"
+                       for line in lines),
+                   "%s: sync_client logged in with SCRAM-SHA-512" % label, log)
+            expect(any(line.endswith("COMPRESS DEFLATE active")
+                       for line in lines),
+                   "%s: COMPRESS DEFLATE switched on" % label, log)
+            expect(not any("malformed" in line or "badlogin" in line
+                           for line in lines),
+                   "%s: no malformed command, no failed login" % label, log)
+            requests = peer.requests()
+            for user in users:
+                mine = [r for r in requests if r.endswith("user=" + user)]
+                expect(mine and mine[0] == "GET USER user=" + user,
+                       "%s: GET USER %s comes first" % (label, user), log)
+                for wanted in ("APPLY MESSAGE", "APPLY MAILBOX"):
+                    expect(any(r.startswith(wanted + " ") for r in mine),
+                           "%s: %s resolved to %s" % (label, wanted, user),
+                           log)
+            known = ["user=" + u for u in users]
+            expect(all(r.split()[-1] in known for r in requests),
+                   "%s: every request resolved to a replicated user" % label,
+                   log)
+    finally:
+        peer.close()
+
+
+def probe_is_fast(peer_path):
+    """sync_try_imap: 1 makes sync_client speak IMAP first on the csync
+    port; the router closes on 'C01 CAPABILITY', so no 10 s stall."""
+    peer = Peer(peer_path)
+    try:
+        with cyruslab.Lab() as lab:
+            source = lab.add_source(
+                channels={"backup": ("127.0.0.1", peer.port)})
+            lab.start()
+            source.deliver("probe", cyruslab.make_message("probe", 1))
+            source.set_config(backup_sync_try_imap="1")
+            started = time.monotonic()
+            r = source.sync_client(users=["probe"], channel="backup")
+            took = time.monotonic() - started
+            log = "\n".join(peer.collect())
+            expect(r.ok, "probe: sync_client exits 0", "%s\n%s" % (r, log))
+            expect("IMAP probe" in log, "probe: the IMAP probe was seen", log)
+            expect(took < 8.0, "probe: no 10 s stall (took %.1fs)" % took)
+    finally:
+        peer.close()
+
+
+def main():
+    cyruslab.skip_unless_runnable()
+    peer_path = sys.argv[1]
+    replicate(peer_path, False, ["alice", "bob"])
+    replicate(peer_path, True, ["carol", "dot.user"])
+    probe_is_fast(peer_path)
+    print("test_sync_client: all passed")
+
+
+if __name__ == "__main__":
+    main()
