@@ -54,106 +54,108 @@ edit(const char *from, const char *to)
     return text;
 }
 
+/*
+ * Broken variants of base_text: replace from by to, expect an error at line
+ * with a message containing reason.
+ */
+static const struct {
+    const char *from, *to;
+    unsigned line;
+    const char *reason;
+} broken_cases[] = {
+    /* syntax */
+    {"replicas = 2\n", "replicas = 2\nbogus = 1\n", 13,
+     "unknown key 'bogus' in [destination main]"},
+    {"replicas = 2\n", "replicas = 2\n%%% garbage\n", 13, "malformed line"},
+    {"listen = 127", "listen 127", 5, "missing '=' after 'listen'"},
+    {"[destination main]", "[dest main]", 10, "unknown section [dest]"},
+    {"[destination main]", "[destination main", 10, "without ']'"},
+    {"[channel backup]", "[channel]", 4, "needs a name"},
+    {"[channel backup]", "[channel back/up]", 4, "not a valid name"},
+    {"[router]", "[router x]", 1, "takes no name"},
+    {"[channel backup]", "[ channel  back up ]", 4,
+     "'back up' is not a valid name"},
+    {"[router]\n", "servername = x\n[router]\n", 1, "outside of any section"},
+    {"sasl_user = cairn\n", "sasl_user = cairn\nsasl_user = other\n", 7,
+     "duplicate key 'sasl_user' in [channel backup] (first set on line "
+     "6)"},
+    {"[node node2]", "[node node1]", 18,
+     "duplicate section [node node1] (first on line 14)"},
+    {"replicas = 2\n", "replicas = 2\n[router]\n", 13,
+     "duplicate section [router] (first on line 1)"},
+    {"replicas = 2", "Re-plicas = 2", 12, "malformed key name"},
+    /* values */
+    {"replicas = 2", "replicas = two", 12, "'two' is not a number"},
+    {"replicas = 2", "replicas = 0", 12, "'0' is out of range 1..16"},
+    {"replicas = 2", "replicas = 17", 12, "out of range"},
+    {"sasl_user = cairn", "sasl_user =", 6, "'sasl_user' needs a value"},
+    {"endpoint = tcp://127.0.0.1:5701", "endpoint = 127.0.0.1:5701", 15,
+     "not a ZeroMQ endpoint"},
+    {"listen = 127.0.0.1:2005", "listen = 127.0.0.1:70000", 5, "not HOST:PORT"},
+    {"listen = 127.0.0.1:2005", "listen = 127.0.0.1", 5, "not HOST:PORT"},
+    {"[router]\n", "[router]\nnode_timeout = 10x\n", 2,
+     "'10x' is not a duration"},
+    {"[router]\n", "[router]\nnode_timeout = 2h\n", 2,
+     "'2h' is out of range 100ms..1h"},
+    {"[router]\n", "[router]\nspool_max = 1Q\n", 2, "not a size"},
+    {"[router]\n", "[router]\nlog_level = loud\n", 2,
+     "'loud' is not one of: error, warn, info, debug"},
+    {"replicas = 2", "replicas = 2\nack = some", 13,
+     "not one of: all, quorum, one"},
+    {"sasl_user = cairn", "compress = maybe", 6, "not a boolean"},
+    {"nodes = node1, node2", "nodes = node1, no/de", 11,
+     "'no/de' is not a valid name"},
+    {"nodes = node1, node2", "nodes = node1, node1", 11, "listed twice"},
+    {"nodes = node1, node2", "nodes = ,", 11, "needs 1 to 4096 names"},
+    {"data_dir = data/node2", "data_dir = data/node2\nmax_frame = 1K", 21,
+     "'1K' is out of range 4K..64M"},
+    {"replicas = 2\n", "replicas = 2\n[compaction]\nretention = 7\n", 14,
+     "'7' needs a unit"},
+    {"replicas = 2\n", "replicas = 2\n[security]\ndata_mode = 0800\n", 14,
+     "not an octal mode"},
+    /* missing things and references */
+    {"[router]\ncontrol = tcp://127.0.0.1:5700\n", "", 18,
+     "missing section [router]"},
+    {"[channel backup]\nlisten = 127.0.0.1:2005\nsasl_user = cairn\n"
+     "sasl_password = secret\ndestinations = main\n",
+     "", 15, "missing section [channel NAME]"},
+    {"[destination main]\nnodes = node1, node2\nreplicas = 2\n", "", 17,
+     "missing section [destination NAME]"},
+    {"data_dir = data/node2\n", "", 18,
+     "[node node2] lacks required key 'data_dir'"},
+    {"destinations = main", "destinations = main, offsite", 8,
+     "[channel backup] names unknown destination 'offsite'"},
+    {"nodes = node1, node2", "nodes = node1, node9", 11,
+     "[destination main] names unknown node 'node9'"},
+    {"replicas = 2", "replicas = 3", 12, "wants 3 replicas but has 2 nodes"},
+    {"sasl_password = secret\n", "", 4, "needs sasl_password or sasl_db"},
+    {"sasl_password = secret", "sasl_password = secret\nsasl_db = sdb", 8,
+     "sets both sasl_password and sasl_db"},
+    {"sasl_password = secret", "sasl_password = secret\nrequire_tls = on", 8,
+     "require_tls needs tls_cert and tls_key"},
+    {"sasl_password = secret", "sasl_password = secret\ntls_key = k.pem", 8,
+     "needs both tls_cert and tls_key"},
+    {"127.0.0.1:5702", "127.0.0.1:5701", 19,
+     "endpoint tcp://127.0.0.1:5701 is also used by [node node1]"},
+    {"127.0.0.1:5702", "*:5702", 19, "router cannot connect to '*'"},
+    {"127.0.0.1:5702", "127.0.0.1:5700", 19,
+     "is also the router's control endpoint"},
+    {"replicas = 2\n",
+     "replicas = 2\n[compaction]\nmin_chunk = 2M\nmax_chunk = 1M\n", 14,
+     "min_chunk is larger than max_chunk"},
+};
+
 static void
 test_broken(void)
 {
-    static const struct {
-        const char *from, *to;
-        unsigned line;
-        const char *reason;
-    } cases[] = {
-        /* syntax */
-        {"replicas = 2\n", "replicas = 2\nbogus = 1\n", 13,
-         "unknown key 'bogus' in [destination main]"},
-        {"replicas = 2\n", "replicas = 2\n%%% garbage\n", 13, "malformed line"},
-        {"listen = 127", "listen 127", 5, "missing '=' after 'listen'"},
-        {"[destination main]", "[dest main]", 10, "unknown section [dest]"},
-        {"[destination main]", "[destination main", 10, "without ']'"},
-        {"[channel backup]", "[channel]", 4, "needs a name"},
-        {"[channel backup]", "[channel back/up]", 4, "not a valid name"},
-        {"[router]", "[router x]", 1, "takes no name"},
-        {"[channel backup]", "[ channel  back up ]", 4,
-         "'back up' is not a valid name"},
-        {"[router]\n", "servername = x\n[router]\n", 1,
-         "outside of any section"},
-        {"sasl_user = cairn\n", "sasl_user = cairn\nsasl_user = other\n", 7,
-         "duplicate key 'sasl_user' in [channel backup] (first set on line "
-         "6)"},
-        {"[node node2]", "[node node1]", 18,
-         "duplicate section [node node1] (first on line 14)"},
-        {"replicas = 2\n", "replicas = 2\n[router]\n", 13,
-         "duplicate section [router] (first on line 1)"},
-        {"replicas = 2", "Re-plicas = 2", 12, "malformed key name"},
-        /* values */
-        {"replicas = 2", "replicas = two", 12, "'two' is not a number"},
-        {"replicas = 2", "replicas = 0", 12, "'0' is out of range 1..16"},
-        {"replicas = 2", "replicas = 17", 12, "out of range"},
-        {"sasl_user = cairn", "sasl_user =", 6, "'sasl_user' needs a value"},
-        {"endpoint = tcp://127.0.0.1:5701", "endpoint = 127.0.0.1:5701", 15,
-         "not a ZeroMQ endpoint"},
-        {"listen = 127.0.0.1:2005", "listen = 127.0.0.1:70000", 5,
-         "not HOST:PORT"},
-        {"listen = 127.0.0.1:2005", "listen = 127.0.0.1", 5, "not HOST:PORT"},
-        {"[router]\n", "[router]\nnode_timeout = 10x\n", 2,
-         "'10x' is not a duration"},
-        {"[router]\n", "[router]\nnode_timeout = 2h\n", 2,
-         "'2h' is out of range 100ms..1h"},
-        {"[router]\n", "[router]\nspool_max = 1Q\n", 2, "not a size"},
-        {"[router]\n", "[router]\nlog_level = loud\n", 2,
-         "'loud' is not one of: error, warn, info, debug"},
-        {"replicas = 2", "replicas = 2\nack = some", 13,
-         "not one of: all, quorum, one"},
-        {"sasl_user = cairn", "compress = maybe", 6, "not a boolean"},
-        {"nodes = node1, node2", "nodes = node1, no/de", 11,
-         "'no/de' is not a valid name"},
-        {"nodes = node1, node2", "nodes = node1, node1", 11, "listed twice"},
-        {"nodes = node1, node2", "nodes = ,", 11, "needs 1 to 4096 names"},
-        {"data_dir = data/node2", "data_dir = data/node2\nmax_frame = 1K", 21,
-         "'1K' is out of range 4K..64M"},
-        {"replicas = 2\n", "replicas = 2\n[compaction]\nretention = 7\n", 14,
-         "'7' needs a unit"},
-        {"replicas = 2\n", "replicas = 2\n[security]\ndata_mode = 0800\n", 14,
-         "not an octal mode"},
-        /* missing things and references */
-        {"[router]\ncontrol = tcp://127.0.0.1:5700\n", "", 18,
-         "missing section [router]"},
-        {"[channel backup]\nlisten = 127.0.0.1:2005\nsasl_user = cairn\n"
-         "sasl_password = secret\ndestinations = main\n",
-         "", 15, "missing section [channel NAME]"},
-        {"[destination main]\nnodes = node1, node2\nreplicas = 2\n", "", 17,
-         "missing section [destination NAME]"},
-        {"data_dir = data/node2\n", "", 18,
-         "[node node2] lacks required key 'data_dir'"},
-        {"destinations = main", "destinations = main, offsite", 8,
-         "[channel backup] names unknown destination 'offsite'"},
-        {"nodes = node1, node2", "nodes = node1, node9", 11,
-         "[destination main] names unknown node 'node9'"},
-        {"replicas = 2", "replicas = 3", 12,
-         "wants 3 replicas but has 2 nodes"},
-        {"sasl_password = secret\n", "", 4, "needs sasl_password or sasl_db"},
-        {"sasl_password = secret", "sasl_password = secret\nsasl_db = sdb", 8,
-         "sets both sasl_password and sasl_db"},
-        {"sasl_password = secret", "sasl_password = secret\nrequire_tls = on",
-         8, "require_tls needs tls_cert and tls_key"},
-        {"sasl_password = secret", "sasl_password = secret\ntls_key = k.pem", 8,
-         "needs both tls_cert and tls_key"},
-        {"127.0.0.1:5702", "127.0.0.1:5701", 19,
-         "endpoint tcp://127.0.0.1:5701 is also used by [node node1]"},
-        {"127.0.0.1:5702", "*:5702", 19, "router cannot connect to '*'"},
-        {"127.0.0.1:5702", "127.0.0.1:5700", 19,
-         "is also the router's control endpoint"},
-        {"replicas = 2\n",
-         "replicas = 2\n[compaction]\nmin_chunk = 2M\nmax_chunk = 1M\n", 14,
-         "min_chunk is larger than max_chunk"},
-    };
-
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < sizeof(broken_cases) / sizeof(broken_cases[0]);
+         i++) {
         struct cairn_config_error error;
         struct cairn_config *config = NULL;
         char *text;
         int rc;
 
-        text = edit(cases[i].from, cases[i].to);
+        text = edit(broken_cases[i].from, broken_cases[i].to);
         CHECK(text != NULL);
         if (text == NULL)
             continue;
@@ -162,11 +164,13 @@ test_broken(void)
         CHECK_INT(rc, CAIRN_ECONFIG);
         CHECK(config == NULL);
         CHECK_STR(error.file, "broken.conf");
-        CHECK_INT(error.line, cases[i].line);
-        if (strstr(error.message, cases[i].reason) == NULL) {
-            CHECK_STR(error.message, cases[i].reason);
-            fprintf(stderr, "  (case %zu)\n", i);
-        }
+        CHECK_INT(error.line, broken_cases[i].line);
+        if (strstr(error.message, broken_cases[i].reason) == NULL)
+            CHECK_STR(error.message, broken_cases[i].reason);
+        if (rc != CAIRN_ECONFIG || error.line != broken_cases[i].line ||
+            strstr(error.message, broken_cases[i].reason) == NULL)
+            fprintf(stderr, "  (case %zu: %s -> %s)\n", i, broken_cases[i].from,
+                    broken_cases[i].to);
         cairn_config_free(config);
         free(text);
     }
