@@ -67,8 +67,11 @@ class Peer:
                 if line.startswith("REQUEST ")]
 
     def close(self):
+        """SIGTERM stops the peer's loop: it must exit 0 (under ASan this
+        also means no leak and no memory error was reported)."""
         self.process.terminate()
-        self.process.wait(timeout=10)
+        status = self.process.wait(timeout=10)
+        expect(status == 0, "sync_peer exits 0 on SIGTERM (got %s)" % status)
 
 
 def replicate(peer_path, unixhierarchysep, users):
