@@ -16,39 +16,32 @@
 
 struct cairn_dlist *
 cairn_dlist_node_new(enum cairn_dlist_type type, const char *name,
-                     size_t name_len)
+                     size_t name_len, const char *value, size_t value_len)
 {
-    struct cairn_dlist *node = calloc(1, sizeof(*node));
+    size_t extra = name_len + 1;
+    struct cairn_dlist *node;
 
+    if (value != NULL) {
+        if (value_len > SIZE_MAX - sizeof(*node) - extra - 1)
+            return NULL;
+        extra += value_len + 1;
+    }
+    node = calloc(1, sizeof(*node) + extra);
     if (node == NULL)
         return NULL;
     node->type = type;
-    node->name = malloc(name_len + 1);
-    if (node->name == NULL) {
-        free(node);
-        return NULL;
-    }
+    node->name = node->storage;
     if (name_len > 0)
         memcpy(node->name, name, name_len);
     node->name[name_len] = '\0';
+    if (value != NULL) {
+        node->value = node->storage + name_len + 1;
+        if (value_len > 0)
+            memcpy(node->value, value, value_len);
+        node->value[value_len] = '\0';
+        node->len = value_len;
+    }
     return node;
-}
-
-int
-cairn_dlist_node_set_value(struct cairn_dlist *node, const char *value,
-                           size_t len)
-{
-    char *copy = malloc(len + 1);
-
-    if (copy == NULL)
-        return CAIRN_ENOMEM;
-    if (len > 0)
-        memcpy(copy, value, len);
-    copy[len] = '\0';
-    free(node->value);
-    node->value = copy;
-    node->len = len;
-    return 0;
 }
 
 void
@@ -81,7 +74,7 @@ cairn_dlist_is_guid(const char *text, size_t len)
 static struct cairn_dlist *
 new_named(enum cairn_dlist_type type, const char *name)
 {
-    return cairn_dlist_node_new(type, name, name ? strlen(name) : 0);
+    return cairn_dlist_node_new(type, name, name ? strlen(name) : 0, NULL, 0);
 }
 
 struct cairn_dlist *
@@ -99,26 +92,19 @@ cairn_dlist_new_list(const char *name)
 struct cairn_dlist *
 cairn_dlist_new_atom(const char *name, const char *value)
 {
-    struct cairn_dlist *node;
-
-    node = new_named(value ? CAIRN_DLIST_ATOM : CAIRN_DLIST_NIL, name);
-    if (node == NULL || value == NULL)
-        return node;
-    if (cairn_dlist_node_set_value(node, value, strlen(value)) < 0) {
-        cairn_dlist_free(node);
-        return NULL;
-    }
-    return node;
+    return cairn_dlist_node_new(value ? CAIRN_DLIST_ATOM : CAIRN_DLIST_NIL,
+                                name, name ? strlen(name) : 0, value,
+                                value ? strlen(value) : 0);
 }
 
 static void
 free_one(struct cairn_dlist *node)
 {
-    if (node->type == CAIRN_DLIST_FILE && node->release != NULL)
-        node->release(node->release_ctx, node->handle);
-    free(node->name);
-    free(node->value);
-    free(node->partition);
+    if (node->file != NULL && node->file->release != NULL)
+        node->file->release(node->file->release_ctx, node->file->handle);
+    if (node->name_separate)
+        free(node->name);
+    free(node->file);
     free(node);
 }
 
@@ -174,19 +160,20 @@ static int
 add_value(struct cairn_dlist *parent, const char *name,
           enum cairn_dlist_type type, const char *value, size_t len)
 {
-    struct cairn_dlist *child = NULL;
-    int rc;
+    struct cairn_dlist *child;
 
-    if ((rc = make_child(parent, name, type, &child)) < 0)
-        goto out;
-    if (type != CAIRN_DLIST_NIL &&
-        (rc = cairn_dlist_node_set_value(child, value, len)) < 0)
-        goto out;
+    if (!is_container(parent))
+        return CAIRN_EINVAL;
+    if (parent->type == CAIRN_DLIST_KVLIST && name == NULL)
+        return CAIRN_EINVAL;
+    if (parent->type == CAIRN_DLIST_LIST)
+        name = NULL;
+    child = cairn_dlist_node_new(type, name, name ? strlen(name) : 0,
+                                 type == CAIRN_DLIST_NIL ? NULL : value, len);
+    if (child == NULL)
+        return CAIRN_ENOMEM;
     cairn_dlist_node_link(parent, child);
-    child = NULL;
-out:
-    cairn_dlist_free(child);
-    return rc;
+    return 0;
 }
 
 int
@@ -312,6 +299,37 @@ cairn_dlist_add_kvlist(struct cairn_dlist *parent, const char *name,
 }
 
 int
+cairn_dlist_node_set_file(struct cairn_dlist *node, const char *partition,
+                          const char *guid, uint64_t size, void *handle,
+                          void (*release)(void *release_ctx, void *handle),
+                          void *release_ctx)
+{
+    size_t partition_len;
+    struct cairn_dlist_file_ref *file;
+
+    if (partition == NULL || guid == NULL ||
+        !cairn_dlist_is_guid(guid, strlen(guid)))
+        return CAIRN_EINVAL;
+    partition_len = strlen(partition);
+    file = calloc(1, sizeof(*file) + partition_len + 1);
+    if (file == NULL)
+        return CAIRN_ENOMEM;
+    memcpy(file->partition, partition, partition_len + 1);
+    for (size_t i = 0; i < CAIRN_DLIST_GUID_LEN; i++) {
+        char c = guid[i];
+        file->guid[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+    }
+    file->size = size;
+    file->handle = handle;
+    file->release = release;
+    file->release_ctx = release_ctx;
+    free(node->file);
+    node->file = file;
+    node->type = CAIRN_DLIST_FILE;
+    return 0;
+}
+
+int
 cairn_dlist_add_file(struct cairn_dlist *parent, const char *name,
                      const char *partition, const char *guid, uint64_t size,
                      void *handle,
@@ -321,30 +339,15 @@ cairn_dlist_add_file(struct cairn_dlist *parent, const char *name,
     struct cairn_dlist *child = NULL;
     int rc;
 
-    if (partition == NULL || guid == NULL ||
-        !cairn_dlist_is_guid(guid, strlen(guid))) {
-        rc = CAIRN_EINVAL;
-        goto out;
-    }
     if ((rc = make_child(parent, name, CAIRN_DLIST_FILE, &child)) < 0)
         goto out;
-    child->partition = strdup(partition);
-    if (child->partition == NULL) {
-        rc = CAIRN_ENOMEM;
+    if ((rc = cairn_dlist_node_set_file(child, partition, guid, size, handle,
+                                        release, release_ctx)) < 0)
         goto out;
-    }
-    for (size_t i = 0; i < CAIRN_DLIST_GUID_LEN; i++) {
-        char c = guid[i];
-        child->guid[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
-    }
-    child->size = size;
-    child->handle = handle;
-    child->release = release;
-    child->release_ctx = release_ctx;
     cairn_dlist_node_link(parent, child);
     child = NULL;
 out:
-    cairn_dlist_free(child); /* no release set yet on failure paths */
+    cairn_dlist_free(child); /* holds no file reference on failure */
     return rc;
 }
 
@@ -363,8 +366,10 @@ cairn_dlist_append(struct cairn_dlist *parent, const char *name,
         copy = strdup(parent->type == CAIRN_DLIST_LIST ? "" : name);
         if (copy == NULL)
             return CAIRN_ENOMEM;
-        free(child->name);
+        if (child->name_separate)
+            free(child->name);
         child->name = copy;
+        child->name_separate = true;
     }
     cairn_dlist_node_link(parent, child);
     return 0;
@@ -419,16 +424,16 @@ bool
 cairn_dlist_file_info(const struct cairn_dlist *node, const char **partition,
                       const char **guid, uint64_t *size, void **handle)
 {
-    if (node == NULL || node->type != CAIRN_DLIST_FILE)
+    if (node == NULL || node->file == NULL)
         return false;
     if (partition != NULL)
-        *partition = node->partition;
+        *partition = node->file->partition;
     if (guid != NULL)
-        *guid = node->guid;
+        *guid = node->file->guid;
     if (size != NULL)
-        *size = node->size;
+        *size = node->file->size;
     if (handle != NULL)
-        *handle = node->handle;
+        *handle = node->file->handle;
     return true;
 }
 
@@ -673,13 +678,14 @@ print_file(const struct cairn_dlist *node, struct cairn_buf *out,
 {
     int rc;
 
-    if (body_writer == NULL || body_writer->write_body == NULL)
+    if (node->file == NULL || body_writer == NULL ||
+        body_writer->write_body == NULL)
         return CAIRN_EINVAL;
     if ((rc = cairn_buf_append(out, "%{", 2)) < 0 ||
-        (rc = cairn_dlist_print_astring(out, node->partition,
-                                        strlen(node->partition))) < 0 ||
-        (rc = cairn_buf_printf(out, " %s %" PRIu64 "}\r\n", node->guid,
-                               node->size)) < 0)
+        (rc = cairn_dlist_print_astring(out, node->file->partition,
+                                        strlen(node->file->partition))) < 0 ||
+        (rc = cairn_buf_printf(out, " %s %" PRIu64 "}\r\n", node->file->guid,
+                               node->file->size)) < 0)
         return rc;
     return body_writer->write_body(body_writer->ctx, node, out);
 }

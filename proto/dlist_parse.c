@@ -150,10 +150,16 @@ initial_state(const struct cairn_dlist_parser *p)
 }
 
 static void
-release_file_header(struct cairn_dlist_parser *p)
+release_file_partition(struct cairn_dlist_parser *p)
 {
     free(p->file_partition);
     p->file_partition = NULL;
+}
+
+static void
+release_file_header(struct cairn_dlist_parser *p)
+{
+    release_file_partition(p);
     p->file_guid[0] = '\0';
     p->file_node = NULL;
 }
@@ -258,10 +264,13 @@ account(struct cairn_dlist_parser *p, size_t nodes, size_t bytes)
     return 0;
 }
 
-/* Creates a node named by the pending key and links it into the tree. */
+/*
+ * Creates a node named by the pending key, holding value (NULL for none),
+ * and links it into the tree.
+ */
 static int
 attach(struct cairn_dlist_parser *p, enum cairn_dlist_type type,
-       struct cairn_dlist **node)
+       const char *value, size_t value_len, struct cairn_dlist **node)
 {
     const char *name = "";
     size_t name_len = 0;
@@ -273,7 +282,7 @@ attach(struct cairn_dlist_parser *p, enum cairn_dlist_type type,
     }
     if ((rc = account(p, 1, name_len + 1)) < 0)
         return rc;
-    *node = cairn_dlist_node_new(type, name, name_len);
+    *node = cairn_dlist_node_new(type, name, name_len, value, value_len);
     if (*node == NULL)
         return fail(p, CAIRN_ENOMEM, "out of memory");
     if (p->depth == 0)
@@ -315,7 +324,7 @@ open_container(struct cairn_dlist_parser *p, enum cairn_dlist_type type)
         p->stack = grown;
         p->stack_cap = cap;
     }
-    if ((rc = attach(p, type, &node)) < 0)
+    if ((rc = attach(p, type, NULL, 0, &node)) < 0)
         return rc;
     p->stack[p->depth++] = node;
     p->state = ST_IN_CONTAINER;
@@ -398,11 +407,9 @@ finish_value(struct cairn_dlist_parser *p)
         type = CAIRN_DLIST_FLAG;
     if ((rc = account(p, 0, p->token.len)) < 0)
         return rc;
-    if ((rc = attach(p, type, &node)) < 0)
+    if ((rc = attach(p, type, type == CAIRN_DLIST_NIL ? NULL : token_text(p),
+                     p->token.len, &node)) < 0)
         return rc;
-    if (type != CAIRN_DLIST_NIL &&
-        cairn_dlist_node_set_value(node, token_text(p), p->token.len) < 0)
-        return fail(p, CAIRN_ENOMEM, "out of memory");
     value_done(p);
     return 0;
 }
@@ -600,7 +607,7 @@ file_end(struct cairn_dlist_parser *p)
     int rc;
 
     if (p->has_sink && p->sink.end != NULL &&
-        (rc = p->sink.end(p->sink.ctx, p->file_node->handle)) < 0)
+        (rc = p->sink.end(p->sink.ctx, p->file_node->file->handle)) < 0)
         return fail(p, rc, "file sink failed at end: %s", cairn_strerror(rc));
     release_file_header(p);
     value_done(p);
@@ -619,25 +626,21 @@ file_begin(struct cairn_dlist_parser *p)
                             p->number, &handle)) < 0)
         return fail(p, rc, "file sink refused %s: %s", p->file_guid,
                     cairn_strerror(rc));
-    if ((rc = attach(p, CAIRN_DLIST_FILE, &node)) < 0) {
+    if ((rc = attach(p, CAIRN_DLIST_FILE, NULL, 0, &node)) < 0) {
         if (p->has_sink && p->sink.release != NULL)
             p->sink.release(p->sink.ctx, handle);
         return rc;
     }
+    rc = cairn_dlist_node_set_file(
+        node, p->file_partition, p->file_guid, p->number, handle,
+        p->has_sink ? p->sink.release : NULL, p->sink.ctx);
+    if (rc < 0) {
+        if (p->has_sink && p->sink.release != NULL)
+            p->sink.release(p->sink.ctx, handle);
+        return fail(p, rc, "out of memory");
+    }
     /* From here the tree owns the handle: freeing it releases. */
-    node->handle = handle;
-    if (p->has_sink) {
-        node->release = p->sink.release;
-        node->release_ctx = p->sink.ctx;
-    }
-    node->partition = p->file_partition;
-    p->file_partition = NULL;
-    memcpy(node->guid, p->file_guid, sizeof(node->guid));
-    for (size_t i = 0; i < CAIRN_DLIST_GUID_LEN; i++) {
-        if (node->guid[i] >= 'A' && node->guid[i] <= 'F')
-            node->guid[i] = (char)(node->guid[i] - 'A' + 'a');
-    }
-    node->size = p->number;
+    release_file_partition(p);
     p->file_node = node;
     p->remaining = p->number;
     p->state = ST_FILE_BODY;
@@ -654,7 +657,8 @@ step_file_body(struct cairn_dlist_parser *p, const unsigned char *data,
     int rc;
 
     if (p->has_sink && p->sink.data != NULL &&
-        (rc = p->sink.data(p->sink.ctx, p->file_node->handle, data, n)) < 0)
+        (rc = p->sink.data(p->sink.ctx, p->file_node->file->handle, data, n)) <
+            0)
         return fail(p, rc, "file sink failed: %s", cairn_strerror(rc));
     *used = n;
     p->remaining -= n;
