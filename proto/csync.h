@@ -179,7 +179,8 @@ int cairn_csync_write_command(struct cairn_buf *out, const char *verb,
  * A response as sync_client sees it: untagged items in order (each a tree
  * whose name is the key), then the completion. For NO the code comes from
  * the text per §2.7; BAD and unknown words map to PROTOCOL_ERROR, BYE to
- * BYE_LOGOUT. Everything is owned by the response: release with
+ * BYE_LOGOUT; a "+ " line (SASL challenge) ends a response as CONTINUE.
+ * Everything is owned by the response: release with
  * cairn_csync_response_release().
  */
 struct cairn_csync_response {

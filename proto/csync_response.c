@@ -348,6 +348,8 @@ complete_response(struct cairn_csync_response_reader *r,
     } else if (strcmp(word, "NO") == 0) {
         response->status = CAIRN_CSYNC_NO;
         response->code = cairn_csync_code_from_text(text ? text : "");
+    } else if (strcmp(word, "+") == 0) {
+        response->status = CAIRN_CSYNC_CONTINUE;
     } else if (strcmp(word, "BYE") == 0) {
         response->status = CAIRN_CSYNC_BYE;
         response->code = CAIRN_CSYNC_CODE_BYE_LOGOUT;

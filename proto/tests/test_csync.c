@@ -316,6 +316,8 @@ test_response_reader(void)
          CAIRN_CSYNC_CODE_BYE_LOGOUT, 0},
         {"BAD IMAP_PROTOCOL_ERROR Unrecognized command\r\n", 0, CAIRN_CSYNC_BAD,
          CAIRN_CSYNC_CODE_PROTOCOL_ERROR, 0},
+        {"+ Y2hhbGxlbmdl\r\n", 0, CAIRN_CSYNC_CONTINUE, CAIRN_CSYNC_CODE_NONE,
+         0},
         {"OK\r\n", CAIRN_EPROTO, 0, 0, 0},
         {"* FOO %(A 1) x\r\nOK y\r\n", CAIRN_EPARSE, 0, 0, 0},
         {"* A 1\r\n* B 2\r\n* C 3\r\nOK y\r\n", CAIRN_ETOOBIG, 0, 0, 0},
