@@ -202,6 +202,49 @@ test_resync(void)
     }
 }
 
+static int
+full_spool(void *ctx, void *handle, const void *bytes, size_t len)
+{
+    (void)ctx;
+    (void)handle;
+    (void)bytes;
+    (void)len;
+    return CAIRN_ENOSPACE;
+}
+
+/* A sink failing inside a message body: the rest of the body is skipped. */
+static void
+test_resync_sink_failure(void)
+{
+    static const char input[] =
+        "APPLY MESSAGE (%{default " GUID1 " 8}\r\nNOOP\r\nXY)\r\nEXIT\r\n";
+    struct memory_sink_stats stats = {0};
+    struct cairn_dlist_file_sink sink = memory_sink(&stats);
+    struct cairn_csync_reader *reader = NULL;
+    struct cairn_csync_command cmd;
+    size_t at = 0, used = 0;
+    int rc;
+
+    sink.data = full_spool;
+    CHECK_INT(cairn_csync_reader_new(1024, NULL, &sink, &reader), 0);
+    if (reader == NULL)
+        return;
+    rc = cairn_csync_reader_feed(reader, input, sizeof(input) - 1, &used, &cmd);
+    CHECK_INT(rc, CAIRN_ENOSPACE);
+    CHECK(strstr(cairn_csync_reader_error(reader), "file sink failed") != NULL);
+    CHECK(cairn_csync_reader_skipping(reader));
+    at = used;
+    rc = cairn_csync_reader_feed(reader, input + at, sizeof(input) - 1 - at,
+                                 &used, &cmd);
+    CHECK_INT(rc, 0);
+    CHECK_INT(cmd.verb, CAIRN_CSYNC_EXIT);
+    CHECK_U64(at + used, sizeof(input) - 1);
+    cairn_csync_command_release(&cmd);
+    cairn_csync_reader_free(reader);
+    CHECK_INT(stats.begun, 1);
+    CHECK_INT(stats.released, 1);
+}
+
 /* --- responses --------------------------------------------------------- */
 
 static void
@@ -472,6 +515,7 @@ main(void)
 {
     test_reader_split();
     test_resync();
+    test_resync_sink_failure();
     test_response_writer();
     test_response_reader();
     test_take_line();
