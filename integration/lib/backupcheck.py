@@ -75,8 +75,7 @@ def check_backup_files(mapping, keep=False, tool_timeout=20):
     chunk.  Returns a CheckReport."""
     lab = cyruslab.Lab(keep=keep, prefix="cyrus-backup-check-")
     try:
-        tool = lab._add(cyruslab.Backup(lab, "check"))
-        tool.write_configs()
+        tool = lab.add_tools_only("check")
         _install_copies(tool, mapping)
         verify_runs, statuses = _verify(tool, list(mapping), tool_timeout)
         users = {}

@@ -25,6 +25,7 @@ Typical use (see integration/README.md):
         print(backup.ctl_backups("verify", "-A").stdout)
 """
 
+import atexit
 import dataclasses
 import grp
 import imaplib
@@ -276,6 +277,84 @@ def run_logged(argv, work_dir, name, timeout=60, env=None, stdin_data=None):
                       time.monotonic() - started)
 
 
+def spawn(argv, log_path):
+    """Start argv in its own session (process group), output appended to
+    log_path.  Returns the Popen; the caller owns it (stop_process)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_process(proc, timeout=STOP_TIMEOUT):
+    """SIGTERM proc, SIGKILL it after timeout, then SIGKILL whatever is
+    left of its process group (which it leads: see spawn)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    _kill_group(proc.pid, signal.SIGTERM)
+    time.sleep(0.05)
+    _kill_group(proc.pid, signal.SIGKILL)
+
+
+# Run by a lab's watchdog process: its stdin is a pipe from the lab, which
+# sends the process group of everything it starts, and "done" when it has
+# stopped them itself.  EOF without "done" means the lab's process died
+# (even by SIGKILL): then the watchdog stops those groups, so no root
+# `master` outlives its test, and removes the lab's directory if given.  (PR_SET_PDEATHSIG does not survive master.)
+WATCHDOG_SCRIPT = r"""
+import os, shutil, signal, sys, time
+data = b""
+while True:
+    chunk = os.read(0, 4096)
+    if not chunk:
+        break
+    data += chunk
+words = data.split()
+if b"done" not in words:
+    groups = [int(w) for w in words if w.isdigit()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+        time.sleep(2)
+    if sys.argv[1:]:
+        shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
+
+
+class Watchdog:
+    """Stops a lab's process groups if the lab's process dies first."""
+
+    def __init__(self, directory=None):
+        read_end, self._write_end = os.pipe()
+        argv = [sys.executable, "-c", WATCHDOG_SCRIPT]
+        if directory:
+            argv.append(directory)
+        self.process = subprocess.Popen(
+            argv, stdin=read_end, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        os.close(read_end)
+
+    def track(self, pgid):
+        os.write(self._write_end, b"%d\n" % pgid)
+
+    def release(self):
+        """Everything is stopped: let the watchdog go without killing."""
+        if self._write_end is None:
+            return
+        os.write(self._write_end, b"done\n")
+        os.close(self._write_end)
+        self._write_end = None
+        self.process.wait()
+
+
 def _kill_group(pgid, sig):
     try:
         os.killpg(pgid, sig)
@@ -302,6 +381,8 @@ class Instance:
         self.extra_config = dict(extra_config or {})
         self.ports = {}
         self.process = None
+        self.tools_only = False
+        self._prepared = False
         for sub in ("conf/db", "conf/log", "conf/msg", "conf/proc",
                     "conf/quota", "conf/socket", "conf/sync", "conf/user",
                     "conf/lock", "spool", "tmp", "run/proc", "run/lock",
@@ -386,10 +467,14 @@ class Instance:
 
     # -- lifecycle --------------------------------------------------------
     def prepare(self):
+        """Write the configs, the sasldb and ownership (once)."""
+        if self._prepared:
+            return
         self.write_configs()
         self._create_sasl_users()
         chown_cyrus(self.dir)
         os.chmod(self.dir, 0o750)
+        self._prepared = True
 
     def start(self):
         """Start master in the foreground, in its own process group, and
@@ -399,11 +484,8 @@ class Instance:
                 "-p", os.path.join(self.dir, "master.pid"), "-D"]
         argv = with_private_devlog(argv, self.syslog_socket,
                                    os.path.join(self.dir, "dev"))
-        self._master_out = open(os.path.join(self.dir, "master.out"), "ab")
-        self.process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._master_out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        self.lab._started.append(self)
+        self.process = spawn(argv, os.path.join(self.dir, "master.out"))
+        self.lab._track(self, self.process)
         self._wait_ready()
 
     def _ready_probes(self):
@@ -427,19 +509,8 @@ class Instance:
         """SIGTERM master (it stops its children), then SIGKILL whatever
         is left of its process group."""
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        _kill_group(proc.pid, signal.SIGTERM)
-        time.sleep(0.05)
-        _kill_group(proc.pid, signal.SIGKILL)
-        self._master_out.close()
+        if proc is not None:
+            stop_process(proc)
 
     @property
     def running(self):
@@ -654,6 +725,56 @@ class Source(Instance):
             args += list(users)
         return self.run_tool("sync_client", *args, timeout=timeout)
 
+    def start_rolling_sync(self, channel, server=None, extra_args=()):
+        """Start rolling replication (`sync_client -R -n channel`) in the
+        background; returns its RollingSync (the lab stops it at close)."""
+        return RollingSync(self, channel, server, extra_args)
+
+
+class RollingSync:
+    """A rolling `sync_client -R` in the foreground: replicates what the
+    sync log names until stop() (shutdown file, then signals)."""
+
+    def __init__(self, source, channel, server=None, extra_args=()):
+        self.source = source
+        tools = os.path.join(source.dir, "tools")
+        os.makedirs(tools, exist_ok=True)
+        self.shutdown_file = os.path.join(tools, "rolling-%s.stop" % channel)
+        self.output_path = os.path.join(tools, "rolling-%s.out" % channel)
+        argv = [os.path.join(CYRUS_BIN, "sync_client"), "-C",
+                source.config_path, "-v", "-n", channel, "-R",
+                "-F", self.shutdown_file]
+        if server:
+            argv += ["-S", server]
+        argv += list(extra_args)
+        self.argv = argv
+        self.process = spawn(with_private_devlog(
+            argv, source.syslog_socket, os.path.join(source.dir, "dev")),
+            self.output_path)
+        source.lab._track(self, self.process)
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout=10):
+        """Ask sync_client to finish (shutdown file), then make it."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        with open(self.shutdown_file, "w"):
+            pass
+        chown_cyrus(self.shutdown_file)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        stop_process(proc)
+
+    def output(self):
+        with open(self.output_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
 
 class Backup(Instance):
     """Cyrus's backupd (the reference backup server), plus the tools that
@@ -752,6 +873,19 @@ class Replica(Instance):
 
 # ------------------------------------------------------------------- lab
 
+_sigterm_installed = False
+
+
+def _exit_on_sigterm():
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not \
+            threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + 15))
+    _sigterm_installed = True
+
+
 class Lab:
     """A temp directory of Cyrus instances; a context manager that stops
     everything it started and removes the directory on exit (kept, with
@@ -769,6 +903,11 @@ class Lab:
         self.tool_history = []
         self._started = []
         self._closed = False
+        self._watchdog = Watchdog(None if keep else self.dir)
+        # stop what we started also on exit without `with`, and on SIGTERM
+        # (ctest's timeout): turned into SystemExit so cleanup runs
+        atexit.register(self.close)
+        _exit_on_sigterm()
 
     # the namespace must match across source, backup and replica
     def namespace_config(self):
@@ -815,12 +954,29 @@ class Lab:
     def add_replica(self, name="replica", extra_config=None):
         return self._add(Replica(self, name, extra_config))
 
+    def add_tools_only(self, name="tools", extra_config=None):
+        """A backup-server configuration that is never started: for running
+        ctl_backups, cyr_backup, cyr_dbtool or restore on files put in its
+        data_dir (chown_cyrus them, register them in backups_db)."""
+        instance = self._add(Backup(self, name, extra_config))
+        instance.tools_only = True
+        instance.write_configs()
+        chown_cyrus(instance.dir)
+        instance._prepared = True
+        return instance
+
     def start(self):
-        """Write configs and start every instance not yet running."""
+        """Write configs and start every instance not yet running (an
+        instance stopped with stop() starts again with its data)."""
         for instance in self.instances.values():
-            if not instance.running:
+            if not instance.running and not instance.tools_only:
                 instance.prepare()
                 instance.start()
+
+    def _track(self, owner, process):
+        """owner (with a stop()) started process, a group leader."""
+        self._started.append(owner)
+        self._watchdog.track(process.pid)
 
     def logs(self):
         """Every instance's syslog, for diagnosing a failure."""
@@ -839,6 +995,7 @@ class Lab:
         try:
             for instance in reversed(self._started):
                 instance.stop()
+            self._watchdog.release()
         finally:
             if failed:
                 sys.stderr.write(self.logs() + "\n")

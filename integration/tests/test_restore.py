@@ -3,7 +3,8 @@
 
 Two users get mail, folders, flags and subscriptions; a first backup runs
 per user (`sync_client -u`), then more changes go out in one rolling pass
-over the sync log (`sync_client -R -1`); `restore -U -a` puts each user
+over the sync log (`sync_client -R -1`), and a last message through a
+rolling `sync_client -R` left running; `restore -U -a` puts each user
 into the REPLICA's sync_server, whose mailboxes (uniqueids, UIDVALIDITY,
 UIDs, GUIDs, flags, sizes) must equal the source's.  (Cyrus's restore
 sends only RESERVE/MESSAGE/MAILBOX: subscriptions, sieve scripts and seen
@@ -59,6 +60,18 @@ def later_changes(source):
             conn.logout()
 
 
+def wait_for_messages(backup, user, count, timeout=20):
+    """The GUIDs backupd holds for user, once there are count (or at the
+    timeout): rolling replication takes a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        guids = {m["guid"] for box in backup.mailboxes(user)
+                 for m in box["messages"]}
+        if len(guids) >= count or time.monotonic() > deadline:
+            return guids
+        time.sleep(0.2)
+
+
 def comparable(snapshot):
     return {name: {k: state[k] for k in COMPARED}
             for name, state in snapshot.items()}
@@ -78,11 +91,17 @@ def main():
         later_changes(source)
         r = source.sync_client(channel="backup", rolling_once=True)
         expect(r.ok, "one rolling pass (sync_client -R -1)", r)
+        rolling = source.start_rolling_sync("backup")
         for user in USERS:
-            guids = {m["guid"] for box in backup.mailboxes(user)
-                     for m in box["messages"]}
-            expect(len(guids) == 5, "backupd holds %s's 5 messages" % user,
-                   sorted(guids))
+            source.deliver(user, cyruslab.make_message(user, 6))
+        for user in USERS:
+            guids = wait_for_messages(backup, user, 6)
+            expect(len(guids) == 6, "rolling sync_client -R brought %s's "
+                   "6th message to backupd" % user, sorted(guids))
+        rolling.stop()
+        expect(not rolling.running, "rolling sync_client stopped",
+               rolling.output())
+        for user in USERS:
             r = backup.restore(user, replica)
             expect(r.ok, "restore -U -a %s into the replica" % user, r)
         want = comparable(source.snapshot(users=USERS))
