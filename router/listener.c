@@ -349,7 +349,8 @@ conn_new(struct cairn_router_channel *channel, int fd,
         router->conns->prev = conn;
     router->conns = conn;
     router->conn_count++;
-    rc = cairn_csync_reader_new(router->max_line, &router->limits, NULL,
+    rc = cairn_csync_reader_new(router->max_line, &router->limits,
+                                router->spool ? &router->spool_sink : NULL,
                                 &conn->reader);
     if (rc == 0)
         rc = cairn_loop_add_fd(router->loop, fd, CAIRN_LOOP_READ, on_conn_ready,
@@ -492,6 +493,18 @@ cairn_router_new(struct cairn_loop *loop,
     router->loop = loop;
     if ((rc = copy_settings(router, settings)) < 0)
         goto out;
+    if (settings->spool_dir != NULL) {
+        rc = cairn_router_spool_new(settings->spool_dir,
+                                    settings->spool_max ? settings->spool_max
+                                                        : 1ull << 30,
+                                    &router->spool);
+        if (rc < 0) {
+            snprintf(error, error_size, "cannot use spool directory %s",
+                     settings->spool_dir);
+            goto out;
+        }
+        cairn_router_spool_sink(router->spool, &router->spool_sink);
+    }
     if ((rc = cairn_router_auth_global_init()) < 0) {
         snprintf(error, error_size, "libsasl2 server init failed");
         goto out;
@@ -542,6 +555,7 @@ cairn_router_free(struct cairn_router *router)
         cairn_loop_cancel_timer(router->loop, router->sweep_timer);
     if (router->sasl_initialised)
         cairn_router_auth_global_done();
+    cairn_router_spool_free(router->spool);
     free(router->channels);
     free(router->servername);
     free(router->default_domain);

@@ -74,6 +74,8 @@ settings_from_config(const struct cairn_config *config,
     settings->servername = router->servername;
     settings->max_connections = (size_t)router->max_connections;
     settings->max_line = (size_t)limits->max_line;
+    settings->spool_dir = router->spool_dir;
+    settings->spool_max = router->spool_max;
     settings->channels = channels;
     settings->channel_count = count;
     for (size_t i = 0; i < count; i++) {

@@ -142,6 +142,8 @@ struct cairn_router_settings {
     size_t max_connections; /* all channels; 0: 1024 */
     size_t max_line;        /* simple command line; 0: 65536 */
     size_t max_output;      /* queued reply bytes per connection; 0: 4 MiB */
+    const char *spool_dir;  /* message bodies; NULL: bodies are skipped */
+    uint64_t spool_max;     /* bytes all spooled bodies may take; 0: 1 GiB */
     const struct cairn_dlist_limits *limits; /* NULL: defaults */
 };
 
@@ -166,6 +168,15 @@ struct cairn_router_event {
 };
 typedef void (*cairn_router_event_fn)(void *arg,
                                       const struct cairn_router_event *event);
+
+/*
+ * APPLY MESSAGE bodies: with a spool, each FILE node's handle (see
+ * cairn_dlist_file_info) is a spooled body, a file that lives until the
+ * request is answered. Its path (borrowed), and whether its SHA-1 matched
+ * the GUID (the router refuses the request as backupd does when not).
+ */
+const char *cairn_router_spool_file_path(const void *handle);
+bool cairn_router_spool_file_verified(const void *handle);
 
 /* A request that needs the user's backup, handed to the request handler. */
 struct cairn_router_request {

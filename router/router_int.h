@@ -93,6 +93,21 @@ int cairn_router_auth_continue(struct cairn_router_auth_session *session,
                                enum cairn_router_auth_outcome *outcome,
                                const char **message);
 
+/* --- spool.c: message bodies on disk ------------------------------------ */
+
+struct cairn_router_spool;
+
+/* Opens (creating it, mode 0700) the spool directory dir with a budget. */
+int cairn_router_spool_new(const char *dir, uint64_t max_bytes,
+                           struct cairn_router_spool **spool);
+/* Frees the spool; every file must have been released first. */
+void cairn_router_spool_free(struct cairn_router_spool *spool);
+/* Bytes reserved by bodies that are spooled now. */
+uint64_t cairn_router_spool_used(const struct cairn_router_spool *spool);
+/* A dlist file sink writing into the spool (ctx is the spool). */
+void cairn_router_spool_sink(struct cairn_router_spool *spool,
+                             struct cairn_dlist_file_sink *sink);
+
 /* --- listener.c / session.c -------------------------------------------- */
 
 /* One listening channel. */
@@ -144,6 +159,8 @@ struct cairn_router {
     void *request_arg;
     uint64_t sweep_timer;
     bool sasl_initialised;
+    struct cairn_router_spool *spool; /* NULL: bodies are skipped */
+    struct cairn_dlist_file_sink spool_sink;
 };
 
 /* Reports an event on conn (may be NULL) if a handler is installed. */

@@ -283,6 +283,31 @@ forward(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd,
     return rc < 0 && rc != CAIRN_ENOMEM ? CAIRN_OK : rc;
 }
 
+/*
+ * backupd's checks on APPLY MESSAGE: at least one file literal (NIL
+ * entries, sent for unreadable spool files, are skipped) and every body's
+ * SHA-1 equal to its GUID; otherwise the whole command is a protocol error.
+ */
+static bool
+message_files_valid(const struct cairn_router_conn *conn,
+                    const struct cairn_dlist *value)
+{
+    size_t files = 0;
+
+    for (const struct cairn_dlist *item = cairn_dlist_first(value);
+         item != NULL; item = cairn_dlist_next(item)) {
+        void *handle = NULL;
+
+        if (!cairn_dlist_file_info(item, NULL, NULL, NULL, &handle))
+            continue;
+        files++;
+        if (conn->router->spool != NULL &&
+            !cairn_router_spool_file_verified(handle))
+            return false;
+    }
+    return files > 0;
+}
+
 static int
 cmd_request(struct cairn_router_conn *conn,
             const struct cairn_csync_command *cmd)
@@ -294,6 +319,10 @@ cmd_request(struct cairn_router_conn *conn,
                               conn->current_user, &resolution);
     if (rc < 0)
         return rc;
+    if (resolution.action == CAIRN_ROUTER_FORWARD &&
+        resolution.rule == CAIRN_ROUTER_USER_CURRENT &&
+        !message_files_valid(conn, cmd->value))
+        resolution.action = CAIRN_ROUTER_PROTOCOL_ERROR;
     switch (resolution.action) {
     case CAIRN_ROUTER_FORWARD:
         return forward(conn, cmd, &resolution);
@@ -406,6 +435,10 @@ malformed(struct cairn_router_conn *conn, int rc)
     cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
                        "malformed command: %s", text);
     conn->in_sasl = false;
+    /* A full spool is temporary: a NO that sync_client retries later. */
+    if (rc == CAIRN_ENOSPACE)
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
+                          "message spool full, try again later");
     if (rc == CAIRN_ETOOBIG || rc == CAIRN_EOVERFLOW || rc == CAIRN_ENOMEM)
         return reply_and_close(conn, text);
     return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE, text);

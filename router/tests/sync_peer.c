@@ -10,7 +10,7 @@
  * the client upload everything) and every APPLY is "OK". It stores nothing
  * and is never installed.
  *
- * usage: sync_peer USER PASSWORD [MECHANISM...]
+ * usage: sync_peer USER PASSWORD SPOOL_DIR [MECHANISM...]
  */
 #include "loop.h"
 #include "router.h"
@@ -32,10 +32,22 @@ on_request(void *arg, const struct cairn_router_request *request,
            struct cairn_router_reply *reply)
 {
     const struct cairn_router_resolution *resolution = request->resolution;
+    int files = 0, verified = 0;
 
-    printf("REQUEST %s %s user=%s%s\n", cairn_csync_verb_name(request->verb),
-           resolution->key, resolution->owner.userid,
-           resolution->several_users ? " several" : "");
+    /* APPLY MESSAGE: how many bodies were spooled, and matched their GUID. */
+    for (const struct cairn_dlist *item = cairn_dlist_first(request->value);
+         item != NULL; item = cairn_dlist_next(item)) {
+        void *handle = NULL;
+
+        if (!cairn_dlist_file_info(item, NULL, NULL, NULL, &handle))
+            continue;
+        files++;
+        verified += cairn_router_spool_file_verified(handle);
+    }
+    printf("REQUEST %s %s user=%s%s files=%d verified=%d\n",
+           cairn_csync_verb_name(request->verb), resolution->key,
+           resolution->owner.userid,
+           resolution->several_users ? " several" : "", files, verified);
     fflush(stdout);
     if (request->verb == CAIRN_CSYNC_GET)
         return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
@@ -70,14 +82,16 @@ main(int argc, char **argv)
     char error[256] = "";
     int rc;
 
-    if (argc < 3) {
-        fprintf(stderr, "usage: sync_peer USER PASSWORD [MECHANISM...]\n");
+    if (argc < 4) {
+        fprintf(stderr,
+                "usage: sync_peer USER PASSWORD SPOOL_DIR [MECHANISM...]\n");
         return 64;
     }
     channel.sasl_user = argv[1];
     channel.sasl_password = argv[2];
-    channel.mechanisms = (const char *const *)(argv + 3);
-    channel.mechanism_count = (size_t)(argc - 3);
+    settings.spool_dir = argv[3];
+    channel.mechanisms = (const char *const *)(argv + 4);
+    channel.mechanism_count = (size_t)(argc - 4);
     if ((rc = cairn_loop_new(&loop)) == 0)
         rc = cairn_loop_watch_signals(loop, on_signal, NULL);
     if (rc == 0)

@@ -35,8 +35,8 @@ struct fixture {
 };
 
 static int
-fixture_open(struct fixture *fixture, size_t max_output, size_t max_line,
-             uint64_t idle_ms)
+fixture_open_spool(struct fixture *fixture, size_t max_output, size_t max_line,
+                   uint64_t idle_ms, const char *spool_dir, uint64_t spool_max)
 {
     struct cairn_router_channel_settings channel = {
         .name = "backup",
@@ -52,6 +52,8 @@ fixture_open(struct fixture *fixture, size_t max_output, size_t max_line,
         .channel_count = 1,
         .max_output = max_output,
         .max_line = max_line,
+        .spool_dir = spool_dir,
+        .spool_max = spool_max,
     };
     char error[256] = "";
     int rc;
@@ -67,6 +69,13 @@ fixture_open(struct fixture *fixture, size_t max_output, size_t max_line,
     }
     fixture->port = cairn_router_port(fixture->router, 0);
     return fixture->port != 0 ? CAIRN_OK : CAIRN_EIO;
+}
+
+static int
+fixture_open(struct fixture *fixture, size_t max_output, size_t max_line,
+             uint64_t idle_ms)
+{
+    return fixture_open_spool(fixture, max_output, max_line, idle_ms, NULL, 0);
 }
 
 static void
@@ -462,6 +471,96 @@ test_backpressure(void)
     fixture_close(&fixture);
 }
 
+/* Records what a spooled APPLY MESSAGE looked like to the handler. */
+struct spool_log {
+    int calls;
+    int files;
+    bool verified;
+    char content[64];
+    char path[512];
+};
+
+static int
+on_spooled_request(void *arg, const struct cairn_router_request *request,
+                   struct cairn_router_reply *reply)
+{
+    struct spool_log *log = arg;
+
+    log->calls++;
+    for (const struct cairn_dlist *item = cairn_dlist_first(request->value);
+         item != NULL; item = cairn_dlist_next(item)) {
+        void *handle = NULL;
+        FILE *file;
+        size_t got;
+
+        if (!cairn_dlist_file_info(item, NULL, NULL, NULL, &handle))
+            continue;
+        log->files++;
+        log->verified = cairn_router_spool_file_verified(handle);
+        snprintf(log->path, sizeof(log->path), "%s",
+                 cairn_router_spool_file_path(handle));
+        file = fopen(log->path, "rb");
+        CHECK(file != NULL);
+        if (file != NULL) {
+            got = fread(log->content, 1, sizeof(log->content) - 1, file);
+            log->content[got] = '\0';
+            fclose(file);
+        }
+    }
+    return cairn_router_reply_complete(reply, CAIRN_CSYNC_OK,
+                                       CAIRN_CSYNC_CODE_NONE, "Success");
+}
+
+/* sha1("hello") and a wrong GUID. */
+#define HELLO_GUID "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
+#define WRONG_GUID "0123456789012345678901234567890123456789"
+
+static void
+test_spool(void)
+{
+    static const struct exchange_case exchanges[] = {
+        {"AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n",
+         "OK Success (no protection)\r\n"},
+        {"GET USER anne\r\n", "OK Success\r\n"},
+        {"APPLY MESSAGE (%{default " HELLO_GUID " 5}\r\nhello)\r\n",
+         "OK Success\r\n"},
+        {"APPLY MESSAGE (%{default " WRONG_GUID " 5}\r\nhello)\r\n",
+         "NO IMAP_PROTOCOL_ERROR Protocol error\r\n"},
+        {"APPLY MESSAGE (NIL)\r\n",
+         "NO IMAP_PROTOCOL_ERROR Protocol error\r\n"},
+        /* 40 bytes do not fit a 32-byte spool: retryable NO, then on. */
+        {"APPLY MESSAGE (%{default " HELLO_GUID
+         " 40}\r\n0123456789012345678901234567890123456789)\r\n",
+         "NO IMAP_MAILBOX_LOCKED message spool full, try again later\r\n"},
+        {"NOOP\r\n", "OK Noop completed\r\n"},
+    };
+    char dir[] = "/tmp/cairn-test-spool-XXXXXX";
+    struct spool_log log = {0};
+    struct fixture fixture;
+    struct cairn_buf text;
+    bool closed = false;
+    int fd;
+
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, dir, 32), 0);
+    cairn_router_set_request_handler(fixture.router, on_spooled_request, &log);
+    fd = client_connect(fixture.port);
+    cairn_buf_init(&text, 1 << 16);
+    receive(&fixture, fd, NULL, &text, &closed);
+    run_exchanges(&fixture, fd, NULL, exchanges,
+                  sizeof(exchanges) / sizeof(exchanges[0]));
+    CHECK_INT(log.calls, 2); /* GET USER, the good MESSAGE */
+    CHECK_INT(log.files, 1);
+    CHECK(log.verified);
+    CHECK_STR(log.content, "hello");
+    CHECK(access(log.path, F_OK) != 0); /* removed after the reply */
+    CHECK_U64(cairn_router_spool_used(fixture.router->spool), 0);
+    close(fd);
+    cairn_buf_release(&text);
+    fixture_close(&fixture);
+    CHECK_INT(rmdir(dir), 0); /* nothing left behind */
+}
+
 static void
 timed(const char *name, void (*test)(void))
 {
@@ -480,5 +579,6 @@ main(void)
     timed("probe_and_limits", test_probe_and_limits);
     timed("idle_timeout", test_idle_timeout);
     timed("backpressure", test_backpressure);
+    timed("spool", test_spool);
     return check_exit("test_session");
 }

@@ -14,8 +14,10 @@ Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
 """
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,9 +37,10 @@ class Peer:
     """sync_peer as a child process; lines of its output are collected."""
 
     def __init__(self, path):
+        self.spool = tempfile.mkdtemp(prefix="cairn-peer-spool-")
         self.process = subprocess.Popen(
-            [path, cyruslab.REPLICATION_USER, cyruslab.REPLICATION_PASSWORD],
-            stdout=subprocess.PIPE)
+            [path, cyruslab.REPLICATION_USER, cyruslab.REPLICATION_PASSWORD,
+             self.spool], stdout=subprocess.PIPE)
         self.fd = self.process.stdout.fileno()
         self.pending = b""
         self.lines = []
@@ -71,7 +74,10 @@ class Peer:
         also means no leak and no memory error was reported)."""
         self.process.terminate()
         status = self.process.wait(timeout=10)
+        left = os.listdir(self.spool)
+        shutil.rmtree(self.spool, ignore_errors=True)
         expect(status == 0, "sync_peer exits 0 on SIGTERM (got %s)" % status)
+        expect(not left, "the spool is empty afterwards", repr(left))
 
 
 def replicate(peer_path, unixhierarchysep, users):
@@ -103,15 +109,20 @@ def replicate(peer_path, unixhierarchysep, users):
                    "%s: no malformed command, no failed login" % label, log)
             requests = peer.requests()
             for user in users:
-                mine = [r for r in requests if r.endswith("user=" + user)]
-                expect(mine and mine[0] == "GET USER user=" + user,
+                mine = [r for r in requests
+                        if r.split()[2] == "user=" + user]
+                expect(mine and mine[0].startswith("GET USER user=%s " % user),
                        "%s: GET USER %s comes first" % (label, user), log)
                 for wanted in ("APPLY MESSAGE", "APPLY MAILBOX"):
                     expect(any(r.startswith(wanted + " ") for r in mine),
                            "%s: %s resolved to %s" % (label, wanted, user),
                            log)
+                bodies = [r for r in mine if r.startswith("APPLY MESSAGE ")]
+                expect(all(r.endswith("files=2 verified=2") for r in bodies),
+                       "%s: both bodies of %s spooled, SHA-1 = GUID"
+                       % (label, user), log)
             known = ["user=" + u for u in users]
-            expect(all(r.split()[-1] in known for r in requests),
+            expect(all(r.split()[2] in known for r in requests),
                    "%s: every request resolved to a replicated user" % label,
                    log)
     finally:
