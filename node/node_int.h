@@ -137,6 +137,9 @@ enum stmt_id {
     STMT_SIEVE_LIVE,
     STMT_TOMBSTONE_ADD,
     STMT_CHUNK_LIVE,
+    STMT_MESSAGE_LIVE,
+    STMT_RECORD_STATE,
+    STMT_MAILBOX_STATE,
     STMT_COUNT
 };
 
@@ -167,6 +170,7 @@ struct cairn_store {
     struct chunk_mark chunk_begin; /* writer state before the open chunk */
     bool in_chunk;                 /* transaction and member open */
     bool failed;                   /* must abort before anything else */
+    bool defer_sync;               /* compaction output: one fsync at the end */
     int64_t chunk_id;
     int64_t chunk_first_ts;
     int64_t chunk_last_ts;
@@ -188,6 +192,10 @@ void store_close_index(struct cairn_store *store);
 int store_open_index_at(struct cairn_store *store, const char *path);
 /* Opens the index again (after reindex/compaction), recovering if asked. */
 int store_reopen_index(struct cairn_store *store, bool recover);
+/* After a compaction switch: lock the new data file, reopen the index. */
+int store_reopen_data(struct cairn_store *store);
+/* Completes or abandons a compaction switch a crash interrupted. */
+int store_finish_switch(const char *data_path);
 /* Hashes the first length bytes of the data file into the writer. */
 int store_hash_prefix(struct cairn_store *store, uint64_t length);
 /* Saves the committed end and file SHA-1 state (inside a transaction). */

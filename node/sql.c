@@ -165,7 +165,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
         "SELECT r.uid, r.modseq, r.last_updated, r.flags, r.internaldate,"
         " m.size, m.guid, r.annotations, r.expunged FROM mailbox_message AS r"
         " JOIN message AS m ON m.id = r.message_id"
-        " WHERE r.mailbox_id = :mailbox_id ORDER BY r.id",
+        " WHERE r.mailbox_id = :mailbox_id ORDER BY r.uid, r.id",
     [STMT_RECORDS_BY_CHUNK] =
         "SELECT mb.uniqueid, r.uid, r.modseq, r.last_updated, r.internaldate,"
         " m.size, m.guid FROM mailbox_message AS r"
@@ -218,6 +218,25 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " UNION SELECT chunk_id FROM sieve"
         "  WHERE deleted IS NULL OR deleted > :since"
         " UNION SELECT chunk_id FROM cairn_tombstone) ORDER BY id",
+    /* Compaction: is this chunk's copy of a body still referenced? */
+    [STMT_MESSAGE_LIVE] =
+        "SELECT 1 FROM message AS m"
+        " JOIN mailbox_message AS mm ON mm.message_id = m.id"
+        " JOIN mailbox AS mb ON mb.id = mm.mailbox_id"
+        " WHERE m.guid = :guid AND m.chunk_id = :chunk_id"
+        " AND (mm.expunged IS NULL OR mm.expunged > :since)"
+        " AND (mb.deleted IS NULL OR mb.deleted > :since) LIMIT 1",
+    /* Compaction: is this chunk's record the latest live state? */
+    [STMT_RECORD_STATE] = "SELECT 1 FROM mailbox_message AS r"
+                          " JOIN mailbox AS mb ON mb.id = r.mailbox_id"
+                          " JOIN message AS m ON m.id = r.message_id"
+                          " WHERE mb.uniqueid = :uniqueid AND m.guid = :guid"
+                          " AND r.last_chunk_id = :chunk_id"
+                          " AND (r.expunged IS NULL OR r.expunged > :since)"
+                          " AND (mb.deleted IS NULL OR mb.deleted > :since)",
+    [STMT_MAILBOX_STATE] = "SELECT 1 FROM mailbox WHERE uniqueid = :uniqueid"
+                           " AND last_chunk_id = :chunk_id"
+                           " AND (deleted IS NULL OR deleted > :since)",
 };
 
 int

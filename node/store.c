@@ -243,7 +243,8 @@ cairn_store_open(const char *data_path, unsigned flags,
         rc = CAIRN_ENOMEM;
         goto out;
     }
-    if ((rc = open_locked(data_path, flags, &store->fd)) < 0)
+    if ((rc = open_locked(data_path, flags, &store->fd)) < 0 ||
+        (rc = store_finish_switch(data_path)) < 0)
         goto out;
     store->writer.fd = store->fd;
     if ((missing = index_missing(store->index_path, store->fd)) < 0) {
@@ -453,7 +454,7 @@ cairn_store_commit_many(struct cairn_store *const *stores, size_t count,
     }
     /* One fsync round for every file before any index commits. */
     for (size_t i = 0; i < count; i++) {
-        if (!stores[i]->in_chunk)
+        if (!stores[i]->in_chunk || stores[i]->defer_sync)
             continue;
         if (fdatasync(stores[i]->fd) < 0) {
             store_abort_chunk(stores[i]);
@@ -490,4 +491,52 @@ cairn_store_commit(struct cairn_store *store)
         return CAIRN_ESTATE;
     }
     return cairn_store_commit_many(one, 1, NULL);
+}
+
+int
+store_reopen_data(struct cairn_store *store)
+{
+    int rc;
+
+    store_close_index(store);
+    close(store->fd);
+    store->fd = -1;
+    if ((rc = open_locked(store->data_path, CAIRN_STORE_BLOCK, &store->fd)) < 0)
+        return rc;
+    store->writer.fd = store->fd;
+    return store_reopen_index(store, true);
+}
+
+int
+store_finish_switch(const char *data_path)
+{
+    char *marker = NULL, *fresh = NULL, *fresh_index = NULL, *index = NULL;
+    int rc = CAIRN_ENOMEM;
+
+    if (asprintf(&marker, "%s.switching", data_path) < 0 ||
+        asprintf(&fresh, "%s.compact", data_path) < 0 ||
+        asprintf(&fresh_index, "%s.compact.index", data_path) < 0 ||
+        asprintf(&index, "%s.index", data_path) < 0)
+        goto out;
+    rc = 0;
+    if (access(marker, F_OK) != 0)
+        goto out;
+    if (access(fresh, F_OK) == 0) {
+        /* Crashed before the data rename: the old pair stands. */
+        unlink(fresh);
+        unlink(fresh_index);
+    } else if (access(fresh_index, F_OK) == 0 &&
+               rename(fresh_index, index) < 0) {
+        /* Crashed between the renames: the new data needs its index. */
+        rc = CAIRN_EIO;
+        goto out;
+    }
+    if ((rc = cairn_fsync_parent_dir(data_path)) == 0 && unlink(marker) < 0)
+        rc = CAIRN_EIO;
+out:
+    free(marker);
+    free(fresh);
+    free(fresh_index);
+    free(index);
+    return rc;
 }

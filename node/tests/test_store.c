@@ -363,8 +363,7 @@ test_torn_tail(const char *dir)
             continue;
         }
         /* Full verify of every cut is slow; checksums prove the cut. */
-        if (cairn_store_verify(store, CAIRN_VERIFY_ALL_CHECKSUMS, NULL, 0) !=
-            0)
+        if (cairn_store_verify(store, CAIRN_VERIFY_ALL_CHECKSUMS, NULL, 0) != 0)
             failures++;
         cairn_store_close(store);
         stat(work, &now);
