@@ -120,6 +120,8 @@ conn_free(struct cairn_router_conn *conn)
     struct cairn_router *router = conn->router;
 
     cairn_loop_remove_fd(router->loop, conn->fd);
+    if (conn->hold_timer != 0)
+        cairn_loop_cancel_timer(router->loop, conn->hold_timer);
     close(conn->fd);
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
@@ -219,7 +221,8 @@ pump(struct cairn_router_conn *conn)
 {
     int rc = CAIRN_OK;
 
-    while (!conn->closing && !cairn_router_conn_output_full(conn)) {
+    while (!conn->closing && conn->hold_timer == 0 &&
+           !cairn_router_conn_output_full(conn)) {
         size_t before = conn->input.len + conn->wire_in.len;
 
         if ((rc = inflate_input(conn)) < 0)
@@ -239,12 +242,39 @@ update_interest(struct cairn_router_conn *conn)
 {
     unsigned events = 0;
 
-    if (!conn->closing && !conn->read_closed && conn->input.len == 0 &&
-        conn->wire_in.len == 0 && !cairn_router_conn_output_full(conn))
+    if (!conn->closing && !conn->read_closed && conn->hold_timer == 0 &&
+        conn->input.len == 0 && conn->wire_in.len == 0 &&
+        !cairn_router_conn_output_full(conn))
         events |= CAIRN_LOOP_READ;
     if (!output_drained(conn))
         events |= CAIRN_LOOP_WRITE;
     cairn_loop_set_fd_events(conn->router->loop, conn->fd, events);
+}
+
+static void on_conn_ready(struct cairn_loop *loop, int fd, unsigned events,
+                          void *arg);
+
+static void
+on_hold_over(struct cairn_loop *loop, uint64_t timer_id, void *arg)
+{
+    struct cairn_router_conn *conn = arg;
+    int rc;
+
+    conn->hold_timer = 0;
+    rc = cairn_router_conn_flush_reply(conn);
+    if (rc < 0) {
+        conn_close(conn, cairn_strerror(rc));
+        return;
+    }
+    /* Go on with whatever arrived meanwhile, as if the socket were ready. */
+    on_conn_ready(loop, conn->fd, 0, conn);
+}
+
+int
+cairn_router_conn_hold_reply(struct cairn_router_conn *conn, uint64_t delay_ms)
+{
+    return cairn_loop_add_timer(conn->router->loop, delay_ms, 0, on_hold_over,
+                                conn, &conn->hold_timer);
 }
 
 static int
@@ -290,8 +320,8 @@ on_conn_ready(struct cairn_loop *loop, int fd, unsigned events, void *arg)
         why = cairn_strerror(rc);
     else if (conn->closing && output_drained(conn))
         why = "session ended";
-    else if (conn->read_closed && conn->input.len == 0 &&
-             conn->wire_in.len == 0)
+    else if (conn->read_closed && conn->hold_timer == 0 &&
+             conn->input.len == 0 && conn->wire_in.len == 0)
         why = "peer closed the connection";
     if (why != NULL) {
         conn_close(conn, why);
@@ -466,6 +496,9 @@ copy_settings(struct cairn_router *router,
     router->max_line = settings->max_line ? settings->max_line : 65536;
     router->max_output =
         settings->max_output ? settings->max_output : 4 * 1024 * 1024;
+    router->failed_login_pause_ms = settings->failed_login_pause_ms
+                                        ? settings->failed_login_pause_ms
+                                        : 3000;
     if (settings->limits != NULL)
         router->limits = *settings->limits;
     else

@@ -144,6 +144,7 @@ struct cairn_router_settings {
     size_t max_output;      /* queued reply bytes per connection; 0: 4 MiB */
     const char *spool_dir;  /* message bodies; NULL: bodies are skipped */
     uint64_t spool_max;     /* bytes all spooled bodies may take; 0: 1 GiB */
+    uint64_t failed_login_pause_ms; /* before a failed login's NO; 0: 3 s */
     const struct cairn_dlist_limits *limits; /* NULL: defaults */
 };
 

@@ -135,9 +135,10 @@ struct cairn_router_conn {
     struct cairn_csync_reader *reader;
     struct cairn_compress *compress; /* NULL until COMPRESS DEFLATE */
     struct cairn_router_auth_session auth;
-    bool in_sasl;     /* the next line answers a SASL challenge */
-    bool closing;     /* close once output is written */
-    bool read_closed; /* the peer sent EOF */
+    bool in_sasl;        /* the next line answers a SASL challenge */
+    uint64_t hold_timer; /* a reply held back (failed login), or 0 */
+    bool closing;        /* close once output is written */
+    bool read_closed;    /* the peer sent EOF */
     uint64_t last_activity_ms;
     char current_user[CAIRN_ROUTER_USERID_MAX]; /* "" until one is named */
 };
@@ -152,6 +153,7 @@ struct cairn_router {
     char *default_domain, *deleted_prefix;
     struct cairn_router_namespace names; /* points at the two above */
     size_t max_connections, max_line, max_output;
+    uint64_t failed_login_pause_ms;
     struct cairn_dlist_limits limits;
     cairn_router_event_fn event_fn;
     void *event_arg;
@@ -182,6 +184,12 @@ int cairn_router_session_process(struct cairn_router_conn *conn);
 /* Moves conn->reply to the output (compressed and sync-flushed when
  * COMPRESS is on) and starts writing. */
 int cairn_router_conn_flush_reply(struct cairn_router_conn *conn);
+/*
+ * Sends conn->reply only after delay_ms, reading nothing meanwhile, as
+ * Cyrus pauses after a failed login (without blocking other connections).
+ */
+int cairn_router_conn_hold_reply(struct cairn_router_conn *conn,
+                                 uint64_t delay_ms);
 /* Turns compression on for everything after the reply just flushed. */
 int cairn_router_conn_start_compress(struct cairn_router_conn *conn);
 /* True when output is past its high-water mark (stop running commands). */

@@ -112,7 +112,14 @@ sasl_outcome(struct cairn_router_conn *conn,
     }
     cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
                        "badlogin: %s: %s", mech, message);
-    return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, message);
+    /* Cyrus waits failedloginpause before the NO; we hold the reply on a
+     * timer instead of sleeping, so other connections go on. */
+    rc = cairn_csync_write_response(&conn->reply, CAIRN_CSYNC_NO,
+                                    CAIRN_CSYNC_CODE_NONE, "%s", message);
+    if (rc < 0)
+        return rc;
+    return cairn_router_conn_hold_reply(conn,
+                                        conn->router->failed_login_pause_ms);
 }
 
 static bool
@@ -449,7 +456,7 @@ cairn_router_session_process(struct cairn_router_conn *conn)
 {
     int rc = CAIRN_OK;
 
-    while (conn->input.len > 0 && !conn->closing &&
+    while (conn->input.len > 0 && !conn->closing && conn->hold_timer == 0 &&
            !cairn_router_conn_output_full(conn)) {
         struct cairn_csync_command cmd;
         size_t consumed = 0;

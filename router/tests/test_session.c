@@ -54,6 +54,7 @@ fixture_open_spool(struct fixture *fixture, size_t max_output, size_t max_line,
         .max_line = max_line,
         .spool_dir = spool_dir,
         .spool_max = spool_max,
+        .failed_login_pause_ms = 150,
     };
     char error[256] = "";
     int rc;
@@ -471,6 +472,48 @@ test_backpressure(void)
     fixture_close(&fixture);
 }
 
+/*
+ * A failed login is answered only after the pause, and commands pipelined
+ * behind it wait too; another connection is served meanwhile.
+ */
+static void
+test_failed_login_pause(void)
+{
+    struct fixture fixture;
+    struct cairn_buf text;
+    bool closed = false;
+    uint64_t started;
+    char both[256];
+    int failing, other;
+
+    CHECK_INT(fixture_open(&fixture, 0, 0, 0), 0);
+    cairn_buf_init(&text, 1 << 16);
+    failing = client_connect(fixture.port);
+    other = client_connect(fixture.port);
+    receive(&fixture, failing, NULL, &text, &closed);
+    receive(&fixture, other, NULL, &text, &closed);
+    started = cairn_loop_now_ms();
+    send_text(failing, NULL, "AUTHENTICATE PLAIN " PLAIN_BAD "\r\nNOOP\r\n");
+    send_text(other, NULL, "NOOP\r\n");
+    receive(&fixture, other, NULL, &text, &closed);
+    CHECK_STR(text.data, "OK Noop completed\r\n");
+    CHECK(cairn_loop_now_ms() - started < 150);
+    /* Both replies, in order, after the pause (in one read or two). */
+    receive(&fixture, failing, NULL, &text, &closed);
+    snprintf(both, sizeof(both), "%s", text.data ? text.data : "");
+    if (strstr(both, "OK Noop") == NULL) {
+        receive(&fixture, failing, NULL, &text, &closed);
+        strncat(both, text.data ? text.data : "",
+                sizeof(both) - strlen(both) - 1);
+    }
+    CHECK_STR(both, "NO authentication failure\r\nOK Noop completed\r\n");
+    CHECK(cairn_loop_now_ms() - started >= 150);
+    close(failing);
+    close(other);
+    cairn_buf_release(&text);
+    fixture_close(&fixture);
+}
+
 /* Records what a spooled APPLY MESSAGE looked like to the handler. */
 struct spool_log {
     int calls;
@@ -580,5 +623,6 @@ main(void)
     timed("idle_timeout", test_idle_timeout);
     timed("backpressure", test_backpressure);
     timed("spool", test_spool);
+    timed("failed_login_pause", test_failed_login_pause);
     return check_exit("test_session");
 }
