@@ -51,7 +51,8 @@ def mapping_from(args):
     for item in args.file:
         user, sep, path = item.partition("=")
         if not sep or not user or not path:
-            raise cyruslab.LabError("--file wants USER=DATAFILE, not %r" % item)
+            raise cyruslab.LabError("--file wants USER=DATAFILE, not %r"
+                                    % item)
         if not os.path.isfile(path) or not os.path.isfile(path + ".index"):
             raise cyruslab.LabError("%s or %s.index is missing" % (path, path))
         mapping[user] = os.path.abspath(path)

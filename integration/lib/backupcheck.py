@@ -43,8 +43,9 @@ def find_backup_files(directory, users):
     mapping = {}
     for user, paths in found.items():
         if len(paths) != 1:
-            raise cyruslab.LabError("user %s: %d data+index pairs under %s: %r"
-                           % (user, len(paths), directory, paths))
+            raise cyruslab.LabError(
+                "user %s: %d data+index pairs under %s: %r"
+                % (user, len(paths), directory, paths))
         mapping[user] = paths[0]
     return mapping
 
@@ -53,7 +54,7 @@ def find_backup_files(directory, users):
 class CheckReport:
     """Cyrus's verdict on a set of users' backup files."""
     users: dict             # user -> UserCheck
-    verify: list            # ToolResult of each `ctl_backups verify USER`
+    verify: list            # ToolResult of each `ctl_backups verify` run
     log: str                # Cyrus's syslog during the check
 
     @property
@@ -69,10 +70,10 @@ def check_backup_files(mapping, keep=False, tool_timeout=20):
     are copied into a temp dir owned by cyrus (the tools open them
     read-write and lock them) with a backups.db mapping each user to its
     copy.  A user is accepted only if verify prints "verify USER: ok"
-    (ctl_backups exits 0 even for users it cannot find) and cyr_backup
-    exits 0.  Each tool run is killed after tool_timeout seconds, which
-    rejects the user: Cyrus 3.6.1's tools can spin forever on a corrupt
-    chunk.  Returns a CheckReport."""
+    (its exit status is not enough: `ctl_backups verify nosuchuser alice`
+    exits 0) and cyr_backup exits 0.  Each tool run is killed after
+    tool_timeout seconds, which rejects the user: Cyrus 3.6.1's tools can
+    spin forever on a corrupt chunk.  Returns a CheckReport."""
     lab = cyruslab.Lab(keep=keep, prefix="cyrus-backup-check-")
     try:
         tool = lab.add_tools_only("check")

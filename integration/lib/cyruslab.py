@@ -150,7 +150,8 @@ class SyslogSink:
             end = data.find(b">")
             if 0 < end < 5:
                 data = data[end + 1:]
-        stamp = time.strftime("%H:%M:%S") + ".%03d " % (time.time() * 1000 % 1000)
+        millis = int(time.time() * 1000) % 1000
+        stamp = time.strftime("%H:%M:%S") + ".%03d " % millis
         out.write(stamp.encode() + data.rstrip(b"\n\0") + b"\n")
         return True
 
@@ -179,10 +180,14 @@ set -e
 sock=$1; dev=$2; shift 2
 mount -t tmpfs -o mode=0755,size=64k cyruslab-dev "$dev"
 for n in null zero full random urandom tty ptmx; do
-    if [ -e "/dev/$n" ]; then : > "$dev/$n"; mount --bind "/dev/$n" "$dev/$n"; fi
+    [ -e "/dev/$n" ] || continue
+    : > "$dev/$n"
+    mount --bind "/dev/$n" "$dev/$n"
 done
 for d in pts shm mqueue; do
-    if [ -d "/dev/$d" ]; then mkdir "$dev/$d"; mount --rbind "/dev/$d" "$dev/$d"; fi
+    [ -d "/dev/$d" ] || continue
+    mkdir "$dev/$d"
+    mount --rbind "/dev/$d" "$dev/$d"
 done
 ln -s /proc/self/fd "$dev/fd"
 ln -s /proc/self/fd/0 "$dev/stdin"
@@ -305,7 +310,8 @@ def stop_process(proc, timeout=STOP_TIMEOUT):
 # sends the process group of everything it starts, and "done" when it has
 # stopped them itself.  EOF without "done" means the lab's process died
 # (even by SIGKILL): then the watchdog stops those groups, so no root
-# `master` outlives its test, and removes the lab's directory if given.  (PR_SET_PDEATHSIG does not survive master.)
+# `master` outlives its test, and removes the lab's directory if given.
+# (PR_SET_PDEATHSIG would not do: master does not keep it.)
 WATCHDOG_SCRIPT = r"""
 import os, shutil, signal, sys, time
 data = b""
@@ -443,6 +449,10 @@ class Instance:
         """A cyrus.conf cmd= string: master does not pass -C on."""
         return " ".join([os.path.join(CYRUS_BIN, tool), "-C",
                          self.config_path] + list(args))
+
+    def listen(self, service):
+        """cyrus.conf listen= for one of this instance's TCP ports."""
+        return "127.0.0.1:%d" % self.ports[service]
 
     def set_config(self, **settings):
         """Change imapd.conf settings.  Services started by `master` from
@@ -653,11 +663,11 @@ class Source(Instance):
 
     def services(self):
         return {
-            "imap": (self.command("imapd"), "127.0.0.1:%d" % self.ports["imap"]),
-            "lmtp": (self.command("lmtpd"), "127.0.0.1:%d" % self.ports["lmtp"]),
+            "imap": (self.command("imapd"), self.listen("imap")),
+            "lmtp": (self.command("lmtpd"), self.listen("lmtp")),
             "lmtpunix": (self.command("lmtpd"), self.lmtp_socket),
             "sieve": (self.command("timsieved"),
-                      "127.0.0.1:%d" % self.ports["sieve"]),
+                      self.listen("sieve")),
         }
 
     def _ready_probes(self):
@@ -811,7 +821,7 @@ class Backup(Instance):
 
     def services(self):
         return {"backupd": (self.command("backupd"),
-                            "127.0.0.1:%d" % self.ports["csync"])}
+                            self.listen("csync"))}
 
     def ctl_backups(self, command, *args, timeout=60):
         """`ctl_backups COMMAND ARGS` (e.g. "verify", "-A")."""
@@ -865,9 +875,9 @@ class Replica(Instance):
 
     def services(self):
         return {
-            "imap": (self.command("imapd"), "127.0.0.1:%d" % self.ports["imap"]),
+            "imap": (self.command("imapd"), self.listen("imap")),
             "syncserver": (self.command("sync_server"),
-                           "127.0.0.1:%d" % self.ports["csync"]),
+                           self.listen("csync")),
         }
 
 

@@ -33,7 +33,8 @@ def list_name(line):
 
 
 FETCH_ITEM = re.compile(
-    r"UID (\d+)|FLAGS \(([^)]*)\)|DIGEST\.SHA1 ([0-9a-fA-F]+)|RFC822\.SIZE (\d+)")
+    r"UID (\d+)|FLAGS \(([^)]*)\)|DIGEST\.SHA1 ([0-9a-fA-F]+)"
+    r"|RFC822\.SIZE (\d+)")
 
 
 def mailbox_state(conn, name):

@@ -46,8 +46,8 @@ def main():
         manifest = json.load(f)
     listed = set(re.findall(r"^([0-9a-f]{40})$", out, re.M))
     for user in USERS:
-        guids = {m["guid"] for mailbox in manifest["backupd"][user]["mailboxes"]
-                 for m in mailbox["messages"]}
+        mailboxes = manifest["backupd"][user]["mailboxes"]
+        guids = {m["guid"] for box in mailboxes for m in box["messages"]}
         expect(guids and guids <= listed,
                "%s: manifest's %d GUIDs are in cyr_backup's listing"
                % (user, len(guids)), "%r\n%s" % (sorted(guids), out))
