@@ -514,6 +514,73 @@ test_failed_login_pause(void)
     fixture_close(&fixture);
 }
 
+/*
+ * Two channels with their own credentials in one router: each accepts only
+ * its own identity (the in-process password store is per connection).
+ */
+static void
+test_two_channels(void)
+{
+    static const char *const plain[] = {"PLAIN"};
+    struct cairn_router_channel_settings channels[2] = {
+        {.name = "backup",
+         .listen = "127.0.0.1:0",
+         .sasl_user = "repluser",
+         .sasl_password = "replpass",
+         .mechanisms = plain,
+         .mechanism_count = 1},
+        {.name = "offsite",
+         .listen = "127.0.0.1:0",
+         .sasl_user = "offsite",
+         .sasl_password = "offpass",
+         .mechanisms = plain,
+         .mechanism_count = 1},
+    };
+    struct cairn_router_settings settings = {.servername = SERVERNAME,
+                                             .channels = channels,
+                                             .channel_count = 2,
+                                             .failed_login_pause_ms = 1};
+    /* \0offsite\0offpass */
+    static const char offsite_login[] =
+        "AUTHENTICATE PLAIN AG9mZnNpdGUAb2ZmcGFzcw==\r\n";
+    struct fixture fixture = {0};
+    struct cairn_buf text;
+    bool closed = false;
+    char error[256] = "";
+    int backup, offsite;
+
+    CHECK_INT(cairn_loop_new(&fixture.loop), 0);
+    CHECK_INT(cairn_router_new(fixture.loop, &settings, &fixture.router, error,
+                               sizeof(error)),
+              0);
+    CHECK(cairn_router_port(fixture.router, 0) !=
+          cairn_router_port(fixture.router, 1));
+    CHECK_INT(cairn_router_port(fixture.router, 2), 0);
+    cairn_buf_init(&text, 1 << 16);
+    backup = client_connect(cairn_router_port(fixture.router, 0));
+    offsite = client_connect(cairn_router_port(fixture.router, 1));
+    receive(&fixture, backup, NULL, &text, &closed);
+    CHECK(strncmp(text.data, "* SASL PLAIN\r\n", 14) == 0);
+    receive(&fixture, offsite, NULL, &text, &closed);
+    /* libsasl2's words, as backupd sends them: "NO user not found". */
+    send_text(backup, NULL, offsite_login);
+    receive(&fixture, backup, NULL, &text, &closed);
+    CHECK_STR(text.data, "NO user not found\r\n");
+    send_text(offsite, NULL, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n");
+    receive(&fixture, offsite, NULL, &text, &closed);
+    CHECK_STR(text.data, "NO user not found\r\n");
+    send_text(offsite, NULL, offsite_login);
+    receive(&fixture, offsite, NULL, &text, &closed);
+    CHECK_STR(text.data, "OK Success (no protection)\r\n");
+    send_text(backup, NULL, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n");
+    receive(&fixture, backup, NULL, &text, &closed);
+    CHECK_STR(text.data, "OK Success (no protection)\r\n");
+    close(backup);
+    close(offsite);
+    cairn_buf_release(&text);
+    fixture_close(&fixture);
+}
+
 /* Records what a spooled APPLY MESSAGE looked like to the handler. */
 struct spool_log {
     int calls;
@@ -624,5 +691,6 @@ main(void)
     timed("backpressure", test_backpressure);
     timed("spool", test_spool);
     timed("failed_login_pause", test_failed_login_pause);
+    timed("two_channels", test_two_channels);
     return check_exit("test_session");
 }
