@@ -320,7 +320,8 @@ report_missing(const struct links *l, int64_t chunk_id, char *error,
 
 int
 verify_chunk_links(struct cairn_store *store, int64_t chunk_id, uint64_t offset,
-                   unsigned levels, char *error, size_t size)
+                   unsigned levels, struct chunk_member *member, char *error,
+                   size_t size)
 {
     struct links l = {.levels = levels};
     struct cairn_dlist_file_sink sink = {sink_begin, sink_data, sink_end, NULL,
@@ -330,7 +331,7 @@ verify_chunk_links(struct cairn_store *store, int64_t chunk_id, uint64_t offset,
     if ((rc = load_expected(store, chunk_id, &l)) < 0)
         goto out;
     if ((rc = log_walk_chunk(store->fd, offset, 0, &sink, links_visit, &l,
-                             NULL)) < 0) {
+                             member)) < 0) {
         describe(error, size, "chunk %lld: unreadable (%s)",
                  (long long)chunk_id, cairn_strerror(rc));
         goto out;

@@ -233,9 +233,10 @@ int log_walk_chunk(int fd, uint64_t offset, uint64_t start_at,
 
 /* --- links.c --- */
 
-/* The verify levels that read the content of one chunk. */
+/* The verify levels that read the content of one chunk; member gets its
+ * end, length and SHA-1 from the same pass. */
 int verify_chunk_links(struct cairn_store *store, int64_t chunk_id,
-                       uint64_t offset, unsigned levels, char *error,
-                       size_t size);
+                       uint64_t offset, unsigned levels,
+                       struct chunk_member *member, char *error, size_t size);
 
 #endif /* CAIRN_NODE_INT_H */

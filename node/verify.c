@@ -183,39 +183,58 @@ hash_file_range(int fd, SHA_CTX *sha, uint64_t from, uint64_t to)
     return 0;
 }
 
+/* Checks chunk i's file_sha1, advancing the running hash of the file. */
 static int
-verify_checksums(struct cairn_store *store, const struct chunk_row *rows,
-                 size_t count, bool all, char *error, size_t size)
+check_file_sha1(struct cairn_store *store, const struct chunk_row *row,
+                SHA_CTX *sha, uint64_t *hashed, char *error, size_t size)
 {
-    SHA_CTX sha;
-    uint64_t hashed = 0;
     char hex[41];
+
+    if (hash_file_range(store->fd, sha, *hashed, (uint64_t)row->offset) < 0) {
+        describe(error, size, "chunk %lld: file shorter than its offset",
+                 (long long)row->id);
+        return CAIRN_ECORRUPT;
+    }
+    *hashed = (uint64_t)row->offset;
+    chunk_sha1_state_hex(sha, hex);
+    if (strcmp(hex, row->file_sha1) != 0) {
+        describe(error, size, "chunk %lld: file_sha1 mismatch",
+                 (long long)row->id);
+        return CAIRN_EMISMATCH;
+    }
+    return 0;
+}
+
+/*
+ * One pass per chunk: the content checks (when asked) inflate the chunk
+ * once and give its length and SHA-1 for the checksum checks too.
+ */
+static int
+verify_chunk(struct cairn_store *store, const struct chunk_row *row,
+             unsigned levels, bool checksums, char *error, size_t size)
+{
+    struct chunk_member member;
     int rc;
 
-    SHA1_Init(&sha);
-    for (size_t i = all ? 0 : (count ? count - 1 : 0); i < count; i++) {
-        struct chunk_member member;
-
-        if ((rc = hash_file_range(store->fd, &sha, hashed,
-                                  (uint64_t)rows[i].offset)) < 0) {
-            describe(error, size, "chunk %lld: file shorter than its offset",
-                     (long long)rows[i].id);
-            return rc;
-        }
-        hashed = (uint64_t)rows[i].offset;
-        chunk_sha1_state_hex(&sha, hex);
-        if (strcmp(hex, rows[i].file_sha1) != 0) {
-            describe(error, size, "chunk %lld: file_sha1 mismatch",
-                     (long long)rows[i].id);
-            return CAIRN_EMISMATCH;
-        }
-        rc = chunk_member_scan(store->fd, (uint64_t)rows[i].offset, &member);
-        if (rc < 0 || (int64_t)member.length != rows[i].length ||
-            strcmp(member.data_sha1, rows[i].data_sha1) != 0) {
-            describe(error, size, "chunk %lld: length or data_sha1 mismatch",
-                     (long long)rows[i].id);
-            return rc < 0 ? rc : CAIRN_EMISMATCH;
-        }
+    if (levels & (CAIRN_VERIFY_MESSAGE_LINKS | CAIRN_VERIFY_MESSAGE_GUIDS |
+                  CAIRN_VERIFY_MAILBOX_LINKS))
+        rc = verify_chunk_links(store, row->id, (uint64_t)row->offset, levels,
+                                &member, error, size);
+    else if (checksums)
+        rc = chunk_member_scan(store->fd, (uint64_t)row->offset, &member);
+    else
+        return 0;
+    if (rc < 0) {
+        if (error && error[0] == '\0')
+            describe(error, size, "chunk %lld: unreadable (%s)",
+                     (long long)row->id, cairn_strerror(rc));
+        return rc;
+    }
+    if (checksums && ((int64_t)member.length != row->length ||
+                      strcmp(member.data_sha1, row->data_sha1) != 0)) {
+        describe(error, size, "chunk %lld: length or data_sha1 mismatch",
+                 (long long)row->id);
+        return CAIRN_EMISMATCH;
     }
     return 0;
 }
@@ -226,6 +245,8 @@ cairn_store_verify(struct cairn_store *store, unsigned levels, char *error,
 {
     struct chunk_row *rows = NULL;
     size_t count = 0;
+    uint64_t hashed = 0;
+    SHA_CTX sha;
     int rc;
 
     describe(error, error_size, "%s", "");
@@ -233,23 +254,18 @@ cairn_store_verify(struct cairn_store *store, unsigned levels, char *error,
         return CAIRN_ESTATE;
     if ((rc = load_chunks(store, &rows, &count)) < 0)
         return rc;
-    if (levels & (CAIRN_VERIFY_ALL_CHECKSUMS | CAIRN_VERIFY_LAST_CHECKSUM)) {
-        rc = verify_checksums(store, rows, count,
-                              levels & CAIRN_VERIFY_ALL_CHECKSUMS, error,
-                              error_size);
-        if (rc < 0)
-            goto out;
+    SHA1_Init(&sha);
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        bool checksums =
+            (levels & CAIRN_VERIFY_ALL_CHECKSUMS) ||
+            ((levels & CAIRN_VERIFY_LAST_CHECKSUM) && i + 1 == count);
+
+        if (checksums && (rc = check_file_sha1(store, &rows[i], &sha, &hashed,
+                                               error, error_size)) < 0)
+            break;
+        rc =
+            verify_chunk(store, &rows[i], levels, checksums, error, error_size);
     }
-    if (levels & (CAIRN_VERIFY_MESSAGE_LINKS | CAIRN_VERIFY_MESSAGE_GUIDS |
-                  CAIRN_VERIFY_MAILBOX_LINKS)) {
-        for (size_t i = 0; i < count; i++) {
-            if ((rc = verify_chunk_links(store, rows[i].id,
-                                         (uint64_t)rows[i].offset, levels,
-                                         error, error_size)) < 0)
-                goto out;
-        }
-    }
-out:
     free(rows);
     return rc;
 }
