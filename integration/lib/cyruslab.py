@@ -44,7 +44,7 @@ import threading
 import time
 
 from labmail import (LabError, ManageSieve, check_ok, list_name,  # noqa: F401
-                     mailbox_state, make_message)
+                     mailbox_state, make_message, populate)
 
 CYRUS_BIN = os.environ.get("CYRUS_BIN", "/usr/lib/cyrus/bin")
 SASLPASSWD2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
@@ -852,12 +852,15 @@ class Backup(Instance):
                 files[user] = path
         return files
 
-    def restore(self, user, replica, extra_args=("-U", "-a"), timeout=120):
-        """`restore` every mailbox of user's backup into the replica's
-        sync_server (`-U`: keep uniqueids, UIDs, modseqs)."""
+    def restore(self, backup, replica, extra_args=("-U", "-a"), mode="-u",
+                timeout=120):
+        """`restore` every mailbox of a backup into the replica's
+        sync_server (`-U`: keep uniqueids, UIDs, modseqs).  backup is a
+        userid (mode "-u", looked up in backups.db) or a data file path
+        (mode "-f": e.g. cairn's file, from a tools-only instance)."""
         server = "127.0.0.1:%d" % replica.ports["csync"]
-        return self.run_tool("restore", "-v", *extra_args, server, "-u",
-                             user, timeout=timeout)
+        return self.run_tool("restore", "-v", *extra_args, server, mode,
+                             backup, timeout=timeout)
 
 
 class Replica(Instance):

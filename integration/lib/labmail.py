@@ -169,3 +169,73 @@ def make_message(user, index, size=600, subject=None, extra_headers=()):
     ] + list(extra_headers)
     text = "\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(lines) + "\r\n"
     return text.encode("utf-8")
+
+
+SIEVE_SCRIPT = """require ["fileinto"];
+# cyruslab: list mail goes to Work
+if header :contains "List-Id" "cyruslab" {
+  fileinto "INBOX.Work";
+}
+"""
+
+
+def populate(source, users, messages=5, size=600, extras=True, sieve=True):
+    """Deterministic mail for users on a cyruslab Source: `messages`
+    messages each (make_message(user, 1..messages), LMTP).  extras: folders
+    Work and Archive, uid 1 copied to Archive, uid 2 moved to Work, flags
+    on uids 3 and 4, the last uid expunged, Work subscribed, Archive shared
+    with the next user (lrs), who marks its first message \\Seen (non-owner
+    seen state).  sieve: script "lab" uploaded and active.  The same
+    arguments always give the same messages and operations; compare
+    results with source.snapshot()."""
+    for user in users:
+        source.deliver(user, *[make_message(user, i, size)
+                               for i in range(1, messages + 1)])
+    if extras:
+        for n, user in enumerate(users):
+            _user_extras(source, user, users[(n + 1) % len(users)], messages)
+        for n, user in enumerate(users):
+            owner = users[(n - 1) % len(users)]
+            if owner == user:
+                continue
+            with source.imap(user) as conn:
+                shared = source.lab.user_mailbox(owner, "Archive")
+                check_ok(*conn.select('"%s"' % shared), "SELECT shared")
+                check_ok(*conn.store("1", "+FLAGS.SILENT", r"(\Seen)"),
+                         "STORE shared")
+    if sieve:
+        for user in users:
+            client = source.sieve(user)
+            try:
+                client.put_script("lab", SIEVE_SCRIPT)
+                client.set_active("lab")
+            finally:
+                client.close()
+
+
+def _user_extras(source, user, next_user, messages):
+    sep = source.lab.separator
+    work, archive = "INBOX%sWork" % sep, "INBOX%sArchive" % sep
+    steps = [("CREATE", lambda c: c.create(work)),
+             ("CREATE", lambda c: c.create(archive)),
+             ("SELECT", lambda c: c.select("INBOX")),
+             ("COPY", lambda c: c.uid("COPY", "1", archive)),
+             ("SUBSCRIBE", lambda c: c.subscribe(work))]
+    if messages >= 2:
+        steps.append(("MOVE", lambda c: c.uid("MOVE", "2", work)))
+    if messages >= 3:
+        steps.append(("STORE", lambda c: c.uid(
+            "STORE", "3", "+FLAGS.SILENT", r"(\Seen \Answered)")))
+    if messages >= 4:
+        steps.append(("STORE", lambda c: c.uid(
+            "STORE", "4", "+FLAGS.SILENT", r"(\Flagged $Important)")))
+    if messages >= 5:
+        steps += [("STORE", lambda c: c.uid(
+            "STORE", str(messages), "+FLAGS.SILENT", r"(\Deleted)")),
+                  ("EXPUNGE", lambda c: c.expunge())]
+    if next_user != user:
+        steps.append(("SETACL", lambda c: c.setacl(archive, next_user,
+                                                     "lrs")))
+    with source.imap(user) as conn:
+        for what, step in steps:
+            check_ok(*step(conn), what)

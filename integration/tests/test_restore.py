@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Round trip through real Cyrus: SOURCE -> backupd -> restore -> REPLICA.
 
-Two users get mail, folders, flags and subscriptions; a first backup runs
-per user (`sync_client -u`), then more changes go out in one rolling pass
-over the sync log (`sync_client -R -1`), and a last message through a
-rolling `sync_client -R` left running; `restore -U -a` puts each user
-into the REPLICA's sync_server, whose mailboxes (uniqueids, UIDVALIDITY,
-UIDs, GUIDs, flags, sizes) must equal the source's.  (Cyrus's restore
-sends only RESERVE/MESSAGE/MAILBOX: subscriptions, sieve scripts and seen
-state are not restored, so they are not compared.)
+Two users get cyruslab.populate()'s mail, folders, a move, flags, an
+expunge, an ACL and shared seen state; a first backup runs per user
+(`sync_client -u`), more changes go out in one rolling pass over the sync
+log (`sync_client -R -1`), and a last message through a rolling
+`sync_client -R` left running.  `restore -U -a` then puts each user into
+the REPLICA's sync_server, whose mailboxes (uniqueid, UIDVALIDITY, UIDNEXT,
+HIGHESTMODSEQ, UIDs, GUIDs, flags, sizes) must equal the source's.
+Cyrus's restore sends only RESERVE/MESSAGE/MAILBOX: subscriptions, sieve
+scripts and non-owner seen state are not restored, so not compared.
 Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
 """
 import json
@@ -22,7 +23,8 @@ import cyruslab  # noqa: E402
 
 STARTED = time.monotonic()
 USERS = ["dave", "erin"]
-COMPARED = ("uniqueid", "uidvalidity", "messages")
+COMPARED = ("uniqueid", "uidvalidity", "uidnext", "highestmodseq",
+            "messages")
 
 
 def expect(condition, what, detail=""):
@@ -31,33 +33,17 @@ def expect(condition, what, detail=""):
     print("ok - %s (%.1fs)" % (what, time.monotonic() - STARTED))
 
 
-def first_changes(source):
-    for user in USERS:
-        source.deliver(user, *[cyruslab.make_message(user, i)
-                               for i in range(1, 5)])
-        conn = source.imap(user)
-        try:
-            for command in (lambda: conn.create("INBOX.Projects"),
-                            lambda: conn.select("INBOX"),
-                            lambda: conn.uid("COPY", "1:2", "INBOX.Projects"),
-                            lambda: conn.uid("STORE", "3", "+FLAGS",
-                                             r"(\Flagged $Label1)"),
-                            lambda: conn.subscribe("INBOX.Projects")):
-                cyruslab.check_ok(*command(), "IMAP")
-        finally:
-            conn.logout()
-
-
 def later_changes(source):
+    """A new message, a flag set and a flag cleared, for each user."""
     for user in USERS:
-        source.deliver(user, cyruslab.make_message(user, 5))
-        conn = source.imap(user)
-        try:
-            cyruslab.check_ok(*conn.select("INBOX"), "SELECT")
-            cyruslab.check_ok(*conn.uid("STORE", "1:2", "+FLAGS", r"(\Seen)"),
-                              "STORE")
-        finally:
-            conn.logout()
+        source.deliver(user, cyruslab.make_message(user, 7))
+        with source.imap(user) as conn:
+            for command in (lambda: conn.select("INBOX"),
+                            lambda: conn.uid("STORE", "1", "+FLAGS",
+                                             r"(\Flagged)"),
+                            lambda: conn.uid("STORE", "3", "-FLAGS",
+                                             r"(\Seen)")):
+                cyruslab.check_ok(*command(), "IMAP")
 
 
 def wait_for_messages(backup, user, count, timeout=20):
@@ -84,7 +70,8 @@ def main():
         replica = lab.add_replica()
         source = lab.add_source(channels={"backup": backup.csync_address})
         lab.start()
-        first_changes(source)
+        # 6 messages, folders, a move, flags, an expunge, an ACL, seen
+        cyruslab.populate(source, USERS, messages=6)
         for user in USERS:
             r = source.sync_client(users=[user], channel="backup")
             expect(r.ok, "sync_client -u %s" % user, r)
@@ -93,11 +80,11 @@ def main():
         expect(r.ok, "one rolling pass (sync_client -R -1)", r)
         rolling = source.start_rolling_sync("backup")
         for user in USERS:
-            source.deliver(user, cyruslab.make_message(user, 6))
+            source.deliver(user, cyruslab.make_message(user, 8))
         for user in USERS:
-            guids = wait_for_messages(backup, user, 6)
-            expect(len(guids) == 6, "rolling sync_client -R brought %s's "
-                   "6th message to backupd" % user, sorted(guids))
+            guids = wait_for_messages(backup, user, 8)
+            expect(len(guids) == 8, "rolling sync_client -R brought %s's "
+                   "8th message to backupd" % user, sorted(guids))
         rolling.stop()
         expect(not rolling.running, "rolling sync_client stopped",
                rolling.output())
