@@ -280,27 +280,55 @@ scan_partition(const struct cairn_ring *ring, uint64_t step)
     return (uint32_t)((step * stride) & (ring->partitions - 1));
 }
 
+/* The zones of row other than slot skip, as bits (zones <= 64 only). */
+static uint64_t
+row_zone_bits(const struct cairn_ring *ring, const struct ring_zones *zones,
+              const uint16_t *row, unsigned skip)
+{
+    uint64_t bits = 0;
+
+    for (unsigned r = 0; r < ring->replicas; r++) {
+        if (r != skip && row[r] < ring->node_count &&
+            zones->zone_of[row[r]] < 64)
+            bits |= (uint64_t)1 << zones->zone_of[row[r]];
+    }
+    return bits;
+}
+
 /*
- * Moves one slot from donor to receiver, from the first partition (in scan
- * order from the donor's cursor) where the rules allow it.
+ * Moves one slot of donor, from the first partition (in scan order from
+ * the donor's cursor) where one of receivers (best first) may take it.
+ * With one replica per zone, a row whose zones cover every receiver's
+ * zone is skipped at once: that keeps scans that find nothing cheap.
  */
 static bool
-move_one(struct cairn_ring *ring, const struct ring_zones *zones,
-         uint64_t *cursor, uint16_t donor, uint16_t receiver)
+move_from(struct cairn_ring *ring, const struct ring_zones *zones,
+          uint64_t *cursor, uint16_t donor, const uint16_t *receivers,
+          size_t receiver_count)
 {
+    bool by_bits = zones->max_per_zone == 1 && zones->zone_count <= 64;
+    uint64_t wanted_zones = 0;
+
+    for (size_t k = 0; by_bits && k < receiver_count; k++)
+        wanted_zones |= (uint64_t)1 << zones->zone_of[receivers[k]];
     for (uint32_t tried = 0; tried < ring->partitions; tried++) {
         uint32_t p = scan_partition(ring, cursor[donor] + tried);
         uint16_t *row = ring->table + (size_t)p * ring->replicas;
 
         for (unsigned r = 0; r < ring->replicas; r++) {
             if (row[r] != donor ||
-                !ring_slot_allowed(ring, zones, row, r, receiver))
+                (by_bits &&
+                 (wanted_zones & ~row_zone_bits(ring, zones, row, r)) == 0))
                 continue;
-            row[r] = receiver;
-            ring->nodes[donor].slots--;
-            ring->nodes[receiver].slots++;
-            cursor[donor] += tried + 1;
-            return true;
+            for (size_t k = 0; k < receiver_count; k++) {
+                if (!ring_slot_allowed(ring, zones, row, r, receivers[k]))
+                    continue;
+                row[r] = receivers[k];
+                ring->nodes[donor].slots--;
+                ring->nodes[receivers[k]].slots++;
+                cursor[donor] += tried + 1;
+                return true;
+            }
         }
     }
     return false;
@@ -336,23 +364,55 @@ by_excess_descending(const void *a, const void *b, void *context)
     return *(const uint16_t *)a < *(const uint16_t *)b ? -1 : 1;
 }
 
-/* One move from the most over-filled donor that can give; false: done. */
+/* Working state of the balancing loop. */
+struct balancer {
+    uint16_t *order;     /* nodes, most over-filled first */
+    uint16_t *receivers; /* the wanted receivers of one donor, best first */
+    uint64_t *cursor;    /* per node: where its next scan starts */
+    uint64_t *retry_at;  /* per node: moves done before it is tried again */
+    uint8_t *failures;   /* per node: scans in a row that found nothing */
+    uint64_t moves;
+};
+
+/*
+ * One move from the most over-filled donor that can give, to the most
+ * under-filled receiver that may take one of its slots; false: none. A
+ * donor whose scan finds nothing (full zones can block all its slots)
+ * waits twice as many moves before each retry, which keeps the work
+ * bounded; a last pass retries every donor before giving up.
+ */
 static bool
 balance_step(struct cairn_ring *ring, const struct ring_zones *zones,
-             uint16_t *order, uint64_t *cursor)
+             struct balancer *state, bool retry_all)
 {
     size_t count = ring->node_count;
 
     for (size_t i = 0; i < count; i++)
-        order[i] = (uint16_t)i;
-    qsort_r(order, count, sizeof(*order), by_excess_descending, ring);
+        state->order[i] = (uint16_t)i;
+    qsort_r(state->order, count, sizeof(*state->order), by_excess_descending,
+            ring);
     for (size_t d = 0; d < count; d++) {
+        uint16_t donor = state->order[d];
+        size_t receiver_count = 0;
+
+        if (!retry_all && state->moves < state->retry_at[donor])
+            continue;
         for (size_t u = count; u-- > 0;) {
-            if (!move_wanted(ring, order[d], order[u]))
-                continue;
-            if (move_one(ring, zones, cursor, order[d], order[u]))
-                return true;
+            if (move_wanted(ring, donor, state->order[u]))
+                state->receivers[receiver_count++] = state->order[u];
         }
+        if (receiver_count == 0)
+            continue;
+        if (move_from(ring, zones, state->cursor, donor, state->receivers,
+                      receiver_count)) {
+            state->failures[donor] = 0;
+            state->moves++;
+            return true;
+        }
+        if (state->failures[donor] < 20)
+            state->failures[donor]++;
+        state->retry_at[donor] =
+            state->moves + ((uint64_t)1 << state->failures[donor]);
     }
     return false;
 }
@@ -361,27 +421,43 @@ int
 ring_assign(struct cairn_ring *ring, const struct ring_zones *zones,
             bool jitter)
 {
-    uint16_t *order = NULL;
-    uint64_t *cursor = NULL;
+    size_t count = ring->node_count + 1;
+    struct balancer state = {0};
+    uint64_t swept_at = UINT64_MAX;
     int rc;
 
     if (zones->eligible < ring->replicas)
         return CAIRN_EINVAL;
-    order = malloc((ring->node_count + 1) * sizeof(*order));
-    cursor = malloc((ring->node_count + 1) * sizeof(*cursor));
-    if (order == NULL || cursor == NULL) {
+    state.order = malloc(count * sizeof(*state.order));
+    state.receivers = malloc(count * sizeof(*state.receivers));
+    state.cursor = malloc(count * sizeof(*state.cursor));
+    state.retry_at = calloc(count, sizeof(*state.retry_at));
+    state.failures = calloc(count, sizeof(*state.failures));
+    if (state.order == NULL || state.receivers == NULL ||
+        state.cursor == NULL || state.retry_at == NULL ||
+        state.failures == NULL) {
         rc = CAIRN_ENOMEM;
         goto out;
     }
     for (size_t i = 0; i < ring->node_count; i++)
-        cursor[i] = ring_mix64(i + 1);
+        state.cursor[i] = ring_mix64(i + 1);
     if ((rc = fill_empty(ring, zones, jitter)) < 0)
         goto out;
-    while (balance_step(ring, zones, order, cursor))
-        ;
+    for (;;) {
+        if (balance_step(ring, zones, &state, false))
+            continue;
+        /* nothing left among the donors not waiting: retry them all once
+         * after any progress, then stop */
+        if (swept_at == state.moves || !balance_step(ring, zones, &state, true))
+            break;
+        swept_at = state.moves;
+    }
 out:
-    free(order);
-    free(cursor);
+    free(state.order);
+    free(state.receivers);
+    free(state.cursor);
+    free(state.retry_at);
+    free(state.failures);
     return rc;
 }
 

@@ -144,10 +144,19 @@ weights_balance(const struct cairn_ring_user *users, size_t nodes)
     }
     printf("weights 1:2:4 on %3zu nodes: users per weight class %.0f : "
            "%.0f : %.0f = 1 : %.4f : %.4f; worst node off its share "
-           "by %.2f%%\n",
+           "by %.2f%% hashing alone",
            nodes, per_class[0], per_class[1], per_class[2],
            per_class[1] / per_class[0], per_class[2] / per_class[0],
            100.0 * worst);
+    {
+        struct cairn_ring_plan_options options = {.tolerance = 0.01};
+        struct cairn_ring_plan_stats stats;
+
+        cairn_ring_plan(ring, users, USERS, &options, &stats);
+        printf(", max/mean per weight %.4f -> %.4f after planner (%zu "
+               "pinned)\n",
+               stats.before, stats.after, stats.pinned);
+    }
     free(loads);
     cairn_ring_free(ring);
 }
