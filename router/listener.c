@@ -153,7 +153,10 @@ static int
 write_output(struct cairn_router_conn *conn)
 {
     while (conn->output.len > 0) {
-        ssize_t written = write(conn->fd, conn->output.data, conn->output.len);
+        /* MSG_NOSIGNAL: a vanished peer is EPIPE, not a process-killing
+         * SIGPIPE, whether or not the program ignores the signal. */
+        ssize_t written =
+            send(conn->fd, conn->output.data, conn->output.len, MSG_NOSIGNAL);
 
         if (written < 0 && errno == EINTR)
             continue;
@@ -371,8 +374,10 @@ conn_new(struct cairn_router_channel *channel, int fd,
     cairn_buf_init(&conn->input, INPUT_MAX);
     cairn_buf_init(&conn->wire_in, INPUT_MAX);
     cairn_buf_init(&conn->reply, router->max_output);
-    /* Output may exceed the high-water mark by one reply. */
-    cairn_buf_init(&conn->output, 2 * router->max_output + 1024);
+    /* Output may pass the high-water mark by one reply, plus what deflate
+     * adds to incompressible data (a few bytes per 16 KiB block). */
+    cairn_buf_init(&conn->output,
+                   2 * router->max_output + router->max_output / 16 + 4096);
     cairn_router_auth_session_init(&conn->auth, &channel->auth, local, remote);
     conn->next = router->conns;
     if (router->conns != NULL)

@@ -444,7 +444,7 @@ test_backpressure(void)
     CHECK(saw_full);
     for (struct cairn_router_conn *conn = fixture.router->conns; conn;
          conn = conn->next)
-        CHECK(conn->output.len <= 2 * 4096 + 1024);
+        CHECK(conn->output.len <= 2 * 4096 + 4096 / 16 + 4096);
     send_text(fast, NULL, "NOOP\r\n");
     receive(&fixture, fast, NULL, &text, &closed);
     CHECK_STR(text.data, reply);
