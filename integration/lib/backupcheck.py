@@ -8,6 +8,7 @@ the `backup_db` setting, twoskip here, written with `cyr_dbtool -n`).
 Python 3 standard library only; needs root and Debian's cyrus-imapd.
 """
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -87,6 +88,28 @@ def check_backup_files(mapping, keep=False, tool_timeout=20):
             users[user] = UserCheck(user, mapping[user], status, listing,
                                     status == "ok" and listing.ok)
         return CheckReport(users, verify_runs, tool.log())
+    finally:
+        lab.close()
+
+
+def backup_mailboxes(mapping, keep=False, tool_timeout=20):
+    """What Cyrus reads in each user's backup files: {user: `cyr_backup
+    json mailboxes` parsed ([{"mboxname", "uniqueid", "last_appenddate",
+    "messages": [{"uid", "guid"}...]}...])}, for comparing cairn's files
+    with a real backupd's (Backup.mailboxes()).  mapping as for
+    check_backup_files(); raises LabError if cyr_backup fails."""
+    lab = cyruslab.Lab(keep=keep, prefix="cyrus-backup-read-")
+    try:
+        tool = lab.add_tools_only("read")
+        _install_copies(tool, mapping)
+        contents = {}
+        for user in mapping:
+            r = tool.cyr_backup(user, "json", "mailboxes",
+                                timeout=tool_timeout)
+            if not r.ok:
+                raise cyruslab.LabError(str(r))
+            contents[user] = json.loads(r.stdout)
+        return contents
     finally:
         lab.close()
 

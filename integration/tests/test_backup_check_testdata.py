@@ -18,6 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import backupcheck  # noqa: E402
 import cyruslab  # noqa: E402
 
 STARTED = time.monotonic()
@@ -45,12 +46,17 @@ def main():
     with open(os.path.join(DATA, "manifest.json")) as f:
         manifest = json.load(f)
     listed = set(re.findall(r"^([0-9a-f]{40})$", out, re.M))
+    contents = backupcheck.backup_mailboxes(
+        backupcheck.find_backup_files(DATA, USERS))
     for user in USERS:
         mailboxes = manifest["backupd"][user]["mailboxes"]
         guids = {m["guid"] for box in mailboxes for m in box["messages"]}
         expect(guids and guids <= listed,
                "%s: manifest's %d GUIDs are in cyr_backup's listing"
                % (user, len(guids)), "%r\n%s" % (sorted(guids), out))
+        expect(contents[user] == mailboxes,
+               "%s: cyr_backup json mailboxes equals the manifest" % user,
+               json.dumps(contents[user], indent=1))
         expect(len(manifest["backupd"][user]["chunks"]) >= 3,
                "%s: several chunks" % user)
     scratch = tempfile.mkdtemp(prefix="cairn-itest-")
