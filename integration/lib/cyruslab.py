@@ -576,13 +576,13 @@ class Instance:
             conn.logout()
 
     def snapshot(self, users=None):
-        """What the server holds, for comparisons: {mailbox: {"uidvalidity",
-        "uidnext", "uniqueid", "highestmodseq", "messages": [{"uid",
-        "flags", "guid", "size"}...]}} for
-        every user mailbox (or only those of `users`), by admin-view name;
-        Cyrus's internal mailboxes (#sieve, ...) are left out.
-        Each user's mailboxes are read through a proxy login as that user
-        (the admin has no read right on them)."""
+        """What the server holds, for comparisons: {mailbox: {"uniqueid",
+        "uidvalidity", "uidnext", "highestmodseq", "messages": [{"uid",
+        "flags", "guid", "size"}...]}} for every user mailbox (or only
+        those of `users`) by admin-view name.  Cyrus's internal mailboxes
+        (#sieve) and deleted ones (DELETED.*) are left out.  Each user's
+        mailboxes are read through a proxy login as that user (the admin
+        has no read right on them)."""
         by_user = {}
         for name in self.mailbox_names():
             user = self.lab.mailbox_owner(name)
@@ -666,8 +666,7 @@ class Source(Instance):
             "imap": (self.command("imapd"), self.listen("imap")),
             "lmtp": (self.command("lmtpd"), self.listen("lmtp")),
             "lmtpunix": (self.command("lmtpd"), self.lmtp_socket),
-            "sieve": (self.command("timsieved"),
-                      self.listen("sieve")),
+            "sieve": (self.command("timsieved"), self.listen("sieve")),
         }
 
     def _ready_probes(self):
