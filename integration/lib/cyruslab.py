@@ -59,7 +59,7 @@ REPLICATION_USER, REPLICATION_PASSWORD = "repluser", "replpass"
 
 SKIP_EXIT_CODE = 77  # what the ctest scripts return when they cannot run
 TIMED_OUT = -9       # ToolResult.returncode of a tool killed at its timeout
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
