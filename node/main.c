@@ -1,0 +1,288 @@
+/*
+ * main.c - cairn-node: reads cluster.conf, takes the [node NAME] section,
+ * and runs the node daemon (node_server.h) on the event loop until
+ * SIGTERM/SIGINT, which end the current group commit, acknowledge it and
+ * close every store. SIGHUP reloads the configuration (only if valid).
+ */
+#include "config.h"
+#include "loop.h"
+#include "node_server.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Exit codes. */
+enum {
+    EXIT_OK = 0,
+    EXIT_USAGE = 64,  /* bad command line */
+    EXIT_CONFIG = 78, /* bad configuration */
+    EXIT_RUNTIME = 1, /* could not start or the loop failed */
+};
+
+struct options {
+    const char *config_path;   /* NULL: built-in default */
+    const char *name;          /* [node NAME] */
+    const char *endpoint;      /* overrides the section's endpoint */
+    const char *data_dir;      /* overrides the section's data_dir */
+    const char *endpoint_file; /* the bound endpoint is written here */
+    bool foreground;
+    bool check_only;
+};
+
+struct daemon_state {
+    const struct options *options;
+    struct cairn_config *config;
+    struct cairn_node_server *server;
+};
+
+static void
+usage(void)
+{
+    fprintf(
+        stderr,
+        "usage: cairn-node [-ft] [-c cluster.conf] [-d dir] [-e endpoint]\n"
+        "                  [-w file] -n name\n"
+        "       -c FILE      configuration (default: built-in)\n"
+        "       -n NAME      the [node NAME] section to run\n"
+        "       -f           stay in the foreground\n"
+        "       -t, --check  check the configuration and exit\n"
+        "       -d DIR       data directory instead of the section's\n"
+        "       -e ENDPOINT  endpoint instead of the section's\n"
+        "       -w FILE      write the bound endpoint to FILE once ready\n");
+}
+
+static int
+load_config(const char *path, struct cairn_config **config)
+{
+    struct cairn_config_error error;
+    int rc = path != NULL ? cairn_config_load(path, config, &error)
+                          : cairn_config_load_default(config, &error);
+
+    if (rc < 0) {
+        if (error.line > 0)
+            cairn_log_error("%s:%u: %s", error.file, error.line, error.message);
+        else
+            cairn_log_error("%s: %s", error.file, error.message);
+    }
+    return rc;
+}
+
+/* Fills settings from the config; strings are borrowed from it. */
+static int
+settings_from_config(const struct cairn_config *config,
+                     const struct options *options,
+                     struct cairn_node_server_settings *settings)
+{
+    const struct cairn_config_node *node =
+        cairn_config_find_node(config, options->name);
+    const struct cairn_config_compaction *compaction =
+        cairn_config_compaction(config);
+
+    if (node == NULL) {
+        cairn_log_error("%s: no [node %s] section", cairn_config_name(config),
+                        options->name);
+        return CAIRN_ECONFIG;
+    }
+    memset(settings, 0, sizeof(*settings));
+    settings->name = node->origin.name;
+    settings->endpoint = options->endpoint ? options->endpoint : node->endpoint;
+    settings->data_dir = options->data_dir ? options->data_dir : node->data_dir;
+    if (settings->endpoint == NULL || settings->data_dir == NULL) {
+        cairn_log_error("[node %s]: endpoint and data_dir are required",
+                        options->name);
+        return CAIRN_ECONFIG;
+    }
+    settings->group_commit_ms = node->group_commit_ms;
+    settings->max_frame = node->max_frame
+                              ? node->max_frame
+                              : cairn_config_limits(config)->max_frame;
+    settings->reserve = node->reserve;
+    settings->retention_seconds = (int64_t)(compaction->retention_ms / 1000);
+    settings->min_chunk = compaction->min_chunk;
+    settings->max_chunk = compaction->max_chunk;
+    settings->work_threshold = 1;
+    return 0;
+}
+
+static void
+on_event(void *arg, const struct cairn_node_server_event *event)
+{
+    (void)arg;
+    if (event->peer != NULL)
+        cairn_log(event->level, "[%s %s #%llu] %s", event->peer,
+                  event->user ? event->user : "-",
+                  (unsigned long long)event->request_id, event->message);
+    else
+        cairn_log(event->level, "%s", event->message);
+}
+
+static void
+reload(struct daemon_state *state)
+{
+    struct cairn_config *config = NULL;
+    struct cairn_node_server_settings settings;
+
+    if (load_config(state->options->config_path, &config) < 0 ||
+        settings_from_config(config, state->options, &settings) < 0 ||
+        cairn_node_server_reload(state->server, &settings) < 0) {
+        cairn_log_warn("SIGHUP: new configuration refused; keeping the "
+                       "running one (endpoint and data_dir cannot change)");
+        cairn_config_free(config);
+        return;
+    }
+    cairn_config_free(state->config);
+    state->config = config;
+    cairn_log_info("SIGHUP: configuration reloaded");
+}
+
+static void
+on_signal(struct cairn_loop *loop, int signo, void *arg)
+{
+    struct daemon_state *state = arg;
+
+    if (signo == SIGHUP) {
+        reload(state);
+        return;
+    }
+    cairn_log_info("signal %d: shutting down", signo);
+    cairn_node_server_shutdown(state->server);
+    cairn_loop_stop(loop);
+}
+
+static int
+write_endpoint_file(const char *path, const char *endpoint)
+{
+    char *temporary = NULL;
+    FILE *file;
+    int rc = 0;
+
+    if (asprintf(&temporary, "%s.tmp", path) < 0)
+        return CAIRN_ENOMEM;
+    if ((file = fopen(temporary, "w")) == NULL)
+        rc = CAIRN_EIO;
+    else if (fprintf(file, "%s\n", endpoint) < 0 || fclose(file) != 0)
+        rc = CAIRN_EIO;
+    /* Renamed into place so a reader never sees half a line. */
+    if (rc == 0 && rename(temporary, path) != 0)
+        rc = CAIRN_EIO;
+    free(temporary);
+    return rc;
+}
+
+static int
+serve(struct daemon_state *state,
+      const struct cairn_node_server_settings *settings)
+{
+    struct cairn_loop *loop = NULL;
+    char error[512] = "";
+    int rc;
+
+    if ((rc = cairn_loop_new(&loop)) < 0 ||
+        (rc = cairn_loop_watch_signals(loop, on_signal, state)) < 0)
+        goto out;
+    if ((rc = cairn_node_server_new(loop, NULL, settings, &state->server, error,
+                                    sizeof(error))) < 0) {
+        cairn_log_error("node %s: %s", settings->name,
+                        error[0] ? error : cairn_strerror(rc));
+        goto out;
+    }
+    cairn_node_server_set_event_handler(state->server, on_event, NULL);
+    cairn_log_info("node %s: listening on %s, data in %s", settings->name,
+                   cairn_node_server_endpoint(state->server),
+                   settings->data_dir);
+    if (state->options->endpoint_file &&
+        (rc = write_endpoint_file(state->options->endpoint_file,
+                                  cairn_node_server_endpoint(state->server))) <
+            0) {
+        cairn_log_error("cannot write %s", state->options->endpoint_file);
+        goto out;
+    }
+    rc = cairn_loop_run(loop);
+out:
+    cairn_node_server_free(state->server);
+    state->server = NULL;
+    cairn_loop_free(loop);
+    return rc;
+}
+
+static int
+parse_options(int argc, char **argv, struct options *options)
+{
+    static const struct option long_options[] = {
+        {"check", no_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
+    int option;
+
+    while ((option = getopt_long(argc, argv, "c:n:fte:d:w:h", long_options,
+                                 NULL)) != -1) {
+        switch (option) {
+        case 'c':
+            options->config_path = optarg;
+            break;
+        case 'n':
+            options->name = optarg;
+            break;
+        case 'f':
+            options->foreground = true;
+            break;
+        case 't':
+            options->check_only = true;
+            break;
+        case 'e':
+            options->endpoint = optarg;
+            break;
+        case 'd':
+            options->data_dir = optarg;
+            break;
+        case 'w':
+            options->endpoint_file = optarg;
+            break;
+        default:
+            return CAIRN_EINVAL;
+        }
+    }
+    if (optind != argc || options->name == NULL)
+        return CAIRN_EINVAL;
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct options options = {0};
+    struct daemon_state state = {0};
+    struct cairn_node_server_settings settings;
+    int status = EXIT_OK;
+
+    cairn_log_init("cairn-node", CAIRN_LOG_INFO, true, false);
+    if (parse_options(argc, argv, &options) < 0) {
+        usage();
+        return EXIT_USAGE;
+    }
+    state.options = &options;
+    if (load_config(options.config_path, &state.config) < 0)
+        return EXIT_CONFIG;
+    if (settings_from_config(state.config, &options, &settings) < 0) {
+        status = EXIT_CONFIG;
+    } else if (options.check_only) {
+        printf("%s: configuration ok for node %s\n",
+               cairn_config_name(state.config), options.name);
+    } else {
+        /* Detached, the log goes to syslog instead of stderr. */
+        cairn_log_init(
+            "cairn-node",
+            cairn_config_find_node(state.config, options.name)->log_level,
+            options.foreground, !options.foreground);
+        if (!options.foreground && daemon(1, 0) != 0) {
+            cairn_log_error("cannot detach from the terminal");
+            status = EXIT_RUNTIME;
+        } else if (serve(&state, &settings) < 0) {
+            status = EXIT_RUNTIME;
+        }
+    }
+    cairn_config_free(state.config);
+    return status;
+}

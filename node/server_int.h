@@ -1,0 +1,135 @@
+/*
+ * server_int.h - what the parts of the node daemon share: the server, its
+ * users (store cache, ordering state, queue of requests), and requests
+ * while their payload arrives and until they are answered.
+ */
+#ifndef CAIRN_NODE_SERVER_INT_H
+#define CAIRN_NODE_SERVER_INT_H
+
+#include "cluster.pb-c.h"
+#include "node.h"
+#include "node_server.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROUTING_ID_MAX 256
+
+/* One request from a peer, from its first message until its reply. */
+struct node_request {
+    struct node_request *next;        /* in the user's queue or acks */
+    struct node_request *stream_next; /* in the open-stream list */
+    unsigned char routing_id[ROUTING_ID_MAX];
+    size_t routing_id_len;
+    Cairn__Envelope *envelope; /* owned (unpacked) */
+    char *dlist;               /* frame 1, owned, NUL-terminated */
+    size_t dlist_len;
+    bool complete;    /* every continuation arrived */
+    int spool_fd;     /* bodies, -1 until the first body frame */
+    uint64_t spooled; /* body bytes written to spool_fd */
+    int failure;      /* set while streaming: reply this error at the end */
+    const char *failure_text;
+    struct cairn_dlist *missing; /* RESERVE: the MISSING item, owned */
+    struct node_user *user;
+};
+
+/* What the node keeps per user. */
+struct node_user {
+    struct node_user *hash_next;
+    char *userid;
+    struct cairn_store *store; /* NULL while closed */
+    uint64_t last_used_ms;
+    bool has_sequence;          /* a sequenced APPLY was seen */
+    uint64_t last_sequence;     /* of the last sequenced APPLY */
+    int last_outcome;           /* its outcome so far (0 or CAIRN_E*) */
+    struct node_request *queue; /* waiting, in order */
+    struct node_request *queue_tail;
+    size_t queued;
+    struct node_request *applied; /* appended, waiting for the commit */
+    struct node_request *applied_tail;
+    bool in_round; /* in server->round_users */
+};
+
+struct cairn_node_server {
+    struct cairn_loop *loop;
+    void *zmq_context;
+    bool owns_context;
+    void *socket;
+    bool reading; /* socket registered with the loop */
+    bool shut_down;
+    char *endpoint;
+    char *spool_dir;
+    struct cairn_node_server_settings settings; /* strings owned */
+    struct cairn_catalog *catalog;
+    cairn_node_server_event_fn event_fn;
+    void *event_arg;
+    /* users: chained hash table */
+    struct node_user **buckets;
+    size_t bucket_count;
+    size_t user_count;
+    size_t open_stores;
+    /* users with uncommitted appends in this round */
+    struct node_user **round_users;
+    size_t round_count, round_cap;
+    /* split requests still receiving */
+    struct node_request *streams;
+    size_t stream_count;
+    uint64_t idle_timer;
+    uint64_t started_ms;
+    int64_t started_time;
+    uint64_t requests; /* handled since start */
+};
+
+/* server.c */
+void node_event(struct cairn_node_server *server, enum cairn_log_level level,
+                const struct node_request *request, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/*
+ * Sends a reply to request's peer: kind, optional frames (each data/len
+ * pair borrowed). Returns 0 or an error (the reply is then lost, logged).
+ */
+int node_reply(struct cairn_node_server *server,
+               const struct node_request *request, Cairn__Kind kind,
+               const struct cairn_buf *frames, size_t frame_count,
+               bool has_body);
+int node_reply_error(struct cairn_node_server *server,
+                     const struct node_request *request, int code,
+                     unsigned csync_code, const char *text);
+/* Answers (ACK, or ERROR when outcome < 0) and frees user->applied. */
+void node_answer_applied(struct cairn_node_server *server,
+                         struct node_user *user, int outcome);
+/* Commits every store touched in this round and answers its requests. */
+void node_commit_round(struct cairn_node_server *server);
+void node_request_free(struct node_request *request);
+
+/* server_users.c */
+int node_user_get(struct cairn_node_server *server, const char *userid,
+                  struct node_user **user);
+/* Opens (or finds open) the user's store; CAIRN_ENOENT without create. */
+int node_user_open(struct cairn_node_server *server, struct node_user *user,
+                   bool create);
+void node_user_close(struct cairn_node_server *server, struct node_user *user);
+/* Closes stores idle longer than the setting, and over the cache size. */
+void node_users_trim(struct cairn_node_server *server, bool all);
+void node_users_free(struct cairn_node_server *server);
+/* Runs the user's queued requests that are complete, in order. */
+void node_user_progress(struct cairn_node_server *server,
+                        struct node_user *user);
+
+/* server_apply.c */
+/* Appends an APPLY (into user->applied) or answers it with an error. */
+void node_apply(struct cairn_node_server *server, struct node_request *request);
+/* Answers a STATE_REQUEST (commits the round first if the user has any). */
+void node_state(struct cairn_node_server *server, struct node_request *request);
+/* Writes body frames of a request to its spool file. */
+int node_spool_write(struct cairn_node_server *server,
+                     struct node_request *request, const void *data,
+                     size_t len);
+/* Prints item with its key into a fresh frame of out (max from server). */
+int node_print_item(const struct cairn_dlist *item, struct cairn_buf *out);
+
+/* server_admin.c */
+void node_admin(struct cairn_node_server *server, struct node_request *request);
+
+#endif /* CAIRN_NODE_SERVER_INT_H */
