@@ -126,7 +126,8 @@ mailboxes_owner(const struct cairn_dlist *list,
             return CAIRN_ROUTER_BAD_PARAMETERS;
         }
     }
-    return CAIRN_ROUTER_FORWARD;
+    /* No name at all (empty list, only NILs): backupd answers a bare OK. */
+    return resolution->has_owner ? CAIRN_ROUTER_FORWARD : CAIRN_ROUTER_IGNORE;
 }
 
 /* APPLY RESERVE: may span users (backupd reserves in each); first wins. */

@@ -44,6 +44,8 @@ static const struct resolve_case cases[] = {
     {GET, "MAILBOXES (shared.a shared.b)", NULL, FORWARD,
      CAIRN_ROUTER_SHARED_USER, false},
     {GET, "MAILBOXES (NIL user.anne NIL)", NULL, FORWARD, "anne", false},
+    {GET, "MAILBOXES ()", NULL, IGNORE, NULL, false},
+    {GET, "MAILBOXES (NIL)", NULL, IGNORE, NULL, false},
     {GET, "MAILBOXES (other.org!user.anne user.anne)", NULL, BAD, NULL, false},
     {GET, "MAILBOXES (example.com!user.anne user.anne)", NULL, FORWARD, "anne",
      false},
