@@ -139,6 +139,13 @@ int cairn_store_commit_many(struct cairn_store *const *stores, size_t count,
                             int *results);
 /* Drops everything uncommitted (file bytes and index changes). */
 void cairn_store_abort(struct cairn_store *store);
+/*
+ * APPLY UNUSER: appends UNMAILBOX for every live mailbox and UNSUB /
+ * UNSIEVE (as userid) for every live subscription and script, so the
+ * user's data expires by retention (backupd ignores UNUSER). Commit after.
+ */
+int cairn_store_unuser(struct cairn_store *store, const char *userid,
+                       int64_t ts);
 
 /* --- state answers (what backupd replies to GET) -------------------------- */
 
@@ -220,6 +227,18 @@ struct cairn_compact_result {
 int cairn_store_compact(struct cairn_store *store,
                         const struct cairn_compact_policy *policy,
                         struct cairn_compact_result *result);
+
+/*
+ * Compacts every user of the catalog in turn, each under its own lock,
+ * skipping (report gets CAIRN_ELOCKED) users locked by someone else, so
+ * no other user is ever blocked. report may be NULL; a non-zero return
+ * from it stops.
+ */
+int cairn_node_compact_all(struct cairn_catalog *catalog,
+                           const struct cairn_compact_policy *policy,
+                           int (*report)(void *ctx, const char *userid, int rc,
+                                         const struct cairn_compact_result *r),
+                           void *ctx);
 
 /* --- checksums ------------------------------------------------------------ */
 

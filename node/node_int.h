@@ -143,6 +143,30 @@ enum stmt_id {
     STMT_COUNT
 };
 
+/* One named parameter of a statement (Cyrus's sqldb_bindval). */
+enum sql_type { SQL_INT, SQL_TEXT, SQL_NULL };
+struct sql_value {
+    const char *name;
+    enum sql_type type;
+    int64_t number;
+    const char *text; /* NULL binds NULL */
+};
+#define SQL_INT_VALUE(name, value)                                             \
+    {                                                                          \
+        (name), SQL_INT, (int64_t)(value), NULL                                \
+    }
+#define SQL_TEXT_VALUE(name, value)                                            \
+    {                                                                          \
+        (name), SQL_TEXT, 0, (value)                                           \
+    }
+#define SQL_NULL_VALUE(name)                                                   \
+    {                                                                          \
+        (name), SQL_NULL, 0, NULL                                              \
+    }
+
+/* Binds every value, runs a statement that returns no rows, resets it. */
+int sql_exec(sqlite3_stmt *stmt, const struct sql_value *values, size_t count);
+
 /* Creates the Cyrus tables (user_version 3) when the file is new. */
 int sql_init_schema(sqlite3 *db);
 /* Prepares every statement; on failure the caller finalizes the array. */

@@ -12,10 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BIND(call)                                                             \
-    if ((rc = (call)) < 0)                                                     \
-    goto out
-
 /* Prints a list without its key, or "" when absent (Cyrus's convention). */
 static int
 print_list(const struct cairn_dlist *list, struct cairn_buf *out)
@@ -76,11 +72,13 @@ lookup_id(sqlite3_stmt *stmt, const char *name, const char *value)
     return id;
 }
 
+#define COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
 static int
 index_record_row(struct cairn_store *store, const struct cairn_dlist *record,
-                 int64_t mailbox_id, int64_t ts, struct cairn_buf *scratch)
+                 int64_t mailbox_id, int64_t ts, struct cairn_buf *flags,
+                 struct cairn_buf *annotations)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_RECORD_UPSERT];
     uint32_t uid, last_updated, internaldate;
     uint64_t modseq;
     const char *guid;
@@ -99,23 +97,29 @@ index_record_row(struct cairn_store *store, const struct cairn_dlist *record,
         return CAIRN_EDB;
     if (message_id == 0)
         return 0; /* no body in this backup: Cyrus skips the record too */
-    BIND(print_flags(cairn_dlist_get(record, "FLAGS"), scratch, &expunged));
-    BIND(sql_bind_text(stmt, ":flags", scratch->data));
-    BIND(print_list(cairn_dlist_get(record, "ANNOTATIONS"), scratch));
-    BIND(sql_bind_text(stmt, ":annotations", scratch->data));
-    BIND(sql_bind_int(stmt, ":mailbox_id", mailbox_id));
-    BIND(sql_bind_int(stmt, ":message_id", message_id));
-    BIND(sql_bind_int(stmt, ":last_chunk_id", store->chunk_id));
-    BIND(sql_bind_int(stmt, ":uid", uid));
-    BIND(sql_bind_int(stmt, ":modseq", (int64_t)modseq));
-    BIND(sql_bind_int(stmt, ":last_updated", last_updated));
-    BIND(sql_bind_int(stmt, ":internaldate", internaldate));
-    if (expunged)
-        BIND(sql_bind_int(stmt, ":expunged", ts));
-    return sql_run(stmt);
-out:
-    sql_reset(stmt);
-    return rc;
+    if ((rc = print_flags(cairn_dlist_get(record, "FLAGS"), flags, &expunged)) <
+            0 ||
+        (rc = print_list(cairn_dlist_get(record, "ANNOTATIONS"), annotations)) <
+            0)
+        return rc;
+    {
+        const struct sql_value values[] = {
+            SQL_TEXT_VALUE(":flags", flags->data),
+            SQL_TEXT_VALUE(":annotations", annotations->data),
+            SQL_INT_VALUE(":mailbox_id", mailbox_id),
+            SQL_INT_VALUE(":message_id", message_id),
+            SQL_INT_VALUE(":last_chunk_id", store->chunk_id),
+            SQL_INT_VALUE(":uid", uid),
+            SQL_INT_VALUE(":modseq", modseq),
+            SQL_INT_VALUE(":last_updated", last_updated),
+            SQL_INT_VALUE(":internaldate", internaldate),
+            expunged ? (struct sql_value)SQL_INT_VALUE(":expunged", ts)
+                     : (struct sql_value)SQL_NULL_VALUE(":expunged"),
+        };
+
+        return sql_exec(store->stmts[STMT_RECORD_UPSERT], values,
+                        COUNT(values));
+    }
 }
 
 struct mailbox_fields {
@@ -155,55 +159,48 @@ read_mailbox(const struct cairn_dlist *mb, struct mailbox_fields *f)
 }
 
 static int
-bind_mailbox(sqlite3_stmt *stmt, const struct mailbox_fields *f,
-             int64_t chunk_id, const char *annotations)
+upsert_mailbox(struct cairn_store *store, const struct mailbox_fields *f,
+               const char *annotations)
 {
-    int rc;
+    const struct sql_value values[] = {
+        SQL_INT_VALUE(":last_chunk_id", store->chunk_id),
+        SQL_TEXT_VALUE(":uniqueid", f->uniqueid),
+        SQL_TEXT_VALUE(":mboxname", f->mboxname),
+        SQL_TEXT_VALUE(":mboxtype", f->mboxtype),
+        SQL_INT_VALUE(":last_uid", f->last_uid),
+        SQL_INT_VALUE(":highestmodseq", f->highestmodseq),
+        SQL_INT_VALUE(":recentuid", f->recentuid),
+        SQL_INT_VALUE(":recenttime", f->recenttime),
+        SQL_INT_VALUE(":last_appenddate", f->last_appenddate),
+        SQL_INT_VALUE(":pop3_last_login", f->pop3_last_login),
+        SQL_INT_VALUE(":pop3_show_after", f->pop3_show_after),
+        SQL_INT_VALUE(":uidvalidity", f->uidvalidity),
+        SQL_TEXT_VALUE(":partition", f->partition),
+        SQL_TEXT_VALUE(":acl", f->acl),
+        SQL_TEXT_VALUE(":options", f->options),
+        SQL_INT_VALUE(":sync_crc", f->sync_crc),
+        SQL_INT_VALUE(":sync_crc_annot", f->sync_crc_annot),
+        SQL_INT_VALUE(":xconvmodseq", f->xconvmodseq),
+        SQL_TEXT_VALUE(":annotations", annotations),
+    };
 
-    BIND(sql_bind_int(stmt, ":last_chunk_id", chunk_id));
-    BIND(sql_bind_text(stmt, ":uniqueid", f->uniqueid));
-    BIND(sql_bind_text(stmt, ":mboxname", f->mboxname));
-    BIND(sql_bind_text(stmt, ":mboxtype", f->mboxtype));
-    BIND(sql_bind_int(stmt, ":last_uid", f->last_uid));
-    BIND(sql_bind_int(stmt, ":highestmodseq", (int64_t)f->highestmodseq));
-    BIND(sql_bind_int(stmt, ":recentuid", f->recentuid));
-    BIND(sql_bind_int(stmt, ":recenttime", f->recenttime));
-    BIND(sql_bind_int(stmt, ":last_appenddate", f->last_appenddate));
-    BIND(sql_bind_int(stmt, ":pop3_last_login", f->pop3_last_login));
-    BIND(sql_bind_int(stmt, ":pop3_show_after", f->pop3_show_after));
-    BIND(sql_bind_int(stmt, ":uidvalidity", f->uidvalidity));
-    BIND(sql_bind_text(stmt, ":partition", f->partition));
-    BIND(sql_bind_text(stmt, ":acl", f->acl));
-    BIND(sql_bind_text(stmt, ":options", f->options));
-    BIND(sql_bind_int(stmt, ":sync_crc", f->sync_crc));
-    BIND(sql_bind_int(stmt, ":sync_crc_annot", f->sync_crc_annot));
-    BIND(sql_bind_int(stmt, ":xconvmodseq", (int64_t)f->xconvmodseq));
-    BIND(sql_bind_text(stmt, ":annotations", annotations));
-out:
-    return rc;
+    return sql_exec(store->stmts[STMT_MAILBOX_UPSERT], values, COUNT(values));
 }
 
 static int
 index_mailbox(struct cairn_store *store, const struct cairn_dlist *mb,
               int64_t ts)
 {
-    sqlite3_stmt *upsert = store->stmts[STMT_MAILBOX_UPSERT];
     struct mailbox_fields fields;
-    struct cairn_buf scratch;
+    struct cairn_buf first, second;
     int64_t mailbox_id;
     int rc;
 
-    cairn_buf_init(&scratch, RECORD_LINE_MAX);
-    if ((rc = read_mailbox(mb, &fields)) < 0)
-        goto out;
-    if ((rc = print_list(cairn_dlist_get(mb, "ANNOTATIONS"), &scratch)) < 0)
-        goto out;
-    if ((rc = bind_mailbox(upsert, &fields, store->chunk_id, scratch.data)) <
-        0) {
-        sql_reset(upsert);
-        goto out;
-    }
-    if ((rc = sql_run(upsert)) < 0)
+    cairn_buf_init(&first, RECORD_LINE_MAX);
+    cairn_buf_init(&second, RECORD_LINE_MAX);
+    if ((rc = read_mailbox(mb, &fields)) < 0 ||
+        (rc = print_list(cairn_dlist_get(mb, "ANNOTATIONS"), &first)) < 0 ||
+        (rc = upsert_mailbox(store, &fields, first.data)) < 0)
         goto out;
     mailbox_id =
         lookup_id(store->stmts[STMT_MAILBOX_ID], ":uniqueid", fields.uniqueid);
@@ -212,13 +209,11 @@ index_mailbox(struct cairn_store *store, const struct cairn_dlist *mb,
         goto out;
     }
     for (const struct cairn_dlist *record = cairn_dlist_first(fields.records);
-         record; record = cairn_dlist_next(record)) {
-        if ((rc = index_record_row(store, record, mailbox_id, ts, &scratch)) <
-            0)
-            goto out;
-    }
+         record && rc == 0; record = cairn_dlist_next(record))
+        rc = index_record_row(store, record, mailbox_id, ts, &first, &second);
 out:
-    cairn_buf_release(&scratch);
+    cairn_buf_release(&first);
+    cairn_buf_release(&second);
     return rc;
 }
 
@@ -226,67 +221,69 @@ static int
 index_message(struct cairn_store *store, const struct cairn_dlist *list,
               uint64_t offset)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_MESSAGE_UPSERT];
     int rc = 0;
 
-    for (const struct cairn_dlist *file = cairn_dlist_first(list); file;
-         file = cairn_dlist_next(file)) {
+    for (const struct cairn_dlist *file = cairn_dlist_first(list);
+         file && rc == 0; file = cairn_dlist_next(file)) {
         const char *partition, *guid;
         uint64_t size;
 
         if (!cairn_dlist_file_info(file, &partition, &guid, &size, NULL))
             continue;
-        BIND(sql_bind_text(stmt, ":guid", guid));
-        BIND(sql_bind_text(stmt, ":partition", partition));
-        BIND(sql_bind_int(stmt, ":chunk_id", store->chunk_id));
-        BIND(sql_bind_int(stmt, ":offset", (int64_t)offset));
-        BIND(sql_bind_int(stmt, ":size", (int64_t)size));
-        if ((rc = sql_run(stmt)) < 0)
-            return rc;
+        {
+            const struct sql_value values[] = {
+                SQL_TEXT_VALUE(":guid", guid),
+                SQL_TEXT_VALUE(":partition", partition),
+                SQL_INT_VALUE(":chunk_id", store->chunk_id),
+                SQL_INT_VALUE(":offset", offset),
+                SQL_INT_VALUE(":size", size),
+            };
+
+            rc = sql_exec(store->stmts[STMT_MESSAGE_UPSERT], values,
+                          COUNT(values));
+        }
     }
-    return 0;
-out:
-    sql_reset(stmt);
     return rc;
 }
 
+/*
+ * Deletions change rows without moving their chunk ids, so Cyrus's
+ * live-chunk query forgets the chunk that holds them and compaction would
+ * undo them (§6.3-7); cairn_tombstone keeps such chunks live.
+ */
 static int
 add_tombstone(struct cairn_store *store)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_TOMBSTONE_ADD];
-    int rc;
+    const struct sql_value values[] = {
+        SQL_INT_VALUE(":chunk_id", store->chunk_id),
+    };
 
-    if ((rc = sql_bind_int(stmt, ":chunk_id", store->chunk_id)) < 0) {
-        sql_reset(stmt);
-        return rc;
-    }
-    return sql_run(stmt);
+    return sql_exec(store->stmts[STMT_TOMBSTONE_ADD], values, COUNT(values));
 }
 
 static int
 index_unmailbox(struct cairn_store *store, const struct cairn_dlist *record,
                 int64_t ts)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_MAILBOX_DELETE];
     const char *name = NULL;
     int rc;
 
     if (!cairn_dlist_as_atom(record, &name) || name == NULL)
         return CAIRN_EPROTO;
-    BIND(sql_bind_text(stmt, ":mboxname", name));
-    BIND(sql_bind_int(stmt, ":deleted", ts));
-    if ((rc = sql_run(stmt)) < 0)
-        return rc;
-    return add_tombstone(store);
-out:
-    sql_reset(stmt);
-    return rc;
+    {
+        const struct sql_value values[] = {
+            SQL_TEXT_VALUE(":mboxname", name),
+            SQL_INT_VALUE(":deleted", ts),
+        };
+
+        rc = sql_exec(store->stmts[STMT_MAILBOX_DELETE], values, COUNT(values));
+    }
+    return rc < 0 ? rc : add_tombstone(store);
 }
 
 static int
 index_rename(struct cairn_store *store, const struct cairn_dlist *record)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_MAILBOX_RENAME];
     const char *old_name, *new_name, *partition;
     uint32_t uidvalidity;
     int rc;
@@ -297,26 +294,25 @@ index_rename(struct cairn_store *store, const struct cairn_dlist *record)
         !cairn_dlist_get_num32(record, "UIDVALIDITY", &uidvalidity) ||
         old_name == NULL || new_name == NULL)
         return CAIRN_EPROTO;
-    BIND(sql_bind_text(stmt, ":oldmboxname", old_name));
-    BIND(sql_bind_text(stmt, ":newmboxname", new_name));
-    BIND(sql_bind_text(stmt, ":partition", partition));
-    BIND(sql_bind_int(stmt, ":uidvalidity", uidvalidity));
-    if ((rc = sql_run(stmt)) < 0)
-        return rc;
-    return add_tombstone(store);
-out:
-    sql_reset(stmt);
-    return rc;
+    {
+        const struct sql_value values[] = {
+            SQL_TEXT_VALUE(":oldmboxname", old_name),
+            SQL_TEXT_VALUE(":newmboxname", new_name),
+            SQL_TEXT_VALUE(":partition", partition),
+            SQL_INT_VALUE(":uidvalidity", uidvalidity),
+        };
+
+        rc = sql_exec(store->stmts[STMT_MAILBOX_RENAME], values, COUNT(values));
+    }
+    return rc < 0 ? rc : add_tombstone(store);
 }
 
 static int
 index_seen(struct cairn_store *store, const struct cairn_dlist *record)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_SEEN_UPSERT];
     const char *uniqueid, *seenuids;
     int64_t lastread, lastchange;
     uint32_t lastuid;
-    int rc;
 
     if (!cairn_dlist_get_atom(record, "UNIQUEID", &uniqueid) ||
         !cairn_dlist_get_date(record, "LASTREAD", &lastread) ||
@@ -325,47 +321,47 @@ index_seen(struct cairn_store *store, const struct cairn_dlist *record)
         !cairn_dlist_get_atom(record, "SEENUIDS", &seenuids) ||
         uniqueid == NULL)
         return CAIRN_EPROTO;
-    BIND(sql_bind_int(stmt, ":last_chunk_id", store->chunk_id));
-    BIND(sql_bind_text(stmt, ":uniqueid", uniqueid));
-    BIND(sql_bind_int(stmt, ":lastread", lastread));
-    BIND(sql_bind_int(stmt, ":lastuid", lastuid));
-    BIND(sql_bind_int(stmt, ":lastchange", lastchange));
-    BIND(sql_bind_text(stmt, ":seenuids", seenuids));
-    return sql_run(stmt);
-out:
-    sql_reset(stmt);
-    return rc;
+    {
+        const struct sql_value values[] = {
+            SQL_INT_VALUE(":last_chunk_id", store->chunk_id),
+            SQL_TEXT_VALUE(":uniqueid", uniqueid),
+            SQL_INT_VALUE(":lastread", lastread),
+            SQL_INT_VALUE(":lastuid", lastuid),
+            SQL_INT_VALUE(":lastchange", lastchange),
+            SQL_TEXT_VALUE(":seenuids", seenuids),
+        };
+
+        return sql_exec(store->stmts[STMT_SEEN_UPSERT], values, COUNT(values));
+    }
 }
 
 static int
 index_sub(struct cairn_store *store, const struct cairn_dlist *record,
           int64_t ts, bool unsubscribe)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_SUB_UPSERT];
     const char *name;
-    int rc;
 
     if (!cairn_dlist_get_atom(record, "MBOXNAME", &name) || name == NULL)
         return CAIRN_EPROTO;
-    BIND(sql_bind_int(stmt, ":last_chunk_id", store->chunk_id));
-    BIND(sql_bind_text(stmt, ":mboxname", name));
-    if (unsubscribe)
-        BIND(sql_bind_int(stmt, ":unsubscribed", ts));
-    return sql_run(stmt);
-out:
-    sql_reset(stmt);
-    return rc;
+    {
+        const struct sql_value values[] = {
+            SQL_INT_VALUE(":last_chunk_id", store->chunk_id),
+            SQL_TEXT_VALUE(":mboxname", name),
+            unsubscribe ? (struct sql_value)SQL_INT_VALUE(":unsubscribed", ts)
+                        : (struct sql_value)SQL_NULL_VALUE(":unsubscribed"),
+        };
+
+        return sql_exec(store->stmts[STMT_SUB_UPSERT], values, COUNT(values));
+    }
 }
 
 static int
 index_sieve(struct cairn_store *store, const struct cairn_dlist *record,
             int64_t ts, uint64_t offset, bool upload)
 {
-    sqlite3_stmt *del = store->stmts[STMT_SIEVE_DELETE];
-    sqlite3_stmt *insert = store->stmts[STMT_SIEVE_INSERT];
-    const char *filename, *content;
-    size_t content_len;
-    int64_t last_update;
+    const char *filename, *content = NULL;
+    size_t content_len = 0;
+    int64_t last_update = 0;
     unsigned char digest[20];
     char guid[41];
     int rc;
@@ -377,32 +373,35 @@ index_sieve(struct cairn_store *store, const struct cairn_dlist *record,
         (!cairn_dlist_get_date(record, "LAST_UPDATE", &last_update) ||
          !cairn_dlist_get_map(record, "CONTENT", &content, &content_len)))
         return CAIRN_EPROTO;
-    BIND(sql_bind_text(del, ":filename", filename));
-    BIND(sql_bind_int(del, ":deleted", ts));
-    if ((rc = sql_run(del)) < 0)
-        return rc;
-    if (!upload)
-        return add_tombstone(store);
+    {
+        const struct sql_value values[] = {
+            SQL_TEXT_VALUE(":filename", filename),
+            SQL_INT_VALUE(":deleted", ts),
+        };
+
+        rc = sql_exec(store->stmts[STMT_SIEVE_DELETE], values, COUNT(values));
+    }
+    if (rc < 0 || !upload)
+        return rc < 0 ? rc : add_tombstone(store);
     SHA1((const unsigned char *)content, content_len, digest);
     chunk_sha1_hex(digest, guid);
-    del = insert;
-    BIND(sql_bind_int(insert, ":chunk_id", store->chunk_id));
-    BIND(sql_bind_int(insert, ":last_update", last_update));
-    BIND(sql_bind_text(insert, ":filename", filename));
-    BIND(sql_bind_text(insert, ":guid", guid));
-    BIND(sql_bind_int(insert, ":offset", (int64_t)offset));
-    return sql_run(insert);
-out:
-    sql_reset(del);
-    return rc;
+    {
+        const struct sql_value values[] = {
+            SQL_INT_VALUE(":chunk_id", store->chunk_id),
+            SQL_INT_VALUE(":last_update", last_update),
+            SQL_TEXT_VALUE(":filename", filename),
+            SQL_TEXT_VALUE(":guid", guid),
+            SQL_INT_VALUE(":offset", offset),
+        };
+
+        return sql_exec(store->stmts[STMT_SIEVE_INSERT], values, COUNT(values));
+    }
 }
 
 static int
 index_expunge(struct cairn_store *store, const struct cairn_dlist *record,
               int64_t ts)
 {
-    sqlite3_stmt *find = store->stmts[STMT_MAILBOX_ID];
-    sqlite3_stmt *stmt = store->stmts[STMT_RECORD_EXPUNGE];
     const struct cairn_dlist *uids;
     const char *uniqueid, *name;
     int64_t mailbox_id;
@@ -412,24 +411,28 @@ index_expunge(struct cairn_store *store, const struct cairn_dlist *record,
         !cairn_dlist_get_atom(record, "UNIQUEID", &uniqueid) ||
         !cairn_dlist_get_list(record, "UID", &uids) || uniqueid == NULL)
         return CAIRN_EPROTO;
-    if ((mailbox_id = lookup_id(find, ":uniqueid", uniqueid)) <= 0)
+    mailbox_id =
+        lookup_id(store->stmts[STMT_MAILBOX_ID], ":uniqueid", uniqueid);
+    if (mailbox_id <= 0)
         return mailbox_id == 0 ? CAIRN_ENOENT : CAIRN_EDB;
-    for (const struct cairn_dlist *uid = cairn_dlist_first(uids); uid;
-         uid = cairn_dlist_next(uid)) {
+    for (const struct cairn_dlist *uid = cairn_dlist_first(uids);
+         uid && rc == 0; uid = cairn_dlist_next(uid)) {
         uint64_t value;
 
         if (!cairn_dlist_as_num64(uid, &value))
             return CAIRN_EPROTO;
-        BIND(sql_bind_int(stmt, ":mailbox_id", mailbox_id));
-        BIND(sql_bind_int(stmt, ":uid", (int64_t)value));
-        BIND(sql_bind_int(stmt, ":expunged", ts));
-        if ((rc = sql_run(stmt)) < 0)
-            return rc;
+        {
+            const struct sql_value values[] = {
+                SQL_INT_VALUE(":mailbox_id", mailbox_id),
+                SQL_INT_VALUE(":uid", value),
+                SQL_INT_VALUE(":expunged", ts),
+            };
+
+            rc = sql_exec(store->stmts[STMT_RECORD_EXPUNGE], values,
+                          COUNT(values));
+        }
     }
-    return 0;
-out:
-    sql_reset(stmt);
-    return rc;
+    return rc < 0 ? rc : add_tombstone(store);
 }
 
 int

@@ -372,3 +372,23 @@ sql_bind_blob(sqlite3_stmt *stmt, const char *name, const void *data,
                ? 0
                : CAIRN_EDB;
 }
+
+int
+sql_exec(sqlite3_stmt *stmt, const struct sql_value *values, size_t count)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        if (values[i].type == SQL_INT)
+            rc = sql_bind_int(stmt, values[i].name, values[i].number);
+        else if (values[i].type == SQL_TEXT)
+            rc = sql_bind_text(stmt, values[i].name, values[i].text);
+        else
+            rc = sql_bind_null(stmt, values[i].name);
+    }
+    if (rc < 0) {
+        sql_reset(stmt);
+        return rc;
+    }
+    return sql_run(stmt);
+}
