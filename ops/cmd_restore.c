@@ -1,0 +1,453 @@
+/*
+ * cmd_restore.c - `cairnctl restore`: put a user's backup back into a
+ * real Cyrus server through its sync_server (restore.h does the work).
+ * The password is read from a file (or the environment), never from the
+ * command line, where every user of the machine could read it.
+ */
+#include "ops.h"
+#include "restore.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAILBOXES_MAX 1024
+#define PASSWORD_MAX 1024
+
+static const char usage[] =
+    "usage: cairnctl restore (--data-dir dir | --file datafile) --user user\n"
+    "           [--server host:port --authname name\n"
+    "            (--password-file file | env CAIRN_RESTORE_PASSWORD)]\n"
+    "           [--realm realm] [--mechanism mech] [--no-compress]\n"
+    "           [--timeout seconds] [--mailbox name ...] [--into name]\n"
+    "           [--partition part] [--new-uids] [--include-deleted]\n"
+    "           [--keep-deleted-prefix] [--skip-expunged] [--no-meta]\n"
+    "           [--mode restore|apply] [--dry-run] [--quiet] [--json]\n"
+    "\n"
+    "Restores the user's backup (from a node's data directory, or one data\n"
+    "file + .index) into the Cyrus sync_server at host:port, authenticating\n"
+    "as a Cyrus admin. By default every live mailbox is restored with its\n"
+    "uniqueid, UIDVALIDITY, UIDs and MODSEQs kept (Cyrus restore -U: they\n"
+    "stay only where the mailbox is new on the target), plus subscriptions,\n"
+    "seen state and sieve scripts (whole-user restores only).\n"
+    "  --mailbox      only this mailbox (internal name, or INBOX, Work, ...)\n"
+    "  --into         restore the one --mailbox under this name (new ids)\n"
+    "  --new-uids     let the server assign uniqueid, UIDVALIDITY and UIDs\n"
+    "  --include-deleted  DELETED.* mailboxes too, under their old names\n"
+    "                 unless --keep-deleted-prefix\n"
+    "  --mode apply   APPLY MAILBOX as sync_client: exact state, checked by\n"
+    "                 the server's SYNC_CRC (falls back to RESTORE MAILBOX\n"
+    "                 for mailboxes the target already holds)\n"
+    "  --dry-run      show what would be sent, connect to nothing\n"
+    "Exit: 0 done, 1 the server refused something or authentication failed,\n"
+    "64 usage, 66 no such backup, 69 server unreachable, 74 I/O, 70 other.\n";
+
+struct restore_args {
+    const char *data_dir, *file, *user, *server, *authname, *password_file;
+    const char *realm, *mechanism, *into, *partition, *mode;
+    const char *mailboxes[MAILBOXES_MAX];
+    size_t mailbox_count;
+    uint64_t timeout;
+    bool no_compress, new_uids, include_deleted, keep_deleted_prefix;
+    bool skip_expunged, no_meta, dry_run, quiet;
+};
+
+static int
+parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
+                struct restore_args *args)
+{
+    static const struct option options[] = {
+        {"data-dir", required_argument, NULL, 'd'},
+        {"file", required_argument, NULL, 'f'},
+        {"user", required_argument, NULL, 'u'},
+        {"server", required_argument, NULL, 's'},
+        {"authname", required_argument, NULL, 'a'},
+        {"password-file", required_argument, NULL, 'p'},
+        {"realm", required_argument, NULL, 'r'},
+        {"mechanism", required_argument, NULL, 'M'},
+        {"mailbox", required_argument, NULL, 'm'},
+        {"into", required_argument, NULL, 'i'},
+        {"partition", required_argument, NULL, 'P'},
+        {"mode", required_argument, NULL, 'o'},
+        {"timeout", required_argument, NULL, 't'},
+        {"no-compress", no_argument, NULL, 'Z'},
+        {"new-uids", no_argument, NULL, 'N'},
+        {"include-deleted", no_argument, NULL, 'D'},
+        {"keep-deleted-prefix", no_argument, NULL, 'K'},
+        {"skip-expunged", no_argument, NULL, 'X'},
+        {"no-meta", no_argument, NULL, 'E'},
+        {"dry-run", no_argument, NULL, 'n'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"json", no_argument, NULL, 'j'},
+        {NULL, 0, NULL, 0},
+    };
+    int option;
+
+    memset(args, 0, sizeof(*args));
+    args->timeout = 60;
+    optind = 0;
+    opterr = 0;
+    while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (option) {
+        case 'd':
+            args->data_dir = optarg;
+            break;
+        case 'f':
+            args->file = optarg;
+            break;
+        case 'u':
+            args->user = optarg;
+            break;
+        case 's':
+            args->server = optarg;
+            break;
+        case 'a':
+            args->authname = optarg;
+            break;
+        case 'p':
+            args->password_file = optarg;
+            break;
+        case 'r':
+            args->realm = optarg;
+            break;
+        case 'M':
+            args->mechanism = optarg;
+            break;
+        case 'i':
+            args->into = optarg;
+            break;
+        case 'P':
+            args->partition = optarg;
+            break;
+        case 'o':
+            args->mode = optarg;
+            break;
+        case 'Z':
+            args->no_compress = true;
+            break;
+        case 'N':
+            args->new_uids = true;
+            break;
+        case 'D':
+            args->include_deleted = true;
+            break;
+        case 'K':
+            args->keep_deleted_prefix = true;
+            break;
+        case 'X':
+            args->skip_expunged = true;
+            break;
+        case 'E':
+            args->no_meta = true;
+            break;
+        case 'n':
+            args->dry_run = true;
+            break;
+        case 'q':
+            args->quiet = true;
+            break;
+        case 'j':
+            context->json = true;
+            break;
+        case 'm':
+            if (args->mailbox_count == MAILBOXES_MAX) {
+                fprintf(context->err, "cairnctl restore: too many --mailbox\n");
+                return CAIRN_EXIT_USAGE;
+            }
+            args->mailboxes[args->mailbox_count++] = optarg;
+            break;
+        case 't':
+            if (cairn_parse_u64_str(optarg, 1, 86400, &args->timeout) < 0) {
+                fprintf(context->err, "cairnctl restore: bad --timeout\n");
+                return cairn_ops_usage(context, &cairn_ops_cmd_restore);
+            }
+            break;
+        default:
+            fprintf(context->err, "cairnctl restore: bad option '%s'\n",
+                    argv[optind - 1]);
+            return cairn_ops_usage(context, &cairn_ops_cmd_restore);
+        }
+    }
+    if (optind != argc || args->user == NULL ||
+        (args->data_dir == NULL) == (args->file == NULL) ||
+        (args->mode != NULL && strcmp(args->mode, "restore") != 0 &&
+         strcmp(args->mode, "apply") != 0) ||
+        (!args->dry_run && (args->server == NULL || args->authname == NULL))) {
+        fprintf(context->err, "cairnctl restore: missing or bad arguments\n");
+        return cairn_ops_usage(context, &cairn_ops_cmd_restore);
+    }
+    return CAIRN_EXIT_OK;
+}
+
+/* The password: first line of the file, or CAIRN_RESTORE_PASSWORD. */
+static int
+read_password(struct cairn_ops_context *context, const char *path,
+              char *password, size_t size)
+{
+    const char *env = getenv("CAIRN_RESTORE_PASSWORD");
+    FILE *file;
+    size_t len;
+
+    if (path == NULL) {
+        if (env == NULL || strlen(env) >= size) {
+            fprintf(context->err, "cairnctl restore: no --password-file and"
+                                  " no CAIRN_RESTORE_PASSWORD\n");
+            return CAIRN_EXIT_USAGE;
+        }
+        snprintf(password, size, "%s", env);
+        return CAIRN_EXIT_OK;
+    }
+    if ((file = fopen(path, "r")) == NULL) {
+        fprintf(context->err, "cairnctl restore: %s: cannot open\n", path);
+        return CAIRN_EXIT_NOINPUT;
+    }
+    if (fgets(password, (int)size, file) == NULL)
+        password[0] = '\0';
+    fclose(file);
+    len = strcspn(password, "\r\n");
+    password[len] = '\0';
+    return CAIRN_EXIT_OK;
+}
+
+static int
+exit_code(int rc)
+{
+    switch (rc) {
+    case CAIRN_ENOENT:
+    case CAIRN_EBADNAME:
+        return CAIRN_EXIT_NOINPUT;
+    case CAIRN_EUNAVAILABLE:
+    case CAIRN_ETIMEOUT:
+        return CAIRN_EXIT_UNAVAILABLE;
+    case CAIRN_EIO:
+    case CAIRN_ECORRUPT:
+    case CAIRN_EMISMATCH:
+    case CAIRN_EDB:
+        return CAIRN_EXIT_IOERR;
+    case CAIRN_EAUTH:
+    case CAIRN_EPROTO:
+        return CAIRN_EXIT_PROBLEM;
+    default:
+        return CAIRN_EXIT_SOFTWARE;
+    }
+}
+
+static void
+show_progress(void *ctx, const struct cairn_restore_progress *p)
+{
+    struct cairn_ops_context *context = ctx;
+
+    fprintf(context->err, "restore: %s %s %llu/%llu (%llu bytes uploaded)\n",
+            p->step, p->name ? p->name : "", (unsigned long long)p->done,
+            (unsigned long long)p->total, (unsigned long long)p->bytes);
+}
+
+static void
+print_plan(struct cairn_ops_context *context,
+           const struct cairn_restore_plan *plan)
+{
+    for (size_t i = 0; i < plan->mailbox_count && !context->json; i++) {
+        const struct cairn_dlist *records = NULL;
+        const char *name = NULL, *uniqueid = NULL;
+
+        (void)cairn_dlist_get_atom(plan->mailboxes[i], "MBOXNAME", &name);
+        (void)cairn_dlist_get_atom(plan->mailboxes[i], "UNIQUEID", &uniqueid);
+        (void)cairn_dlist_get_list(plan->mailboxes[i], "RECORD", &records);
+        fprintf(context->out, "mailbox %s uniqueid %s records %zu\n",
+                name ? name : "?", uniqueid ? uniqueid : "NIL",
+                cairn_dlist_count(records));
+    }
+    for (size_t i = 0; i < plan->meta_count && !context->json; i++)
+        fprintf(context->out, "apply %s\n", cairn_dlist_name(plan->meta[i]));
+}
+
+static void
+print_summary(struct cairn_ops_context *context, const struct restore_args *a,
+              const struct cairn_restore_plan *plan,
+              const struct cairn_restore_result *r, int rc, double seconds)
+{
+    if (context->json) {
+        fprintf(context->out, "{\"user\":");
+        cairn_ops_json_string(context->out, a->user);
+        fprintf(context->out,
+                ",\"ok\":%s,\"dry_run\":%s,\"mailboxes\":%zu,"
+                "\"records\":%llu,\"messages\":%llu,\"message_bytes\":%llu,"
+                "\"mailboxes_restored\":%llu,\"mailboxes_fallback\":%llu,"
+                "\"messages_uploaded\":%llu,\"bytes_uploaded\":%llu,"
+                "\"messages_present\":%llu,\"meta_sent\":%llu,"
+                "\"meta_refused\":%llu,\"seconds\":%.3f,\"error\":",
+                rc == 0 ? "true" : "false", a->dry_run ? "true" : "false",
+                plan ? plan->mailbox_count : 0,
+                (unsigned long long)(plan ? plan->record_count : 0),
+                (unsigned long long)(plan ? plan->message_count : 0),
+                (unsigned long long)(plan ? plan->message_bytes : 0),
+                (unsigned long long)r->mailboxes_restored,
+                (unsigned long long)r->mailboxes_fallback,
+                (unsigned long long)r->messages_uploaded,
+                (unsigned long long)r->bytes_uploaded,
+                (unsigned long long)r->messages_present,
+                (unsigned long long)r->meta_sent,
+                (unsigned long long)r->meta_refused, seconds);
+        cairn_ops_json_string(context->out, rc == 0 ? "" : cairn_strerror(rc));
+        fprintf(context->out, ",\"failed_mailbox\":");
+        cairn_ops_json_string(context->out, r->failed_mailbox);
+        fprintf(context->out, ",\"server_text\":");
+        cairn_ops_json_string(context->out, r->server_text);
+        fprintf(context->out, "}\n");
+        return;
+    }
+    fprintf(context->out,
+            "restore %s: %s: %zu mailboxes, %llu records, %llu bodies "
+            "(%llu bytes) planned; %llu mailboxes restored (%llu by "
+            "fallback), %llu bodies uploaded (%llu bytes), %llu already "
+            "there, %llu/%llu meta accepted, %.2f s\n",
+            a->user, rc == 0 ? "ok" : "FAILED", plan ? plan->mailbox_count : 0,
+            (unsigned long long)(plan ? plan->record_count : 0),
+            (unsigned long long)(plan ? plan->message_count : 0),
+            (unsigned long long)(plan ? plan->message_bytes : 0),
+            (unsigned long long)r->mailboxes_restored,
+            (unsigned long long)r->mailboxes_fallback,
+            (unsigned long long)r->messages_uploaded,
+            (unsigned long long)r->bytes_uploaded,
+            (unsigned long long)r->messages_present,
+            (unsigned long long)r->meta_sent,
+            (unsigned long long)(r->meta_sent + r->meta_refused), seconds);
+    if (r->failed_mailbox[0] != '\0')
+        fprintf(context->err, "restore: server refused %s: %s\n",
+                r->failed_mailbox, r->server_text);
+}
+
+/* "host:port" or "[v6]:port" into host and port (in buffer). */
+static int
+split_server(const char *server, char *buffer, size_t size, const char **host,
+             const char **port)
+{
+    char *colon;
+
+    if (snprintf(buffer, size, "%s", server) >= (int)size)
+        return CAIRN_EINVAL;
+    if ((colon = strrchr(buffer, ':')) == NULL || colon[1] == '\0')
+        return CAIRN_EINVAL;
+    *colon = '\0';
+    *port = colon + 1;
+    *host = buffer;
+    if (buffer[0] == '[' && colon > buffer && colon[-1] == ']') {
+        colon[-1] = '\0';
+        *host = buffer + 1;
+    }
+    return 0;
+}
+
+static int
+connect_and_run(struct cairn_ops_context *context,
+                const struct restore_args *args,
+                struct cairn_restore_source *source,
+                const struct cairn_restore_plan *plan,
+                struct cairn_restore_result *result)
+{
+    struct cairn_restore_session_options session_options = {0};
+    struct cairn_restore_session *session = NULL;
+    char password[PASSWORD_MAX], server[512], error[512];
+    int status, rc;
+
+    if ((status = read_password(context, args->password_file, password,
+                                sizeof(password))) != CAIRN_EXIT_OK)
+        return status == CAIRN_EXIT_NOINPUT ? CAIRN_ENOENT : CAIRN_EINVAL;
+    if ((rc = split_server(args->server, server, sizeof(server),
+                           &session_options.host, &session_options.port)) < 0) {
+        fprintf(context->err, "cairnctl restore: bad --server '%s'\n",
+                args->server);
+        goto out;
+    }
+    session_options.authname = args->authname;
+    session_options.password = password;
+    session_options.realm = args->realm;
+    session_options.mechs = args->mechanism;
+    session_options.compress = !args->no_compress;
+    session_options.timeout_seconds = (int)args->timeout;
+    if ((rc = cairn_restore_session_open(&session_options, &session, error,
+                                         sizeof(error))) < 0) {
+        fprintf(context->err, "cairnctl restore: %s: %s\n", args->server,
+                error[0] ? error : cairn_strerror(rc));
+        goto out;
+    }
+    if (!args->quiet)
+        fprintf(context->err, "restore: connected to %s (%s%s)\n", args->server,
+                cairn_restore_session_mechanism(session),
+                cairn_restore_session_compressed(session) ? ", compressed"
+                                                          : "");
+    rc = cairn_restore_run(session, source, plan,
+                           args->quiet ? NULL : show_progress, context, result);
+out:
+    memset(password, 0, sizeof(password));
+    cairn_restore_session_close(session);
+    return rc;
+}
+
+static int
+run_restore(struct cairn_ops_context *context, int argc, char **argv)
+{
+    struct restore_args args;
+    struct cairn_restore_options options;
+    struct cairn_restore_source *source = NULL;
+    struct cairn_restore_plan *plan = NULL;
+    struct cairn_restore_result result;
+    struct timespec start, end;
+    int status, rc;
+
+    memset(&result, 0, sizeof(result));
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    if ((status = parse_arguments(context, argc, argv, &args)) != CAIRN_EXIT_OK)
+        return status;
+    cairn_restore_options_default(&options);
+    options.mailboxes = args.mailboxes;
+    options.mailbox_count = args.mailbox_count;
+    options.into = args.into;
+    options.partition = args.partition;
+    options.new_identity = args.new_uids;
+    options.include_deleted = args.include_deleted;
+    options.keep_deleted_prefix = args.keep_deleted_prefix;
+    options.skip_expunged = args.skip_expunged;
+    options.skip_meta = args.no_meta;
+    if (args.mode != NULL && strcmp(args.mode, "apply") == 0)
+        options.mode = CAIRN_RESTORE_MODE_APPLY;
+    rc =
+        args.data_dir != NULL
+            ? cairn_restore_source_open_store(args.data_dir, args.user, &source)
+            : cairn_restore_source_open_file(args.file, args.user, &source);
+    if (rc < 0) {
+        fprintf(context->err, "cairnctl restore: backup of %s: %s\n", args.user,
+                cairn_strerror(rc));
+        goto out;
+    }
+    if ((rc = cairn_restore_plan_build(source, &options, &plan)) < 0) {
+        fprintf(context->err, "cairnctl restore: planning %s: %s%s\n",
+                args.user, cairn_strerror(rc),
+                rc == CAIRN_ENOENT   ? " (no such mailbox in the backup)"
+                : rc == CAIRN_EINVAL ? " (--into needs one --mailbox; apply"
+                                       " mode keeps identities)"
+                                     : "");
+        if (rc == CAIRN_EINVAL) {
+            cairn_restore_source_free(source);
+            return CAIRN_EXIT_USAGE;
+        }
+        goto out;
+    }
+    if (args.dry_run)
+        print_plan(context, plan);
+    else
+        rc = connect_and_run(context, &args, source, plan, &result);
+out:
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    print_summary(context, &args, plan, &result, rc,
+                  (double)(end.tv_sec - start.tv_sec) +
+                      (double)(end.tv_nsec - start.tv_nsec) / 1e9);
+    cairn_restore_plan_free(plan);
+    cairn_restore_source_free(source);
+    return rc == 0 ? CAIRN_EXIT_OK : exit_code(rc);
+}
+
+const struct cairn_ops_command cairn_ops_cmd_restore = {
+    "restore", run_restore,
+    "restore a user's backup into a Cyrus server (sync_server)", usage};

@@ -1,0 +1,300 @@
+/*
+ * restore.c - sending a restore plan to a Cyrus sync_server: per partition
+ * APPLY RESERVE (read * MISSING) and APPLY MESSAGE blocks of the missing
+ * bodies streamed out of the source; then one RESTORE (or APPLY) MAILBOX
+ * per mailbox; then APPLY SUB / SEEN / SIEVE. Nothing in between may be a
+ * RESTART: sync_server drops staged bodies on RESTART and EXIT (§7.4).
+ */
+#include "restore_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct put_context {
+    struct cairn_restore_body_context *body;
+    struct cairn_buf *out; /* tests: bodies go into the print buffer */
+    uint64_t written;
+};
+
+static int
+put_body(void *ctx, const void *data, size_t len)
+{
+    struct put_context *put = ctx;
+
+    put->written += len;
+    if (put->body->session == NULL)
+        return cairn_buf_append(put->out, data, len);
+    return cairn_restore_session_write(put->body->session, data, len);
+}
+
+int
+cairn_restore_write_body(void *ctx, const struct cairn_dlist *file,
+                         struct cairn_buf *out)
+{
+    struct cairn_restore_body_context *body = ctx;
+    struct put_context put = {body, out, 0};
+    const char *partition, *guid;
+    uint64_t size;
+    void *handle;
+    int rc;
+
+    if (!cairn_dlist_file_info(file, &partition, &guid, &size, &handle))
+        return CAIRN_EINVAL;
+    /* What the serialiser holds goes first, then the body straight from
+     * the store to the socket: a body is never whole in memory. */
+    if (body->session != NULL) {
+        if ((rc = cairn_restore_session_write(body->session, out->data,
+                                              out->len)) < 0)
+            return rc;
+        cairn_buf_reset(out);
+    }
+    if ((rc = body->source->ops->message(body->source->ctx, guid, put_body,
+                                         &put)) < 0)
+        return rc;
+    if (put.written != size)
+        return CAIRN_EMISMATCH;
+    body->bytes += size;
+    return 0;
+}
+
+static void
+report(void (*progress)(void *, const struct cairn_restore_progress *),
+       void *ctx, const char *step, const char *name, uint64_t done,
+       uint64_t total, uint64_t bytes)
+{
+    struct cairn_restore_progress p = {step, name, done, total, bytes};
+
+    if (progress != NULL)
+        progress(ctx, &p);
+}
+
+static void
+keep_text(struct cairn_restore_result *result, const char *name,
+          const struct cairn_csync_response *response)
+{
+    snprintf(result->failed_mailbox, sizeof(result->failed_mailbox), "%s",
+             name);
+    snprintf(result->server_text, sizeof(result->server_text), "%s %s",
+             response->status == CAIRN_CSYNC_NO    ? "NO"
+             : response->status == CAIRN_CSYNC_BAD ? "BAD"
+                                                   : "BYE",
+             response->text ? response->text : "");
+}
+
+/* RESERVE the partition's GUIDs block by block; collect what is MISSING. */
+static int
+reserve(struct cairn_restore_session *session,
+        const struct cairn_restore_plan *plan, size_t partition,
+        char ***missing, size_t *missing_count,
+        struct cairn_restore_result *result)
+{
+    const struct cairn_restore_partition *part = &plan->partitions[partition];
+    size_t block = plan->options.reserve_block;
+    struct cairn_csync_response response = {0};
+    struct cairn_dlist *request = NULL;
+    int rc = 0;
+
+    for (size_t first = 0; first < part->guid_count && rc == 0;
+         first += block) {
+        size_t count =
+            part->guid_count - first < block ? part->guid_count - first : block;
+        const struct cairn_dlist *list = NULL;
+
+        if ((rc = cairn_restore_reserve_request(plan, partition, first, count,
+                                                &request)) < 0 ||
+            (rc = cairn_restore_session_command(session, "APPLY", request, NULL,
+                                                &response)) < 0)
+            break;
+        if (response.status != CAIRN_CSYNC_OK) {
+            keep_text(result, part->name, &response);
+            rc = CAIRN_EPROTO;
+            break;
+        }
+        if (response.item_count > 0) {
+            list = response.items[0];
+            if (strcmp(cairn_dlist_name(list), "MISSING") != 0)
+                rc = CAIRN_EPROTO;
+        }
+        for (const struct cairn_dlist *g = list ? cairn_dlist_first(list)
+                                                : NULL;
+             g != NULL && rc == 0; g = cairn_dlist_next(g)) {
+            const char *guid = NULL;
+            char **grown;
+
+            rc = CAIRN_EPROTO;
+            if (!cairn_dlist_as_guid(g, &guid))
+                break;
+            rc = CAIRN_ENOMEM;
+            if ((grown = realloc(*missing, (*missing_count + 1) *
+                                               sizeof(*grown))) == NULL)
+                break;
+            *missing = grown;
+            if ((grown[*missing_count] = strdup(guid)) == NULL)
+                break;
+            (*missing_count)++;
+            rc = 0;
+        }
+        result->messages_present += count;
+        cairn_csync_response_release(&response);
+        cairn_dlist_free(request);
+        request = NULL;
+    }
+    result->messages_present -= *missing_count;
+    cairn_csync_response_release(&response);
+    cairn_dlist_free(request);
+    return rc;
+}
+
+/* APPLY MESSAGE in blocks of the plan's size, bodies streamed. */
+static int
+upload(struct cairn_restore_session *session,
+       struct cairn_restore_source *source,
+       const struct cairn_restore_plan *plan, size_t partition,
+       char *const *missing, size_t missing_count,
+       void (*progress)(void *, const struct cairn_restore_progress *),
+       void *progress_ctx, struct cairn_restore_result *result)
+{
+    struct cairn_restore_body_context body = {session, source, 0};
+    const struct cairn_dlist_body_writer writer = {cairn_restore_write_body,
+                                                   &body};
+    const char *name = plan->partitions[partition].name;
+    struct cairn_csync_response response = {0};
+    size_t block = plan->options.message_block;
+    int rc = 0;
+
+    for (size_t first = 0; first < missing_count && rc == 0; first += block) {
+        size_t count =
+            missing_count - first < block ? missing_count - first : block;
+        struct cairn_dlist *request = NULL;
+
+        if ((rc = cairn_restore_message_request(
+                 plan, partition, (const char *const *)missing + first, count,
+                 &request)) == 0)
+            rc = cairn_restore_session_command(session, "APPLY", request,
+                                               &writer, &response);
+        cairn_dlist_free(request);
+        if (rc == 0 && response.status != CAIRN_CSYNC_OK) {
+            keep_text(result, name, &response);
+            rc = CAIRN_EPROTO;
+        }
+        cairn_csync_response_release(&response);
+        if (rc == 0) {
+            result->messages_uploaded += count;
+            result->bytes_uploaded = body.bytes;
+            report(progress, progress_ctx, "upload", name, first + count,
+                   missing_count, body.bytes);
+        }
+    }
+    return rc;
+}
+
+static int
+send_bodies(struct cairn_restore_session *session,
+            struct cairn_restore_source *source,
+            const struct cairn_restore_plan *plan,
+            void (*progress)(void *, const struct cairn_restore_progress *),
+            void *progress_ctx, struct cairn_restore_result *result)
+{
+    int rc = 0;
+
+    for (size_t p = 0; p < plan->partition_count && rc == 0; p++) {
+        char **missing = NULL;
+        size_t missing_count = 0;
+
+        if (plan->partitions[p].guid_count == 0)
+            continue;
+        report(progress, progress_ctx, "reserve", plan->partitions[p].name, 0,
+               plan->partitions[p].guid_count, 0);
+        if ((rc = reserve(session, plan, p, &missing, &missing_count,
+                          result)) == 0)
+            rc = upload(session, source, plan, p, missing, missing_count,
+                        progress, progress_ctx, result);
+        for (size_t i = 0; i < missing_count; i++)
+            free(missing[i]);
+        free(missing);
+    }
+    return rc;
+}
+
+/*
+ * One mailbox. In APPLY mode a mailbox the target already holds in
+ * another state (IMAP_MAILBOX_MOVED, IMAP_SYNC_CHECKSUM) is sent again as
+ * RESTORE MAILBOX, which appends.
+ */
+static int
+send_mailbox(struct cairn_restore_session *session,
+             const struct cairn_restore_plan *plan,
+             const struct cairn_dlist *mailbox,
+             struct cairn_restore_result *result)
+{
+    struct cairn_csync_response response = {0};
+    const char *name = NULL;
+    bool apply = plan->options.mode == CAIRN_RESTORE_MODE_APPLY;
+    int rc;
+
+    (void)cairn_dlist_get_atom(mailbox, "MBOXNAME", &name);
+    rc = cairn_restore_session_command(session, apply ? "APPLY" : "RESTORE",
+                                       mailbox, NULL, &response);
+    if (rc == 0 && apply && response.status == CAIRN_CSYNC_NO &&
+        (response.code == CAIRN_CSYNC_CODE_MAILBOX_MOVED ||
+         response.code == CAIRN_CSYNC_CODE_SYNC_CHECKSUM)) {
+        cairn_csync_response_release(&response);
+        result->mailboxes_fallback++;
+        rc = cairn_restore_session_command(session, "RESTORE", mailbox, NULL,
+                                           &response);
+    }
+    if (rc == 0 && response.status != CAIRN_CSYNC_OK) {
+        keep_text(result, name ? name : "", &response);
+        rc = CAIRN_EPROTO;
+    }
+    if (rc == 0) {
+        const struct cairn_dlist *records = NULL;
+
+        result->mailboxes_restored++;
+        if (cairn_dlist_get_list(mailbox, "RECORD", &records))
+            result->records_sent += cairn_dlist_count(records);
+    }
+    cairn_csync_response_release(&response);
+    return rc;
+}
+
+int
+cairn_restore_run(struct cairn_restore_session *session,
+                  struct cairn_restore_source *source,
+                  const struct cairn_restore_plan *plan,
+                  void (*progress)(void *,
+                                   const struct cairn_restore_progress *),
+                  void *progress_ctx, struct cairn_restore_result *result)
+{
+    struct cairn_csync_response response = {0};
+    int rc;
+
+    memset(result, 0, sizeof(*result));
+    if ((rc = send_bodies(session, source, plan, progress, progress_ctx,
+                          result)) < 0)
+        return rc;
+    for (size_t i = 0; i < plan->mailbox_count; i++) {
+        const char *name = NULL;
+
+        (void)cairn_dlist_get_atom(plan->mailboxes[i], "MBOXNAME", &name);
+        if ((rc = send_mailbox(session, plan, plan->mailboxes[i], result)) < 0)
+            return rc;
+        report(progress, progress_ctx, "mailbox", name, i + 1,
+               plan->mailbox_count, result->bytes_uploaded);
+    }
+    /* As in a user sync, a refused SUB / SEEN / SIEVE does not stop us. */
+    for (size_t i = 0; i < plan->meta_count; i++) {
+        if ((rc = cairn_restore_session_command(session, "APPLY", plan->meta[i],
+                                                NULL, &response)) < 0)
+            return rc;
+        if (response.status == CAIRN_CSYNC_OK)
+            result->meta_sent++;
+        else
+            result->meta_refused++;
+        cairn_csync_response_release(&response);
+        report(progress, progress_ctx, "meta", cairn_dlist_name(plan->meta[i]),
+               i + 1, plan->meta_count, result->bytes_uploaded);
+    }
+    return 0;
+}

@@ -1,0 +1,254 @@
+/*
+ * restore.h - putting a user's backup back into a real Cyrus server
+ * (cairnctl restore), as Cyrus's own `restore` tool does
+ * (sync-protocol.md §7), plus the pieces it is made of so tests can drive
+ * each one alone:
+ *
+ *  - a source: where a backup is read from. Today a user's files in a
+ *    node's data directory (cairn_restore_source_open_store); later the
+ *    cluster's nodes through the node client, behind the same operations;
+ *  - a plan: what will be sent, built from a source without any network
+ *    (mailboxes chosen and renamed, records sorted by UID, the GUIDs to
+ *    reserve per partition, seen / subscriptions / sieve scripts);
+ *  - a csync client session with a Cyrus sync_server over TCP: banner,
+ *    SASL (libsasl2 client), COMPRESS DEFLATE, bounded buffers, timeouts;
+ *  - the run: RESERVE -> MISSING -> MESSAGE (bodies streamed from the
+ *    source, never whole in memory) -> RESTORE (or APPLY) MAILBOX per
+ *    mailbox -> APPLY SUB / SEEN / SIEVE -> EXIT.
+ *
+ * Library code: no logging, no exit; progress goes through a callback.
+ */
+#ifndef CAIRN_RESTORE_H
+#define CAIRN_RESTORE_H
+
+#include "csync.h"
+#include "dlist.h"
+#include "node.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- sources ------------------------------------------------------------ */
+
+/*
+ * Where a backup is read from. Every operation borrows what it is given
+ * and returns 0 or a negative CAIRN_E* code.
+ *  - user: emits the user's state as backupd answers GET USER: MAILBOX
+ *    items without records, then SEEN, LSUB and SIEVE items;
+ *  - mailbox: *mailbox gets the named mailbox with every record in
+ *    ascending UID order (GET FULLMAILBOX), owned by the caller;
+ *  - message: streams the body of guid to put in pieces;
+ *  - sieve: *content gets the text of the live script filename (owned,
+ *    free()), *len its length.
+ */
+struct cairn_restore_source_ops {
+    int (*user)(void *ctx, cairn_store_emit emit, void *emit_ctx);
+    int (*mailbox)(void *ctx, const char *mboxname,
+                   struct cairn_dlist **mailbox);
+    int (*message)(void *ctx, const char *guid,
+                   int (*put)(void *put_ctx, const void *data, size_t len),
+                   void *put_ctx);
+    int (*sieve)(void *ctx, const char *filename, char **content, size_t *len);
+    void (*close)(void *ctx);
+};
+
+struct cairn_restore_source {
+    const struct cairn_restore_source_ops *ops;
+    void *ctx;
+    char userid[256];
+};
+
+/*
+ * Opens userid's backup in a node's data directory (catalog at
+ * data_dir/catalog.db), waiting for the user's lock, which it holds until
+ * closed: a node cannot append to the user meanwhile. Returns the owned
+ * source (cairn_restore_source_free). CAIRN_ENOENT for an unknown user.
+ */
+int cairn_restore_source_open_store(const char *data_dir, const char *userid,
+                                    struct cairn_restore_source **source);
+/* Same for a data file given by path (index: path + ".index"). */
+int cairn_restore_source_open_file(const char *data_path, const char *userid,
+                                   struct cairn_restore_source **source);
+/* Closes and frees (NULL-safe). */
+void cairn_restore_source_free(struct cairn_restore_source *source);
+
+/* --- the plan ----------------------------------------------------------- */
+
+enum cairn_restore_mode {
+    /* RESTORE MAILBOX, as Cyrus's restore: creates missing mailboxes,
+     * appends to existing ones (never fails on a non-empty target). */
+    CAIRN_RESTORE_MODE_RESTORE = 0,
+    /* APPLY MAILBOX, as sync_client: exact state (MODSEQs, LAST_UID, ...)
+     * checked by the server's SYNC_CRC; falls back to RESTORE MAILBOX for a
+     * mailbox the target already holds in another state. */
+    CAIRN_RESTORE_MODE_APPLY = 1,
+};
+
+struct cairn_restore_options {
+    const char *const *mailboxes; /* chosen ones (internal names, or names
+                                     relative to the user: "INBOX", "Work");
+                                     none: every live mailbox */
+    size_t mailbox_count;
+    const char *into;         /* restore the one chosen mailbox as this
+                                 name (gets a new identity) */
+    const char *partition;    /* target partition; NULL: the backup's */
+    bool new_identity;        /* send UNIQUEID NIL, UIDVALIDITY 0,
+                                 HIGHESTMODSEQ 0: new UIDs (restore's
+                                 default without -U) */
+    bool include_deleted;     /* DELETED.* mailboxes too */
+    bool keep_deleted_prefix; /* keep their DELETED. names */
+    bool skip_expunged;       /* leave out expunged records */
+    bool skip_meta;           /* no subscriptions, seen state, sieve */
+    enum cairn_restore_mode mode;
+    size_t message_block; /* file literals per APPLY MESSAGE (<=1024) */
+    size_t reserve_block; /* GUIDs per APPLY RESERVE (<=8192) */
+};
+
+/* Defaults: every live mailbox, identity kept, RESTORE mode, 1024/8192. */
+void cairn_restore_options_default(struct cairn_restore_options *options);
+
+/* The GUIDs one partition needs, each with its size. */
+struct cairn_restore_partition {
+    char *name;
+    char **guids; /* distinct, in first-use order */
+    uint64_t *sizes;
+    size_t guid_count;
+    char **mboxnames; /* target names, for RESERVE's MBOXNAME list */
+    size_t mboxname_count;
+};
+
+struct cairn_restore_plan {
+    char *userid;
+    /* MAILBOX values to send, named "MAILBOX", records in UID order */
+    struct cairn_dlist **mailboxes;
+    size_t mailbox_count;
+    struct cairn_restore_partition *partitions;
+    size_t partition_count;
+    /* APPLY values for subscriptions, seen state and sieve scripts */
+    struct cairn_dlist **meta;
+    size_t meta_count;
+    uint64_t record_count;                 /* records in all mailboxes */
+    uint64_t message_count, message_bytes; /* distinct bodies */
+    struct cairn_restore_options options;  /* strings borrowed */
+};
+
+/*
+ * Builds the plan for source's user. CAIRN_ENOENT when a chosen mailbox is
+ * not in the backup, CAIRN_EINVAL for inconsistent options (into with more
+ * than one mailbox). *plan is owned by the caller
+ * (cairn_restore_plan_free); options' strings are borrowed by it.
+ */
+int cairn_restore_plan_build(struct cairn_restore_source *source,
+                             const struct cairn_restore_options *options,
+                             struct cairn_restore_plan **plan);
+void cairn_restore_plan_free(struct cairn_restore_plan *plan);
+
+/*
+ * The value of "APPLY RESERVE" for GUIDs [first, first + count) of
+ * partition (owned by the caller).
+ */
+int cairn_restore_reserve_request(const struct cairn_restore_plan *plan,
+                                  size_t partition, size_t first, size_t count,
+                                  struct cairn_dlist **request);
+/*
+ * The value of "APPLY MESSAGE" for the given GUIDs of partition: FILE
+ * nodes whose handle is the source (bodies are read while printing, see
+ * cairn_restore_body_writer). Owned by the caller.
+ */
+int cairn_restore_message_request(const struct cairn_restore_plan *plan,
+                                  size_t partition, const char *const *guids,
+                                  size_t count, struct cairn_dlist **request);
+
+/* --- the csync client session ------------------------------------------- */
+
+struct cairn_restore_session_options {
+    const char *host; /* numeric or name */
+    const char *port;
+    const char *authname;
+    const char *password;
+    const char *realm;   /* NULL: the server's default */
+    const char *mechs;   /* NULL: whatever the server offers */
+    bool compress;       /* COMPRESS DEFLATE when offered */
+    int timeout_seconds; /* per read or write */
+};
+
+struct cairn_restore_session;
+
+/*
+ * Connects, reads the banner, authenticates, switches on compression.
+ * On failure error (may be NULL) says why. Returns the owned session
+ * (cairn_restore_session_close): CAIRN_EUNAVAILABLE (cannot connect),
+ * CAIRN_EAUTH, CAIRN_ETIMEOUT, CAIRN_EPROTO.
+ */
+int cairn_restore_session_open(const struct cairn_restore_session_options *o,
+                               struct cairn_restore_session **session,
+                               char *error, size_t error_size);
+/* Sends EXIT (best effort), closes and frees (NULL-safe). */
+void cairn_restore_session_close(struct cairn_restore_session *session);
+/* The mechanism chosen; whether compression is on; banner capabilities. */
+const char *
+cairn_restore_session_mechanism(const struct cairn_restore_session *s);
+bool cairn_restore_session_compressed(const struct cairn_restore_session *s);
+bool cairn_restore_session_offers(const struct cairn_restore_session *s,
+                                  const char *capability);
+/*
+ * Sends "VERB value" (FILE bodies through body, which may write to the
+ * session with cairn_restore_session_write) and reads the response into
+ * *response (owned by the caller: cairn_csync_response_release).
+ */
+int cairn_restore_session_command(struct cairn_restore_session *session,
+                                  const char *verb,
+                                  const struct cairn_dlist *value,
+                                  const struct cairn_dlist_body_writer *body,
+                                  struct cairn_csync_response *response);
+/* Writes raw command bytes (through compression when on). */
+int cairn_restore_session_write(struct cairn_restore_session *session,
+                                const void *data, size_t len);
+
+/* --- the run ------------------------------------------------------------ */
+
+struct cairn_restore_progress {
+    const char *step;     /* "reserve", "upload", "mailbox", "meta" */
+    const char *name;     /* mailbox or partition */
+    uint64_t done, total; /* items of this step */
+    uint64_t bytes;       /* bodies uploaded so far */
+};
+
+struct cairn_restore_result {
+    uint64_t mailboxes_restored;
+    uint64_t mailboxes_fallback; /* APPLY mode: restored by RESTORE */
+    uint64_t records_sent;
+    uint64_t messages_uploaded, bytes_uploaded;
+    uint64_t messages_present; /* reserved on the target, not uploaded */
+    uint64_t meta_sent, meta_refused;
+    char failed_mailbox[512]; /* the mailbox that stopped the run */
+    char server_text[512];    /* the server's text for it */
+};
+
+/*
+ * Sends plan over session. progress (may be NULL) is called as work is
+ * done. Stops at the first mailbox the server refuses (CAIRN_EPROTO, the
+ * mailbox and the server's text in result); refused subscriptions, seen
+ * entries and sieve scripts are counted, as sync_client ignores them.
+ */
+int cairn_restore_run(struct cairn_restore_session *session,
+                      struct cairn_restore_source *source,
+                      const struct cairn_restore_plan *plan,
+                      void (*progress)(void *ctx,
+                                       const struct cairn_restore_progress *),
+                      void *progress_ctx, struct cairn_restore_result *result);
+
+/*
+ * A dlist body writer that streams FILE bodies from source into session
+ * (or, with session NULL, appends them to the print buffer: tests).
+ */
+struct cairn_restore_body_context {
+    struct cairn_restore_session *session;
+    struct cairn_restore_source *source;
+    uint64_t bytes;
+};
+int cairn_restore_write_body(void *ctx, const struct cairn_dlist *file,
+                             struct cairn_buf *out);
+
+#endif /* CAIRN_RESTORE_H */
