@@ -334,6 +334,77 @@ move_from(struct cairn_ring *ring, const struct ring_zones *zones,
     return false;
 }
 
+/* Where a node can hand one of its slots to a receiver. */
+struct handoff {
+    uint32_t partition;
+    unsigned slot;
+    uint16_t receiver;
+    bool found;
+};
+
+/* For every node but donor, the first slot a receiver may take over. */
+static void
+find_handoffs(const struct cairn_ring *ring, const struct ring_zones *zones,
+              uint16_t donor, const uint16_t *receivers, size_t receiver_count,
+              struct handoff *handoffs)
+{
+    memset(handoffs, 0, ring->node_count * sizeof(*handoffs));
+    for (uint32_t p = 0; p < ring->partitions; p++) {
+        const uint16_t *row = ring->table + (size_t)p * ring->replicas;
+
+        for (unsigned r = 0; r < ring->replicas; r++) {
+            uint16_t holder = row[r];
+
+            if (holder == donor || holder >= ring->node_count ||
+                handoffs[holder].found)
+                continue;
+            for (size_t k = 0; k < receiver_count; k++) {
+                if (receivers[k] == holder ||
+                    !ring_slot_allowed(ring, zones, row, r, receivers[k]))
+                    continue;
+                handoffs[holder] = (struct handoff){p, r, receivers[k], true};
+                break;
+            }
+        }
+    }
+}
+
+/*
+ * When the rules block every direct move of donor's slots (full zones),
+ * a chain of two may not be: donor's slot goes to a node m that may hold
+ * it, and one of m's slots elsewhere goes to a receiver. m keeps its
+ * count; donor and receiver change as a direct move would.
+ */
+static bool
+move_via(struct cairn_ring *ring, const struct ring_zones *zones,
+         uint16_t donor, const uint16_t *receivers, size_t receiver_count,
+         struct handoff *handoffs)
+{
+    find_handoffs(ring, zones, donor, receivers, receiver_count, handoffs);
+    for (uint32_t p = 0; p < ring->partitions; p++) {
+        uint16_t *row = ring->table + (size_t)p * ring->replicas;
+
+        for (unsigned r = 0; r < ring->replicas; r++) {
+            if (row[r] != donor)
+                continue;
+            for (size_t m = 0; m < ring->node_count; m++) {
+                const struct handoff *via = &handoffs[m];
+
+                if (!via->found || via->partition == p ||
+                    !ring_slot_allowed(ring, zones, row, r, (uint16_t)m))
+                    continue;
+                row[r] = (uint16_t)m;
+                ring->table[(size_t)via->partition * ring->replicas +
+                            via->slot] = via->receiver;
+                ring->nodes[donor].slots--;
+                ring->nodes[via->receiver].slots++;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /*
  * A move helps only if it brings a node that must change (above its
  * ceiling, or below its floor) nearer its share and strictly narrows the
@@ -371,19 +442,26 @@ struct balancer {
     uint64_t *cursor;    /* per node: where its next scan starts */
     uint64_t *retry_at;  /* per node: moves done before it is tried again */
     uint8_t *failures;   /* per node: scans in a row that found nothing */
+    struct handoff *handoffs; /* per node, for two-move chains */
     uint64_t moves;
+};
+
+enum step_kind {
+    STEP_DIRECT,     /* direct moves, donors not waiting */
+    STEP_DIRECT_ALL, /* direct moves, every donor */
+    STEP_VIA,        /* chains of two moves */
 };
 
 /*
  * One move from the most over-filled donor that can give, to the most
  * under-filled receiver that may take one of its slots; false: none. A
- * donor whose scan finds nothing (full zones can block all its slots)
- * waits twice as many moves before each retry, which keeps the work
- * bounded; a last pass retries every donor before giving up.
+ * donor whose direct scan finds nothing (full zones can block all its
+ * slots) waits twice as many moves before each retry, which keeps the
+ * work bounded.
  */
 static bool
 balance_step(struct cairn_ring *ring, const struct ring_zones *zones,
-             struct balancer *state, bool retry_all)
+             struct balancer *state, enum step_kind kind)
 {
     size_t count = ring->node_count;
 
@@ -394,8 +472,9 @@ balance_step(struct cairn_ring *ring, const struct ring_zones *zones,
     for (size_t d = 0; d < count; d++) {
         uint16_t donor = state->order[d];
         size_t receiver_count = 0;
+        bool moved;
 
-        if (!retry_all && state->moves < state->retry_at[donor])
+        if (kind == STEP_DIRECT && state->moves < state->retry_at[donor])
             continue;
         for (size_t u = count; u-- > 0;) {
             if (move_wanted(ring, donor, state->order[u]))
@@ -403,12 +482,18 @@ balance_step(struct cairn_ring *ring, const struct ring_zones *zones,
         }
         if (receiver_count == 0)
             continue;
-        if (move_from(ring, zones, state->cursor, donor, state->receivers,
-                      receiver_count)) {
+        moved = kind == STEP_VIA
+                    ? move_via(ring, zones, donor, state->receivers,
+                               receiver_count, state->handoffs)
+                    : move_from(ring, zones, state->cursor, donor,
+                                state->receivers, receiver_count);
+        if (moved) {
             state->failures[donor] = 0;
             state->moves++;
             return true;
         }
+        if (kind == STEP_VIA)
+            continue;
         if (state->failures[donor] < 20)
             state->failures[donor]++;
         state->retry_at[donor] =
@@ -433,9 +518,10 @@ ring_assign(struct cairn_ring *ring, const struct ring_zones *zones,
     state.cursor = malloc(count * sizeof(*state.cursor));
     state.retry_at = calloc(count, sizeof(*state.retry_at));
     state.failures = calloc(count, sizeof(*state.failures));
+    state.handoffs = calloc(count, sizeof(*state.handoffs));
     if (state.order == NULL || state.receivers == NULL ||
         state.cursor == NULL || state.retry_at == NULL ||
-        state.failures == NULL) {
+        state.failures == NULL || state.handoffs == NULL) {
         rc = CAIRN_ENOMEM;
         goto out;
     }
@@ -443,14 +529,18 @@ ring_assign(struct cairn_ring *ring, const struct ring_zones *zones,
         state.cursor[i] = ring_mix64(i + 1);
     if ((rc = fill_empty(ring, zones, jitter)) < 0)
         goto out;
+    /* direct moves first; when none is left anywhere, retry every donor
+     * once, then try chains of two */
     for (;;) {
-        if (balance_step(ring, zones, &state, false))
+        if (balance_step(ring, zones, &state, STEP_DIRECT))
             continue;
-        /* nothing left among the donors not waiting: retry them all once
-         * after any progress, then stop */
-        if (swept_at == state.moves || !balance_step(ring, zones, &state, true))
+        if (swept_at != state.moves) {
+            swept_at = state.moves;
+            if (balance_step(ring, zones, &state, STEP_DIRECT_ALL))
+                continue;
+        }
+        if (!balance_step(ring, zones, &state, STEP_VIA))
             break;
-        swept_at = state.moves;
     }
 out:
     free(state.order);
@@ -458,6 +548,7 @@ out:
     free(state.cursor);
     free(state.retry_at);
     free(state.failures);
+    free(state.handoffs);
     return rc;
 }
 

@@ -214,7 +214,7 @@ test_rules_random(void)
 {
     uint64_t state = 1;
 
-    for (int round = 0; round < 40; round++) {
+    for (int round = 0; round < 200; round++) {
         struct cairn_ring_node_spec specs[24];
         char names[24][24], zones[24][24];
         struct cairn_ring *ring = NULL;
@@ -234,12 +234,14 @@ test_rules_random(void)
         if (ring == NULL)
             continue;
         CHECK_INT(ring_breaks(ring), 0);
+        CHECK(shares_exact(ring));
         CHECK(cairn_ring_set_weight(ring, names[0], 500) == 0);
         CHECK(cairn_ring_set_zone(ring, names[count - 1], "z0") == 0);
         CHECK(cairn_ring_add_node(ring, &(struct cairn_ring_node_spec){
                                             "extra", 150, "z9"}) == 0);
         CHECK_INT(cairn_ring_rebalance(ring, NULL), 0);
         CHECK_INT(ring_breaks(ring), 0);
+        CHECK(shares_exact(ring));
         cairn_ring_free(ring);
     }
 }
