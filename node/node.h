@@ -184,8 +184,9 @@ int cairn_store_read_message(struct cairn_store *store, const char *guid,
 
 /*
  * Rebuilds the index from the data file alone: built aside, then renamed
- * over the old one only when complete. A torn member is cut off (only
- * after the last whole member; damage anywhere else is CAIRN_ECORRUPT).
+ * over the old one only when complete. A torn member after the last whole
+ * one is cut off; a damaged member between whole ones is skipped (its
+ * bytes stay, unindexed) and reading resumes at the next whole member.
  */
 int cairn_store_reindex(struct cairn_store *store);
 

@@ -3,7 +3,8 @@
  * (Cyrus's backup_reindex, without its weak points): the new index is
  * built beside the old one and renamed over it only when complete; a torn
  * last member is cut off; a timestamp out of order is an error, not an
- * abort that leaves half an index behind.
+ * abort that leaves half an index behind; a damaged member in the middle
+ * is skipped, not the end of reading.
  */
 #include "node_int.h"
 
@@ -99,9 +100,12 @@ hash_range(struct cairn_store *store, uint64_t from, uint64_t to)
     return 0;
 }
 
-/* Whether a gzip member header appears anywhere in [from, size). */
-static bool
-gzip_magic_after(int fd, uint64_t from, uint64_t size)
+/*
+ * The offset of the next whole gzip member after a damaged one: each
+ * "1f 8b 08" is tried by inflating from it. size when there is none.
+ */
+static uint64_t
+next_member(int fd, uint64_t from, uint64_t size)
 {
     unsigned char buf[65536];
 
@@ -109,27 +113,42 @@ gzip_magic_after(int fd, uint64_t from, uint64_t size)
         ssize_t n = pread(fd, buf, sizeof(buf), (off_t)from);
 
         if (n < 3)
-            return false;
+            break;
         for (ssize_t i = 0; i + 2 < n; i++) {
-            if (buf[i] == 0x1f && buf[i + 1] == 0x8b && buf[i + 2] == 0x08)
-                return true;
+            struct chunk_member member;
+
+            if (buf[i] != 0x1f || buf[i + 1] != 0x8b || buf[i + 2] != 0x08)
+                continue;
+            if (chunk_member_scan(fd, from + (uint64_t)i, &member) == 0)
+                return from + (uint64_t)i;
         }
         from += (uint64_t)n - 2;
     }
-    return false;
+    return size;
 }
 
-/* Indexes every member; stops at a torn last member (cut off later). */
+/*
+ * Indexes every member. A damaged member is skipped and reading resumes
+ * at the next whole member (Cyrus's reader gives up there and loses every
+ * later chunk, §6.3-2); damage at the end is a torn tail, cut by the
+ * caller after *good_end.
+ */
 static int
 reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
 {
     struct reindex state = {.store = store};
     struct chunk_member member;
+    uint64_t hashed = 0;
     int rc;
 
     SHA1_Init(&store->writer.file_sha);
     *good_end = 0;
     while (state.member_offset < size) {
+        int64_t first_ts = state.previous_first_ts, last_ts = state.last_ts;
+
+        if ((rc = hash_range(store, hashed, state.member_offset)) < 0)
+            return rc;
+        hashed = state.member_offset;
         chunk_sha1_state_hex(&store->writer.file_sha, store->writer.file_sha1);
         state.chunk_open = false;
         if ((rc = store_savepoint(store)) < 0)
@@ -138,21 +157,21 @@ reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
                             reindex_visit, &state, &member);
         if (rc == CAIRN_ECORRUPT || rc == CAIRN_EPARSE) {
             store_rollback_to(store);
-            /* Damage with whole members after it is not a torn tail. */
-            if (gzip_magic_after(store->fd, state.member_offset + 1, size))
-                return CAIRN_ECORRUPT;
-            break;
+            state.previous_first_ts = first_ts;
+            state.last_ts = last_ts;
+            state.member_offset =
+                next_member(store->fd, state.member_offset + 1, size);
+            continue;
         }
         if (rc < 0)
             return rc;
         if (state.chunk_open &&
             (rc = end_chunk_row(store, &member, state.last_ts)) < 0)
             return rc;
-        if ((rc = store_release(store)) < 0)
+        if ((rc = store_release(store)) < 0 ||
+            (rc = hash_range(store, hashed, member.end)) < 0)
             return rc;
-        if ((rc = hash_range(store, state.member_offset, member.end)) < 0)
-            return rc;
-        state.member_offset = member.end;
+        hashed = state.member_offset = member.end;
         *good_end = member.end;
     }
     store->last_ts = state.last_ts;
