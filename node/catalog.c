@@ -147,7 +147,7 @@ int
 cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
                      const char *userid, char **data_path)
 {
-    char dir[PATH_MAX], path[PATH_MAX];
+    char dir[PATH_MAX], path[PATH_MAX], absolute[PATH_MAX];
     char *existing = NULL;
     int fd = -1, rc;
 
@@ -165,6 +165,12 @@ cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
         return CAIRN_ETOOBIG;
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
         return CAIRN_EIO;
+    /* The catalog holds absolute paths, as backups.db does. */
+    if (realpath(dir, absolute) == NULL)
+        return CAIRN_EIO;
+    if (snprintf(path, sizeof(path), "%s/%s_XXXXXX", absolute, userid) >=
+        (int)sizeof(path))
+        return CAIRN_ETOOBIG;
     if ((fd = mkstemp(path)) < 0)
         return CAIRN_EIO;
     close(fd);

@@ -242,6 +242,39 @@ build_user001(struct cairn_store *store, bool check_replies)
     }
 }
 
+/* GET MAILBOXES and GET META give the matching parts of GET USER. */
+static void
+check_partial_answers(struct cairn_store *store)
+{
+    static const char *const names[] = {"user.user001.Work", "user.nobody",
+                                        NULL, "user.user001"};
+    struct cairn_buf user, some, meta;
+    const char *work, *inbox, *lsub;
+
+    cairn_buf_init(&user, 1 << 20);
+    cairn_buf_init(&some, 1 << 20);
+    cairn_buf_init(&meta, 1 << 20);
+    CHECK_INT(cairn_store_get_user(store, print_item, &user), 0);
+    CHECK_INT(cairn_store_get_mailboxes(store, names, 4, print_item, &some), 0);
+    CHECK_INT(cairn_store_get_meta(store, print_item, &meta), 0);
+    work = user.data ? strstr(user.data, "* MAILBOX %(UNIQUEID od1o") : NULL;
+    inbox = user.data ? strstr(user.data, "* MAILBOX %(UNIQUEID xpr9") : NULL;
+    lsub = user.data ? strstr(user.data, "* LSUB") : NULL;
+    CHECK(work && inbox && lsub && some.data && meta.data);
+    if (work && inbox && lsub && some.data && meta.data) {
+        size_t work_len = (size_t)(strstr(work, "\r\n") + 2 - work);
+        size_t inbox_len = (size_t)(strstr(inbox, "\r\n") + 2 - inbox);
+
+        CHECK_INT(some.len, work_len + inbox_len);
+        CHECK(memcmp(some.data, work, work_len) == 0);
+        CHECK(memcmp(some.data + work_len, inbox, inbox_len) == 0);
+        CHECK_STR(meta.data, lsub);
+    }
+    cairn_buf_release(&user);
+    cairn_buf_release(&some);
+    cairn_buf_release(&meta);
+}
+
 static void
 test_recorded_traffic(const char *dir)
 {
@@ -286,6 +319,7 @@ test_recorded_traffic(const char *dir)
     CHECK_INT(cairn_store_get_fullmailbox(store, "user.user001.Nope",
                                           print_item, &full),
               CAIRN_ENOENT);
+    check_partial_answers(store);
     before = test_dump_index(index);
     CHECK_INT(cairn_store_reindex(store), 0);
     after = test_dump_index(index);
