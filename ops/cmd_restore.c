@@ -23,7 +23,8 @@ static const char usage[] =
     "           [--timeout seconds] [--mailbox name ...] [--into name]\n"
     "           [--partition part] [--new-uids] [--include-deleted]\n"
     "           [--keep-deleted-prefix] [--skip-expunged] [--no-meta]\n"
-    "           [--mode restore|apply] [--dry-run] [--quiet] [--json]\n"
+    "           [--activate-sieve script] [--mode restore|apply]\n"
+    "           [--dry-run] [--quiet] [--json]\n"
     "\n"
     "Restores the user's backup (from a node's data directory, or one data\n"
     "file + .index) into the Cyrus sync_server at host:port, authenticating\n"
@@ -36,6 +37,8 @@ static const char usage[] =
     "  --new-uids     let the server assign uniqueid, UIDVALIDITY and UIDs\n"
     "  --include-deleted  DELETED.* mailboxes too, under their old names\n"
     "                 unless --keep-deleted-prefix\n"
+    "  --activate-sieve  make this script active (backups do not say which\n"
+    "                 one was)\n"
     "  --mode apply   APPLY MAILBOX as sync_client: exact state, checked by\n"
     "                 the server's SYNC_CRC (falls back to RESTORE MAILBOX\n"
     "                 for mailboxes the target already holds)\n"
@@ -46,6 +49,7 @@ static const char usage[] =
 struct restore_args {
     const char *data_dir, *file, *user, *server, *authname, *password_file;
     const char *realm, *mechanism, *into, *partition, *mode;
+    const char *activate_sieve;
     const char *mailboxes[MAILBOXES_MAX];
     size_t mailbox_count;
     uint64_t timeout;
@@ -70,6 +74,7 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
         {"into", required_argument, NULL, 'i'},
         {"partition", required_argument, NULL, 'P'},
         {"mode", required_argument, NULL, 'o'},
+        {"activate-sieve", required_argument, NULL, 'S'},
         {"timeout", required_argument, NULL, 't'},
         {"no-compress", no_argument, NULL, 'Z'},
         {"new-uids", no_argument, NULL, 'N'},
@@ -119,6 +124,9 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
             break;
         case 'P':
             args->partition = optarg;
+            break;
+        case 'S':
+            args->activate_sieve = optarg;
             break;
         case 'o':
             args->mode = optarg;
@@ -410,6 +418,7 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
     options.keep_deleted_prefix = args.keep_deleted_prefix;
     options.skip_expunged = args.skip_expunged;
     options.skip_meta = args.no_meta;
+    options.activate_sieve = args.activate_sieve;
     if (args.mode != NULL && strcmp(args.mode, "apply") == 0)
         options.mode = CAIRN_RESTORE_MODE_APPLY;
     rc =

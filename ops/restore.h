@@ -90,16 +90,18 @@ struct cairn_restore_options {
                                      relative to the user: "INBOX", "Work");
                                      none: every live mailbox */
     size_t mailbox_count;
-    const char *into;         /* restore the one chosen mailbox as this
-                                 name (gets a new identity) */
-    const char *partition;    /* target partition; NULL: the backup's */
-    bool new_identity;        /* send UNIQUEID NIL, UIDVALIDITY 0,
-                                 HIGHESTMODSEQ 0: new UIDs (restore's
-                                 default without -U) */
-    bool include_deleted;     /* DELETED.* mailboxes too */
-    bool keep_deleted_prefix; /* keep their DELETED. names */
-    bool skip_expunged;       /* leave out expunged records */
-    bool skip_meta;           /* no subscriptions, seen state, sieve */
+    const char *into;           /* restore the one chosen mailbox as this
+                                   name (gets a new identity) */
+    const char *partition;      /* target partition; NULL: the backup's */
+    bool new_identity;          /* send UNIQUEID NIL, UIDVALIDITY 0,
+                                   HIGHESTMODSEQ 0: new UIDs (restore's
+                                   default without -U) */
+    bool include_deleted;       /* DELETED.* mailboxes too */
+    bool keep_deleted_prefix;   /* keep their DELETED. names */
+    bool skip_expunged;         /* leave out expunged records */
+    bool skip_meta;             /* no subscriptions, seen state, sieve */
+    const char *activate_sieve; /* script to make active ("lab"): backupd
+                                   does not record which one was */
     enum cairn_restore_mode mode;
     size_t message_block; /* file literals per APPLY MESSAGE (<=1024) */
     size_t reserve_block; /* GUIDs per APPLY RESERVE (<=8192) */

@@ -525,6 +525,35 @@ out:
     return rc;
 }
 
+/* "APPLY ACTIVATE_SIEVE %(USERID u FILENAME name.bc)" (the bytecode). */
+static int
+add_activate_sieve(struct builder *builder)
+{
+    const char *name = builder->options->activate_sieve;
+    size_t len = strlen(name);
+    struct cairn_dlist *value = NULL;
+    char filename[NAME_MAX_LEN];
+    int rc = CAIRN_ENOMEM;
+
+    if (len > 7 && strcmp(name + len - 7, ".script") == 0)
+        len -= 7;
+    if (len == 0 || len + 4 > sizeof(filename))
+        return CAIRN_EINVAL;
+    snprintf(filename, sizeof(filename), "%.*s.bc", (int)len, name);
+    if ((value = cairn_dlist_new_kvlist("ACTIVATE_SIEVE")) == NULL)
+        goto out;
+    if ((rc = cairn_dlist_add_atom(value, "USERID", builder->source->userid)) <
+            0 ||
+        (rc = cairn_dlist_add_atom(value, "FILENAME", filename)) < 0 ||
+        (rc = push((void ***)&builder->plan->meta, &builder->plan->meta_count,
+                   value)) < 0)
+        goto out;
+    value = NULL;
+out:
+    cairn_dlist_free(value);
+    return rc;
+}
+
 static int
 compare_wanted(const void *a, const void *b)
 {
@@ -629,6 +658,9 @@ cairn_restore_plan_build(struct cairn_restore_source *source,
         if ((rc = add_meta(&builder, builder.items[i])) < 0)
             goto out;
     }
+    if (options->activate_sieve != NULL &&
+        (rc = add_activate_sieve(&builder)) < 0)
+        goto out;
     rc = fill_partitions(&builder);
 out:
     for (size_t i = 0; i < builder.name_count; i++)

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""cairnctl import + cairnctl restore against real Cyrus 3.6.
+
+SOURCE (imapd, lmtpd, timsieved) -> sync_client -u -> BACKUP (backupd);
+`cairnctl import` adopts backupd's files into a cairn data directory
+(its rebuilt index must equal backupd's row for row); `cairnctl restore`
+puts each user into the REPLICA's sync_server: carol with RESTORE
+MAILBOX (what Cyrus's `restore -U` sends), dan with APPLY MAILBOX (what
+sync_client sends).  The REPLICA must then hold what the SOURCE holds,
+field by field: mailboxes, uniqueids, UIDVALIDITY, UIDs, flags,
+internaldates, message bytes, subscriptions, non-owner seen state (a
+\\Seen the other user set), the compiled sieve script and which one is
+active (and, in APPLY mode, HIGHESTMODSEQ and UIDNEXT too).
+Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import cyruslab  # noqa: E402
+import labmail  # noqa: E402
+
+STARTED = time.monotonic()
+MODES = {"carol": "restore", "dan": "apply"}
+USERS = sorted(MODES)
+FETCH = re.compile(rb"UID (\d+) INTERNALDATE \"([^\"]+)\" BODY\[\] \{(\d+)\}")
+
+
+def expect(condition, what, detail=""):
+    if not condition:
+        raise AssertionError("%s\n%s" % (what, detail))
+    print("ok - %s (%.1fs)" % (what, time.monotonic() - STARTED))
+
+
+def cairnctl():
+    build = os.environ.get("CAIRN_BUILD_DIR",
+                           os.path.join(HERE, "..", "..", "build"))
+    path = os.path.join(build, "ops", "cairnctl")
+    if not os.access(path, os.X_OK):
+        print("cairnctl not built at %s" % path)
+        sys.exit(77)
+    return path
+
+
+def run(*args):
+    proc = subprocess.run([cairnctl()] + list(args), capture_output=True,
+                          text=True, timeout=60)
+    return proc
+
+
+def contents(server, user):
+    """{mailbox: [(uid, internaldate, sha1 of the bytes)]} as user sees it,
+    read over IMAP (EXAMINE, FETCH INTERNALDATE BODY.PEEK[])."""
+    result = {}
+    conn = server.imap(user)
+    try:
+        typ, data = conn.list('""', "*")
+        cyruslab.check_ok(typ, data, "LIST")
+        for line in data:
+            name = labmail.list_name(line)
+            typ, data = conn.select('"%s"' % name, readonly=True)
+            cyruslab.check_ok(typ, data, "EXAMINE")
+            if int(data[0]) == 0:
+                result[name] = []
+                continue
+            typ, data = conn.uid("FETCH", "1:*", "(INTERNALDATE BODY.PEEK[])")
+            cyruslab.check_ok(typ, data, "FETCH")
+            rows = []
+            for item in data:
+                if not isinstance(item, tuple):
+                    continue
+                match = FETCH.search(item[0])
+                rows.append((int(match.group(1)), match.group(2).decode(),
+                             hashlib.sha1(item[1]).hexdigest(),
+                             len(item[1])))
+            result[name] = sorted(rows)
+    finally:
+        conn.logout()
+    return result
+
+
+def shared_flags(server, lab, reader, owner):
+    """Flags reader sees on owner's Archive (shared lrs by populate):
+    reader's own \\Seen there lives in reader's seen db."""
+    conn = server.imap(reader)
+    try:
+        name = '"%s"' % lab.user_mailbox(owner, "Archive")
+        cyruslab.check_ok(*conn.select(name, readonly=True), "EXAMINE")
+        typ, data = conn.uid("FETCH", "1:*", "(FLAGS)")
+        cyruslab.check_ok(typ, data, "FETCH")
+        return sorted(line.decode() for line in data if line)
+    finally:
+        conn.logout()
+
+
+def sieve_files(instance):
+    """{path under sieve/: bytes, or "-> target" for the active link}.
+    Cyrus 3.6 keeps a user's scripts in the #sieve mailbox and compiles
+    them into sieve/uuid/<x>/<y>/<mailbox uniqueid>/NAME.bc; "defaultbc"
+    links to the active one. Same uniqueid, same paths."""
+    found = {}
+    top = os.path.join(instance.dir, "sieve")
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            key = os.path.relpath(path, top)
+            if os.path.islink(path):
+                found[key] = "-> " + os.readlink(path)
+            else:
+                with open(path, "rb") as f:
+                    found[key] = f.read()
+    return found
+
+
+def main():
+    cyruslab.skip_unless_runnable()
+    cairnctl()
+    with cyruslab.Lab() as lab:
+        backup = lab.add_backup()
+        replica = lab.add_replica()
+        source = lab.add_source(channels={"backup": backup.csync_address})
+        lab.start()
+        labmail.populate(source, USERS, messages=6)
+        for user in USERS:
+            r = source.sync_client(users=[user], channel="backup")
+            expect(r.ok, "sync_client -u %s into backupd" % user, r)
+        files = backup.backup_files()
+        data_dir = os.path.join(lab.dir, "cairn-data")
+        password_file = os.path.join(lab.dir, "restore.pw")
+        with open(password_file, "w") as f:
+            f.write(cyruslab.REPLICATION_PASSWORD + "\n")
+        os.chmod(password_file, 0o600)
+
+        for user in USERS:
+            p = run("import", "--json", "--data-dir", data_dir, "--user",
+                    user, files[user])
+            report = json.loads(p.stdout or "{}")
+            expect(p.returncode == 0 and report.get("outcome") == "imported",
+                   "cairnctl import %s" % user, p.stdout + p.stderr)
+            expect(report["compared"] and report["differences"] == 0,
+                   "cairn's rebuilt index of %s equals backupd's (%s)" % (
+                       user, ", ".join("%s %d" % (t, v["rows"]) for t, v in
+                                       report["tables"].items())),
+                   p.stdout)
+        again = run("import", "--data-dir", data_dir, "--user", USERS[0],
+                    files[USERS[0]])
+        expect(again.returncode == 1, "a second import of a user is refused",
+               again.stdout + again.stderr)
+
+        server = "127.0.0.1:%d" % replica.ports["csync"]
+        timings = {}
+        for user in USERS:
+            begin = time.monotonic()
+            p = run("restore", "--json", "--data-dir", data_dir, "--user",
+                    user, "--server", server, "--authname",
+                    cyruslab.REPLICATION_USER, "--password-file",
+                    password_file, "--mode", MODES[user],
+                    "--activate-sieve", "lab")
+            timings[user] = time.monotonic() - begin
+            summary = json.loads(p.stdout or "{}")
+            expect(p.returncode == 0 and summary.get("ok"),
+                   "cairnctl restore %s (%s mode): %s" % (
+                       user, MODES[user], p.stdout.strip()), p.stderr)
+            expect(summary["mailboxes_fallback"] == 0 and
+                   summary["meta_sent"] == 5 and summary["meta_refused"] == 0,
+                   "%s: no fallback; 2 SUB, SEEN, SIEVE, ACTIVATE_SIEVE "
+                   "accepted" % user, p.stdout)
+
+        want = source.snapshot(users=USERS)
+        got = replica.snapshot(users=USERS)
+        expect(sorted(got) == sorted(want), "same mailboxes (%d)" % len(want),
+               "source %s\nreplica %s" % (sorted(want), sorted(got)))
+        fields = ("uniqueid", "uidvalidity", "messages")
+        exact = ("uidnext", "highestmodseq")
+        for name in sorted(want):
+            owner = lab.mailbox_owner(name)
+            compared = fields + (exact if MODES[owner] == "apply" else ())
+            differ = {k: (want[name][k], got[name][k]) for k in compared
+                      if want[name][k] != got[name][k]}
+            expect(not differ, "%s: %s equal (%d messages)" % (
+                name, "/".join(compared), len(want[name]["messages"])),
+                json.dumps(differ, indent=1))
+            if MODES[owner] == "restore":
+                print("# %s (restore mode): uidnext %d -> %d, highestmodseq"
+                      " %d -> %d" % (name, want[name]["uidnext"],
+                                     got[name]["uidnext"],
+                                     want[name]["highestmodseq"],
+                                     got[name]["highestmodseq"]))
+        for user in USERS:
+            src, dst = contents(source, user), contents(replica, user)
+            expect(src == dst, "%s: internaldates and message bytes equal "
+                   "(%d messages)" % (user, sum(len(v) for v in src.values())),
+                   "source %s\nreplica %s" % (src, dst))
+            expect(source.subscriptions(user) == replica.subscriptions(user),
+                   "%s: subscriptions equal %s" % (
+                       user, source.subscriptions(user)))
+        for n, reader in enumerate(USERS):
+            owner = USERS[(n - 1) % len(USERS)]
+            want_flags = shared_flags(source, lab, reader, owner)
+            got_flags = shared_flags(replica, lab, reader, owner)
+            expect(got_flags == want_flags and "\\Seen" in want_flags[0],
+                   "%s's seen state on %s's Archive restored: %s" % (
+                       reader, owner, got_flags),
+                   "source %s\nreplica %s" % (want_flags, got_flags))
+        want_sieve, got_sieve = sieve_files(source), sieve_files(replica)
+        expect(len(want_sieve) == 2 * len(USERS) and got_sieve == want_sieve,
+               "sieve scripts restored and active (%s)" % sorted(
+                   os.path.basename(k) for k in want_sieve),
+               "source %s\nreplica %s" % (want_sieve, got_sieve))
+        print("# restore seconds: %s" % ", ".join(
+            "%s %.2f" % (u, t) for u, t in sorted(timings.items())))
+    print("test_restore_cairn: passed in %.1fs" % (time.monotonic() - STARTED))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
