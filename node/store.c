@@ -51,6 +51,12 @@ open_locked(const char *path, unsigned flags, int *fd_out)
         }
         if (fstat(fd, &opened) == 0 && stat(path, &current) == 0 &&
             opened.st_ino == current.st_ino) {
+            /* A file we may just have created must survive a crash. */
+            if (opened.st_size == 0 && (flags & CAIRN_STORE_CREATE) &&
+                (rc = cairn_fsync_parent_dir(path)) < 0) {
+                close(fd);
+                return rc;
+            }
             *fd_out = fd;
             return 0;
         }

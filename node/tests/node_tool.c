@@ -6,6 +6,8 @@
  *                                          one commit per file
  *   node_tool verify DATA                  open (recovering) + verify FULL
  *   node_tool reindex DATA                 rebuild DATA.index from DATA
+ *   node_tool compact DATA                 coalesce everything kept into
+ *                                          as few chunks as possible
  *   node_tool ingest DATA START            append batches forever from
  *                                          START, printing "ack N" after
  *                                          each commit
@@ -68,6 +70,29 @@ cmd_reindex(int argc, char **argv)
     if ((rc = cairn_store_open(argv[0], CAIRN_STORE_BLOCK, &store)) < 0)
         return rc;
     rc = cairn_store_reindex(store);
+    cairn_store_close(store);
+    return rc;
+}
+
+static int
+cmd_compact(int argc, char **argv)
+{
+    struct cairn_compact_policy policy = {0, 1u << 30, 0, 1, 1900000000};
+    struct cairn_compact_result result;
+    struct cairn_store *store = NULL;
+    int rc;
+
+    if (argc != 1)
+        return CAIRN_EINVAL;
+    if ((rc = cairn_store_open(argv[0], CAIRN_STORE_BLOCK, &store)) < 0)
+        return rc;
+    rc = cairn_store_compact(store, &policy, &result);
+    if (rc == 0)
+        printf("compact: %llu chunks -> %llu, %llu bytes -> %llu\n",
+               (unsigned long long)result.chunks_before,
+               (unsigned long long)result.chunks_after,
+               (unsigned long long)result.bytes_before,
+               (unsigned long long)result.bytes_after);
     cairn_store_close(store);
     return rc;
 }
@@ -167,8 +192,8 @@ main(int argc, char **argv)
         int (*run)(int argc, char **argv);
     } commands[] = {
         {"apply", cmd_apply},     {"verify", cmd_verify},
-        {"reindex", cmd_reindex}, {"ingest", cmd_ingest},
-        {"check", cmd_check},
+        {"reindex", cmd_reindex}, {"compact", cmd_compact},
+        {"ingest", cmd_ingest},   {"check", cmd_check},
     };
 
     if (argc < 2)
@@ -184,6 +209,7 @@ main(int argc, char **argv)
         }
     }
 usage:
-    fprintf(stderr, "usage: node_tool apply|verify|reindex|ingest|check ...\n");
+    fprintf(stderr,
+            "usage: node_tool apply|verify|reindex|compact|ingest|check ...\n");
     return 2;
 }

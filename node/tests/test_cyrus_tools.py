@@ -4,7 +4,7 @@ ways:
 
 1. cairn writes user001's backup from recorded sync_client traffic
    (data/*.apply); Debian's `ctl_backups verify` and `cyr_backup list all`
-   must accept it.
+   must accept it, and the same backup after cairn compacted it.
 2. Files written by a real backupd (data/backupd/, see its manifest.json):
    cairn verifies them at every level, and cairn's reindex of each data
    file gives exactly the index backupd itself wrote. Cyrus's own
@@ -74,10 +74,17 @@ def cairn_writes_cyrus_reads(tool, tmp):
     os.makedirs(os.path.dirname(data))
     run([tool, "apply", data, "1795668600"]
         + [os.path.join(HERE, "data", "%s.apply" % s) for s in SESSIONS])
+    if not cyrus_accepts(data, "written"):
+        return False
+    print(run([tool, "compact", data]).stdout.strip())
+    return cyrus_accepts(data, "compacted")
+
+
+def cyrus_accepts(data, how):
     report = backupcheck.check_backup_files({"user001": data})
     check = report.users["user001"]
-    print("cairn-written user001: verify %s; cyr_backup list all: exit %d"
-          % (check.verify_status, check.list_result.returncode))
+    print("cairn-%s user001: verify %s; cyr_backup list all: exit %d"
+          % (how, check.verify_status, check.list_result.returncode))
     if not check.accepted:
         print(check.list_result)
         print(report.tool_log if hasattr(report, "tool_log") else "")
