@@ -246,9 +246,14 @@ sql_init_schema(sqlite3 *db)
     int64_t version = -1;
     int rc = CAIRN_EDB;
 
+    /*
+     * Cyrus's pragmas, plus synchronous = EXTRA: in the default rollback
+     * journal mode only EXTRA fsyncs the directory after the journal is
+     * deleted, without which a power cut can roll a commit back.
+     */
     if (sqlite3_exec(db,
                      "PRAGMA foreign_keys = ON; PRAGMA secure_delete = OFF;"
-                     " PRAGMA temp_store = 2;",
+                     " PRAGMA temp_store = 2; PRAGMA synchronous = EXTRA;",
                      NULL, NULL, NULL) != SQLITE_OK)
         goto out;
     if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL) !=
