@@ -5,6 +5,9 @@
  * nothing to do is success; retention drops expunged bodies only once
  * they are old enough; answers are unchanged by compaction.
  */
+/* node.h first: the public header must compile on its own. */
+#include "node.h"
+/* (a separate block, so that sorting keeps node.h first) */
 #include "check.h"
 #include "node_test_util.h"
 
