@@ -236,8 +236,17 @@ prepare(struct plan *plan)
         return CAIRN_ENOMEM;
     if ((rc = compute_rows(plan->ring, plan->users, count, plan->rows)) < 0)
         return rc;
-    for (size_t u = 0; u < count; u++)
+    for (size_t u = 0; u < count; u++) {
+        const char *userid = plan->users[u].userid;
+        size_t len = strlen(userid);
+
+        /* users pinned already count as pinned (keep_existing) */
+        plan->moved[u] =
+            plan->ring->override_count > 0 &&
+            ring_override_find(plan->ring, cairn_ring_hash(userid, len), userid,
+                               len) != NULL;
         plan->by_size[u] = u;
+    }
     qsort_r(plan->by_size, count, sizeof(*plan->by_size), heavier_first,
             (void *)plan->users);
     return index_members(plan);

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+int placement_header_replicas(void);
+
 static const struct cairn_ring_node_spec golden_nodes[] = {
     {"alpha", 100, "a"}, {"bravo", 100, "a"}, {"charlie", 200, "b"},
     {"delta", 100, "b"}, {"echo", 50, "c"},   {"foxtrot", 100, "c"},
@@ -226,7 +228,8 @@ test_rules_random(void)
         count = replicas + (size_t)(state >> 40) % 12;
         for (size_t i = 0; i < count; i++) {
             snprintf(names[i], sizeof(names[i]), "n%zu", i);
-            snprintf(zones[i], sizeof(zones[i]), "z%zu", (size_t)(state >> (i % 48)) % 4);
+            snprintf(zones[i], sizeof(zones[i]), "z%zu",
+                     (size_t)(state >> (i % 48)) % 4);
             specs[i] = (struct cairn_ring_node_spec){
                 names[i], (uint32_t)(1 + (state >> (i % 40)) % 300), zones[i]};
         }
@@ -469,6 +472,19 @@ test_overrides_and_planner(void)
         cairn_ring_diff_users(before, ring, users, 600, NULL, NULL, &diff), 0);
     CHECK_U64(diff.users_changed, stats.pinned);
     CHECK_U64(diff.partitions_changed, 0);
+    /* planning again from the pins changes nothing and counts them once */
+    {
+        struct cairn_ring_plan_options keep = {.keep_existing = true};
+        struct cairn_ring_plan_stats again;
+        struct cairn_ring *planned = NULL;
+
+        CHECK_INT(cairn_ring_clone(ring, &planned), 0);
+        CHECK_INT(cairn_ring_plan(ring, users, 600, &keep, &again), 0);
+        CHECK_INT(again.pinned, stats.pinned);
+        CHECK(again.before == stats.after);
+        CHECK(planned != NULL && cairn_ring_equal(planned, ring));
+        cairn_ring_free(planned);
+    }
     CHECK_INT(cairn_ring_node_find(ring, "n0", &index), 0);
     cairn_ring_free(before);
     cairn_ring_free(ring);
@@ -696,6 +712,7 @@ test_file(void)
 int
 main(void)
 {
+    CHECK_INT(placement_header_replicas(), CAIRN_RING_MAX_REPLICAS);
     test_hash();
     test_golden_placement();
     test_rules_exhaustive();
