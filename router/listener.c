@@ -23,7 +23,6 @@
 #define INPUT_MAX (4 * READ_CHUNK)
 /* How often idle connections are looked for. */
 #define SWEEP_INTERVAL_MS 1000
-#define DEFAULT_IDLE_TIMEOUT_MS (30ull * 60 * 1000)
 
 void
 cairn_router_event(struct cairn_router *router,
@@ -46,60 +45,6 @@ cairn_router_event(struct cairn_router *router,
         event.login = conn->auth.authenticated ? conn->auth.login : NULL;
     }
     router->event_fn(router->event_arg, &event);
-}
-
-/* "a.b.c.d:port" or "*:port" (IPv4 only so far). */
-static int
-parse_listen(const char *listen, struct sockaddr_in *address)
-{
-    const char *colon = strrchr(listen, ':');
-    char host[64];
-    uint64_t port;
-
-    if (colon == NULL || (size_t)(colon - listen) >= sizeof(host))
-        return CAIRN_ECONFIG;
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    if (cairn_parse_u64_str(colon + 1, 0, 65535, &port) < 0)
-        return CAIRN_ECONFIG;
-    memset(address, 0, sizeof(*address));
-    address->sin_family = AF_INET;
-    address->sin_port = htons((uint16_t)port);
-    if (strcmp(host, "*") == 0)
-        snprintf(host, sizeof(host), "0.0.0.0");
-    if (inet_pton(AF_INET, host, &address->sin_addr) != 1)
-        return CAIRN_ECONFIG;
-    return CAIRN_OK;
-}
-
-static int
-open_listener(struct cairn_router_channel *channel, const char *address_text,
-              char *error, size_t error_size)
-{
-    struct sockaddr_in address;
-    socklen_t length = sizeof(address);
-    int one = 1, fd;
-
-    if (parse_listen(address_text, &address) < 0) {
-        snprintf(error, error_size, "channel %s: bad listen address '%s'",
-                 channel->name, address_text);
-        return CAIRN_ECONFIG;
-    }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    channel->listen_fd = fd;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 ||
-        listen(fd, 128) < 0 ||
-        getsockname(fd, (struct sockaddr *)&address, &length) < 0)
-        goto fail;
-    channel->port = ntohs(address.sin_port);
-    return CAIRN_OK;
-fail:
-    snprintf(error, error_size, "channel %s: cannot listen on %s: %s",
-             channel->name, address_text, strerror(errno));
-    return CAIRN_EIO;
 }
 
 static bool
@@ -137,6 +82,7 @@ conn_free(struct cairn_router_conn *conn)
     cairn_buf_release(&conn->wire_in);
     cairn_buf_release(&conn->reply);
     cairn_buf_release(&conn->output);
+    cairn_router_channel_unref(conn->channel);
     free(conn);
 }
 
@@ -366,6 +312,7 @@ conn_new(struct cairn_router_channel *channel, int fd,
     }
     conn->router = router;
     conn->channel = channel;
+    channel->refs++; /* a reload may drop the channel; we keep it */
     conn->fd = fd;
     conn->last_activity_ms = cairn_loop_now_ms();
     peer_name(fd, conn->peer, sizeof(conn->peer), remote, sizeof(remote),
@@ -398,8 +345,8 @@ conn_new(struct cairn_router_channel *channel, int fd,
     return CAIRN_OK;
 }
 
-static void
-on_accept(struct cairn_loop *loop, int fd, unsigned events, void *arg)
+void
+cairn_router_accept(struct cairn_loop *loop, int fd, unsigned events, void *arg)
 {
     struct cairn_router_channel *channel = arg;
     struct cairn_router *router = channel->router;
@@ -445,47 +392,19 @@ on_sweep(struct cairn_loop *loop, uint64_t timer_id, void *arg)
     }
 }
 
-static int
-channel_open(struct cairn_router *router, struct cairn_router_channel *channel,
-             const struct cairn_router_channel_settings *settings, char *error,
-             size_t error_size)
-{
-    int rc;
-
-    channel->router = router;
-    channel->listen_fd = -1;
-    channel->compress = settings->compress;
-    channel->idle_timeout_ms = settings->idle_timeout_ms
-                                   ? settings->idle_timeout_ms
-                                   : DEFAULT_IDLE_TIMEOUT_MS;
-    channel->name = strdup(settings->name ? settings->name : "default");
-    if (channel->name == NULL)
-        return CAIRN_ENOMEM;
-    if (settings->listen == NULL) {
-        snprintf(error, error_size, "channel %s: no listen address",
-                 channel->name);
-        return CAIRN_ECONFIG;
-    }
-    rc = cairn_router_auth_channel_init(&channel->auth, router->servername,
-                                        settings, error, error_size);
-    if (rc == 0)
-        rc = open_listener(channel, settings->listen, error, error_size);
-    if (rc == 0)
-        rc = cairn_loop_add_fd(router->loop, channel->listen_fd,
-                               CAIRN_LOOP_READ, on_accept, channel);
-    return rc;
-}
-
 static char *
 copy_or_null(const char *text)
 {
     return text != NULL ? strdup(text) : NULL;
 }
 
-static int
-copy_settings(struct cairn_router *router,
-              const struct cairn_router_settings *settings)
+int
+cairn_router_copy_settings(struct cairn_router *router,
+                           const struct cairn_router_settings *settings)
 {
+    free(router->servername);
+    free(router->default_domain);
+    free(router->deleted_prefix);
     router->servername =
         strdup(settings->servername ? settings->servername : "localhost");
     router->default_domain = copy_or_null(settings->names.default_domain);
@@ -529,7 +448,7 @@ cairn_router_new(struct cairn_loop *loop,
     if (router == NULL)
         return CAIRN_ENOMEM;
     router->loop = loop;
-    if ((rc = copy_settings(router, settings)) < 0)
+    if ((rc = cairn_router_copy_settings(router, settings)) < 0)
         goto out;
     if (settings->spool_dir != NULL) {
         rc = cairn_router_spool_new(settings->spool_dir,
@@ -548,19 +467,8 @@ cairn_router_new(struct cairn_loop *loop,
         goto out;
     }
     router->sasl_initialised = true;
-    router->channels =
-        calloc(settings->channel_count + 1, sizeof(*router->channels));
-    if (router->channels == NULL) {
-        rc = CAIRN_ENOMEM;
+    if ((rc = cairn_router_reload(router, settings, error, error_size)) < 0)
         goto out;
-    }
-    for (size_t i = 0; i < settings->channel_count; i++) {
-        router->channel_count++;
-        rc = channel_open(router, &router->channels[i], &settings->channels[i],
-                          error, error_size);
-        if (rc < 0)
-            goto out;
-    }
     rc = cairn_loop_add_timer(loop, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS,
                               on_sweep, router, &router->sweep_timer);
 out:
@@ -580,14 +488,8 @@ cairn_router_free(struct cairn_router *router)
     while (router->conns != NULL)
         conn_free(router->conns);
     for (size_t i = 0; i < router->channel_count; i++) {
-        struct cairn_router_channel *channel = &router->channels[i];
-
-        if (channel->listen_fd >= 0) {
-            cairn_loop_remove_fd(router->loop, channel->listen_fd);
-            close(channel->listen_fd);
-        }
-        cairn_router_auth_channel_release(&channel->auth);
-        free(channel->name);
+        cairn_router_channel_close_listener(router->channels[i]);
+        cairn_router_channel_unref(router->channels[i]);
     }
     if (router->sweep_timer != 0)
         cairn_loop_cancel_timer(router->loop, router->sweep_timer);
@@ -620,7 +522,8 @@ cairn_router_set_request_handler(struct cairn_router *router,
 uint16_t
 cairn_router_port(const struct cairn_router *router, size_t channel)
 {
-    return channel < router->channel_count ? router->channels[channel].port : 0;
+    return channel < router->channel_count ? router->channels[channel]->port
+                                           : 0;
 }
 
 size_t

@@ -1,7 +1,9 @@
 /*
  * main.c - cairn-router: reads cluster.conf, opens one csync listener per
  * channel and runs the session layer (banner, SASL, COMPRESS, command
- * table, user resolution) on the event loop until SIGTERM/SIGINT.
+ * table, user resolution) on the event loop until SIGTERM/SIGINT; SIGHUP
+ * reloads the file and applies it only when all of it is valid, without
+ * dropping a connection.
  *
  * This build does not forward anything to storage nodes yet: every GET or
  * APPLY that needs a user's backup is answered with a NO that says so, and
@@ -47,13 +49,56 @@ on_event(void *arg, const struct cairn_router_event *event)
         cairn_log(levels[event->level], "%s", event->message);
 }
 
+/* What the signal handler needs to reload. */
+struct daemon {
+    const char *config_path; /* NULL: the built-in configuration */
+    struct cairn_router *router;
+};
+
+static int load_config(const char *path, struct cairn_config **config);
+static int settings_from_config(const struct cairn_config *config,
+                                struct cairn_router_settings *settings,
+                                struct cairn_router_channel_settings *channels);
+
+/* SIGHUP: read the file again; apply it only if all of it is valid. */
+static void
+reload(struct daemon *daemon)
+{
+    struct cairn_router_channel_settings *channels = NULL;
+    struct cairn_router_settings settings;
+    struct cairn_config *config = NULL;
+    char error[512] = "";
+    int rc;
+
+    if (load_config(daemon->config_path, &config) < 0) {
+        cairn_log_error("SIGHUP: configuration not reloaded");
+        return;
+    }
+    channels =
+        calloc(cairn_config_channel_count(config) + 1, sizeof(*channels));
+    rc = channels == NULL ? CAIRN_ENOMEM
+                          : settings_from_config(config, &settings, channels);
+    if (rc == 0)
+        rc = cairn_router_reload(daemon->router, &settings, error,
+                                 sizeof(error));
+    if (rc < 0) {
+        cairn_log_error("SIGHUP: configuration not reloaded: %s (%s)", error,
+                        cairn_strerror(rc));
+    } else {
+        cairn_log_set_level(cairn_config_router(config)->log_level);
+        cairn_log_info("SIGHUP: configuration reloaded, %zu channel(s); open "
+                       "connections keep their settings",
+                       settings.channel_count);
+    }
+    free(channels);
+    cairn_config_free(config);
+}
+
 static void
 on_signal(struct cairn_loop *loop, int signo, void *arg)
 {
     if (signo == SIGHUP) {
-        /* Honest until reload exists: nothing changes, nothing drops. */
-        cairn_log_warn("SIGHUP: configuration reload is not implemented yet; "
-                       "keeping the running configuration");
+        reload(arg);
         return;
     }
     cairn_log_info("signal %d: shutting down", signo);
@@ -120,21 +165,23 @@ load_config(const char *path, struct cairn_config **config)
 }
 
 static int
-serve(const struct cairn_router_settings *settings)
+serve(const char *config_path, const struct cairn_router_settings *settings)
 {
+    struct daemon daemon = {.config_path = config_path};
     struct cairn_loop *loop = NULL;
     struct cairn_router *router = NULL;
     char error[512] = "";
     int rc;
 
     if ((rc = cairn_loop_new(&loop)) < 0 ||
-        (rc = cairn_loop_watch_signals(loop, on_signal, NULL)) < 0)
+        (rc = cairn_loop_watch_signals(loop, on_signal, &daemon)) < 0)
         goto out;
     rc = cairn_router_new(loop, settings, &router, error, sizeof(error));
     if (rc < 0) {
         cairn_log_error("cannot start: %s (%s)", error, cairn_strerror(rc));
         goto out;
     }
+    daemon.router = router;
     cairn_router_set_event_handler(router, on_event, NULL);
     for (size_t i = 0; i < settings->channel_count; i++)
         cairn_log_info("channel %s: listening on port %u",
@@ -188,7 +235,7 @@ main(int argc, char **argv)
         status = EXIT_CONFIG;
     } else if (check_only) {
         printf("%s: configuration ok\n", cairn_config_name(config));
-    } else if (serve(&settings) < 0) {
+    } else if (serve(path, &settings) < 0) {
         status = EXIT_RUNTIME;
     }
     free(channels);

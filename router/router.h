@@ -224,6 +224,20 @@ int cairn_router_new(struct cairn_loop *loop,
                      size_t error_size);
 void cairn_router_free(struct cairn_router *router);
 
+/*
+ * Applies new settings without dropping a connection: channels are matched
+ * to the running ones by listen address, whose listeners are kept; new
+ * addresses are bound, dropped ones closed; credentials, mechanisms and the
+ * other channel settings apply to connections accepted from now on, while
+ * sessions already open keep the settings they started with. Router-wide
+ * limits and the namespace apply at once; the spool directory does not
+ * change (restart for that). Everything is checked and bound first: on
+ * failure nothing changes and error says why.
+ */
+int cairn_router_reload(struct cairn_router *router,
+                        const struct cairn_router_settings *settings,
+                        char *error, size_t error_size);
+
 /* Installs the event callback (NULL to drop events). */
 void cairn_router_set_event_handler(struct cairn_router *router,
                                     cairn_router_event_fn fn, void *arg);

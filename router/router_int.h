@@ -110,10 +110,17 @@ void cairn_router_spool_sink(struct cairn_router_spool *spool,
 
 /* --- listener.c / session.c -------------------------------------------- */
 
-/* One listening channel. */
+/*
+ * One listening channel. Reference-counted: the router holds one reference
+ * while the channel is configured, every connection accepted on it one
+ * more, so a reload that drops or changes a channel never pulls settings
+ * from under a running session.
+ */
 struct cairn_router_channel {
     struct cairn_router *router;
+    int refs;
     char *name;
+    char *listen; /* as configured: a reload keeps a listener it still has */
     int listen_fd;
     uint16_t port;
     bool compress;
@@ -145,7 +152,7 @@ struct cairn_router_conn {
 
 struct cairn_router {
     struct cairn_loop *loop;
-    struct cairn_router_channel *channels;
+    struct cairn_router_channel **channels;
     size_t channel_count;
     struct cairn_router_conn *conns;
     size_t conn_count;
@@ -170,6 +177,19 @@ void cairn_router_event(struct cairn_router *router,
                         const struct cairn_router_conn *conn,
                         enum cairn_router_event_level level, const char *fmt,
                         ...) __attribute__((format(printf, 4, 5)));
+
+/* channel.c */
+/* Drops one reference; the last one closes the listener and frees. */
+void cairn_router_channel_unref(struct cairn_router_channel *channel);
+/* Stops accepting on channel (its connections go on). */
+void cairn_router_channel_close_listener(struct cairn_router_channel *channel);
+
+/* listener.c: the accept callback channels register with the loop. */
+void cairn_router_accept(struct cairn_loop *loop, int fd, unsigned events,
+                         void *arg);
+/* Copies the router-wide settings (servername, namespace, limits). */
+int cairn_router_copy_settings(struct cairn_router *router,
+                               const struct cairn_router_settings *settings);
 
 /* session.c: what the connection layer calls. */
 int cairn_router_session_start(struct cairn_router_conn *conn);

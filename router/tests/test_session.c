@@ -660,6 +660,138 @@ test_garbage(void)
     fixture_close(&fixture);
 }
 
+/* A port nothing listens on right now (bound, read, released). */
+static uint16_t
+free_port(void)
+{
+    struct sockaddr_in address = {.sin_family = AF_INET};
+    socklen_t length = sizeof(address);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port = 0;
+
+    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&address, &length) == 0)
+        port = ntohs(address.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Logs in on a new connection to port; the reply line in text. */
+static int
+login(struct fixture *fixture, uint16_t port, const char *command,
+      struct cairn_buf *text)
+{
+    bool closed = false;
+    int fd = client_connect(port);
+
+    if (fd < 0)
+        return -1;
+    receive(fixture, fd, NULL, text, &closed);
+    send_text(fd, NULL, command);
+    receive(fixture, fd, NULL, text, &closed);
+    return fd;
+}
+
+/*
+ * Reload: credentials change for new connections, an open session goes on,
+ * a new channel starts listening, a bad reload changes nothing, and a
+ * dropped channel stops accepting while its session stays up.
+ */
+static void
+test_reload(void)
+{
+    static const char *const plain[] = {"PLAIN"};
+    static const char *const bogus[] = {"NO-SUCH-MECH"};
+    /* \0newuser\0newpass */
+    static const char new_login[] =
+        "AUTHENTICATE PLAIN AG5ld3VzZXIAbmV3cGFzcw==\r\n";
+    static const char old_login[] = "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n";
+    char listen[32], error[256] = "";
+    struct cairn_router_channel_settings channels[2] = {
+        {.name = "backup",
+         .listen = listen,
+         .sasl_user = "repluser",
+         .sasl_password = "replpass",
+         .mechanisms = plain,
+         .mechanism_count = 1},
+        {.name = "offsite",
+         .listen = "127.0.0.1:0",
+         .sasl_user = "newuser",
+         .sasl_password = "newpass",
+         .mechanisms = plain,
+         .mechanism_count = 1},
+    };
+    struct cairn_router_settings settings = {.servername = SERVERNAME,
+                                             .channels = channels,
+                                             .channel_count = 1,
+                                             .failed_login_pause_ms = 1};
+    struct fixture fixture = {0};
+    struct cairn_buf text;
+    bool closed = false;
+    uint16_t port;
+    int first, fd;
+
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", (unsigned)free_port());
+    cairn_buf_init(&text, 1 << 16);
+    CHECK_INT(cairn_loop_new(&fixture.loop), 0);
+    CHECK_INT(cairn_router_new(fixture.loop, &settings, &fixture.router, error,
+                               sizeof(error)),
+              0);
+    port = cairn_router_port(fixture.router, 0);
+    first = login(&fixture, port, old_login, &text);
+    CHECK_STR(text.data, "OK Success (no protection)\r\n");
+
+    /* New credentials on the same address, and a second channel. */
+    channels[0].sasl_user = "newuser";
+    channels[0].sasl_password = "newpass";
+    settings.channel_count = 2;
+    CHECK_INT(
+        cairn_router_reload(fixture.router, &settings, error, sizeof(error)),
+        0);
+    CHECK_INT(cairn_router_port(fixture.router, 0), port);
+    CHECK(cairn_router_port(fixture.router, 1) != 0);
+    send_text(first, NULL, "NOOP\r\n");
+    receive(&fixture, first, NULL, &text, &closed);
+    CHECK_STR(text.data, "OK Noop completed\r\n");
+    fd = login(&fixture, port, old_login, &text);
+    CHECK_STR(text.data, "NO user not found\r\n");
+    close(fd);
+    fd = login(&fixture, port, new_login, &text);
+    CHECK_STR(text.data, "OK Success (no protection)\r\n");
+    close(fd);
+    fd =
+        login(&fixture, cairn_router_port(fixture.router, 1), new_login, &text);
+    CHECK_STR(text.data, "OK Success (no protection)\r\n");
+    close(fd);
+
+    /* A reload that cannot work changes nothing. */
+    channels[0].mechanisms = bogus;
+    CHECK_INT(
+        cairn_router_reload(fixture.router, &settings, error, sizeof(error)),
+        CAIRN_ECONFIG);
+    CHECK(error[0] != '\0');
+    fd = login(&fixture, port, new_login, &text);
+    CHECK_STR(text.data, "OK Success (no protection)\r\n");
+    close(fd);
+
+    /* Dropping the channel closes its listener, not its sessions. */
+    channels[0] = channels[1];
+    settings.channel_count = 1;
+    CHECK_INT(
+        cairn_router_reload(fixture.router, &settings, error, sizeof(error)),
+        0);
+    cairn_loop_run_once(fixture.loop, 10);
+    CHECK_INT(client_connect(port), -1);
+    send_text(first, NULL, "NOOP\r\n");
+    receive(&fixture, first, NULL, &text, &closed);
+    CHECK_STR(text.data, "OK Noop completed\r\n");
+    CHECK_INT(cairn_router_connection_count(fixture.router), 1);
+    close(first);
+    cairn_buf_release(&text);
+    fixture_close(&fixture);
+}
+
 /* Records what a spooled APPLY MESSAGE looked like to the handler. */
 struct spool_log {
     int calls;
@@ -772,5 +904,6 @@ main(void)
     timed("failed_login_pause", test_failed_login_pause);
     timed("two_channels", test_two_channels);
     timed("garbage", test_garbage);
+    timed("reload", test_reload);
     return check_exit("test_session");
 }
