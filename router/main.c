@@ -106,6 +106,9 @@ on_signal(struct cairn_loop *loop, int signo, void *arg)
 }
 
 /* Router settings that borrow from config (valid while config lives). */
+/* The [limits] that bound what one command may make the router hold. */
+static struct cairn_dlist_limits dlist_limits;
+
 static int
 settings_from_config(const struct cairn_config *config,
                      struct cairn_router_settings *settings,
@@ -121,6 +124,11 @@ settings_from_config(const struct cairn_config *config,
     settings->max_line = (size_t)limits->max_line;
     settings->spool_dir = router->spool_dir;
     settings->spool_max = router->spool_max;
+    cairn_dlist_limits_default(&dlist_limits);
+    dlist_limits.max_literal = limits->max_literal;
+    dlist_limits.max_file = limits->max_message;
+    dlist_limits.max_depth = (size_t)limits->max_nesting;
+    settings->limits = &dlist_limits;
     settings->channels = channels;
     settings->channel_count = count;
     for (size_t i = 0; i < count; i++) {

@@ -410,6 +410,11 @@ dispatch(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
         return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
                           "Null command");
     entry = find_command(conn, cmd->verb);
+    /* backupd checks the login before the name for words in A and G. */
+    if (entry == NULL && !conn->auth.authenticated &&
+        strchr("AaGg", cmd->word[0]) != NULL)
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                          "Please authenticate first");
     if (entry == NULL)
         return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
                           "IMAP_PROTOCOL_ERROR Unrecognized command");

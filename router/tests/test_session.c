@@ -210,6 +210,8 @@ static const struct exchange_case before_login[] = {
     {"NOOP now\r\n", "BAD Unexpected extra arguments to Noop\r\n"},
     {"\r\n", "BAD Null command\r\n"},
     {"FROB\r\n", "BAD IMAP_PROTOCOL_ERROR Unrecognized command\r\n"},
+    {"GETALL x\r\n", "NO Please authenticate first\r\n"},
+    {"append x\r\n", "NO Please authenticate first\r\n"},
     {"STARTTLS\r\n", "BAD IMAP_PROTOCOL_ERROR Unrecognized command\r\n"},
     {"RESTORE MAILBOX user.anne\r\n",
      "BAD IMAP_PROTOCOL_ERROR Unrecognized command\r\n"},
@@ -233,6 +235,7 @@ static const struct exchange_case after_login[] = {
     {"GET ANNOTATION user.anne\r\n",
      "NO IMAP_PROTOCOL_ERROR Protocol error\r\n"},
     {"GET\r\n", "BAD Missing required argument to Get\r\n"},
+    {"GETALL x\r\n", "BAD IMAP_PROTOCOL_ERROR Unrecognized command\r\n"},
 };
 
 static void
