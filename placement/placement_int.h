@@ -26,6 +26,11 @@ struct ring_override {
     uint16_t nodes[CAIRN_RING_MAX_REPLICAS];
 };
 
+struct ring_index_slot {
+    uint32_t entry; /* index into overrides + 1; 0 is empty */
+    uint32_t tag;   /* the top half of the user's hash */
+};
+
 struct cairn_ring {
     char *destination;
     uint64_t epoch;
@@ -39,8 +44,8 @@ struct cairn_ring {
     struct ring_override *overrides;
     size_t override_count;
     size_t override_cap;
-    /* open addressing over overrides: entry index + 1, 0 is empty */
-    uint32_t *override_index;
+    /* open addressing over overrides; a miss reads only the index */
+    struct ring_index_slot *override_index;
     size_t override_index_size; /* a power of two, or 0 */
 };
 

@@ -461,12 +461,14 @@ ring_override_find(const struct cairn_ring *ring, uint64_t hash,
     if (ring->override_index_size == 0)
         return NULL;
     for (size_t at = (size_t)hash & mask;; at = (at + 1) & mask) {
-        uint32_t slot = ring->override_index[at];
+        const struct ring_index_slot *slot = &ring->override_index[at];
         const struct ring_override *entry;
 
-        if (slot == 0)
+        if (slot->entry == 0)
             return NULL;
-        entry = &ring->overrides[slot - 1];
+        if (slot->tag != (uint32_t)(hash >> 32))
+            continue;
+        entry = &ring->overrides[slot->entry - 1];
         if (entry->hash == hash && entry->len == len &&
             memcmp(entry->userid, userid, len) == 0)
             return entry;
@@ -477,11 +479,13 @@ static void
 index_insert(struct cairn_ring *ring, size_t entry_index)
 {
     size_t mask = ring->override_index_size - 1;
-    size_t at = (size_t)ring->overrides[entry_index].hash & mask;
+    uint64_t hash = ring->overrides[entry_index].hash;
+    size_t at = (size_t)hash & mask;
 
-    while (ring->override_index[at] != 0)
+    while (ring->override_index[at].entry != 0)
         at = (at + 1) & mask;
-    ring->override_index[at] = (uint32_t)(entry_index + 1);
+    ring->override_index[at].entry = (uint32_t)(entry_index + 1);
+    ring->override_index[at].tag = (uint32_t)(hash >> 32);
 }
 
 /* Rebuilds the index with room for at least wanted entries. */
@@ -489,7 +493,7 @@ static int
 index_resize(struct cairn_ring *ring, size_t wanted)
 {
     size_t size = 16;
-    uint32_t *index;
+    struct ring_index_slot *index;
 
     while (size < wanted * 2)
         size *= 2;
