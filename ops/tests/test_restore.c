@@ -164,6 +164,7 @@ test_plan_alice(void)
     CHECK(strncmp(printed.data, prefix, strlen(prefix)) == 0);
     /* 6 GUIDs of 40 digits, 5 blanks between them, "))" */
     CHECK_INT(printed.len, strlen(prefix) + 6 * 40 + 5 + 2);
+    cairn_dlist_free(reserve);
     CHECK_INT(cairn_restore_reserve_request(plan, 0, 4, 3, &reserve),
               CAIRN_EINVAL);
     cairn_buf_release(&printed);
