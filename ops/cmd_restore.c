@@ -29,9 +29,9 @@ static const char usage[] =
     "Restores the user's backup (from a node's data directory, or one data\n"
     "file + .index) into the Cyrus sync_server at host:port, authenticating\n"
     "as a Cyrus admin. By default every live mailbox is restored with its\n"
-    "uniqueid, UIDVALIDITY, UIDs and MODSEQs kept (Cyrus restore -U: they\n"
-    "stay only where the mailbox is new on the target), plus subscriptions,\n"
-    "seen state and sieve scripts (whole-user restores only).\n"
+    "uniqueid, UIDVALIDITY, UIDs, MODSEQs, UIDNEXT kept (where it is new on\n"
+    "the target), plus subscriptions, seen state and sieve scripts (whole-\n"
+    "user restores only).\n"
     "  --mailbox      only this mailbox (internal name, or INBOX, Work, ...)\n"
     "  --into         restore the one --mailbox under this name (new ids)\n"
     "  --new-uids     let the server assign uniqueid, UIDVALIDITY and UIDs\n"
@@ -39,9 +39,12 @@ static const char usage[] =
     "                 unless --keep-deleted-prefix\n"
     "  --activate-sieve  make this script active (backups do not say which\n"
     "                 one was)\n"
-    "  --mode apply   APPLY MAILBOX as sync_client: exact state, checked by\n"
-    "                 the server's SYNC_CRC (falls back to RESTORE MAILBOX\n"
-    "                 for mailboxes the target already holds)\n"
+    "  --mode apply   (the default unless --new-uids or --into) APPLY\n"
+    "                 MAILBOX as sync_client: exact state incl. UIDNEXT,\n"
+    "                 checked by the server's SYNC_CRC; RESTORE MAILBOX for\n"
+    "                 mailboxes the target already holds otherwise\n"
+    "  --mode restore RESTORE MAILBOX as Cyrus's restore: appends; UIDNEXT\n"
+    "                 becomes last record + 1 (purged UIDs may be reused)\n"
     "  --dry-run      show what would be sent, connect to nothing\n"
     "Exit: 0 done, 1 the server refused something or authentication failed,\n"
     "64 usage, 66 no such backup, 69 server unreachable, 74 I/O, 70 other.\n";
@@ -419,7 +422,10 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
     options.skip_expunged = args.skip_expunged;
     options.skip_meta = args.no_meta;
     options.activate_sieve = args.activate_sieve;
-    if (args.mode != NULL && strcmp(args.mode, "apply") == 0)
+    /* APPLY keeps UIDNEXT past purged messages and has the server check
+     * the result; it needs the mailbox's own identity. */
+    if (args.mode != NULL ? strcmp(args.mode, "apply") == 0
+                          : !args.new_uids && args.into == NULL)
         options.mode = CAIRN_RESTORE_MODE_APPLY;
     rc =
         args.data_dir != NULL

@@ -6,7 +6,11 @@ SOURCE (imapd, lmtpd, timsieved) -> sync_client -u -> BACKUP (backupd);
 (its rebuilt index must equal backupd's row for row); `cairnctl restore`
 puts each user into the REPLICA's sync_server: carol with RESTORE
 MAILBOX (what Cyrus's `restore -U` sends), dan with APPLY MAILBOX (what
-sync_client sends).  The REPLICA must then hold what the SOURCE holds,
+sync_client sends, cairnctl's default).  Each user's last messages were
+expunged and purged before the backup, so the backup's LAST_UID lies
+past its last record: only APPLY brings UIDNEXT back (RESTORE gives
+last record + 1, printed as a measurement, not asserted: a UID reuse).
+The REPLICA must then hold what the SOURCE holds,
 field by field: mailboxes, uniqueids, UIDVALIDITY, UIDs, flags,
 internaldates, message bytes, subscriptions, non-owner seen state (a
 \\Seen the other user set), the compiled sieve script and which one is
@@ -85,6 +89,24 @@ def contents(server, user):
     return result
 
 
+def purge_last_messages(source):
+    """A 7th message per user, expunged, and every expunged record purged
+    (cyr_expire -X 0): the backup then holds LAST_UID 7 with no record
+    above uid 5, which RESTORE MAILBOX cannot reproduce (UIDNEXT 6)."""
+    for user in USERS:
+        source.deliver(user, labmail.make_message(user, 7))
+        conn = source.imap(user)
+        try:
+            cyruslab.check_ok(*conn.select("INBOX"), "SELECT")
+            cyruslab.check_ok(*conn.uid("STORE", "7", "+FLAGS.SILENT",
+                                        r"(\Deleted)"), "STORE")
+            cyruslab.check_ok(*conn.expunge(), "EXPUNGE")
+        finally:
+            conn.logout()
+    r = source.run_tool("cyr_expire", "-X", "0")
+    expect(r.ok, "cyr_expire -X 0 purged the expunged records", r)
+
+
 def shared_flags(server, lab, reader, owner):
     """Flags reader sees on owner's Archive (shared lrs by populate):
     reader's own \\Seen there lives in reader's seen db."""
@@ -127,6 +149,7 @@ def main():
         source = lab.add_source(channels={"backup": backup.csync_address})
         lab.start()
         labmail.populate(source, USERS, messages=6)
+        purge_last_messages(source)
         for user in USERS:
             r = source.sync_client(users=[user], channel="backup")
             expect(r.ok, "sync_client -u %s into backupd" % user, r)
