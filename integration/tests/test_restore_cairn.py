@@ -31,8 +31,10 @@ import cyruslab  # noqa: E402
 import labmail  # noqa: E402
 
 STARTED = time.monotonic()
-MODES = {"carol": "restore", "dan": "apply"}
+# --mode per user; None: cairnctl's default (apply, with fallback)
+MODES = {"carol": "restore", "dan": "apply", "erin": None}
 USERS = sorted(MODES)
+COMPARED = ["carol", "dan"]  # erin's INBOX is taken on the replica first
 FETCH = re.compile(rb"UID (\d+) INTERNALDATE \"([^\"]+)\" BODY\[\] \{(\d+)\}")
 
 
@@ -107,6 +109,33 @@ def purge_last_messages(source):
     expect(r.ok, "cyr_expire -X 0 purged the expunged records", r)
 
 
+def occupy_inbox(replica, lab, user):
+    """user's INBOX made on the replica with a message of its own: another
+    uniqueid, not empty, so APPLY MAILBOX gets IMAP_MAILBOX_MOVED."""
+    conn = replica.imap()
+    try:
+        cyruslab.check_ok(*conn.create(lab.user_mailbox(user)), "CREATE")
+    finally:
+        conn.logout()
+    conn = replica.imap(user)
+    try:
+        cyruslab.check_ok(*conn.append("INBOX", None, None,
+                                       labmail.make_message(user, 99)),
+                          "APPEND")
+    finally:
+        conn.logout()
+
+
+def restore(data_dir, server, password_file, user, mode):
+    args = ["restore", "--json", "--data-dir", data_dir, "--user", user,
+            "--server", server, "--authname", cyruslab.REPLICATION_USER,
+            "--password-file", password_file, "--activate-sieve", "lab"]
+    if mode:
+        args += ["--mode", mode]
+    p = run(*args)
+    return p, json.loads(p.stdout or "{}")
+
+
 def shared_flags(server, lab, reader, owner):
     """Flags reader sees on owner's Archive (shared lrs by populate):
     reader's own \\Seen there lives in reader's seen db."""
@@ -177,26 +206,25 @@ def main():
                again.stdout + again.stderr)
 
         server = "127.0.0.1:%d" % replica.ports["csync"]
+        occupy_inbox(replica, lab, "erin")
         timings = {}
         for user in USERS:
             begin = time.monotonic()
-            p = run("restore", "--json", "--data-dir", data_dir, "--user",
-                    user, "--server", server, "--authname",
-                    cyruslab.REPLICATION_USER, "--password-file",
-                    password_file, "--mode", MODES[user],
-                    "--activate-sieve", "lab")
+            p, summary = restore(data_dir, server, password_file, user,
+                                 MODES[user])
             timings[user] = time.monotonic() - begin
-            summary = json.loads(p.stdout or "{}")
             expect(p.returncode == 0 and summary.get("ok"),
                    "cairnctl restore %s (%s mode): %s" % (
-                       user, MODES[user], p.stdout.strip()), p.stderr)
-            expect(summary["mailboxes_fallback"] == 0 and
+                       user, MODES[user] or "default", p.stdout.strip()),
+                   p.stderr)
+            fallbacks = 1 if user == "erin" else 0
+            expect(summary["mailboxes_fallback"] == fallbacks and
                    summary["meta_sent"] == 5 and summary["meta_refused"] == 0,
-                   "%s: no fallback; 2 SUB, SEEN, SIEVE, ACTIVATE_SIEVE "
-                   "accepted" % user, p.stdout)
+                   "%s: %d fallback to RESTORE MAILBOX; 2 SUB, SEEN, SIEVE, "
+                   "ACTIVATE_SIEVE accepted" % (user, fallbacks), p.stdout)
 
-        want = source.snapshot(users=USERS)
-        got = replica.snapshot(users=USERS)
+        want = source.snapshot(users=COMPARED)
+        got = replica.snapshot(users=COMPARED)
         expect(sorted(got) == sorted(want), "same mailboxes (%d)" % len(want),
                "source %s\nreplica %s" % (sorted(want), sorted(got)))
         fields = ("uniqueid", "uidvalidity", "messages")
@@ -215,7 +243,32 @@ def main():
                                      got[name]["uidnext"],
                                      want[name]["highestmodseq"],
                                      got[name]["highestmodseq"]))
-        for user in USERS:
+        # APPLY is idempotent: restoring dan again changes nothing
+        p, summary = restore(data_dir, server, password_file, "dan", "apply")
+        again = replica.snapshot(users=["dan"])
+        expect(p.returncode == 0 and summary["mailboxes_fallback"] == 0 and
+               again == {k: v for k, v in got.items()
+                         if lab.mailbox_owner(k) == "dan"},
+               "restoring dan a second time (apply) leaves the replica as it "
+               "was", p.stdout)
+        # erin: INBOX appended after the replica's own message, rest exact
+        want_erin = source.snapshot(users=["erin"])
+        got_erin = replica.snapshot(users=["erin"])
+        inbox = lab.user_mailbox("erin")
+        src_guids = [m["guid"] for m in want_erin[inbox]["messages"]]
+        dst_guids = [m["guid"] for m in got_erin[inbox]["messages"]]
+        expect(len(dst_guids) == len(src_guids) + 1 and
+               dst_guids[1:] == src_guids and
+               got_erin[inbox]["uniqueid"] != want_erin[inbox]["uniqueid"],
+               "erin's taken INBOX got the backup's %d messages appended after"
+               " its own (RESTORE MAILBOX fallback)" % len(src_guids),
+               json.dumps([want_erin[inbox], got_erin[inbox]], indent=1))
+        for name in sorted(want_erin):
+            if name != inbox:
+                expect(want_erin[name] == got_erin[name],
+                       "%s restored exactly (APPLY)" % name,
+                       json.dumps([want_erin[name], got_erin[name]]))
+        for user in COMPARED:
             src, dst = contents(source, user), contents(replica, user)
             expect(src == dst, "%s: internaldates and message bytes equal "
                    "(%d messages)" % (user, sum(len(v) for v in src.values())),
@@ -231,10 +284,14 @@ def main():
                    "%s's seen state on %s's Archive restored: %s" % (
                        reader, owner, got_flags),
                    "source %s\nreplica %s" % (want_flags, got_flags))
-        want_sieve, got_sieve = sieve_files(source), sieve_files(replica)
+        # by content: erin's directory is named after her replica INBOX
+        want_sieve = sorted((os.path.basename(k), v)
+                            for k, v in sieve_files(source).items())
+        got_sieve = sorted((os.path.basename(k), v)
+                           for k, v in sieve_files(replica).items())
         expect(len(want_sieve) == 2 * len(USERS) and got_sieve == want_sieve,
                "sieve scripts restored and active (%s)" % sorted(
-                   os.path.basename(k) for k in want_sieve),
+                   name for name, _content in want_sieve),
                "source %s\nreplica %s" % (want_sieve, got_sieve))
         print("# restore seconds: %s" % ", ".join(
             "%s %.2f" % (u, t) for u, t in sorted(timings.items())))
