@@ -278,6 +278,56 @@ gunzip_sha1_seconds(const char *path)
     return now_seconds() - start;
 }
 
+/*
+ * Group commit: 32 users with one small update each, committed one by
+ * one and then all in one cairn_store_commit_many round.
+ */
+static void
+bench_group_commit(const char *dir)
+{
+    enum { USERS = 32, ROUNDS = 5 };
+    struct cairn_store *stores[USERS] = {NULL};
+    double single = 0, group = 0;
+    int rc = 0;
+
+    for (int u = 0; u < USERS && rc == 0; u++) {
+        char path[512];
+
+        snprintf(path, sizeof(path), "%s/group-%d", dir, u);
+        rc = cairn_store_open(path, CAIRN_STORE_CREATE, &stores[u]);
+    }
+    for (int round = 0; round < ROUNDS && rc == 0; round++) {
+        for (int pass = 0; pass < 2 && rc == 0; pass++) {
+            double start;
+
+            for (int u = 0; u < USERS && rc == 0; u++) {
+                char line[128];
+                struct test_apply apply = {stores[u], 100 + round, 0};
+
+                snprintf(line, sizeof(line),
+                         "APPLY SUB %%(USERID u MBOXNAME user.u.r%dp%d)\r\n",
+                         round, pass);
+                rc =
+                    test_each_apply(line, strlen(line), test_apply_one, &apply);
+            }
+            start = now_seconds();
+            if (pass == 0) {
+                for (int u = 0; u < USERS && rc == 0; u++)
+                    rc = cairn_store_commit(stores[u]);
+                single += now_seconds() - start;
+            } else {
+                rc = cairn_store_commit_many(stores, USERS, NULL);
+                group += now_seconds() - start;
+            }
+        }
+    }
+    for (int u = 0; u < USERS; u++)
+        cairn_store_close(stores[u]);
+    printf("commit %d users: one by one %.1f ms, group commit %.1f ms (%s)\n",
+           USERS, 1000.0 * single / ROUNDS, 1000.0 * group / ROUNDS,
+           rc == 0 ? "ok" : "FAILED");
+}
+
 static long
 child_peak_rss_kb(int (*run)(const char *dir, uint64_t arg), const char *dir,
                   uint64_t arg)
@@ -386,6 +436,7 @@ main(int argc, char **argv)
            child_peak_rss_kb(rss_phase, dir, 1u << 20));
     printf("peak RSS, 4 messages of 50 MB: %ld KiB\n",
            child_peak_rss_kb(rss_phase, dir, 50u << 20));
+    bench_group_commit(dir);
 out:
     cairn_store_close(store);
     test_remove_dir(dir);
