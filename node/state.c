@@ -41,11 +41,36 @@ append_stored_list(struct cairn_dlist *parent, const char *name,
     return 0;
 }
 
+/*
+ * FLAGS from the stored text (an empty list when it does not parse: the
+ * key is mandatory), with \Expunged put back for expunged records.
+ */
+static int
+add_flags(struct cairn_dlist *record, const char *text, bool expunged)
+{
+    struct cairn_dlist *flags = NULL;
+    int rc;
+
+    if (text == NULL || text[0] == '\0' ||
+        cairn_dlist_parse(text, strlen(text), 0, NULL, NULL, &flags, NULL, 0) <
+            0)
+        flags = cairn_dlist_new_list(NULL);
+    if (flags == NULL)
+        return CAIRN_ENOMEM;
+    if (expunged && (rc = cairn_dlist_add_flag(flags, NULL, "\\Expunged")) < 0)
+        goto fail;
+    if ((rc = cairn_dlist_append(record, "FLAGS", flags)) < 0)
+        goto fail;
+    return 0;
+fail:
+    cairn_dlist_free(flags);
+    return rc;
+}
+
 static int
 add_record(struct cairn_dlist *records, sqlite3_stmt *row)
 {
-    struct cairn_dlist *record = NULL, *flags = NULL;
-    const struct cairn_dlist *last = NULL;
+    struct cairn_dlist *record = NULL;
     bool added;
     int rc;
 
@@ -64,17 +89,8 @@ add_record(struct cairn_dlist *records, sqlite3_stmt *row)
         (rc = cairn_dlist_add_num(record, "SIZE",
                                   (uint32_t)sqlite3_column_int64(row, 5))) < 0)
         return rc;
-    if ((rc = append_stored_list(record, "FLAGS", column_text(row, 3),
-                                 &added)) < 0)
-        return rc;
-    if (!added && (rc = cairn_dlist_add_list(record, "FLAGS", &flags)) < 0)
-        return rc;
-    for (const struct cairn_dlist *c = cairn_dlist_first(record); c;
-         c = cairn_dlist_next(c))
-        last = c;
-    if (sqlite3_column_type(row, 8) != SQLITE_NULL && last != NULL &&
-        (rc = cairn_dlist_add_flag((struct cairn_dlist *)last, NULL,
-                                   "\\Expunged")) < 0)
+    if ((rc = add_flags(record, column_text(row, 3),
+                        sqlite3_column_type(row, 8) != SQLITE_NULL)) < 0)
         return rc;
     return append_stored_list(record, "ANNOTATIONS", column_text(row, 7),
                               &added);
