@@ -2,11 +2,11 @@
  * buf.c - a growable byte buffer with a hard maximum, for everything that
  * grows from network or disk input.
  */
+#include "common.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "common.h"
 
 void
 cairn_buf_init(struct cairn_buf *buf, size_t max)

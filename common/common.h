@@ -21,28 +21,28 @@
  */
 enum cairn_error {
     CAIRN_OK = 0,
-    CAIRN_ENOMEM = -1,       /* out of memory */
-    CAIRN_EINVAL = -2,       /* invalid argument */
-    CAIRN_EIO = -3,          /* I/O error (errno is kept where useful) */
-    CAIRN_EPARSE = -4,       /* malformed input */
-    CAIRN_ETOOBIG = -5,      /* input exceeds a configured limit */
-    CAIRN_ENOENT = -6,       /* no such thing */
-    CAIRN_EEXIST = -7,       /* already exists */
-    CAIRN_ELOCKED = -8,      /* held by someone else */
-    CAIRN_ECORRUPT = -9,     /* stored data fails a check */
-    CAIRN_EPROTO = -10,      /* peer broke the protocol */
-    CAIRN_EAGAIN = -11,      /* not yet: more input or a retry needed */
-    CAIRN_ETIMEOUT = -12,    /* peer too slow */
-    CAIRN_EAUTH = -13,       /* authentication failed */
-    CAIRN_EDB = -14,         /* SQLite error */
-    CAIRN_ECONFIG = -15,     /* bad configuration */
-    CAIRN_EUNAVAILABLE = -16,/* a node or service is down */
-    CAIRN_ENOSPACE = -17,    /* disk full */
-    CAIRN_EBADNAME = -18,    /* user or mailbox name unsafe or malformed */
-    CAIRN_EMISMATCH = -19,   /* data does not match its checksum or GUID */
-    CAIRN_ENOTSUP = -20,     /* operation not supported */
-    CAIRN_ESTATE = -21,      /* call not valid in the current state */
-    CAIRN_EOVERFLOW = -22,   /* number out of range */
+    CAIRN_ENOMEM = -1,        /* out of memory */
+    CAIRN_EINVAL = -2,        /* invalid argument */
+    CAIRN_EIO = -3,           /* I/O error (errno is kept where useful) */
+    CAIRN_EPARSE = -4,        /* malformed input */
+    CAIRN_ETOOBIG = -5,       /* input exceeds a configured limit */
+    CAIRN_ENOENT = -6,        /* no such thing */
+    CAIRN_EEXIST = -7,        /* already exists */
+    CAIRN_ELOCKED = -8,       /* held by someone else */
+    CAIRN_ECORRUPT = -9,      /* stored data fails a check */
+    CAIRN_EPROTO = -10,       /* peer broke the protocol */
+    CAIRN_EAGAIN = -11,       /* not yet: more input or a retry needed */
+    CAIRN_ETIMEOUT = -12,     /* peer too slow */
+    CAIRN_EAUTH = -13,        /* authentication failed */
+    CAIRN_EDB = -14,          /* SQLite error */
+    CAIRN_ECONFIG = -15,      /* bad configuration */
+    CAIRN_EUNAVAILABLE = -16, /* a node or service is down */
+    CAIRN_ENOSPACE = -17,     /* disk full */
+    CAIRN_EBADNAME = -18,     /* user or mailbox name unsafe or malformed */
+    CAIRN_EMISMATCH = -19,    /* data does not match its checksum or GUID */
+    CAIRN_ENOTSUP = -20,      /* operation not supported */
+    CAIRN_ESTATE = -21,       /* call not valid in the current state */
+    CAIRN_EOVERFLOW = -22,    /* number out of range */
     CAIRN_ERROR_MIN = -22,
 };
 

@@ -1,12 +1,12 @@
 /* file.c - small durable-write helpers shared by the node and the tools. */
+#include "common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "common.h"
 
 int
 cairn_write_all(int fd, const void *data, size_t len)

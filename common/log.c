@@ -2,12 +2,12 @@
  * log.c - log lines for daemons and tools, to stderr and/or syslog.
  * Libraries do not call this; they return codes.
  */
+#include "common.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
-
-#include "common.h"
 
 static struct {
     const char *ident;
@@ -66,9 +66,8 @@ cairn_vlog(enum cairn_log_level level, const char *fmt, va_list ap)
         clock_gettime(CLOCK_REALTIME, &now);
         gmtime_r(&now.tv_sec, &tm);
         strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-        fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp,
-                now.tv_nsec / 1000000, log_state.ident, level_names[level],
-                line);
+        fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp, now.tv_nsec / 1000000,
+                log_state.ident, level_names[level], line);
     }
     if (log_state.to_syslog)
         syslog(syslog_priority[level], "%s", line);

@@ -2,11 +2,11 @@
  * parse.c - checked parsing of numbers, sizes, durations and booleans from
  * config files and the wire. Nothing here accepts trailing bytes.
  */
+#include "common.h"
+
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
-
-#include "common.h"
 
 int
 cairn_parse_u64(const char *text, size_t len, uint64_t min, uint64_t max,
@@ -33,8 +33,7 @@ cairn_parse_u64(const char *text, size_t len, uint64_t min, uint64_t max,
 }
 
 int
-cairn_parse_u64_str(const char *text, uint64_t min, uint64_t max,
-                    uint64_t *out)
+cairn_parse_u64_str(const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
     return cairn_parse_u64(text, strlen(text), min, max, out);
 }

@@ -42,7 +42,8 @@ static int check_count;
         check_count++;                                                         \
         if (check_a != check_e) {                                              \
             check_failures++;                                                  \
-            fprintf(stderr, "%s:%d: %s == %" PRIu64 ", expected %" PRIu64 "\n",\
+            fprintf(stderr,                                                    \
+                    "%s:%d: %s == %" PRIu64 ", expected %" PRIu64 "\n",        \
                     __FILE__, __LINE__, #actual, check_a, check_e);            \
         }                                                                      \
     } while (0)
@@ -57,8 +58,7 @@ static int check_count;
                 : strcmp(check_a, check_e) != 0) {                             \
             check_failures++;                                                  \
             fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n",          \
-                    __FILE__, __LINE__, #actual,                               \
-                    check_a ? check_a : "(null)",                              \
+                    __FILE__, __LINE__, #actual, check_a ? check_a : "(null)", \
                     check_e ? check_e : "(null)");                             \
         }                                                                      \
     } while (0)

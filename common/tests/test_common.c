@@ -1,8 +1,8 @@
 /* test_common.c - unit tests for error codes, parsing and bounded buffers. */
-#include <stdlib.h>
-
 #include "check.h"
 #include "common.h"
+
+#include <stdlib.h>
 
 static void
 test_parse_u64(void)
@@ -27,8 +27,8 @@ test_parse_u64(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint64_t value = 0;
-        int rc = cairn_parse_u64_str(cases[i].text, cases[i].min,
-                                     cases[i].max, &value);
+        int rc = cairn_parse_u64_str(cases[i].text, cases[i].min, cases[i].max,
+                                     &value);
         CHECK_INT(rc, cases[i].rc);
         if (rc == CAIRN_OK)
             CHECK_U64(value, cases[i].value);
