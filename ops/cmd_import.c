@@ -9,6 +9,7 @@
 #include "node.h"
 #include "ops.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -17,20 +18,26 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define COPY_SIZE (256 * 1024)
 
 static const char usage[] =
-    "usage: cairnctl import --data-dir dir --user user [--strict] [--json]\n"
-    "           datafile\n"
+    "usage: cairnctl import --data-dir dir [--strict] [--json]\n"
+    "           (--user user datafile | --all backupdir)\n"
     "\n"
     "Copies a Cyrus backupd data file (and reads datafile.index, if there,\n"
     "for comparison) into dir as <dir>/<hash>/<user>_XXXXXX, rebuilds its\n"
     "index, verifies it fully, reports how cairn's index differs from\n"
-    "Cyrus's, and registers the user in dir/catalog.db.\n"
+    "Cyrus's, and registers the user in dir/catalog.db. The data file is\n"
+    "read under a shared lock: a backupd still writing it makes the import\n"
+    "fail (retry later) instead of copying half a chunk.\n"
+    "  --all      every backup under a Cyrus backups partition: files\n"
+    "             named <user>_XXXXXX (backupd's mkstemp names) beside a\n"
+    "             .index; the user is the name without its last 7 bytes\n"
     "  --strict   differences from Cyrus's index fail the import\n"
-    "Exit: 0 imported, 1 verify failed / user exists / differences with\n"
-    "--strict, 64 usage, 66 no datafile, 74 I/O, 70 other.\n";
+    "Exit: 0 imported, 1 verify failed / user exists / locked / differences\n"
+    "with --strict, 64 usage, 66 no datafile, 74 I/O, 70 other.\n";
 
 /* Rows compared per table; "@" stands for the schema, cairn or cyrus. */
 static const struct {
@@ -73,6 +80,7 @@ struct import_report {
     int64_t rows[COMPARISON_COUNT];
     int64_t only_cairn[COMPARISON_COUNT], only_cyrus[COMPARISON_COUNT];
     int64_t differences;
+    int64_t members, chunks; /* gzip members in the file, chunks indexed */
     char verify_error[512];
 };
 
@@ -143,6 +151,94 @@ out:
     return rc;
 }
 
+static int64_t
+count_rows(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    int64_t count = -1;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        count = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return count;
+}
+
+/*
+ * Counts the whole gzip members of a data file, inflating each to its
+ * trailer (CRC and length checked by zlib). A member that fails its
+ * check is CAIRN_ECORRUPT; a member cut short at the end of the file is
+ * a torn tail (a backupd crash) and is not counted.
+ */
+static int
+count_members(const char *path, int64_t *members)
+{
+    unsigned char *in = NULL, *out = NULL;
+    z_stream z;
+    bool z_ready = false;
+    int fd = -1, rc = CAIRN_ENOMEM;
+    ssize_t got = 0;
+
+    *members = 0;
+    memset(&z, 0, sizeof(z));
+    if ((in = malloc(COPY_SIZE)) == NULL || (out = malloc(COPY_SIZE)) == NULL)
+        goto out;
+    rc = CAIRN_EIO;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
+        inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+        goto out;
+    z_ready = true;
+    for (;;) {
+        int zrc;
+
+        if (z.avail_in == 0) {
+            if ((got = read(fd, in, COPY_SIZE)) < 0)
+                goto out;
+            if (got == 0)
+                break; /* end of file: done, or a torn last member */
+            z.next_in = in;
+            z.avail_in = (uInt)got;
+        }
+        z.next_out = out;
+        z.avail_out = COPY_SIZE;
+        zrc = inflate(&z, Z_NO_FLUSH);
+        if (zrc == Z_STREAM_END) {
+            (*members)++;
+            inflateReset(&z);
+        } else if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
+            rc = CAIRN_ECORRUPT;
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (z_ready)
+        inflateEnd(&z);
+    if (fd >= 0)
+        close(fd);
+    free(in);
+    free(out);
+    return rc;
+}
+
+/* Rows of cairn's rebuilt chunk table. */
+static int
+count_chunks(const char *data_path, int64_t *chunks)
+{
+    sqlite3 *db = NULL;
+    char *index = NULL;
+    int rc = CAIRN_EDB;
+
+    if (asprintf(&index, "%s.index", data_path) < 0)
+        return CAIRN_ENOMEM;
+    if (sqlite3_open_v2(index, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        (*chunks = count_rows(db, "SELECT count(*) FROM chunk")) >= 0)
+        rc = 0;
+    sqlite3_close(db);
+    free(index);
+    return rc;
+}
+
 /* Rebuilds the index (open does it when there is none) and verifies. */
 static int
 rebuild_and_verify(struct import_report *report)
@@ -156,20 +252,21 @@ rebuild_and_verify(struct import_report *report)
     rc = cairn_store_verify(store, CAIRN_VERIFY_FULL, report->verify_error,
                             sizeof(report->verify_error));
     cairn_store_close(store);
+    /* Verify checks what the index holds; a member the rebuild skipped
+     * would be lost without a word, so every member must be indexed. */
+    if (rc == 0 &&
+        (rc = count_members(report->data_path, &report->members)) == 0 &&
+        (rc = count_chunks(report->data_path, &report->chunks)) == 0 &&
+        report->members != report->chunks) {
+        snprintf(report->verify_error, sizeof(report->verify_error),
+                 "%lld gzip members but %lld chunks indexed",
+                 (long long)report->members, (long long)report->chunks);
+        rc = CAIRN_ECORRUPT;
+    }
+    if (rc == CAIRN_ECORRUPT && report->verify_error[0] == '\0')
+        snprintf(report->verify_error, sizeof(report->verify_error),
+                 "a gzip member fails its check");
     return rc;
-}
-
-static int64_t
-count_rows(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *stmt = NULL;
-    int64_t count = -1;
-
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW)
-        count = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return count;
 }
 
 /* query with every "@" replaced by schema; sqlite3_free() it. */
@@ -283,29 +380,37 @@ print_report(struct cairn_ops_context *context, const char *userid,
         fprintf(context->out, "  no Cyrus index to compare with\n");
 }
 
+struct import_args {
+    const char *data_dir, *userid, *source, *all;
+    bool strict;
+};
+
 static int
 parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
-                const char **data_dir, const char **userid, bool *strict,
-                const char **source)
+                struct import_args *args)
 {
     static const struct option options[] = {
         {"data-dir", required_argument, NULL, 'd'},
         {"user", required_argument, NULL, 'u'},
+        {"all", required_argument, NULL, 'a'},
         {"strict", no_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     int option;
 
+    memset(args, 0, sizeof(*args));
     optind = 0;
     opterr = 0;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
         if (option == 'd') {
-            *data_dir = optarg;
+            args->data_dir = optarg;
         } else if (option == 'u') {
-            *userid = optarg;
+            args->userid = optarg;
+        } else if (option == 'a') {
+            args->all = optarg;
         } else if (option == 's') {
-            *strict = true;
+            args->strict = true;
         } else if (option == 'j') {
             context->json = true;
         } else {
@@ -314,12 +419,33 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
             return cairn_ops_usage(context, &cairn_ops_cmd_import);
         }
     }
-    if (*data_dir == NULL || *userid == NULL || argc - optind != 1) {
+    if (args->data_dir == NULL ||
+        (args->all != NULL ? args->userid != NULL || argc != optind
+                           : args->userid == NULL || argc - optind != 1)) {
         fprintf(context->err, "cairnctl import: missing or bad arguments\n");
         return cairn_ops_usage(context, &cairn_ops_cmd_import);
     }
-    *source = argv[optind];
+    args->source = args->all ? NULL : argv[optind];
     return CAIRN_EXIT_OK;
+}
+
+/*
+ * A shared open-file-description lock on the admin's data file, which
+ * conflicts with the exclusive lock backupd and Cyrus's tools hold while
+ * they have the backup open. *fd keeps it until closed.
+ */
+static int
+lock_shared(const char *path, int *fd)
+{
+    struct flock lock = {0};
+
+    lock.l_type = F_RDLCK;
+    lock.l_whence = SEEK_SET;
+    if ((*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return CAIRN_EIO;
+    if (fcntl(*fd, F_OFD_SETLK, &lock) < 0)
+        return errno == EAGAIN || errno == EACCES ? CAIRN_ELOCKED : CAIRN_EIO;
+    return 0;
 }
 
 /* Copies, rebuilds, verifies, compares; *outcome says how far it got. */
@@ -329,7 +455,7 @@ import_user(const char *data_dir, const char *userid, const char *source,
 {
     struct cairn_catalog *catalog = NULL;
     char *catalog_path = NULL, *existing = NULL, *cyrus_index = NULL;
-    int rc = CAIRN_ENOMEM;
+    int rc = CAIRN_ENOMEM, source_fd = -1;
 
     *outcome = "failed";
     if (asprintf(&catalog_path, "%s/catalog.db", data_dir) < 0 ||
@@ -339,6 +465,12 @@ import_user(const char *data_dir, const char *userid, const char *source,
     if ((mkdir(data_dir, 0700) < 0 && errno != EEXIST) ||
         (rc = cairn_catalog_open(catalog_path, &catalog)) < 0)
         goto out;
+    if ((rc = lock_shared(source, &source_fd)) < 0) {
+        *outcome = rc == CAIRN_ELOCKED ? "locked by another process (backupd"
+                                         " writing?), retry later"
+                                       : "failed";
+        goto out;
+    }
     if ((rc = cairn_catalog_lookup(catalog, userid, &existing)) !=
         CAIRN_ENOENT) {
         *outcome = "user already has a backup here";
@@ -373,7 +505,11 @@ out:
             unlink(index);
             free(index);
         }
+        free(report->data_path);
+        report->data_path = NULL;
     }
+    if (source_fd >= 0)
+        close(source_fd); /* drops the lock */
     cairn_catalog_free(catalog);
     free(catalog_path);
     free(existing);
@@ -382,40 +518,16 @@ out:
 }
 
 static int
-run_import(struct cairn_ops_context *context, int argc, char **argv)
+exit_code(int rc)
 {
-    const char *data_dir = NULL, *userid = NULL, *source = NULL;
-    const char *outcome = "failed";
-    struct import_report report;
-    struct stat st;
-    bool strict = false;
-    int status, rc;
-
-    memset(&report, 0, sizeof(report));
-    if ((status = parse_arguments(context, argc, argv, &data_dir, &userid,
-                                  &strict, &source)) != CAIRN_EXIT_OK)
-        return status;
-    if (cairn_node_check_userid(userid) < 0) {
-        fprintf(context->err, "cairnctl import: bad user name '%s'\n", userid);
-        return CAIRN_EXIT_USAGE;
-    }
-    if (stat(source, &st) < 0 || !S_ISREG(st.st_mode)) {
-        fprintf(context->err, "cairnctl import: %s: no such data file\n",
-                source);
-        return CAIRN_EXIT_NOINPUT;
-    }
-    rc = import_user(data_dir, userid, source, strict, &report, &outcome);
-    if (rc < 0 && strcmp(outcome, "failed") == 0)
-        fprintf(context->err, "cairnctl import: %s: %s\n", userid,
-                cairn_strerror(rc));
-    print_report(context, userid, &report, outcome);
-    free(report.data_path);
-    if (rc == 0)
-        return CAIRN_EXIT_OK;
     switch (rc) {
+    case 0:
+        return CAIRN_EXIT_OK;
     case CAIRN_EEXIST:
     case CAIRN_ECORRUPT:
     case CAIRN_EMISMATCH:
+    case CAIRN_ELOCKED:
+    case CAIRN_EBADNAME:
         return CAIRN_EXIT_PROBLEM;
     case CAIRN_EIO:
     case CAIRN_EDB:
@@ -423,6 +535,111 @@ run_import(struct cairn_ops_context *context, int argc, char **argv)
     default:
         return CAIRN_EXIT_SOFTWARE;
     }
+}
+
+/* One user: import and print the report. Returns a CAIRN_E* code. */
+static int
+import_one(struct cairn_ops_context *context, const struct import_args *args,
+           const char *userid, const char *source)
+{
+    const char *outcome = "failed";
+    struct import_report report;
+    int rc;
+
+    memset(&report, 0, sizeof(report));
+    if ((rc = cairn_node_check_userid(userid)) < 0)
+        outcome = "bad user name";
+    else
+        rc = import_user(args->data_dir, userid, source, args->strict, &report,
+                         &outcome);
+    if (rc < 0 && strcmp(outcome, "failed") == 0)
+        fprintf(context->err, "cairnctl import: %s: %s\n", userid,
+                cairn_strerror(rc));
+    print_report(context, userid, &report, outcome);
+    free(report.data_path);
+    return rc;
+}
+
+/* backupd's data file name: <user>_XXXXXX, not an index, not hidden. */
+static bool
+is_backup_name(const char *name)
+{
+    size_t len = strlen(name);
+
+    return len > 7 && name[0] != '.' && name[len - 7] == '_' &&
+           strchr(name + len - 6, '.') == NULL;
+}
+
+/* Imports every backup found under dir (depth-limited walk). */
+static int
+import_tree(struct cairn_ops_context *context, const struct import_args *args,
+            const char *dir, int depth, int *found, int *worst)
+{
+    struct dirent **entries = NULL;
+    int count = scandir(dir, &entries, NULL, alphasort), rc = 0;
+
+    if (count < 0)
+        return CAIRN_EIO;
+    for (int i = 0; i < count; i++) {
+        const char *name = entries[i]->d_name;
+        char path[4096], index[4200], userid[256];
+        struct stat st;
+
+        if (rc == 0 && name[0] != '.' &&
+            snprintf(path, sizeof(path), "%s/%s", dir, name) <
+                (int)sizeof(path) &&
+            stat(path, &st) == 0) {
+            snprintf(index, sizeof(index), "%s.index", path);
+            if (S_ISDIR(st.st_mode) && depth < 3) {
+                rc = import_tree(context, args, path, depth + 1, found, worst);
+            } else if (S_ISREG(st.st_mode) && is_backup_name(name) &&
+                       access(index, R_OK) == 0 &&
+                       strlen(name) - 7 < sizeof(userid)) {
+                int one;
+
+                snprintf(userid, sizeof(userid), "%.*s",
+                         (int)(strlen(name) - 7), name);
+                (*found)++;
+                one = exit_code(import_one(context, args, userid, path));
+                if (one > *worst)
+                    *worst = one;
+            }
+        }
+        free(entries[i]);
+    }
+    free(entries);
+    return rc;
+}
+
+static int
+run_import(struct cairn_ops_context *context, int argc, char **argv)
+{
+    struct import_args args;
+    struct stat st;
+    int status, found = 0, worst = CAIRN_EXIT_OK;
+
+    if ((status = parse_arguments(context, argc, argv, &args)) != CAIRN_EXIT_OK)
+        return status;
+    if (args.all != NULL) {
+        if (import_tree(context, &args, args.all, 0, &found, &worst) < 0 ||
+            found == 0) {
+            fprintf(context->err, "cairnctl import: no backups under %s\n",
+                    args.all);
+            return CAIRN_EXIT_NOINPUT;
+        }
+        return worst;
+    }
+    if (cairn_node_check_userid(args.userid) < 0) {
+        fprintf(context->err, "cairnctl import: bad user name '%s'\n",
+                args.userid);
+        return CAIRN_EXIT_USAGE;
+    }
+    if (stat(args.source, &st) < 0 || !S_ISREG(st.st_mode)) {
+        fprintf(context->err, "cairnctl import: %s: no such data file\n",
+                args.source);
+        return CAIRN_EXIT_NOINPUT;
+    }
+    return exit_code(import_one(context, &args, args.userid, args.source));
 }
 
 const struct cairn_ops_command cairn_ops_cmd_import = {

@@ -1,0 +1,226 @@
+/*
+ * test_restore_import.c - `cairnctl import` run in-process on copies of
+ * the committed backupd files: a clean import equals Cyrus's index, a
+ * second import of the user is refused, a damaged data file is refused
+ * and leaves nothing behind, a file backupd holds locked is not copied,
+ * --all finds backupd's <user>_XXXXXX names, and the imported user is
+ * then restorable (a dry run plans its mailboxes).
+ */
+#include "check.h"
+#include "ops.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TESTDATA "../../node/tests/data/backupd"
+
+static char temp_dir[] = "/tmp/cairn-test-import-XXXXXX";
+
+static void
+copy_file(const char *from, const char *to)
+{
+    char buffer[65536];
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    size_t got;
+
+    CHECK(in != NULL && out != NULL);
+    while (in && out && (got = fread(buffer, 1, sizeof(buffer), in)) > 0)
+        CHECK(fwrite(buffer, 1, got, out) == got);
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}
+
+/* Runs cairnctl with the words of line; output in out (caller frees). */
+static int
+cairnctl(const char *line, char **out)
+{
+    char *copy = strdup(line), *argv[32], *save = NULL;
+    int argc = 0, status;
+    size_t size = 0;
+    FILE *stream = open_memstream(out, &size);
+    FILE *err = fopen("/dev/null", "w");
+
+    argv[argc++] = "cairnctl";
+    for (char *word = strtok_r(copy, " ", &save); word && argc < 31;
+         word = strtok_r(NULL, " ", &save))
+        argv[argc++] = word;
+    argv[argc] = NULL;
+    status = cairn_ops_main(argc, argv, stream, err);
+    fclose(stream);
+    fclose(err);
+    free(copy);
+    return status;
+}
+
+/* Files under dir/sub (0 when it does not exist). */
+static int
+count_files(const char *sub)
+{
+    char path[512];
+    DIR *dir;
+    struct dirent *entry;
+    int count = 0;
+
+    snprintf(path, sizeof(path), "%s/data/%s", temp_dir, sub);
+    if ((dir = opendir(path)) == NULL)
+        return 0;
+    while ((entry = readdir(dir)) != NULL)
+        count += entry->d_name[0] != '.';
+    closedir(dir);
+    return count;
+}
+
+static void
+test_import_one(void)
+{
+    char line[1024], from[512], *out = NULL;
+
+    snprintf(from, sizeof(from), "%s/cyrus/alice_Ab3xYz", temp_dir);
+    snprintf(line, sizeof(line),
+             "--json import --data-dir %s/data --user alice %s", temp_dir,
+             from);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_OK);
+    CHECK(out && strstr(out, "\"outcome\":\"imported\"") != NULL);
+    CHECK(out && strstr(out, "\"compared\":true,\"differences\":0") != NULL);
+    CHECK(out && strstr(out, "\"mailbox_message\":{\"rows\":8,") != NULL);
+    free(out);
+    CHECK_INT(count_files("a"), 2); /* data file + rebuilt index */
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_PROBLEM);
+    CHECK(out && strstr(out, "already has a backup") != NULL);
+    free(out);
+    /* the admin's original is untouched */
+    snprintf(line, sizeof(line), "cmp -s %s %s/alice", from, TESTDATA);
+    CHECK_INT(system(line), 0);
+
+    snprintf(line, sizeof(line),
+             "restore --dry-run --data-dir %s/data --user alice", temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_OK);
+    CHECK(out && strstr(out, "mailbox user.alice.Work uniqueid") != NULL);
+    free(out);
+    snprintf(line, sizeof(line),
+             "restore --dry-run --data-dir %s/data --user nobody", temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_NOINPUT);
+    free(out);
+    snprintf(line, sizeof(line), "restore --data-dir %s/data --user alice",
+             temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_USAGE); /* no --server */
+    free(out);
+}
+
+static void
+test_import_damaged(void)
+{
+    char line[1024], path[512], *out = NULL;
+    unsigned char byte;
+    FILE *file;
+
+    /* one flipped byte in the middle of bob's second chunk */
+    snprintf(path, sizeof(path), "%s/cyrus/bob_Qw9Zz1", temp_dir);
+    file = fopen(path, "r+b");
+    CHECK(file != NULL);
+    if (file == NULL)
+        return;
+    fseek(file, 2200, SEEK_SET);
+    CHECK(fread(&byte, 1, 1, file) == 1);
+    byte ^= 0x55;
+    fseek(file, 2200, SEEK_SET);
+    CHECK(fwrite(&byte, 1, 1, file) == 1);
+    fclose(file);
+    snprintf(line, sizeof(line), "import --data-dir %s/data --user bob %s",
+             temp_dir, path);
+    CHECK(cairnctl(line, &out) != CAIRN_EXIT_OK);
+    free(out);
+    CHECK_INT(count_files("b"), 0); /* our copy was removed */
+    snprintf(line, sizeof(line),
+             "restore --dry-run --data-dir %s/data --user bob", temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_NOINPUT); /* not registered */
+    free(out);
+    /* put bob back for --all below */
+    snprintf(line, sizeof(line), "%s/bob", TESTDATA);
+    copy_file(line, path);
+}
+
+static void
+test_import_locked(void)
+{
+    struct flock lock = {0};
+    char line[1024], path[512], *out = NULL;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/cyrus/bob_Qw9Zz1", temp_dir);
+    lock.l_type = F_WRLCK; /* what backupd holds while a backup is open */
+    lock.l_whence = SEEK_SET;
+    fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && fcntl(fd, F_OFD_SETLK, &lock) == 0);
+    snprintf(line, sizeof(line), "import --data-dir %s/data --user bob %s",
+             temp_dir, path);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_PROBLEM);
+    CHECK(out && strstr(out, "locked") != NULL);
+    free(out);
+    CHECK_INT(count_files("b"), 0);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_import_all(void)
+{
+    char line[1024], *out = NULL;
+
+    snprintf(line, sizeof(line), "--json import --data-dir %s/data --all %s",
+             temp_dir, temp_dir);
+    /* alice is already there (1), bob is new */
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_PROBLEM);
+    CHECK(out &&
+          strstr(out, "{\"user\":\"bob\",\"outcome\":\"imported\"") != NULL);
+    CHECK(out && strstr(out, "{\"user\":\"alice\",\"outcome\":\"user "
+                             "already") != NULL);
+    free(out);
+    CHECK_INT(count_files("b"), 2);
+    snprintf(line, sizeof(line), "import --data-dir %s/data --all %s/data/a",
+             temp_dir, temp_dir); /* cairn's own names count too */
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_PROBLEM);
+    free(out);
+    snprintf(line, sizeof(line), "import --data-dir %s/data --all %s/none",
+             temp_dir, temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_NOINPUT);
+    free(out);
+}
+
+int
+main(void)
+{
+    char path[512], from[512];
+
+    if (mkdtemp(temp_dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(path, sizeof(path), "%s/cyrus", temp_dir);
+    CHECK(mkdir(path, 0700) == 0);
+    static const char *const files[][2] = {
+        {"alice", "alice_Ab3xYz"},
+        {"alice.index", "alice_Ab3xYz.index"},
+        {"bob", "bob_Qw9Zz1"},
+        {"bob.index", "bob_Qw9Zz1.index"},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(from, sizeof(from), "%s/%s", TESTDATA, files[i][0]);
+        snprintf(path, sizeof(path), "%s/cyrus/%s", temp_dir, files[i][1]);
+        copy_file(from, path);
+    }
+    test_import_one();
+    test_import_damaged();
+    test_import_locked();
+    test_import_all();
+    snprintf(path, sizeof(path), "rm -rf %s", temp_dir);
+    if (system(path) != 0)
+        fprintf(stderr, "could not remove %s\n", temp_dir);
+    return check_exit("test_restore_import");
+}
