@@ -8,6 +8,7 @@
 #include "restore.h"
 
 #include <getopt.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,125 +61,108 @@ struct restore_args {
     bool skip_expunged, no_meta, dry_run, quiet;
 };
 
+/* The options: each stores a string or sets a flag in restore_args. */
+enum option_kind { TEXT, FLAG, MAILBOX, TIMEOUT, JSON };
+
+static const struct {
+    struct option option;
+    enum option_kind kind;
+    size_t offset;
+} option_table[] = {
+#define TEXT_OPTION(name, field)                                               \
+    {                                                                          \
+        {name, required_argument, NULL, 0}, TEXT,                              \
+            offsetof(struct restore_args, field)                               \
+    }
+#define FLAG_OPTION(name, field)                                               \
+    {                                                                          \
+        {name, no_argument, NULL, 0}, FLAG,                                    \
+            offsetof(struct restore_args, field)                               \
+    }
+    TEXT_OPTION("data-dir", data_dir),
+    TEXT_OPTION("file", file),
+    TEXT_OPTION("user", user),
+    TEXT_OPTION("server", server),
+    TEXT_OPTION("authname", authname),
+    TEXT_OPTION("password-file", password_file),
+    TEXT_OPTION("realm", realm),
+    TEXT_OPTION("mechanism", mechanism),
+    TEXT_OPTION("into", into),
+    TEXT_OPTION("partition", partition),
+    TEXT_OPTION("mode", mode),
+    TEXT_OPTION("activate-sieve", activate_sieve),
+    FLAG_OPTION("no-compress", no_compress),
+    FLAG_OPTION("new-uids", new_uids),
+    FLAG_OPTION("include-deleted", include_deleted),
+    FLAG_OPTION("keep-deleted-prefix", keep_deleted_prefix),
+    FLAG_OPTION("skip-expunged", skip_expunged),
+    FLAG_OPTION("no-meta", no_meta),
+    FLAG_OPTION("dry-run", dry_run),
+    FLAG_OPTION("quiet", quiet),
+    {{"mailbox", required_argument, NULL, 0}, MAILBOX, 0},
+    {{"timeout", required_argument, NULL, 0}, TIMEOUT, 0},
+    {{"json", no_argument, NULL, 0}, JSON, 0},
+#undef TEXT_OPTION
+#undef FLAG_OPTION
+};
+#define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
+
+/* Stores one parsed option; CAIRN_EXIT_OK or a usage exit code. */
+static int
+store_option(struct cairn_ops_context *context, struct restore_args *args,
+             size_t index, char *value)
+{
+    char *field = (char *)args + option_table[index].offset;
+
+    switch (option_table[index].kind) {
+    case TEXT:
+        *(const char **)(void *)field = value;
+        return CAIRN_EXIT_OK;
+    case FLAG:
+        *(bool *)(void *)field = true;
+        return CAIRN_EXIT_OK;
+    case JSON:
+        context->json = true;
+        return CAIRN_EXIT_OK;
+    case MAILBOX:
+        if (args->mailbox_count == MAILBOXES_MAX) {
+            fprintf(context->err, "cairnctl restore: too many --mailbox\n");
+            return CAIRN_EXIT_USAGE;
+        }
+        args->mailboxes[args->mailbox_count++] = value;
+        return CAIRN_EXIT_OK;
+    case TIMEOUT:
+        if (cairn_parse_u64_str(value, 1, 86400, &args->timeout) == 0)
+            return CAIRN_EXIT_OK;
+        fprintf(context->err, "cairnctl restore: bad --timeout\n");
+        return CAIRN_EXIT_USAGE;
+    }
+    return CAIRN_EXIT_USAGE;
+}
+
 static int
 parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
                 struct restore_args *args)
 {
-    static const struct option options[] = {
-        {"data-dir", required_argument, NULL, 'd'},
-        {"file", required_argument, NULL, 'f'},
-        {"user", required_argument, NULL, 'u'},
-        {"server", required_argument, NULL, 's'},
-        {"authname", required_argument, NULL, 'a'},
-        {"password-file", required_argument, NULL, 'p'},
-        {"realm", required_argument, NULL, 'r'},
-        {"mechanism", required_argument, NULL, 'M'},
-        {"mailbox", required_argument, NULL, 'm'},
-        {"into", required_argument, NULL, 'i'},
-        {"partition", required_argument, NULL, 'P'},
-        {"mode", required_argument, NULL, 'o'},
-        {"activate-sieve", required_argument, NULL, 'S'},
-        {"timeout", required_argument, NULL, 't'},
-        {"no-compress", no_argument, NULL, 'Z'},
-        {"new-uids", no_argument, NULL, 'N'},
-        {"include-deleted", no_argument, NULL, 'D'},
-        {"keep-deleted-prefix", no_argument, NULL, 'K'},
-        {"skip-expunged", no_argument, NULL, 'X'},
-        {"no-meta", no_argument, NULL, 'E'},
-        {"dry-run", no_argument, NULL, 'n'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"json", no_argument, NULL, 'j'},
-        {NULL, 0, NULL, 0},
-    };
-    int option;
+    struct option options[OPTION_COUNT + 1];
+    int option, index = 0, status;
 
+    for (size_t i = 0; i < OPTION_COUNT; i++)
+        options[i] = option_table[i].option;
+    memset(&options[OPTION_COUNT], 0, sizeof(options[OPTION_COUNT]));
     memset(args, 0, sizeof(*args));
     args->timeout = 60;
     optind = 0;
     opterr = 0;
-    while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
-        switch (option) {
-        case 'd':
-            args->data_dir = optarg;
-            break;
-        case 'f':
-            args->file = optarg;
-            break;
-        case 'u':
-            args->user = optarg;
-            break;
-        case 's':
-            args->server = optarg;
-            break;
-        case 'a':
-            args->authname = optarg;
-            break;
-        case 'p':
-            args->password_file = optarg;
-            break;
-        case 'r':
-            args->realm = optarg;
-            break;
-        case 'M':
-            args->mechanism = optarg;
-            break;
-        case 'i':
-            args->into = optarg;
-            break;
-        case 'P':
-            args->partition = optarg;
-            break;
-        case 'S':
-            args->activate_sieve = optarg;
-            break;
-        case 'o':
-            args->mode = optarg;
-            break;
-        case 'Z':
-            args->no_compress = true;
-            break;
-        case 'N':
-            args->new_uids = true;
-            break;
-        case 'D':
-            args->include_deleted = true;
-            break;
-        case 'K':
-            args->keep_deleted_prefix = true;
-            break;
-        case 'X':
-            args->skip_expunged = true;
-            break;
-        case 'E':
-            args->no_meta = true;
-            break;
-        case 'n':
-            args->dry_run = true;
-            break;
-        case 'q':
-            args->quiet = true;
-            break;
-        case 'j':
-            context->json = true;
-            break;
-        case 'm':
-            if (args->mailbox_count == MAILBOXES_MAX) {
-                fprintf(context->err, "cairnctl restore: too many --mailbox\n");
-                return CAIRN_EXIT_USAGE;
-            }
-            args->mailboxes[args->mailbox_count++] = optarg;
-            break;
-        case 't':
-            if (cairn_parse_u64_str(optarg, 1, 86400, &args->timeout) < 0) {
-                fprintf(context->err, "cairnctl restore: bad --timeout\n");
-                return cairn_ops_usage(context, &cairn_ops_cmd_restore);
-            }
-            break;
-        default:
+    while ((option = getopt_long(argc, argv, "", options, &index)) != -1) {
+        if (option != 0) {
             fprintf(context->err, "cairnctl restore: bad option '%s'\n",
                     argv[optind - 1]);
             return cairn_ops_usage(context, &cairn_ops_cmd_restore);
         }
+        if ((status = store_option(context, args, (size_t)index, optarg)) !=
+            CAIRN_EXIT_OK)
+            return cairn_ops_usage(context, &cairn_ops_cmd_restore);
     }
     if (optind != argc || args->user == NULL ||
         (args->data_dir == NULL) == (args->file == NULL) ||
