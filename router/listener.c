@@ -67,6 +67,8 @@ conn_free(struct cairn_router_conn *conn)
     cairn_loop_remove_fd(router->loop, conn->fd);
     if (conn->hold_timer != 0)
         cairn_loop_cancel_timer(router->loop, conn->hold_timer);
+    if (conn->pending_reply != NULL)
+        cairn_router_reply_detach(conn->pending_reply);
     close(conn->fd);
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
@@ -171,6 +173,7 @@ pump(struct cairn_router_conn *conn)
     int rc = CAIRN_OK;
 
     while (!conn->closing && conn->hold_timer == 0 &&
+           conn->pending_reply == NULL &&
            !cairn_router_conn_output_full(conn)) {
         size_t before = conn->input.len + conn->wire_in.len;
 
@@ -186,13 +189,18 @@ pump(struct cairn_router_conn *conn)
     return rc;
 }
 
+/*
+ * Reads on while less than a chunk waits unprocessed (also while a reply
+ * is held or pending, so that a peer that goes away is noticed), and never
+ * while the output is over its mark: that is the backpressure.
+ */
 static void
 update_interest(struct cairn_router_conn *conn)
 {
     unsigned events = 0;
 
-    if (!conn->closing && !conn->read_closed && conn->hold_timer == 0 &&
-        conn->input.len == 0 && conn->wire_in.len == 0 &&
+    if (!conn->closing && !conn->read_closed &&
+        conn->input.len + conn->wire_in.len < READ_CHUNK &&
         !cairn_router_conn_output_full(conn))
         events |= CAIRN_LOOP_READ;
     if (!output_drained(conn))
@@ -269,8 +277,9 @@ on_conn_ready(struct cairn_loop *loop, int fd, unsigned events, void *arg)
         why = cairn_strerror(rc);
     else if (conn->closing && output_drained(conn))
         why = "session ended";
-    else if (conn->read_closed && conn->hold_timer == 0 &&
-             conn->input.len == 0 && conn->wire_in.len == 0)
+    else if (conn->read_closed &&
+             (conn->hold_timer != 0 || conn->pending_reply != NULL ||
+              (conn->input.len == 0 && conn->wire_in.len == 0)))
         why = "peer closed the connection";
     if (why != NULL) {
         conn_close(conn, why);

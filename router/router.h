@@ -201,9 +201,14 @@ int cairn_router_reply_complete(struct cairn_router_reply *reply,
                                 enum cairn_csync_code code, const char *text);
 
 /*
- * Handles one request synchronously; must call
- * cairn_router_reply_complete() before returning 0. A negative return
- * without a completion makes the router answer "NO Unknown error".
+ * Handles one request. Either completes reply before returning (and
+ * returns 0), or returns CAIRN_EAGAIN and completes it later from the loop
+ * (e.g. when a node answers): the reply pointer stays valid until
+ * completed, the request's tree and spooled bodies (request->value) stay
+ * alive until then too, and the connection reads no further command in
+ * the meantime. If the connection closes first, completing still frees
+ * everything (the untagged call then fails with CAIRN_EIO). Any other
+ * return without a completion makes the router answer "NO Unknown error".
  */
 typedef int (*cairn_router_request_fn)(void *arg,
                                        const struct cairn_router_request *req,

@@ -144,8 +144,9 @@ struct cairn_router_conn {
     struct cairn_router_auth_session auth;
     bool in_sasl;        /* the next line answers a SASL challenge */
     uint64_t hold_timer; /* a reply held back (failed login), or 0 */
-    bool closing;        /* close once output is written */
-    bool read_closed;    /* the peer sent EOF */
+    struct cairn_router_reply *pending_reply; /* a handler answers later */
+    bool closing;                             /* close once output is written */
+    bool read_closed;                         /* the peer sent EOF */
     uint64_t last_activity_ms;
     char current_user[CAIRN_ROUTER_USERID_MAX]; /* "" until one is named */
 };
@@ -199,6 +200,9 @@ int cairn_router_session_start(struct cairn_router_conn *conn);
  * session ends. Returns 0 or an error that closes the connection.
  */
 int cairn_router_session_process(struct cairn_router_conn *conn);
+
+/* The connection of a pending reply is closing: forget it. */
+void cairn_router_reply_detach(struct cairn_router_reply *reply);
 
 /* listener.c: what the session calls. */
 /* Moves conn->reply to the output (compressed and sync-flushed when

@@ -9,6 +9,7 @@
 #include "router_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -33,12 +34,20 @@ struct session_command {
     int min_args, max_args;
     unsigned flags;
     int (*handler)(struct cairn_router_conn *conn,
-                   const struct cairn_csync_command *cmd);
+                   struct cairn_csync_command *cmd);
 };
 
+/*
+ * One request's answer. Lives on the heap: a handler may keep it and
+ * complete it later (CAIRN_EAGAIN); the command (and its spooled bodies)
+ * then stays with it, and the connection reads nothing more until then.
+ * conn becomes NULL if the connection closes first.
+ */
 struct cairn_router_reply {
     struct cairn_router_conn *conn;
     bool completed;
+    bool pending;
+    struct cairn_csync_command cmd; /* owned while pending */
 };
 
 static int
@@ -135,7 +144,7 @@ is_atom(const char *text)
 
 static int
 cmd_authenticate(struct cairn_router_conn *conn,
-                 const struct cairn_csync_command *cmd)
+                 struct cairn_csync_command *cmd)
 {
     enum cairn_router_auth_outcome outcome;
     const char *message = NULL;
@@ -178,8 +187,7 @@ sasl_continue(struct cairn_router_conn *conn, const char *line)
 /* --- simple commands --------------------------------------------------- */
 
 static int
-cmd_compress(struct cairn_router_conn *conn,
-             const struct cairn_csync_command *cmd)
+cmd_compress(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     char text[128];
     int rc;
@@ -205,15 +213,14 @@ cmd_compress(struct cairn_router_conn *conn,
 }
 
 static int
-cmd_noop(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
+cmd_noop(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
                       "Noop completed");
 }
 
 static int
-cmd_restart(struct cairn_router_conn *conn,
-            const struct cairn_csync_command *cmd)
+cmd_restart(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     /* backupd closes every backup it opened; we forget the current user. */
     conn->current_user[0] = '\0';
@@ -222,7 +229,7 @@ cmd_restart(struct cairn_router_conn *conn,
 }
 
 static int
-cmd_exit(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
+cmd_exit(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     conn->closing = true;
     return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE, "Finished");
@@ -236,7 +243,16 @@ cairn_router_reply_untagged(struct cairn_router_reply *reply,
 {
     if (reply->completed)
         return CAIRN_ESTATE;
+    if (reply->conn == NULL)
+        return CAIRN_EIO; /* the connection is gone */
     return cairn_csync_write_untagged(&reply->conn->reply, item, NULL);
+}
+
+/* The connection closed while a handler held its reply. */
+void
+cairn_router_reply_detach(struct cairn_router_reply *reply)
+{
+    reply->conn = NULL;
 }
 
 int
@@ -244,23 +260,36 @@ cairn_router_reply_complete(struct cairn_router_reply *reply,
                             enum cairn_csync_status status,
                             enum cairn_csync_code code, const char *text)
 {
-    int rc;
+    struct cairn_router_conn *conn = reply->conn;
+    int rc = CAIRN_OK;
 
     if (reply->completed)
         return CAIRN_ESTATE;
     reply->completed = true;
-    rc = cairn_csync_write_response(&reply->conn->reply, status, code, "%s",
-                                    text != NULL ? text : "");
-    if (rc < 0)
+    if (conn != NULL) {
+        rc = cairn_csync_write_response(&conn->reply, status, code, "%s",
+                                        text != NULL ? text : "");
+        if (rc == 0)
+            rc = cairn_router_conn_flush_reply(conn);
+    }
+    if (!reply->pending)
         return rc;
-    return cairn_router_conn_flush_reply(reply->conn);
+    /* A deferred answer: free the request, let the session go on. */
+    cairn_csync_command_release(&reply->cmd);
+    free(reply);
+    if (conn != NULL) {
+        conn->pending_reply = NULL;
+        if (rc < 0)
+            conn->closing = true;
+        rc = cairn_router_conn_hold_reply(conn, 0);
+    }
+    return rc;
 }
 
 static int
-forward(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd,
+forward(struct cairn_router_conn *conn, struct cairn_csync_command *cmd,
         const struct cairn_router_resolution *resolution)
 {
-    struct cairn_router_reply reply = {.conn = conn};
     struct cairn_router_request request = {
         .channel = conn->channel->name,
         .peer = conn->peer,
@@ -269,6 +298,7 @@ forward(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd,
         .value = cmd->value,
     };
     struct cairn_router *router = conn->router;
+    struct cairn_router_reply *reply;
     int rc;
 
     if (resolution->rule != CAIRN_ROUTER_USER_CURRENT)
@@ -278,15 +308,27 @@ forward(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd,
                        cairn_csync_verb_name(cmd->verb), resolution->key,
                        resolution->owner.userid);
     if (router->request_fn == NULL)
-        return cairn_router_reply_complete(
-            &reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, NOT_FORWARDED);
-    rc = router->request_fn(router->request_arg, &request, &reply);
-    if (!reply.completed) {
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                          NOT_FORWARDED);
+    if ((reply = calloc(1, sizeof(*reply))) == NULL)
+        return CAIRN_ENOMEM;
+    reply->conn = conn;
+    rc = router->request_fn(router->request_arg, &request, reply);
+    if (!reply->completed && rc == CAIRN_EAGAIN) {
+        /* The handler answers later: the command goes with the reply. */
+        reply->pending = true;
+        reply->cmd = *cmd;
+        memset(cmd, 0, sizeof(*cmd));
+        conn->pending_reply = reply;
+        return CAIRN_OK;
+    }
+    if (!reply->completed) {
         /* Drop any half-written items; backupd's catch-all answer. */
         cairn_buf_reset(&conn->reply);
-        return cairn_router_reply_complete(
-            &reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE, "Unknown error");
+        cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
+                                    CAIRN_CSYNC_CODE_NONE, "Unknown error");
     }
+    free(reply);
     return rc < 0 && rc != CAIRN_ENOMEM ? CAIRN_OK : rc;
 }
 
@@ -316,8 +358,7 @@ message_files_valid(const struct cairn_router_conn *conn,
 }
 
 static int
-cmd_request(struct cairn_router_conn *conn,
-            const struct cairn_csync_command *cmd)
+cmd_request(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     struct cairn_router_resolution resolution;
     int rc;
@@ -393,7 +434,7 @@ is_imap_probe(const struct cairn_csync_command *cmd)
 }
 
 static int
-dispatch(struct cairn_router_conn *conn, const struct cairn_csync_command *cmd)
+dispatch(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     const struct session_command *entry;
     char text[160];
@@ -462,6 +503,7 @@ cairn_router_session_process(struct cairn_router_conn *conn)
     int rc = CAIRN_OK;
 
     while (conn->input.len > 0 && !conn->closing && conn->hold_timer == 0 &&
+           conn->pending_reply == NULL &&
            !cairn_router_conn_output_full(conn)) {
         struct cairn_csync_command cmd;
         size_t consumed = 0;
