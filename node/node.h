@@ -193,6 +193,18 @@ int cairn_store_read_message(struct cairn_store *store, const char *guid,
  */
 int cairn_store_reindex(struct cairn_store *store);
 
+/* What a rebuild found, for callers that must not accept damage (import). */
+struct cairn_reindex_result {
+    uint64_t chunks;          /* chunk rows written */
+    uint64_t damaged_members; /* members that did not inflate or parse */
+    uint64_t skipped_bytes;   /* damaged bytes left between whole members */
+    uint64_t cut_bytes;       /* torn tail cut off the end of the file */
+};
+
+/* cairn_store_reindex, reporting what it skipped and cut. */
+int cairn_store_rebuild_index(struct cairn_store *store,
+                              struct cairn_reindex_result *result);
+
 enum {
     CAIRN_VERIFY_LAST_CHECKSUM = 1 << 0,
     CAIRN_VERIFY_ALL_CHECKSUMS = 1 << 1,

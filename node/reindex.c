@@ -134,7 +134,8 @@ next_member(int fd, uint64_t from, uint64_t size)
  * caller after *good_end.
  */
 static int
-reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
+reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end,
+                struct cairn_reindex_result *result)
 {
     struct reindex state = {.store = store};
     struct chunk_member member;
@@ -156,11 +157,15 @@ reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
         rc = log_walk_chunk(store->fd, state.member_offset, 0, NULL,
                             reindex_visit, &state, &member);
         if (rc == CAIRN_ECORRUPT || rc == CAIRN_EPARSE) {
+            uint64_t damaged = state.member_offset;
+
             store_rollback_to(store);
             state.previous_first_ts = first_ts;
             state.last_ts = last_ts;
-            state.member_offset =
-                next_member(store->fd, state.member_offset + 1, size);
+            state.member_offset = next_member(store->fd, damaged + 1, size);
+            result->damaged_members++;
+            if (state.member_offset < size)
+                result->skipped_bytes += state.member_offset - damaged;
             continue;
         }
         if (rc < 0)
@@ -168,6 +173,8 @@ reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
         if (state.chunk_open &&
             (rc = end_chunk_row(store, &member, state.last_ts)) < 0)
             return rc;
+        if (state.chunk_open)
+            result->chunks++;
         if ((rc = store_release(store)) < 0 ||
             (rc = hash_range(store, hashed, member.end)) < 0)
             return rc;
@@ -181,11 +188,21 @@ reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end)
 int
 cairn_store_reindex(struct cairn_store *store)
 {
+    struct cairn_reindex_result result;
+
+    return cairn_store_rebuild_index(store, &result);
+}
+
+int
+cairn_store_rebuild_index(struct cairn_store *store,
+                          struct cairn_reindex_result *result)
+{
     char *fresh = NULL;
     uint64_t good_end = 0;
     struct stat st;
     int rc;
 
+    memset(result, 0, sizeof(*result));
     if (store->in_chunk)
         return CAIRN_ESTATE;
     if (fstat(store->fd, &st) < 0)
@@ -198,7 +215,8 @@ cairn_store_reindex(struct cairn_store *store)
         goto out;
     if ((rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
         goto out;
-    rc = reindex_members(store, (uint64_t)st.st_size, &good_end);
+    rc = reindex_members(store, (uint64_t)st.st_size, &good_end, result);
+    result->cut_bytes = (uint64_t)st.st_size - good_end;
     store->writer.file_end = good_end;
     if (rc == 0 && (rc = store_save_tail(store, store->chunk_id)) == 0)
         rc = sql_run(store->stmts[STMT_COMMIT]);

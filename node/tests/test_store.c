@@ -476,6 +476,15 @@ test_damaged_middle(const char *dir)
         return;
     query_text(index, "SELECT count(*) FROM chunk", text, sizeof(text));
     CHECK_STR(text, "2");
+    {
+        struct cairn_reindex_result result;
+
+        CHECK_INT(cairn_store_rebuild_index(store, &result), 0);
+        CHECK_U64(result.chunks, 2);
+        CHECK_U64(result.damaged_members, 1);
+        CHECK_U64(result.skipped_bytes, (third - second) / 2);
+        CHECK_U64(result.cut_bytes, 0);
+    }
     CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
     CHECK(cairn_store_has_message(store,
                                   "e9a6894fc65be05aed31b2daa065cd996b9126a6"));
