@@ -117,6 +117,7 @@ cairn_buf_detach(struct cairn_buf *buf, char **data, size_t *len)
 
     if ((rc = cairn_buf_reserve(buf, 0)) < 0)
         return rc;
+    buf->data[buf->len] = '\0';
     *data = buf->data;
     *len = buf->len;
     buf->data = NULL;

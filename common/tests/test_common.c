@@ -86,6 +86,13 @@ test_buf(void)
     CHECK_U64(len, 10);
     free(data);
     cairn_buf_release(&buf);
+
+    /* A buffer never written still detaches as "". */
+    cairn_buf_init(&buf, 16);
+    CHECK_INT(cairn_buf_detach(&buf, &data, &len), CAIRN_OK);
+    CHECK_STR(data, "");
+    CHECK_U64(len, 0);
+    free(data);
 }
 
 static void
