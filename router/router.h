@@ -255,4 +255,47 @@ uint16_t cairn_router_port(const struct cairn_router *router, size_t channel);
 /* Open csync connections, all channels. */
 size_t cairn_router_connection_count(const struct cairn_router *router);
 
+/* --- forwarding to storage nodes (forward.c) --------------------------- */
+
+/* A node of the destination's ring and the ZeroMQ endpoint it binds. */
+struct cairn_router_forward_node {
+    const char *name;
+    const char *endpoint;
+};
+
+/* Strings are borrowed for the call only. */
+struct cairn_router_forward_settings {
+    const char *destination;
+    const char *ring_file; /* the destination's ring (cairnctl ring) */
+    const struct cairn_router_forward_node *nodes; /* every ring node */
+    size_t node_count;
+    uint64_t timeout_ms; /* per node request; 0: 30 s */
+    size_t node_window;  /* 0: 16 */
+    size_t user_window;  /* 0: 4 */
+    size_t max_frame;    /* 0: 1 MiB */
+};
+
+struct cairn_router_forward;
+
+/*
+ * Loads the ring and connects to its nodes on loop (borrowed). The caller
+ * owns *forward; install it with cairn_router_set_request_handler(router,
+ * cairn_router_forward_request, forward) and free it after the router.
+ */
+int cairn_router_forward_new(struct cairn_loop *loop,
+                             const struct cairn_router_forward_settings *s,
+                             struct cairn_router_forward **forward, char *error,
+                             size_t error_size);
+/* Frees (NULL-safe); answers still pending are dropped. */
+void cairn_router_forward_free(struct cairn_router_forward *forward);
+/*
+ * The request handler (arg: the forward): APPLY to every replica, OK when
+ * all acknowledged; GET to the first replica, its items relayed; a node
+ * that is down or slow gives "NO IMAP_MAILBOX_LOCKED", which sync_client
+ * retries. Needs the router's spool for APPLY MESSAGE bodies.
+ */
+int cairn_router_forward_request(void *forward,
+                                 const struct cairn_router_request *request,
+                                 struct cairn_router_reply *reply);
+
 #endif /* CAIRN_ROUTER_H */
