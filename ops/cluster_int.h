@@ -1,0 +1,142 @@
+/*
+ * cluster_int.h - what cairnctl's cluster commands (status, verify,
+ * compact, user) share: asking many cairn-node daemons at once over the
+ * node client (node/node_client.h) with one deadline, so a dead node costs
+ * one timeout and never a hang; per-user jobs (VERIFY, COMPACT) sent in
+ * batches with progress; ring lookups; small formatting helpers.
+ *
+ * Internal to cairn_ops. Nodes are named by their index in the config.
+ */
+#ifndef CAIRN_OPS_CLUSTER_INT_H
+#define CAIRN_OPS_CLUSTER_INT_H
+
+#include "cluster.pb-c.h"
+#include "ops.h"
+#include "placement.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Defaults of --timeout: per request, from when it is queued. */
+#define CAIRN_OPS_STATUS_TIMEOUT_MS 5000
+#define CAIRN_OPS_JOB_TIMEOUT_MS (10 * 60 * 1000)
+/* Users per VERIFY/COMPACT request to one node (progress granularity). */
+#define CAIRN_OPS_JOB_BATCH 32
+/* Most --ring files and USER arguments a command takes. */
+#define CAIRN_OPS_MAX_RINGS 16
+#define CAIRN_OPS_MAX_USER_ARGS 100000
+
+/* One request to one node, and what came back. */
+struct cairn_ops_node_call {
+    size_t node;                   /* config index */
+    Cairn__Kind kind;              /* STATUS/STATS/VERIFY/COMPACT_REQUEST */
+    const Cairn__UserRequest *ask; /* borrowed; NULL: all users */
+    /* filled by cairn_ops_call_nodes: */
+    int status; /* 0, the node's CAIRN_E* error, or a failure here */
+    char error_text[256];
+    Cairn__StatusReply *status_reply; /* STATUS/STATS, owned */
+    Cairn__UserResults *results;      /* VERIFY/COMPACT, owned */
+    bool answered;
+};
+
+/*
+ * Sends every call's request to its node, all at once, and waits until
+ * each is answered or timeout_ms has passed (a node that is down or slow
+ * gets CAIRN_EUNAVAILABLE or CAIRN_ETIMEOUT in its status). Returns 0, or
+ * an error when the requests could not be made at all. Replies are owned
+ * by the calls: release each with cairn_ops_node_call_release().
+ */
+int cairn_ops_call_nodes(const struct cairn_config *config,
+                         struct cairn_ops_node_call *calls, size_t count,
+                         uint64_t timeout_ms);
+void cairn_ops_node_call_release(struct cairn_ops_node_call *call);
+
+/* A sorted set of user names, owned (strings too). */
+struct cairn_ops_names {
+    char **names;
+    size_t count, cap;
+};
+/* Adds a copy of name unless present (keeps the set sorted). */
+int cairn_ops_names_add(struct cairn_ops_names *set, const char *name);
+/* The index of name, or -1. */
+long cairn_ops_names_find(const struct cairn_ops_names *set, const char *name);
+void cairn_ops_names_release(struct cairn_ops_names *set);
+
+/* One user on one node: the node's answer to VERIFY or COMPACT. */
+struct cairn_ops_user_row {
+    size_t user;   /* index in the job's users */
+    size_t node;   /* config index */
+    bool expected; /* placement (or the node's own listing) says it is here */
+    int code;      /* 0, CAIRN_E* from the node, or the node's failure */
+    char text[256];
+    char digest[41];
+    uint64_t bytes_before, bytes_after;
+};
+
+/* A per-user job over the cluster: VERIFY or COMPACT. */
+struct cairn_ops_job {
+    Cairn__Kind kind; /* VERIFY_REQUEST or COMPACT_REQUEST */
+    bool full;        /* verify message GUIDs too */
+    uint64_t timeout_ms;
+    FILE *progress;        /* "verify: 32/100 users" lines; NULL: none */
+    const char *only_node; /* NULL: every node of the config */
+    struct cairn_ring *const *rings; /* borrowed placement; may be none */
+    size_t ring_count;
+    /* in: the users asked for (empty: every user the nodes hold);
+       out: the users the job covered, sorted */
+    struct cairn_ops_names users;
+    /* out, owned: rows by user then node, and per node its last failure
+       to answer (0: answered everything) */
+    struct cairn_ops_user_row *rows;
+    size_t row_count, row_cap;
+    int *node_status;
+};
+
+/*
+ * Runs job: finds the users and the nodes to ask (placement from the
+ * rings; without rings, every node for named users, or the nodes that
+ * list each user), sends the requests in batches and collects the rows.
+ * A node that fails to answer is not asked again. Returns 0, or an error
+ * when the job could not run (memory, a ring naming a node the config
+ * lacks: CAIRN_ECONFIG with a message on err).
+ */
+int cairn_ops_job_run(const struct cairn_config *config, FILE *err,
+                      struct cairn_ops_job *job);
+void cairn_ops_job_release(struct cairn_ops_job *job);
+
+/*
+ * The front of `verify` and `compact`: parses
+ *     [--json] [-f] [-q] [-n node] [-r ring]... [-t timeout] [user ...]
+ * (-f, --full only when job->kind is VERIFY_REQUEST), loads the config
+ * and the rings and runs job. Returns the exit code to use when not 0.
+ * *config and rings[0..*ring_count-1] are owned by the caller (also on
+ * failure); rings has room for CAIRN_OPS_MAX_RINGS.
+ */
+int cairn_ops_job_command(struct cairn_ops_context *context,
+                          const struct cairn_ops_command *command, int argc,
+                          char **argv, struct cairn_ops_job *job,
+                          struct cairn_config **config,
+                          struct cairn_ring **rings, size_t *ring_count);
+
+/*
+ * Loads every ring file in paths into rings (owned by the caller:
+ * cairn_ring_free each). Prints the failure on err.
+ */
+int cairn_ops_load_rings(FILE *err, const char *const *paths, size_t count,
+                         struct cairn_ring **rings);
+
+/* Parses "500ms", "5s", "2m" (a bare number is seconds) into ms. */
+int cairn_ops_parse_timeout(const char *text, uint64_t *ms);
+
+/* "1.5 GiB" style sizes and "3d4h" style ages, written to text. */
+void cairn_ops_format_bytes(uint64_t bytes, char *text, size_t size);
+void cairn_ops_format_age(int64_t seconds, char *text, size_t size);
+/* ISO 8601 UTC ("2026-11-26T06:15:00Z"), "never" for 0. */
+void cairn_ops_format_time(int64_t when, char *text, size_t size);
+
+/* Whether status means the node did not answer at all. */
+bool cairn_ops_unreachable(int status);
+
+#endif /* CAIRN_OPS_CLUSTER_INT_H */
