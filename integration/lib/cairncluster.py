@@ -1,0 +1,480 @@
+"""cairncluster -- a local cairn cluster for end-to-end tests.
+
+Starts N `cairn-node` processes and one `cairn-router` from a generated
+cluster.conf in a temp dir, every endpoint a free port of 127.0.0.1, one
+csync channel with its own credentials (cyruslab's replication identity by
+default, so a cyruslab Source's channel can point straight at it), and the
+destination's ring made with `cairnctl ring create --from-config`.
+
+Readiness is probed, never slept for: a node is ready when it has written
+its bound endpoint (`-w FILE`) and its port accepts TCP; the router when
+its channel port sends the csync banner's "* OK" line.  A Cluster stops
+exactly the pids it started (SIGTERM, then SIGKILL), also on failure; a
+watchdog process (labproc.Watchdog) stops them if the test process dies.
+A failing `with Cluster()` block prints every daemon's log.
+
+Binaries come from paths CMake passes (`--router`, `--node`, `--cairnctl`
+on the test's command line, see binaries_from_argv()), else from
+$CAIRN_BUILD_DIR.  Python 3 standard library only.
+
+    with cairncluster.Cluster(paths, nodes=3, replicas=2) as cluster:
+        cluster.start()
+        source.set_channel("cairn", *cluster.csync_address)
+        cluster.user_files()          # {node: {user: data file}}
+        cluster.holders()             # {user: [nodes holding it]}
+        cluster.stop_node("node2")    # SIGKILL by pid; start_node() again
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+from labproc import Watchdog, kill_group
+
+__all__ = ["Binaries", "Cluster", "ClusterError", "binaries_from_argv",
+           "csync_banner"]
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+
+
+class ClusterError(Exception):
+    """The cluster did not start or a cairn program failed."""
+
+
+class Binaries:
+    """Paths of cairn-router, cairn-node and cairnctl."""
+
+    def __init__(self, router, node, cairnctl):
+        self.router, self.node, self.cairnctl = router, node, cairnctl
+
+    def missing(self):
+        """The paths that are not executable (empty when all are)."""
+        return [p for p in (self.router, self.node, self.cairnctl)
+                if not p or not os.access(p, os.X_OK)]
+
+
+def binaries_from_argv(argv=None):
+    """Binaries from `--router P --node P --cairnctl P` (CMake passes
+    $<TARGET_FILE:...>), each defaulting to $CAIRN_BUILD_DIR's build tree.
+    Returns (Binaries, remaining arguments)."""
+    build = os.environ.get("CAIRN_BUILD_DIR", "")
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--router",
+                        default=os.path.join(build, "router", "cairn-router"))
+    parser.add_argument("--node",
+                        default=os.path.join(build, "node", "cairn-node"))
+    parser.add_argument("--cairnctl",
+                        default=os.path.join(build, "ops", "cairnctl"))
+    args, rest = parser.parse_known_args(argv)
+    return Binaries(args.router, args.node, args.cairnctl), rest
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def csync_banner(port, timeout=2.0):
+    """The lines of the csync banner up to "* OK ..." (or up to EOF)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        while not re.search(rb"^\* OK[^\n]*\n", data, re.M):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode("utf-8", "replace").splitlines()
+
+
+class Daemon:
+    """One started cairn program: its pid, log file and argv."""
+
+    def __init__(self, name, argv, log_path):
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self.process = None
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            log.write(b"==== start %s\n" % " ".join(self.argv).encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        return self.process
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signo):
+        if self.running:
+            os.kill(self.process.pid, signo)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM (after SIGCONT, in case it was stopped), SIGKILL after
+        timeout; returns the exit status (None if it was not started)."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                proc.wait()
+        return proc.returncode
+
+    def kill(self):
+        """SIGKILL by pid (a crash); returns the exit status."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill()
+        return proc.wait()
+
+    def log(self):
+        if not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+class Cluster:
+    """cairn-router + N cairn-node processes in a temp directory.
+
+    nodes, replicas: the one destination "main"; channel: the csync
+    channel's name, with sasl_user/sasl_password (cyruslab's replication
+    identity by default) and sasl_mechanisms; limits: [limits] keys (e.g.
+    {"max_literal": "4K"}); router/node_settings: extra keys of those
+    sections.  Nothing runs until start()."""
+
+    def __init__(self, binaries, nodes=3, replicas=2, channel="cairn",
+                 sasl_user="repluser", sasl_password="replpass",
+                 mechanisms="SCRAM-SHA-512 PLAIN", limits=None,
+                 router_settings=None, node_settings=None, keep=None,
+                 prefix="cairn-cluster-"):
+        missing = binaries.missing()
+        if missing:
+            raise ClusterError("cairn programs not built: %s" % missing)
+        if keep is None:
+            keep = os.environ.get("CYRUSLAB_KEEP") == "1"
+        self.binaries = binaries
+        self.keep = keep
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.config_path = os.path.join(self.dir, "cluster.conf")
+        self.channel = channel
+        self.sasl_user, self.sasl_password = sasl_user, sasl_password
+        self.mechanisms = mechanisms
+        self.replicas = replicas
+        self.limits = dict(limits or {})
+        self.router_settings = dict(router_settings or {})
+        self.node_settings = dict(node_settings or {})
+        self.csync_port = free_port()
+        self.control_port = free_port()
+        self.node_names = ["node%d" % (i + 1) for i in range(nodes)]
+        self.node_ports = {n: free_port() for n in self.node_names}
+        self.ring_dir = os.path.join(self.dir, "rings")
+        self.ring_file = os.path.join(self.ring_dir, "main.ring")
+        self.daemons = {}
+        self._watchdog = Watchdog(None)
+        self._closed = False
+        for name in self.node_names:
+            os.makedirs(self.data_dir(name))
+        os.makedirs(self.ring_dir)
+        os.makedirs(os.path.join(self.dir, "spool"))
+        self._write_config()
+        for name in self.node_names:
+            self.daemons[name] = Daemon(name, [
+                binaries.node, "-f", "-c", self.config_path, "-n", name,
+                "-w", self._endpoint_file(name)],
+                os.path.join(self.dir, name + ".log"))
+        self.daemons["router"] = Daemon("router", [
+            binaries.router, "-c", self.config_path],
+            os.path.join(self.dir, "router.log"))
+
+    # -- configuration ---------------------------------------------------
+    def data_dir(self, node):
+        return os.path.join(self.dir, "data", node)
+
+    def _endpoint_file(self, node):
+        return os.path.join(self.dir, node + ".endpoint")
+
+    @property
+    def csync_address(self):
+        return ("127.0.0.1", self.csync_port)
+
+    def _write_config(self):
+        router = {
+            "control": "tcp://127.0.0.1:%d" % self.control_port,
+            "spool_dir": os.path.join(self.dir, "spool"),
+            "servername": "cairn-e2e",
+            "node_timeout": "5s",
+            "log_level": "debug",
+            "ring_dir": self.ring_dir,
+        }
+        router.update(self.router_settings)
+        lines = ["# written by integration/lib/cairncluster.py", "[router]"]
+        lines += ["%s = %s" % kv for kv in router.items()]
+        lines += ["", "[channel %s]" % self.channel,
+                  "listen = 127.0.0.1:%d" % self.csync_port,
+                  "sasl_user = %s" % self.sasl_user,
+                  "sasl_password = %s" % self.sasl_password,
+                  "sasl_mechanisms = %s" % self.mechanisms,
+                  "destinations = main", "",
+                  "[destination main]",
+                  "nodes = %s" % ", ".join(self.node_names),
+                  "replicas = %d" % self.replicas,
+                  "ring_file = %s" % self.ring_file, ""]
+        for name in self.node_names:
+            node = {"endpoint": "tcp://127.0.0.1:%d" % self.node_ports[name],
+                    "data_dir": self.data_dir(name),
+                    "reserve": "1M", "log_level": "debug"}
+            node.update(self.node_settings)
+            lines.append("[node %s]" % name)
+            lines += ["%s = %s" % kv for kv in node.items()]
+            lines.append("")
+        if self.limits:
+            lines.append("[limits]")
+            lines += ["%s = %s" % kv for kv in self.limits.items()]
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.config_path, 0o600)  # it holds the channel password
+
+    # -- lifecycle --------------------------------------------------------
+    def start(self):
+        """Check the config, make the ring, start every node and then the
+        router; returns once all are ready (ClusterError otherwise)."""
+        r = self.cairnctl("config", "check")
+        if r.returncode != 0:
+            raise ClusterError("config check failed:\n%s%s"
+                               % (r.stdout, r.stderr))
+        if not os.path.exists(self.ring_file):
+            r = self.cairnctl("ring", "create", self.ring_file,
+                              "--from-config", "main")
+            if r.returncode != 0:
+                raise ClusterError("ring create failed:\n%s%s"
+                                   % (r.stdout, r.stderr))
+        for name in self.node_names:
+            self.start_node(name)
+        self.start_router()
+        return self
+
+    def _track(self, daemon):
+        self._watchdog.track(daemon.start().pid)
+
+    def start_node(self, name):
+        """Start (or restart, with its data) one node; wait until ready."""
+        daemon = self.daemons[name]
+        if daemon.running:
+            return
+        try:
+            os.unlink(self._endpoint_file(name))
+        except FileNotFoundError:
+            pass
+        self._track(daemon)
+        self._wait(daemon, lambda: os.path.exists(self._endpoint_file(name))
+                   and _tcp_accepts(self.node_ports[name]))
+
+    def start_router(self):
+        daemon = self.daemons["router"]
+        if daemon.running:
+            return
+        self._track(daemon)
+        self._wait(daemon, lambda: any(line.startswith("* OK") for line in
+                                       _quiet_banner(self.csync_port)))
+
+    def _wait(self, daemon, ready):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready():
+            if not daemon.running:
+                raise ClusterError("%s exited during startup:\n%s"
+                                   % (daemon.name, daemon.log()))
+            if time.monotonic() > deadline:
+                raise ClusterError("%s not ready after %.0fs:\n%s"
+                                   % (daemon.name, READY_TIMEOUT,
+                                      daemon.log()))
+            time.sleep(0.05)
+
+    def stop_node(self, name, how="kill"):
+        """how: "kill" (SIGKILL, a crash), "term" (clean stop),
+        "pause" (SIGSTOP: the node hangs), "resume" (SIGCONT).
+        Returns the exit status for kill/term."""
+        daemon = self.daemons[name]
+        if how == "pause":
+            daemon.signal(signal.SIGSTOP)
+            return None
+        if how == "resume":
+            daemon.signal(signal.SIGCONT)
+            return None
+        return daemon.kill() if how == "kill" else daemon.stop()
+
+    def stop(self):
+        """Stop the router, then the nodes (SIGTERM): {name: exit status}
+        of each one that was running."""
+        statuses = {}
+        for name in ["router"] + self.node_names:
+            status = self.daemons[name].stop()
+            if status is not None:
+                statuses[name] = status
+        return statuses
+
+    def close(self, failed=False):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.stop()
+            self._watchdog.release()
+        finally:
+            if failed:
+                sys.stderr.write(self.logs() + "\n")
+            if self.keep or failed and os.environ.get("CYRUSLAB_KEEP_FAILED"):
+                sys.stderr.write("cairncluster: kept %s\n" % self.dir)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None)
+        return False
+
+    # -- looking at it ----------------------------------------------------
+    def logs(self, tail=200):
+        """The last `tail` lines of every daemon's log."""
+        parts = []
+        for name, daemon in self.daemons.items():
+            lines = daemon.log().splitlines()[-tail:]
+            parts.append("===== cairn %s (%s) =====\n%s"
+                         % (name, daemon.log_path, "\n".join(lines)))
+        return "\n".join(parts)
+
+    def router_log(self):
+        return self.daemons["router"].log()
+
+    def cairnctl(self, *args, timeout=60):
+        """`cairnctl -c cluster.conf ARGS`: a CompletedProcess (text)."""
+        return subprocess.run([self.binaries.cairnctl, "-c", self.config_path]
+                              + [str(a) for a in args], capture_output=True,
+                              text=True, timeout=timeout)
+
+    def ring_replicas(self, users):
+        """{user: [node names in ring order]} by the destination's ring:
+        `cairnctl ring diff` against a ring of other node names lists
+        every user as moving, with its current nodes."""
+        other = os.path.join(self.dir, "other.ring")
+        if not os.path.exists(other):
+            specs = []
+            for i in range(len(self.node_names)):
+                specs += ["-n", "elsewhere%d:100" % (i + 1)]
+            r = self.cairnctl("ring", "create", other, "-d", "main", "-r",
+                              self.replicas, *specs)
+            if r.returncode != 0:
+                raise ClusterError("ring create: %s%s" % (r.stdout, r.stderr))
+        users_file = os.path.join(self.dir, "users.list")
+        with open(users_file, "w") as f:
+            f.write("".join("%s\n" % u for u in users))
+        r = self.cairnctl("ring", "diff", self.ring_file, other, "-u",
+                          users_file, "-l")
+        placement = {}
+        for line in r.stdout.splitlines():
+            m = re.match(r"^\s*(\S+)\s+(\S+)\s+->\s+(\S+)\s*$", line)
+            if m and m.group(1) in users:
+                placement[m.group(1)] = m.group(2).split(",")
+        if sorted(placement) != sorted(users):
+            raise ClusterError("ring diff did not list every user:\n%s%s"
+                               % (r.stdout, r.stderr))
+        return placement
+
+    def user_files(self):
+        """{node: {user: data file}} from each node's catalog.db (read
+        only; the index is the data file + ".index")."""
+        found = {}
+        for name in self.node_names:
+            catalog = os.path.join(self.data_dir(name), "catalog.db")
+            found[name] = {}
+            if not os.path.exists(catalog):
+                continue
+            db = sqlite3.connect("file:%s?mode=ro" % catalog, uri=True,
+                                 timeout=10)
+            try:
+                columns = [row[1] for row in
+                           db.execute("PRAGMA table_info(users)")]
+                path_column = next(c for c in columns if c != "userid")
+                for user, path in db.execute(
+                        "SELECT userid, %s FROM users" % path_column):
+                    found[name][user] = path
+            finally:
+                db.close()
+        return found
+
+    def holders(self):
+        """{user: sorted [nodes whose catalog holds it]}."""
+        result = {}
+        for node, users in self.user_files().items():
+            for user in users:
+                result.setdefault(user, []).append(node)
+        return {u: sorted(n) for u, n in result.items()}
+
+    def data_bytes(self, users=None):
+        """Total bytes of data files + indexes over all nodes (of the
+        given users, or all), and per node."""
+        per_node = {}
+        for node, files in self.user_files().items():
+            total = 0
+            for user, path in files.items():
+                if users is not None and user not in users:
+                    continue
+                for p in (path, path + ".index"):
+                    if os.path.exists(p):
+                        total += os.path.getsize(p)
+            per_node[node] = total
+        return sum(per_node.values()), per_node
+
+    def data_file_bytes(self):
+        """{(node, user): size of the data file} (logs only, no index)."""
+        return {(node, user): os.path.getsize(path)
+                for node, files in self.user_files().items()
+                for user, path in files.items() if os.path.exists(path)}
+
+    def status_json(self, *args):
+        r = self.cairnctl("--json", "status", *args)
+        try:
+            return r.returncode, json.loads(r.stdout or "null")
+        except ValueError:
+            return r.returncode, None
+
+
+def _tcp_accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _quiet_banner(port):
+    try:
+        return csync_banner(port, timeout=1.0)
+    except OSError:
+        return []
