@@ -86,8 +86,10 @@
  * COMPACT_REQUEST: as VERIFY, with the node's [compaction] policy. Reply
  *   COMPACT_REPLY, frame 1 = UserResults with bytes_before/bytes_after.
  * PING -> PONG (no payload).
- * TRANSFER_*: reserved for rebalance/repair; the node answers ERROR
- *   CAIRN_ENOTSUP until implemented.
+ * TRANSFER_* (cairnctl rebalance relays a user between nodes; see
+ *   node/transfer.c for the verbs): EXPORT/READ read a user's data file,
+ *   IMPORT/WRITE/IMPORT build it on the target (rebuilt and verified before
+ *   the catalog records it), REMOVE drops a user's copy.
  * ring_epoch: kept and echoed; nodes do not refuse stale epochs yet.
  * ======================================================================
  *

@@ -3,7 +3,7 @@
  * and STATS (per-user figures read from each index with a separate
  * read-only SQLite connection, disk free from statvfs), VERIFY (with a
  * digest of the user's state answers, comparable across replicas) and
- * COMPACT. TRANSFER is not implemented yet and says so.
+ * COMPACT. TRANSFER (rebalance) lives in transfer.c.
  */
 #include "common.h"
 #include "server_int.h"
@@ -410,8 +410,7 @@ node_admin(struct cairn_node_server *server, struct node_request *request)
     case CAIRN__KIND__TRANSFER_BEGIN:
     case CAIRN__KIND__TRANSFER_CHUNK:
     case CAIRN__KIND__TRANSFER_END:
-        node_reply_error(server, request, CAIRN_ENOTSUP, 0,
-                         "user transfer is not implemented in this node yet");
+        node_transfer(server, request); /* transfer.c */
         return;
     default:
         node_reply_error(server, request, CAIRN_EPROTO, 9,

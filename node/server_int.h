@@ -132,4 +132,8 @@ int node_print_item(const struct cairn_dlist *item, struct cairn_buf *out);
 /* server_admin.c */
 void node_admin(struct cairn_node_server *server, struct node_request *request);
 
+/* transfer.c: TRANSFER_BEGIN/CHUNK/END (export, import, remove a user). */
+void node_transfer(struct cairn_node_server *server,
+                   struct node_request *request);
+
 #endif /* CAIRN_NODE_SERVER_INT_H */
