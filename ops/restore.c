@@ -207,7 +207,10 @@ send_bodies(struct cairn_restore_session *session,
         report(progress, progress_ctx, "reserve", plan->partitions[p].name, 0,
                plan->partitions[p].guid_count, 0);
         if ((rc = reserve(session, plan, p, &missing, &missing_count,
-                          result)) == 0)
+                          result)) == 0 &&
+            source->ops->order != NULL)
+            rc = source->ops->order(source->ctx, missing, missing_count);
+        if (rc == 0)
             rc = upload(session, source, plan, p, missing, missing_count,
                         progress, progress_ctx, result);
         for (size_t i = 0; i < missing_count; i++)

@@ -40,7 +40,9 @@
  *    ascending UID order (GET FULLMAILBOX), owned by the caller;
  *  - message: streams the body of guid to put in pieces;
  *  - sieve: *content gets the text of the live script filename (owned,
- *    free()), *len its length.
+ *    free()), *len its length;
+ *  - order (may be NULL): sorts a block of GUIDs into the order message()
+ *    reads them fastest (for a data file: file order, one pass).
  */
 struct cairn_restore_source_ops {
     int (*user)(void *ctx, cairn_store_emit emit, void *emit_ctx);
@@ -51,6 +53,8 @@ struct cairn_restore_source_ops {
                    void *put_ctx);
     int (*sieve)(void *ctx, const char *filename, char **content, size_t *len);
     void (*close)(void *ctx);
+    /* optional: sorts guids into the order message() reads fastest */
+    int (*order)(void *ctx, char **guids, size_t count);
 };
 
 struct cairn_restore_source {

@@ -23,6 +23,7 @@
 struct store_source {
     struct cairn_store *store;
     char *index_path;
+    struct body_reader *reader; /* opened on the first body */
 };
 
 /* --- dlist copies ---------------------------------------------------------
@@ -132,13 +133,36 @@ store_mailbox(void *ctx, const char *mboxname, struct cairn_dlist **mailbox)
 }
 
 static int
+open_reader(struct store_source *source)
+{
+    if (source->reader != NULL)
+        return 0;
+    return restore_reader_new(cairn_store_data_path(source->store),
+                              source->index_path, &source->reader);
+}
+
+static int
 store_message(void *ctx, const char *guid,
               int (*put)(void *put_ctx, const void *data, size_t len),
               void *put_ctx)
 {
     struct store_source *source = ctx;
+    int rc;
 
-    return cairn_store_read_message(source->store, guid, put, put_ctx);
+    if ((rc = open_reader(source)) < 0)
+        return rc;
+    return restore_reader_read(source->reader, guid, put, put_ctx);
+}
+
+static int
+store_order(void *ctx, char **guids, size_t count)
+{
+    struct store_source *source = ctx;
+    int rc;
+
+    if ((rc = open_reader(source)) < 0)
+        return rc;
+    return restore_reader_order(source->reader, guids, count);
 }
 
 /* Where the live SIEVE line for filename is: chunk file offset, line
@@ -329,13 +353,15 @@ store_close(void *ctx)
 
     if (source == NULL)
         return;
+    restore_reader_free(source->reader);
     cairn_store_close(source->store);
     free(source->index_path);
     free(source);
 }
 
 static const struct cairn_restore_source_ops store_ops = {
-    store_user, store_mailbox, store_message, store_sieve, store_close,
+    store_user,  store_mailbox, store_message,
+    store_sieve, store_close,   store_order,
 };
 
 int

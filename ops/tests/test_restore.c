@@ -225,6 +225,63 @@ out:
     cairn_restore_source_free(source);
 }
 
+struct collected {
+    struct cairn_buf bytes;
+};
+
+static int
+collect(void *ctx, const void *data, size_t len)
+{
+    return cairn_buf_append(&((struct collected *)ctx)->bytes, data, len);
+}
+
+/*
+ * Bodies read in file order (one pass, later bodies of a line served from
+ * what the parser already passed), in reverse, and twice over: each is
+ * the body its GUID names.
+ */
+static void
+test_body_order(void)
+{
+    struct cairn_restore_source *source = open_testdata("alice");
+    struct cairn_restore_options options;
+    struct cairn_restore_plan *plan = NULL;
+    char *guids[16], hex[41];
+    size_t count = 0;
+
+    cairn_restore_options_default(&options);
+    if (source == NULL ||
+        cairn_restore_plan_build(source, &options, &plan) < 0) {
+        CHECK(false);
+        goto out;
+    }
+    count = plan->partitions[0].guid_count;
+    for (size_t i = 0; i < count && i < 8; i++)
+        guids[i] = guids[2 * count - 1 - i] = plan->partitions[0].guids[i];
+    CHECK_INT(source->ops->order(source->ctx, guids, count), 0);
+    for (size_t i = 0; i < count; i++) /* then the same, backwards */
+        guids[2 * count - 1 - i] = guids[i];
+    for (size_t i = 0; i < 2 * count; i++) {
+        struct collected got;
+
+        cairn_buf_init(&got.bytes, 1 << 20);
+        CHECK_INT(source->ops->message(source->ctx, guids[i], collect, &got),
+                  0);
+        sha1_hex(got.bytes.data, got.bytes.len, hex);
+        CHECK_STR(hex, guids[i]);
+        cairn_buf_release(&got.bytes);
+    }
+    const char *unknown = "0123456789012345678901234567890123456789";
+    struct collected none;
+    cairn_buf_init(&none.bytes, 16);
+    CHECK_INT(source->ops->message(source->ctx, unknown, collect, &none),
+              CAIRN_ENOENT);
+    cairn_buf_release(&none.bytes);
+out:
+    cairn_restore_plan_free(plan);
+    cairn_restore_source_free(source);
+}
+
 /* Options against bob's backup (a DELETED.* mailbox) and alice's. */
 static void
 test_plan_options(void)
@@ -367,7 +424,7 @@ scripted_mailbox_read(void *ctx, const char *name, struct cairn_dlist **out)
 }
 
 static const struct cairn_restore_source_ops scripted_ops = {
-    scripted_user, scripted_mailbox_read, NULL, NULL, NULL};
+    scripted_user, scripted_mailbox_read, NULL, NULL, NULL, NULL};
 
 static void
 test_uid_order_and_names(void)
@@ -734,6 +791,7 @@ main(void)
     }
     test_plan_alice();
     test_message_bodies();
+    test_body_order();
     test_plan_options();
     test_uid_order_and_names();
     test_session_run();
