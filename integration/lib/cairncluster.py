@@ -478,3 +478,108 @@ def _quiet_banner(port):
         return csync_banner(port, timeout=1.0)
     except OSError:
         return []
+
+
+# ------------------------------------------------- reading backup files
+# Both cairn's and backupd's files are Cyrus's format: the comparisons read
+# the SQLite index directly (Cyrus's schema, every column) and the bodies
+# from the gzip data file.
+
+MAILBOX_COLUMNS = ("mboxname", "mboxtype", "last_uid", "highestmodseq",
+                   "recentuid", "recenttime", "last_appenddate",
+                   "pop3_last_login", "pop3_show_after", "uidvalidity",
+                   "partition", "acl", "options", "sync_crc",
+                   "sync_crc_annot", "xconvmodseq", "annotations")
+RECORD_COLUMNS = ("uid", "modseq", "last_updated", "flags", "internaldate",
+                  "annotations")
+
+
+def index_state(data_file):
+    """What a backup's index says, without row ids or chunk ids: {
+    "mailboxes": {uniqueid: {column: value, "deleted": bool, "records":
+    [{"guid", "expunged": bool, column: value}] by uid}}, "messages":
+    {guid: size}, "seen": {uniqueid: {...}}, "subscriptions": {mboxname:
+    unsubscribed?}, "sieve": {filename: [(guid, last_update, deleted?)]}}."""
+    db = sqlite3.connect("file:%s?mode=ro" % (data_file + ".index"),
+                         uri=True, timeout=10)
+    try:
+        state = {"mailboxes": {}, "messages": {}, "seen": {},
+                 "subscriptions": {}, "sieve": {}}
+        ids = {}
+        for row in db.execute("SELECT id, uniqueid, deleted, %s FROM mailbox"
+                              % ", ".join(MAILBOX_COLUMNS)):
+            box = dict(zip(MAILBOX_COLUMNS, row[3:]))
+            box["deleted"] = row[2] is not None
+            box["records"] = []
+            state["mailboxes"][row[1]] = box
+            ids[row[0]] = box
+        for row in db.execute(
+                "SELECT r.mailbox_id, m.guid, r.expunged, %s FROM "
+                "mailbox_message r JOIN message m ON m.id = r.message_id"
+                % ", ".join("r." + c for c in RECORD_COLUMNS)):
+            record = dict(zip(RECORD_COLUMNS, row[3:]))
+            record.update(guid=row[1], expunged=row[2] is not None)
+            ids[row[0]]["records"].append(record)
+        for box in ids.values():
+            box["records"].sort(key=lambda r: (r["uid"], r["guid"]))
+        for guid, size in db.execute("SELECT guid, size FROM message"):
+            state["messages"][guid] = size
+        for row in db.execute("SELECT uniqueid, lastread, lastuid, "
+                              "lastchange, seenuids FROM seen"):
+            state["seen"][row[0]] = row[1:]
+        for name, unsubscribed in db.execute(
+                "SELECT mboxname, unsubscribed FROM subscription"):
+            state["subscriptions"][name] = unsubscribed is not None
+        for name, guid, updated, deleted in db.execute(
+                "SELECT filename, guid, last_update, deleted FROM sieve "
+                "ORDER BY id"):
+            state["sieve"].setdefault(name, []).append(
+                (guid, updated, deleted is not None))
+        return state
+    finally:
+        db.close()
+
+
+def index_differences(want, got, path=""):
+    """Human-readable differences between two index_state() values (or
+    parts of them); [] when equal."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = []
+        for key in sorted(set(want) | set(got), key=str):
+            where = "%s/%s" % (path, key)
+            if key not in got:
+                out.append("%s: missing (want %r)" % (where, want[key]))
+            elif key not in want:
+                out.append("%s: unexpected %r" % (where, got[key]))
+            else:
+                out += index_differences(want[key], got[key], where)
+        return out
+    return [] if want == got else ["%s: want %r, got %r" % (path, want, got)]
+
+
+FILE_LITERAL = re.compile(rb"%\{(\S+) ([0-9a-f]{40}) (\d+)\}\r\n")
+
+
+def message_bodies(data_file):
+    """{guid: body bytes} of every FILE literal in a data file's APPLY
+    MESSAGE lines (all gzip members).  Raises ClusterError when a body's
+    SHA-1 is not its GUID."""
+    import gzip
+    import hashlib
+    with gzip.open(data_file, "rb") as f:
+        data = f.read()
+    bodies = {}
+    position = 0
+    while True:
+        m = FILE_LITERAL.search(data, position)
+        if not m:
+            break
+        size = int(m.group(3))
+        body = data[m.end():m.end() + size]
+        guid = m.group(2).decode()
+        if hashlib.sha1(body).hexdigest() != guid:
+            raise ClusterError("%s: body of %s does not match its GUID"
+                               % (data_file, guid))
+        bodies[guid] = body
+        position = m.end() + size
+    return bodies
