@@ -44,8 +44,9 @@ static const char usage[] =
     "                 MAILBOX as sync_client: exact state incl. UIDNEXT,\n"
     "                 checked by the server's SYNC_CRC; RESTORE MAILBOX for\n"
     "                 mailboxes the target already holds otherwise\n"
-    "  --mode restore RESTORE MAILBOX as Cyrus's restore: appends; UIDNEXT\n"
-    "                 becomes last record + 1 (purged UIDs may be reused)\n"
+    "  --mode restore RESTORE MAILBOX as Cyrus's restore: appends (a second\n"
+    "                 run duplicates); UIDNEXT becomes last record + 1\n"
+    "                 (UIDs of purged messages may be reused)\n"
     "  --dry-run      show what would be sent, connect to nothing\n"
     "Exit: 0 done, 1 the server refused something or authentication failed,\n"
     "64 usage, 66 no such backup, 69 server unreachable, 74 I/O, 70 other.\n";

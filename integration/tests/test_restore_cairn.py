@@ -132,6 +132,8 @@ def restore(data_dir, server, password_file, user, mode):
             "--password-file", password_file, "--activate-sieve", "lab"]
     if mode:
         args += ["--mode", mode]
+    else:  # and the other session options: PLAIN, no compression
+        args += ["--mechanism", "PLAIN", "--no-compress"]
     p = run(*args)
     return p, json.loads(p.stdout or "{}")
 
@@ -217,6 +219,12 @@ def main():
                    "cairnctl restore %s (%s mode): %s" % (
                        user, MODES[user] or "default", p.stdout.strip()),
                    p.stderr)
+            session = re.search(r"connected to \S+ \(([^)]*)\)", p.stderr)
+            expect(session and session.group(1) == (
+                "PLAIN" if MODES[user] is None else
+                "SCRAM-SHA-512, compressed"),
+                "%s: session %s" % (user, session and session.group(1)),
+                p.stderr)
             fallbacks = 1 if user == "erin" else 0
             expect(summary["mailboxes_fallback"] == fallbacks and
                    summary["meta_sent"] == 5 and summary["meta_refused"] == 0,
