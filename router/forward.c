@@ -27,6 +27,7 @@ struct cairn_router_forward {
     char *destination;
     size_t *client_node; /* ring node index -> node client index */
     size_t max_frame;
+    struct cairn_router_moves *moves; /* rebalance (control.c); NULL: none */
 };
 
 /* One request in flight to one or more nodes. */
@@ -42,6 +43,8 @@ struct pending {
     int *fds;
     size_t fd_count;
     struct cairn_node_body *bodies; /* borrowed by the node client */
+    const struct cairn_ring *ring;  /* the user's ring (rebalance) */
+    char *user;                     /* counted in flight by the moves */
 };
 
 static void
@@ -52,6 +55,9 @@ pending_free(struct pending *pending)
     free(pending->fds);
     free(pending->bodies);
     cairn_dlist_free(pending->missing);
+    if (pending->user != NULL)
+        cairn_router_moves_finished(pending->forward->moves, pending->user);
+    free(pending->user);
     free(pending);
 }
 
@@ -188,6 +194,22 @@ no_body(void *ctx, const struct cairn_dlist *file, struct cairn_buf *out)
     return CAIRN_OK;
 }
 
+/* The node client index of node (an index of ring, maybe the new one). */
+static int
+client_node(struct cairn_router_forward *forward,
+            const struct cairn_ring *ring, uint16_t node, size_t *index)
+{
+    struct cairn_ring_node_info info;
+
+    if (ring == forward->ring) {
+        *index = forward->client_node[node];
+        return 0;
+    }
+    if (cairn_ring_node_info(ring, node, &info) < 0)
+        return CAIRN_ENOENT;
+    return cairn_node_client_find_node(forward->client, info.name, index);
+}
+
 static int
 send_to_replicas(struct cairn_router_forward *forward, struct pending *pending,
                  const struct cairn_router_request *request,
@@ -195,15 +217,18 @@ send_to_replicas(struct cairn_router_forward *forward, struct pending *pending,
 {
     const char *user = request->resolution->owner.userid;
     uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
-    size_t count = pending->is_get ? 1 : cairn_ring_replicas(forward->ring);
+    size_t count = pending->is_get ? 1 : cairn_ring_replicas(pending->ring);
     int rc = CAIRN_OK;
 
-    cairn_ring_lookup(forward->ring, user, strlen(user), replicas);
+    cairn_ring_lookup(pending->ring, user, strlen(user), replicas);
     pending->outstanding = count + 1; /* +1 until every send is queued */
     for (size_t i = 0; i < count; i++) {
-        rc = cairn_node_client_send(forward->client,
-                                    forward->client_node[replicas[i]],
-                                    node_request, on_node_reply, pending, NULL);
+        size_t node = 0;
+
+        rc = client_node(forward, pending->ring, replicas[i], &node);
+        if (rc == 0)
+            rc = cairn_node_client_send(forward->client, node, node_request,
+                                        on_node_reply, pending, NULL);
         if (rc < 0) {
             pending->outstanding -= count - i;
             break;
@@ -240,6 +265,28 @@ cairn_router_forward_request(void *arg,
     pending->forward = forward;
     pending->reply = reply;
     pending->is_get = request->verb == CAIRN_CSYNC_GET;
+    pending->ring = cairn_router_moves_route(
+        forward->moves, request->resolution->owner.userid, forward->ring);
+    if (pending->ring == NULL) {
+        /* Being moved (cairnctl rebalance): a NO sync_client retries. */
+        free(pending);
+        cairn_buf_release(&printed);
+        return cairn_router_reply_complete(
+            reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
+            "user is being moved");
+    }
+    if (forward->moves != NULL) {
+        rc = cairn_router_moves_started(forward->moves,
+                                        request->resolution->owner.userid);
+        if (rc == 0 && (pending->user = strdup(
+                            request->resolution->owner.userid)) == NULL) {
+            cairn_router_moves_finished(forward->moves,
+                                        request->resolution->owner.userid);
+            rc = CAIRN_ENOMEM;
+        }
+        if (rc < 0)
+            goto out;
+    }
     pending->missing = cairn_dlist_new_list("MISSING");
     if (pending->missing == NULL)
         goto out;
@@ -256,7 +303,7 @@ cairn_router_forward_request(void *arg,
         .destination = forward->destination,
         .verb = pending->is_get ? "GET" : "APPLY",
         .key = request->resolution->key,
-        .ring_epoch = cairn_ring_epoch(forward->ring),
+        .ring_epoch = cairn_ring_epoch(pending->ring),
         .frames = &frame,
         .frame_count = 1,
         .bodies = pending->bodies,
@@ -324,6 +371,14 @@ cairn_router_forward_new(struct cairn_loop *loop,
         rc = cairn_node_client_add_node(forward->client, info.name, endpoint,
                                         &forward->client_node[i]);
     }
+    /* Nodes a future ring may use (rebalance switches users to them). */
+    for (size_t j = 0; j < settings->node_count && rc == 0; j++)
+        if (cairn_node_client_find_node(forward->client,
+                                        settings->nodes[j].name,
+                                        NULL) == CAIRN_ENOENT)
+            rc = cairn_node_client_add_node(forward->client,
+                                            settings->nodes[j].name,
+                                            settings->nodes[j].endpoint, NULL);
 out:
     if (rc < 0) {
         cairn_router_forward_free(forward);
@@ -343,4 +398,51 @@ cairn_router_forward_free(struct cairn_router_forward *forward)
     free(forward->client_node);
     free(forward->destination);
     free(forward);
+}
+
+/* --- rebalance hooks (control.c) ----------------------------------------- */
+
+const char *
+cairn_router_forward_destination(const struct cairn_router_forward *forward)
+{
+    return forward->destination;
+}
+
+const struct cairn_ring *
+cairn_router_forward_ring(const struct cairn_router_forward *forward)
+{
+    return forward->ring;
+}
+
+void
+cairn_router_forward_set_moves(struct cairn_router_forward *forward,
+                               struct cairn_router_moves *moves)
+{
+    forward->moves = moves;
+}
+
+int
+cairn_router_forward_replace_ring(struct cairn_router_forward *forward,
+                                  struct cairn_ring *ring)
+{
+    size_t count = cairn_ring_node_count(ring);
+    size_t *map = calloc(count + 1, sizeof(*map));
+    int rc = map == NULL ? CAIRN_ENOMEM : 0;
+
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        struct cairn_ring_node_info info;
+
+        cairn_ring_node_info(ring, i, &info);
+        rc = cairn_node_client_find_node(forward->client, info.name, &map[i]);
+    }
+    if (rc < 0) {
+        free(map);
+        cairn_ring_free(ring);
+        return rc;
+    }
+    cairn_ring_free(forward->ring);
+    free(forward->client_node);
+    forward->ring = ring;
+    forward->client_node = map;
+    return 0;
 }

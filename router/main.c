@@ -5,9 +5,11 @@
  * reloads the file and applies it only when all of it is valid, without
  * dropping a connection.
  *
- * This build does not forward anything to storage nodes yet: every GET or
- * APPLY that needs a user's backup is answered with a NO that says so, and
- * nothing is stored. It never claims a backup it did not make.
+ * Each channel's requests go to its (first) destination's nodes through the
+ * destination's ring file; OK is answered only after every replica has
+ * acknowledged. A destination without a loadable ring answers NO and
+ * stores nothing. Ring and node changes need a restart for now (SIGHUP
+ * reloads the channels only).
  */
 #include "config.h"
 #include "loop.h"
@@ -49,10 +51,19 @@ on_event(void *arg, const struct cairn_router_event *event)
         cairn_log(levels[event->level], "%s", event->message);
 }
 
-/* What the signal handler needs to reload. */
+/* One channel's way to storage: the forward of its destination. */
+struct channel_route {
+    char *channel;
+    char *destination;
+    struct cairn_router_forward *forward; /* NULL: no ring, answer NO */
+};
+
+/* What the signal and request handlers need. */
 struct daemon {
     const char *config_path; /* NULL: the built-in configuration */
     struct cairn_router *router;
+    struct channel_route *routes;
+    size_t route_count;
 };
 
 static int load_config(const char *path, struct cairn_config **config);
@@ -172,8 +183,111 @@ load_config(const char *path, struct cairn_config **config)
     return rc;
 }
 
+/* Sends each request to the forward of its channel's destination. */
 static int
-serve(const char *config_path, const struct cairn_router_settings *settings)
+route_request(void *arg, const struct cairn_router_request *request,
+              struct cairn_router_reply *reply)
+{
+    struct daemon *daemon = arg;
+    char text[256];
+
+    for (size_t i = 0; i < daemon->route_count; i++) {
+        const struct channel_route *route = &daemon->routes[i];
+
+        if (strcmp(route->channel, request->channel) != 0)
+            continue;
+        if (route->forward != NULL)
+            return cairn_router_forward_request(route->forward, request, reply);
+        snprintf(text, sizeof(text),
+                 "cairn router: destination %s has no ring, nothing stored",
+                 route->destination);
+        return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
+                                           CAIRN_CSYNC_CODE_NONE, text);
+    }
+    return cairn_router_reply_complete(
+        reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+        "cairn router: channel has no destination (restart after adding "
+        "one), nothing stored");
+}
+
+/*
+ * A forward per channel, to its first destination (fan-out to several
+ * destinations is not implemented yet: said in the log). A destination
+ * whose ring file cannot be loaded is logged and answered NO.
+ */
+static int
+open_routes(struct cairn_loop *loop, const struct cairn_config *config,
+            struct daemon *daemon)
+{
+    const struct cairn_config_router *router = cairn_config_router(config);
+    size_t count = cairn_config_channel_count(config);
+
+    daemon->routes = calloc(count + 1, sizeof(*daemon->routes));
+    if (daemon->routes == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < count; i++) {
+        const struct cairn_config_channel *channel =
+            cairn_config_channel_at(config, i);
+        const struct cairn_config_destination *destination =
+            channel->destination_refs[0];
+        struct channel_route *route = &daemon->routes[i];
+        struct cairn_router_forward_node *nodes =
+            calloc(destination->nodes.count + 1, sizeof(*nodes));
+        struct cairn_router_forward_settings settings = {
+            .destination = destination->origin.name,
+            .ring_file = destination->ring_file,
+            .nodes = nodes,
+            .node_count = destination->nodes.count,
+            .timeout_ms = router->node_timeout_ms,
+            .node_window = (size_t)router->node_window,
+            .user_window = (size_t)router->user_window,
+            .max_frame = (size_t)cairn_config_limits(config)->max_frame,
+        };
+        char error[512] = "";
+
+        daemon->route_count++;
+        route->channel = strdup(channel->origin.name);
+        route->destination = strdup(destination->origin.name);
+        if (nodes == NULL || route->channel == NULL ||
+            route->destination == NULL) {
+            free(nodes);
+            return CAIRN_ENOMEM;
+        }
+        if (channel->destinations.count > 1)
+            cairn_log_warn("channel %s: writing to several destinations is "
+                           "not implemented yet; only %s is written",
+                           route->channel, route->destination);
+        for (size_t j = 0; j < destination->nodes.count; j++)
+            nodes[j] = (struct cairn_router_forward_node){
+                destination->node_refs[j]->origin.name,
+                destination->node_refs[j]->endpoint};
+        if (cairn_router_forward_new(loop, &settings, &route->forward, error,
+                                     sizeof(error)) < 0)
+            cairn_log_error("channel %s: destination %s: %s; its requests "
+                            "are answered NO",
+                            route->channel, route->destination, error);
+        else
+            cairn_log_info("channel %s: writing to destination %s",
+                           route->channel, route->destination);
+        free(nodes);
+    }
+    return CAIRN_OK;
+}
+
+static void
+close_routes(struct daemon *daemon)
+{
+    for (size_t i = 0; i < daemon->route_count; i++) {
+        cairn_router_forward_free(daemon->routes[i].forward);
+        free(daemon->routes[i].channel);
+        free(daemon->routes[i].destination);
+    }
+    free(daemon->routes);
+}
+
+static int
+serve(const char *config_path, const struct cairn_config *config,
+      const struct cairn_router_settings *settings)
 {
     struct daemon daemon = {.config_path = config_path};
     struct cairn_loop *loop = NULL;
@@ -195,12 +309,14 @@ serve(const char *config_path, const struct cairn_router_settings *settings)
         cairn_log_info("channel %s: listening on port %u",
                        settings->channels[i].name,
                        (unsigned)cairn_router_port(router, i));
-    cairn_log_warn("forwarding to storage nodes is not implemented in this "
-                   "build: GET/APPLY requests are answered NO and nothing "
-                   "is stored");
+    if ((rc = open_routes(loop, config, &daemon)) < 0)
+        goto out;
+    cairn_router_set_request_handler(router, route_request, &daemon);
     rc = cairn_loop_run(loop);
 out:
+    /* The router first: pending answers refer to the forwards. */
     cairn_router_free(router);
+    close_routes(&daemon);
     cairn_loop_free(loop);
     return rc;
 }
@@ -243,7 +359,7 @@ main(int argc, char **argv)
         status = EXIT_CONFIG;
     } else if (check_only) {
         printf("%s: configuration ok\n", cairn_config_name(config));
-    } else if (serve(path, &settings) < 0) {
+    } else if (serve(path, config, &settings) < 0) {
         status = EXIT_RUNTIME;
     }
     free(channels);

@@ -298,4 +298,60 @@ int cairn_router_forward_request(void *forward,
                                  const struct cairn_router_request *request,
                                  struct cairn_router_reply *reply);
 
+/* --- rebalance: the control endpoint (control.c) ------------------------
+ * [router] control, driven by `cairnctl rebalance`: RING_STATUS, RING_PREPARE
+ * (the next ring), USER_HOLD (writes answered with a retryable NO, replied
+ * once the user's requests in flight are answered), USER_SWITCH (the user
+ * routed with the next ring), RING_COMMIT (the next ring for everybody).
+ * Nothing is persisted; see control.c.
+ */
+
+struct cairn_router_control;
+/* Per-destination state of users in flight or moving (control.c). */
+struct cairn_router_moves;
+
+/*
+ * Binds a ROUTER socket at endpoint and serves it on loop (borrowed). The
+ * caller owns *control; free it after the forwards' router is freed and
+ * before the forwards.
+ */
+int cairn_router_control_new(struct cairn_loop *loop, const char *endpoint,
+                             struct cairn_router_control **control,
+                             char *error, size_t error_size);
+void cairn_router_control_free(struct cairn_router_control *control);
+/* The endpoint actually bound ("tcp://127.0.0.1:5555"). Borrowed. */
+const char *
+cairn_router_control_endpoint(const struct cairn_router_control *control);
+/*
+ * Puts forward (borrowed; must outlive the control or be freed after it)
+ * under control: its destination's holds and switches apply to it.
+ */
+int cairn_router_control_add_forward(struct cairn_router_control *control,
+                                     struct cairn_router_forward *forward);
+
+/*
+ * For the forwarder: the ring to route userid with (current, or the next
+ * ring once switched), NULL while the user is held. moves may be NULL.
+ */
+const struct cairn_ring *
+cairn_router_moves_route(struct cairn_router_moves *moves, const char *userid,
+                         const struct cairn_ring *current);
+/* A request for userid was sent to nodes / was answered. */
+int cairn_router_moves_started(struct cairn_router_moves *moves,
+                               const char *userid);
+void cairn_router_moves_finished(struct cairn_router_moves *moves,
+                                 const char *userid);
+
+/* Forward accessors the control uses (forward.c). */
+struct cairn_ring;
+const char *
+cairn_router_forward_destination(const struct cairn_router_forward *forward);
+const struct cairn_ring *
+cairn_router_forward_ring(const struct cairn_router_forward *forward);
+void cairn_router_forward_set_moves(struct cairn_router_forward *forward,
+                                    struct cairn_router_moves *moves);
+/* Routes everybody with ring from now on (consumed, also on failure). */
+int cairn_router_forward_replace_ring(struct cairn_router_forward *forward,
+                                      struct cairn_ring *ring);
+
 #endif /* CAIRN_ROUTER_H */

@@ -9,12 +9,18 @@ list backupd advertises) and COMPRESS DEFLATE, and that every request it
 sends is parsed and resolved to the right user.  Then the IMAP probe
 (sync_try_imap: 1) must not cost the 10 s client timeout.
 
-usage: test_sync_client.py PATH/TO/sync_peer
+Finally end to end with cairn's own programs: sync_client -> cairn-router
+-> cairn-node (one-node ring made by cairnctl): the first run uploads, a
+second run finds everything in place and uploads nothing, a new message
+is the only thing the third run sends.
+
+usage: test_sync_client.py sync_peer cairn-router cairn-node cairnctl
 Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
 """
 import os
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -151,12 +157,125 @@ def probe_is_fast(peer_path):
         peer.close()
 
 
+CLUSTER_CONF = """[router]
+servername = cairn.test
+spool_dir = spool
+ring_dir = rings
+log_level = debug
+[channel backup]
+listen = 127.0.0.1:%(csync)d
+sasl_user = %(user)s
+sasl_password = %(password)s
+sasl_mechanisms = SCRAM-SHA-512, PLAIN
+destinations = main
+[destination main]
+nodes = node1
+replicas = 1
+[node node1]
+endpoint = tcp://127.0.0.1:%(node)d
+data_dir = node1
+"""
+
+
+def wait_for(predicate, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.recv(1)  # the banner; then close without a word
+        return True
+    except OSError:
+        return False
+
+
+def stop(process, name):
+    process.terminate()
+    status = process.wait(timeout=15)
+    expect(status == 0, "%s exits 0 on SIGTERM (got %s)" % (name, status))
+
+
+def end_to_end(router_path, node_path, cairnctl_path):
+    work = tempfile.mkdtemp(prefix="cairn-e2e-")
+    csync, node = cyruslab.free_port(), cyruslab.free_port()
+    conf = os.path.join(work, "cluster.conf")
+    with open(conf, "w") as f:
+        f.write(CLUSTER_CONF % {"csync": csync, "node": node,
+                                "user": cyruslab.REPLICATION_USER,
+                                "password": cyruslab.REPLICATION_PASSWORD})
+    os.makedirs(os.path.join(work, "rings"))
+    subprocess.run([cairnctl_path, "-c", conf, "ring", "create",
+                    os.path.join(work, "rings", "main.ring"),
+                    "--from-config", "main"], check=True,
+                   capture_output=True)
+    router_log = open(os.path.join(work, "router.log"), "w+")
+    node_log = open(os.path.join(work, "node.log"), "w+")
+    ready = os.path.join(work, "node.ready")
+    node_process = subprocess.Popen(
+        [node_path, "-c", conf, "-n", "node1", "-f", "-w", ready],
+        stdout=node_log, stderr=subprocess.STDOUT, cwd=work)
+    router_process = None
+    try:
+        wait_for(lambda: os.path.exists(ready), "cairn-node")
+        router_process = subprocess.Popen(
+            [router_path, "-c", conf], stdout=router_log,
+            stderr=subprocess.STDOUT, cwd=work)
+        wait_for(lambda: listening(csync), "cairn-router")
+
+        def sent(key):
+            router_log.flush()
+            with open(router_log.name) as f:
+                return f.read().count("] " + key + " user=erin")
+
+        with cyruslab.Lab() as lab:
+            source = lab.add_source(channels={"backup": ("127.0.0.1", csync)})
+            lab.start()
+            source.deliver("erin", cyruslab.make_message("erin", 1),
+                           cyruslab.make_message("erin", 2))
+            r = source.sync_client(users=["erin"], channel="backup")
+            expect(r.ok, "e2e: first sync_client -u erin exits 0", r)
+            first = sent("APPLY MESSAGE")
+            expect(first >= 1 and sent("APPLY MAILBOX") >= 1,
+                   "e2e: the first run uploaded messages and the mailbox")
+            r = source.sync_client(users=["erin"], channel="backup")
+            expect(r.ok, "e2e: second sync_client -u erin exits 0", r)
+            expect(sent("APPLY MESSAGE") == first,
+                   "e2e: the second run uploads nothing (state read back "
+                   "from the node)")
+            source.deliver("erin", cyruslab.make_message("erin", 3))
+            r = source.sync_client(users=["erin"], channel="backup")
+            expect(r.ok, "e2e: third sync_client -u erin exits 0", r)
+            expect(sent("APPLY MESSAGE") == first + 1,
+                   "e2e: the third run uploads only the new message")
+    except BaseException:
+        for log in (router_log, node_log):
+            log.flush()
+            log.seek(0)
+            sys.stderr.write("----- %s\n%s" % (log.name, log.read()[-6000:]))
+        raise
+    finally:
+        if router_process is not None:
+            stop(router_process, "cairn-router")
+        stop(node_process, "cairn-node")
+        router_log.close()
+        node_log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     cyruslab.skip_unless_runnable()
     peer_path = sys.argv[1]
     replicate(peer_path, False, ["alice", "bob"])
     replicate(peer_path, True, ["carol", "dot.user"])
     probe_is_fast(peer_path)
+    if len(sys.argv) >= 5:
+        end_to_end(sys.argv[2], sys.argv[3], sys.argv[4])
     print("test_sync_client: all passed")
 
 
