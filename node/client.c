@@ -65,6 +65,14 @@ struct cairn_node_client {
     unsigned char *frame_buffer; /* one body frame read from disk */
 };
 
+/* Unset envelope strings point at protobuf-c's static empty string. */
+static void
+free_string(char *text)
+{
+    if (text != protobuf_c_empty_string)
+        free(text);
+}
+
 static void
 pending_free(struct pending *request)
 {
@@ -74,10 +82,10 @@ pending_free(struct pending *request)
         free((void *)request->frames[i].data);
     free(request->frames);
     free(request->bodies);
-    free(request->envelope.user);
-    free(request->envelope.destination);
-    free(request->envelope.verb);
-    free(request->envelope.key);
+    free_string(request->envelope.user);
+    free_string(request->envelope.destination);
+    free_string(request->envelope.verb);
+    free_string(request->envelope.key);
     free(request->user);
     free(request);
 }

@@ -25,6 +25,9 @@
 #define IDLE_SWEEP_MS 1000
 /* Replies are small except state answers; never drop one on a full pipe. */
 #define REPLY_HWM 100000
+/* Few messages wait in ZeroMQ per peer: with body frames of up to
+ * max_frame each, this is what bounds the node's memory per peer. */
+#define RECEIVE_HWM 8
 
 void
 node_event(struct cairn_node_server *server, enum cairn_log_level level,
@@ -293,9 +296,12 @@ static int
 read_payload(struct cairn_node_server *server, struct node_request *request,
              uint32_t frames, bool head)
 {
-    bool more = true;
-    int rc = 0;
+    int more_flag = 0, rc = 0;
+    size_t flag_size = sizeof(more_flag);
+    bool more;
 
+    zmq_getsockopt(server->socket, ZMQ_RCVMORE, &more_flag, &flag_size);
+    more = more_flag != 0;
     for (uint32_t i = 0; i < frames; i++) {
         zmq_msg_t msg;
         size_t len;
@@ -568,7 +574,7 @@ make_dir(const char *path)
 static int
 open_socket(struct cairn_node_server *server, char *error, size_t error_size)
 {
-    int one = 1, hwm = REPLY_HWM, linger = 2000;
+    int one = 1, hwm = REPLY_HWM, receive_hwm = RECEIVE_HWM, linger = 2000;
     int64_t max_message = (int64_t)server->settings.max_frame + 65536;
     char endpoint[512];
     size_t size = sizeof(endpoint);
@@ -578,6 +584,8 @@ open_socket(struct cairn_node_server *server, char *error, size_t error_size)
         return CAIRN_EIO;
     zmq_setsockopt(server->socket, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
     zmq_setsockopt(server->socket, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(server->socket, ZMQ_RCVHWM, &receive_hwm,
+                   sizeof(receive_hwm));
     zmq_setsockopt(server->socket, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(server->socket, ZMQ_MAXMSGSIZE, &max_message,
                    sizeof(max_message));

@@ -11,10 +11,12 @@
 #include "node_client.h"
 #include "node_test_util.h"
 
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +51,8 @@ test_daemon_start(struct test_daemon *daemon, const char *binary,
     if (daemon->pid < 0)
         return -1;
     if (daemon->pid == 0) {
+        /* Never outlive a test that crashed. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (quiet) {
             FILE *null = freopen("/dev/null", "w", stderr);
 
@@ -63,8 +67,8 @@ test_daemon_start(struct test_daemon *daemon, const char *binary,
         int status;
 
         if (file != NULL) {
-            bool ok = fgets(daemon->endpoint, sizeof(daemon->endpoint),
-                            file) != NULL;
+            bool ok =
+                fgets(daemon->endpoint, sizeof(daemon->endpoint), file) != NULL;
 
             fclose(file);
             daemon->endpoint[strcspn(daemon->endpoint, "\n")] = '\0';
@@ -77,6 +81,23 @@ test_daemon_start(struct test_daemon *daemon, const char *binary,
         test_sleep_ms(5);
     }
     return -1;
+}
+
+static inline int
+test_remove_entry(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes a temp directory and everything in it. */
+static inline void
+test_remove_tree(const char *dir)
+{
+    nftw(dir, test_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Sends signo to the daemon and reaps it; returns its wait status. */

@@ -1,0 +1,534 @@
+/*
+ * test_server.c - cairn-node end to end over loopback: the recorded
+ * sync_client sessions sent as pipelined APPLYs through the node client
+ * (GET USER then equals backupd's recorded replies byte for byte), an
+ * unknown user, sequence gaps and replays, RESERVE's MISSING, stats,
+ * verify digests equal on two users with the same data, a 50 MB message
+ * streamed with the daemon's peak RSS measured, and SIGTERM.
+ *
+ * usage: test_server CAIRN_NODE_BINARY
+ */
+#include "check.h"
+#include "daemon_test_util.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#define CALL_TIMEOUT_MS 60000
+
+static const char *node_binary;
+
+/* --- pipelined APPLYs through the asynchronous client --------------------- */
+
+struct batch {
+    struct cairn_dlist *records[128];
+    struct test_wire wires[128];
+    size_t count;
+    size_t answered, acked;
+    int first_error;
+};
+
+static void
+on_batch_reply(void *arg, const struct cairn_node_reply *reply)
+{
+    struct batch *batch = arg;
+
+    batch->answered++;
+    if (reply->status == 0)
+        batch->acked++;
+    else if (batch->first_error == 0) {
+        batch->first_error = reply->status;
+        fprintf(stderr, "request %llu: %s (%s)\n",
+                (unsigned long long)reply->request_id,
+                cairn_strerror(reply->status),
+                reply->envelope ? reply->envelope->error_text : "-");
+    }
+}
+
+/*
+ * Sends every APPLY of file for user, sequences from *sequence on, all
+ * queued at once (the client's windows pipeline them); waits for all.
+ */
+static int
+send_file(const char *endpoint, const char *user, const char *path,
+          uint64_t *sequence)
+{
+    static struct batch batch;
+    struct cairn_loop *loop = NULL;
+    struct cairn_node_client *client = NULL;
+    struct cairn_node_frame frames[128];
+    size_t len = 0;
+    char *data = test_read_file(path, &len);
+    uint64_t deadline = cairn_loop_now_ms() + CALL_TIMEOUT_MS;
+    struct cairn_dlist_parser *parser = NULL;
+    size_t at = 0;
+    int rc = 0;
+
+    memset(&batch, 0, sizeof(batch));
+    if (data == NULL)
+        return CAIRN_ENOENT;
+    /* Records must outlive the send (bodies are borrowed): parse here. */
+    if ((rc = cairn_dlist_parser_new(
+             NULL, &test_sink, CAIRN_DLIST_PARSE_KEY | CAIRN_DLIST_PARSE_EOL,
+             &parser)) < 0)
+        goto out;
+    while (at < len && rc == 0 && batch.count < 128) {
+        size_t used = 0;
+
+        at += 6; /* "APPLY " */
+        rc = cairn_dlist_parser_feed(parser, data + at, len - at, &used);
+        at += used;
+        if (rc < 0)
+            break;
+        batch.records[batch.count] = cairn_dlist_parser_take(parser);
+        rc = test_wire_from_record(&batch.wires[batch.count],
+                                   batch.records[batch.count]);
+        batch.count++;
+    }
+    if (rc < 0)
+        goto out;
+    if ((rc = cairn_loop_new(&loop)) < 0 ||
+        (rc = cairn_node_client_new(loop, NULL, NULL, &client)) < 0 ||
+        (rc = cairn_node_client_add_node(client, "node1", endpoint, NULL)) < 0)
+        goto out;
+    for (size_t i = 0; i < batch.count && rc == 0; i++) {
+        struct cairn_node_request request = test_apply_request(
+            user, (*sequence)++, cairn_dlist_name(batch.records[i]),
+            &batch.wires[i], &frames[i]);
+
+        rc = cairn_node_client_send(client, 0, &request, on_batch_reply, &batch,
+                                    NULL);
+    }
+    while (rc == 0 && batch.answered < batch.count &&
+           cairn_loop_now_ms() < deadline)
+        rc = cairn_loop_run_once(loop, 50);
+    if (rc == 0)
+        rc = batch.acked == batch.count ? 0
+             : batch.first_error        ? batch.first_error
+                                        : CAIRN_ETIMEOUT;
+out:
+    cairn_node_client_free(client);
+    cairn_loop_free(loop);
+    for (size_t i = 0; i < batch.count; i++) {
+        test_wire_release(&batch.wires[i]);
+        cairn_dlist_free(batch.records[i]);
+    }
+    cairn_dlist_parser_free(parser);
+    free(data);
+    return rc;
+}
+
+/* --- blocking calls --------------------------------------------------------
+ */
+
+static int
+call_get(const char *endpoint, const char *user, const char *dlist,
+         struct cairn_node_result *result)
+{
+    struct cairn_node_request request = {0};
+    struct cairn_node_frame frame = {dlist, strlen(dlist)};
+
+    request.kind = CAIRN__KIND__STATE_REQUEST;
+    request.user = user;
+    request.verb = "GET";
+    request.frames = &frame;
+    request.frame_count = 1;
+    return cairn_node_client_call(endpoint, &request, CALL_TIMEOUT_MS, result);
+}
+
+/* The STATE_REPLY as backupd's untagged lines ("* item\r\n" each). */
+static char *
+reply_as_lines(const struct cairn_node_result *result, size_t *len)
+{
+    struct cairn_buf out;
+    char *text = NULL;
+
+    cairn_buf_init(&out, 1 << 24);
+    for (size_t i = 0; i < result->frame_count; i++) {
+        cairn_buf_append_str(&out, "* ");
+        cairn_buf_append(&out, result->frames[i].data, result->frames[i].len);
+        cairn_buf_append_str(&out, "\r\n");
+    }
+    cairn_buf_detach(&out, &text, len);
+    return text;
+}
+
+static int
+call_apply_text(const char *endpoint, const char *user, uint64_t sequence,
+                const char *dlist, struct cairn_node_result *result)
+{
+    struct cairn_dlist *record = NULL;
+    struct test_wire wire;
+    struct cairn_node_frame frame;
+    struct cairn_node_request request;
+    int rc;
+
+    if ((rc = cairn_dlist_parse(dlist, strlen(dlist), CAIRN_DLIST_PARSE_KEY,
+                                NULL, &test_sink, &record, NULL, 0)) < 0)
+        return rc;
+    test_wire_from_record(&wire, record);
+    request = test_apply_request(user, sequence, cairn_dlist_name(record),
+                                 &wire, &frame);
+    rc = cairn_node_client_call(endpoint, &request, CALL_TIMEOUT_MS, result);
+    test_wire_release(&wire);
+    cairn_dlist_free(record);
+    return rc;
+}
+
+/* --- the cases ----------------------------------------------------------- */
+
+static const char *const sessions[] = {"01", "02", "03", "04",
+                                       "05", "06", "07", "09"};
+
+/* Each session's GET USER before it equals backupd's recorded answer. */
+static void
+test_recorded_sessions(const char *endpoint, const char *user,
+                       bool check_replies)
+{
+    uint64_t sequence = 1;
+
+    for (size_t i = 0; i < 8; i++) {
+        char path[64], expected_path[64];
+        struct cairn_node_result result;
+
+        snprintf(path, sizeof(path), "data/%s.apply", sessions[i]);
+        snprintf(expected_path, sizeof(expected_path), "data/%s.get_user",
+                 sessions[i]);
+        if (check_replies && i > 0 && i < 7) {
+            size_t expected_len = 0, got_len = 0;
+            char *expected = test_read_file(expected_path, &expected_len);
+            char *got = NULL;
+
+            CHECK_INT(call_get(endpoint, user, "USER user001", &result), 0);
+            got = reply_as_lines(&result, &got_len);
+            CHECK(expected != NULL && got != NULL);
+            if (expected && got)
+                CHECK_MEM(got, got_len, expected, expected_len);
+            free(expected);
+            free(got);
+            cairn_node_result_release(&result);
+        }
+        CHECK_INT(send_file(endpoint, user, path, &sequence), 0);
+    }
+}
+
+static void
+test_unknown_user(const char *endpoint)
+{
+    struct cairn_node_result result;
+
+    CHECK_INT(call_get(endpoint, "nobody", "USER nobody", &result),
+              CAIRN_ENOENT);
+    CHECK(result.envelope != NULL);
+    if (result.envelope) {
+        CHECK_INT(result.envelope->kind, CAIRN__KIND__ERROR);
+        CHECK_INT(result.envelope->csync_code, 2 /* MAILBOX_NONEXISTENT */);
+    }
+    cairn_node_result_release(&result);
+    CHECK_INT(call_get(endpoint, "../etc", "USER x", &result), CAIRN_EBADNAME);
+    cairn_node_result_release(&result);
+}
+
+static const char seen_dlist[] =
+    "SEEN %(USERID order MBOXNAME user.order UNIQUEID abc LASTREAD 1 LASTUID "
+    "1 LASTCHANGE 1 SEENUIDS 1)";
+
+static void
+test_ordering(const char *endpoint)
+{
+    struct cairn_node_result result;
+    static const struct {
+        uint64_t sequence;
+        int expected;
+    } steps[] = {
+        {5, 0},            /* the first sequence seen is taken as it is */
+        {6, 0},            /* next in line */
+        {6, 0},            /* replay of the last: re-ACKed, not applied */
+        {8, CAIRN_EPROTO}, /* gap */
+        {4, CAIRN_EPROTO}, /* old */
+        {7, 0},            /* the gap did not move the stream */
+        {1, 0},            /* a new stream (the router restarted) */
+        {0, 0},            /* unordered */
+    };
+
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        int rc = call_apply_text(endpoint, "order", steps[i].sequence,
+                                 seen_dlist, &result);
+
+        if (rc != steps[i].expected)
+            fprintf(stderr, "ordering step %zu\n", i);
+        CHECK_INT(rc, steps[i].expected);
+        cairn_node_result_release(&result);
+    }
+    /* an unknown key and a malformed dlist are refused */
+    CHECK_INT(call_apply_text(endpoint, "order", 0, "BOGUS %(A 1)", &result),
+              CAIRN_EPROTO);
+    if (result.envelope)
+        CHECK_INT(result.envelope->csync_code, 9 /* PROTOCOL_ERROR */);
+    cairn_node_result_release(&result);
+}
+
+static void
+test_reserve(const char *endpoint, const char *user)
+{
+    struct cairn_node_result result;
+    /* e9a6... is in session 01; the other is not held */
+    const char *reserve =
+        "RESERVE %(PARTITION default MBOXNAME (user.user001) GUID "
+        "(e9a6894fc65be05aed31b2daa065cd996b9126a6 "
+        "1111111111111111111111111111111111111111))";
+
+    CHECK_INT(call_apply_text(endpoint, user, 0, reserve, &result), 0);
+    CHECK_INT(result.frame_count, 1);
+    if (result.frame_count == 1)
+        CHECK_STR((const char *)result.frames[0].data,
+                  "MISSING (1111111111111111111111111111111111111111)");
+    cairn_node_result_release(&result);
+}
+
+static Cairn__StatusReply *
+call_status(const char *endpoint, Cairn__Kind kind, const char *user)
+{
+    struct cairn_node_request request = {0};
+    struct cairn_node_result result;
+    Cairn__UserRequest asked = CAIRN__USER_REQUEST__INIT;
+    char *users[1] = {(char *)user};
+    unsigned char packed[256];
+    struct cairn_node_frame frame = {packed, 0};
+    Cairn__StatusReply *reply = NULL;
+
+    if (user) {
+        asked.users = users;
+        asked.n_users = 1;
+        frame.len = cairn__user_request__pack(&asked, packed);
+        request.frames = &frame;
+        request.frame_count = 1;
+    }
+    request.kind = kind;
+    if (cairn_node_client_call(endpoint, &request, CALL_TIMEOUT_MS, &result) ==
+            0 &&
+        result.frame_count == 1)
+        reply = cairn__status_reply__unpack(NULL, result.frames[0].len,
+                                            result.frames[0].data);
+    cairn_node_result_release(&result);
+    return reply;
+}
+
+static void
+test_stats(const char *endpoint)
+{
+    Cairn__StatusReply *reply =
+        call_status(endpoint, CAIRN__KIND__STATS_REQUEST, NULL);
+
+    CHECK(reply != NULL);
+    if (reply == NULL)
+        return;
+    CHECK_STR(reply->node->node, "node1");
+    CHECK_U64(reply->node->users, 3); /* replay-a, replay-b, order */
+    CHECK_U64(reply->n_users, 3);
+    CHECK(reply->node->disk_free > 0);
+    CHECK(reply->node->bytes > 0);
+    for (size_t i = 0; i < reply->n_users; i++) {
+        Cairn__UserStats *user = reply->users[i];
+
+        printf("stats %s: %llu bytes on disk, %llu message bytes, %llu "
+               "chunks, %llu messages, %llu mailboxes, last %lld\n",
+               user->user, (unsigned long long)user->bytes_on_disk,
+               (unsigned long long)user->raw_bytes,
+               (unsigned long long)user->chunks,
+               (unsigned long long)user->messages,
+               (unsigned long long)user->mailboxes,
+               (long long)user->last_backup_time);
+        CHECK(user->bytes_on_disk > 0);
+        CHECK(user->chunks > 0);
+        CHECK(user->last_backup_time > 1700000000);
+        if (strcmp(user->user, "replay-a") == 0) {
+            CHECK(user->messages >= 4);
+            CHECK(user->mailboxes >= 1);
+        }
+    }
+    cairn__status_reply__free_unpacked(reply, NULL);
+}
+
+static Cairn__UserResults *
+call_users(const char *endpoint, Cairn__Kind kind, bool full)
+{
+    struct cairn_node_request request = {0};
+    struct cairn_node_result result;
+    Cairn__UserRequest asked = CAIRN__USER_REQUEST__INIT;
+    unsigned char packed[64];
+    struct cairn_node_frame frame = {packed, 0};
+    Cairn__UserResults *reply = NULL;
+
+    asked.full = full;
+    frame.len = cairn__user_request__pack(&asked, packed);
+    request.kind = kind;
+    request.frames = &frame;
+    request.frame_count = 1;
+    if (cairn_node_client_call(endpoint, &request, CALL_TIMEOUT_MS, &result) ==
+            0 &&
+        result.frame_count == 1)
+        reply = cairn__user_results__unpack(NULL, result.frames[0].len,
+                                            result.frames[0].data);
+    cairn_node_result_release(&result);
+    return reply;
+}
+
+/* Two users fed the same sessions are replicas: equal digests. */
+static void
+test_verify(const char *endpoint)
+{
+    Cairn__UserResults *results =
+        call_users(endpoint, CAIRN__KIND__VERIFY_REQUEST, true);
+    const char *digest_a = NULL, *digest_b = NULL, *digest_order = NULL;
+
+    CHECK(results != NULL);
+    if (results == NULL)
+        return;
+    CHECK_U64(results->n_results, 3);
+    for (size_t i = 0; i < results->n_results; i++) {
+        Cairn__UserResult *one = results->results[i];
+
+        CHECK_INT(one->code, 0);
+        CHECK_INT(strlen(one->digest), 40);
+        if (strcmp(one->user, "replay-a") == 0)
+            digest_a = one->digest;
+        else if (strcmp(one->user, "replay-b") == 0)
+            digest_b = one->digest;
+        else
+            digest_order = one->digest;
+    }
+    CHECK(digest_a && digest_b && digest_order);
+    if (digest_a && digest_b && digest_order) {
+        CHECK_STR(digest_a, digest_b);
+        CHECK(strcmp(digest_a, digest_order) != 0);
+    }
+    cairn__user_results__free_unpacked(results, NULL);
+}
+
+/* A 50 MB body streamed from a file: the daemon must not hold it. */
+static void
+test_big_message(const struct test_daemon *daemon, const char *dir)
+{
+    const size_t size = 50u * 1024 * 1024;
+    char path[512], guid[41], dlist[256];
+    unsigned char sha1[EVP_MAX_MD_SIZE];
+    unsigned int sha1_len = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char *line = malloc(65536);
+    struct cairn_node_body body = {-1, 0, NULL, size};
+    struct cairn_node_frame frame;
+    struct cairn_node_request request = {0};
+    struct cairn_node_result result;
+    unsigned long before, after;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/big.eml", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0 && md != NULL && line != NULL);
+    if (fd < 0 || md == NULL || line == NULL)
+        goto out;
+    EVP_DigestInit_ex(md, EVP_sha1(), NULL);
+    for (size_t done = 0; done < size; done += 65536) {
+        /* compressible text, different in every block */
+        for (size_t i = 0; i < 65536; i += 64)
+            snprintf(line + i, 65, "%063zu",
+                     (done + i) * 2654435761u % 1000000007u);
+        for (size_t i = 63; i < 65536; i += 64)
+            line[i] = '\n';
+        CHECK_INT(cairn_write_all(fd, line, 65536), 0);
+        EVP_DigestUpdate(md, line, 65536);
+    }
+    EVP_DigestFinal_ex(md, sha1, &sha1_len);
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(guid + 2 * i, 3, "%02x", sha1[i]);
+    snprintf(dlist, sizeof(dlist), "MESSAGE (%%{default %s %zu}\r\n)", guid,
+             size);
+    body.fd = fd;
+    frame.data = dlist;
+    frame.len = strlen(dlist);
+    request.kind = CAIRN__KIND__APPLY;
+    request.user = "big";
+    request.verb = "APPLY";
+    request.key = "MESSAGE";
+    request.frames = &frame;
+    request.frame_count = 1;
+    request.bodies = &body;
+    request.body_count = 1;
+    before = test_proc_kib(daemon->pid, "VmHWM");
+    CHECK_INT(cairn_node_client_call(daemon->endpoint, &request,
+                                     CALL_TIMEOUT_MS, &result),
+              0);
+    cairn_node_result_release(&result);
+    after = test_proc_kib(daemon->pid, "VmHWM");
+    printf("50 MB message: daemon VmHWM %lu KiB before, %lu KiB after "
+           "(+%lu KiB)\n",
+           before, after, after - before);
+    CHECK(after - before < 20 * 1024);
+    CHECK_INT(call_get(daemon->endpoint, "big", "USER big", &result), 0);
+    cairn_node_result_release(&result);
+out:
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    free(line);
+    EVP_MD_CTX_free(md);
+}
+
+/* After SIGTERM every store is closed and holds the big message. */
+static void
+check_after_exit(const char *dir)
+{
+    struct cairn_catalog *catalog = NULL;
+    struct cairn_store *store = NULL;
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/catalog.db", dir);
+    CHECK_INT(cairn_catalog_open(path, &catalog), 0);
+    if (catalog == NULL)
+        return;
+    CHECK_INT(cairn_store_open_user(catalog, dir, "replay-a", 0, &store), 0);
+    if (store) {
+        char error[256] = "";
+
+        CHECK_INT(
+            cairn_store_verify(store, CAIRN_VERIFY_FULL, error, sizeof(error)),
+            0);
+        CHECK(cairn_store_has_message(
+            store, "e9a6894fc65be05aed31b2daa065cd996b9126a6"));
+        cairn_store_close(store);
+    }
+    cairn_catalog_free(catalog);
+}
+
+int
+main(int argc, char **argv)
+{
+    char dir[] = "/tmp/cairn-test-server-XXXXXX";
+    struct test_daemon daemon = {0};
+    int status;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_server CAIRN_NODE\n");
+        return 2;
+    }
+    node_binary = argv[1];
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_INT(test_daemon_start(&daemon, node_binary, dir, false), 0);
+    if (daemon.pid <= 0)
+        return check_exit("test_server");
+    test_unknown_user(daemon.endpoint);
+    test_recorded_sessions(daemon.endpoint, "replay-a", true);
+    test_recorded_sessions(daemon.endpoint, "replay-b", false);
+    test_reserve(daemon.endpoint, "replay-a");
+    test_ordering(daemon.endpoint);
+    test_stats(daemon.endpoint);
+    test_verify(daemon.endpoint);
+    test_big_message(&daemon, dir);
+    status = test_daemon_stop(&daemon, SIGTERM);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    check_after_exit(dir);
+    test_remove_tree(dir);
+    return check_exit("test_server");
+}
