@@ -221,39 +221,91 @@ send_bodies(struct cairn_restore_session *session,
 }
 
 /*
- * One mailbox. In APPLY mode a mailbox the target already holds in
- * another state (IMAP_MAILBOX_MOVED, IMAP_SYNC_CHECKSUM) is sent again as
- * RESTORE MAILBOX, which appends.
+ * Asks the target which of the plan's mailboxes it holds already
+ * (GET MAILBOXES): APPLY MAILBOX is only right for a mailbox that is new
+ * there or is the same mailbox (same uniqueid). *existing is owned.
+ */
+static int
+ask_target(struct cairn_restore_session *session,
+           const struct cairn_restore_plan *plan,
+           struct cairn_csync_response *existing,
+           struct cairn_restore_result *result)
+{
+    struct cairn_dlist *names = cairn_dlist_new_list("MAILBOXES");
+    int rc = 0;
+
+    if (names == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < plan->mailbox_count && rc == 0; i++) {
+        const char *name = NULL;
+
+        (void)cairn_dlist_get_atom(plan->mailboxes[i], "MBOXNAME", &name);
+        rc = cairn_dlist_add_atom(names, NULL, name);
+    }
+    if (rc == 0)
+        rc = cairn_restore_session_command(session, "GET", names, NULL,
+                                           existing);
+    if (rc == 0 && existing->status != CAIRN_CSYNC_OK) {
+        keep_text(result, "GET MAILBOXES", existing);
+        rc = CAIRN_EPROTO;
+    }
+    cairn_dlist_free(names);
+    return rc;
+}
+
+/* Whether the target holds mailbox's name under another uniqueid. */
+static bool
+held_by_another(const struct cairn_csync_response *existing,
+                const struct cairn_dlist *mailbox)
+{
+    const char *name = NULL, *uniqueid = NULL;
+
+    (void)cairn_dlist_get_atom(mailbox, "MBOXNAME", &name);
+    (void)cairn_dlist_get_atom(mailbox, "UNIQUEID", &uniqueid);
+    for (size_t i = 0; i < existing->item_count && name != NULL; i++) {
+        const char *held = NULL, *held_id = NULL;
+
+        if (cairn_dlist_get_atom(existing->items[i], "MBOXNAME", &held) &&
+            held != NULL && strcmp(held, name) == 0)
+            return !cairn_dlist_get_atom(existing->items[i], "UNIQUEID",
+                                         &held_id) ||
+                   held_id == NULL || uniqueid == NULL ||
+                   strcmp(held_id, uniqueid) != 0;
+    }
+    return false;
+}
+
+/*
+ * One mailbox. In APPLY mode a mailbox the target holds under another
+ * uniqueid is sent as RESTORE MAILBOX, which appends (counted as a
+ * fallback). Any refusal stops the run: for a new mailbox it means the
+ * server did not arrive at the backed-up state (SYNC_CRC).
  */
 static int
 send_mailbox(struct cairn_restore_session *session,
              const struct cairn_restore_plan *plan,
+             const struct cairn_csync_response *existing,
              const struct cairn_dlist *mailbox,
              struct cairn_restore_result *result)
 {
     struct cairn_csync_response response = {0};
+    const struct cairn_dlist *records = NULL;
     const char *name = NULL;
     bool apply = plan->options.mode == CAIRN_RESTORE_MODE_APPLY;
     int rc;
 
+    if (apply && held_by_another(existing, mailbox)) {
+        apply = false;
+        result->mailboxes_fallback++;
+    }
     (void)cairn_dlist_get_atom(mailbox, "MBOXNAME", &name);
     rc = cairn_restore_session_command(session, apply ? "APPLY" : "RESTORE",
                                        mailbox, NULL, &response);
-    if (rc == 0 && apply && response.status == CAIRN_CSYNC_NO &&
-        (response.code == CAIRN_CSYNC_CODE_MAILBOX_MOVED ||
-         response.code == CAIRN_CSYNC_CODE_SYNC_CHECKSUM)) {
-        cairn_csync_response_release(&response);
-        result->mailboxes_fallback++;
-        rc = cairn_restore_session_command(session, "RESTORE", mailbox, NULL,
-                                           &response);
-    }
     if (rc == 0 && response.status != CAIRN_CSYNC_OK) {
         keep_text(result, name ? name : "", &response);
         rc = CAIRN_EPROTO;
     }
     if (rc == 0) {
-        const struct cairn_dlist *records = NULL;
-
         result->mailboxes_restored++;
         if (cairn_dlist_get_list(mailbox, "RECORD", &records))
             result->records_sent += cairn_dlist_count(records);
@@ -270,19 +322,22 @@ cairn_restore_run(struct cairn_restore_session *session,
                                    const struct cairn_restore_progress *),
                   void *progress_ctx, struct cairn_restore_result *result)
 {
-    struct cairn_csync_response response = {0};
+    struct cairn_csync_response response = {0}, existing = {0};
     int rc;
 
     memset(result, 0, sizeof(*result));
-    if ((rc = send_bodies(session, source, plan, progress, progress_ctx,
+    if ((plan->options.mode == CAIRN_RESTORE_MODE_APPLY &&
+         (rc = ask_target(session, plan, &existing, result)) < 0) ||
+        (rc = send_bodies(session, source, plan, progress, progress_ctx,
                           result)) < 0)
-        return rc;
+        goto out;
     for (size_t i = 0; i < plan->mailbox_count; i++) {
         const char *name = NULL;
 
         (void)cairn_dlist_get_atom(plan->mailboxes[i], "MBOXNAME", &name);
-        if ((rc = send_mailbox(session, plan, plan->mailboxes[i], result)) < 0)
-            return rc;
+        if ((rc = send_mailbox(session, plan, &existing, plan->mailboxes[i],
+                               result)) < 0)
+            goto out;
         report(progress, progress_ctx, "mailbox", name, i + 1,
                plan->mailbox_count, result->bytes_uploaded);
     }
@@ -290,7 +345,7 @@ cairn_restore_run(struct cairn_restore_session *session,
     for (size_t i = 0; i < plan->meta_count; i++) {
         if ((rc = cairn_restore_session_command(session, "APPLY", plan->meta[i],
                                                 NULL, &response)) < 0)
-            return rc;
+            goto out;
         if (response.status == CAIRN_CSYNC_OK)
             result->meta_sent++;
         else
@@ -299,5 +354,7 @@ cairn_restore_run(struct cairn_restore_session *session,
         report(progress, progress_ctx, "meta", cairn_dlist_name(plan->meta[i]),
                i + 1, plan->meta_count, result->bytes_uploaded);
     }
-    return 0;
+out:
+    cairn_csync_response_release(&existing);
+    return rc;
 }

@@ -609,6 +609,15 @@ answer(struct fake_server *server, int fd, struct cairn_compress *compress,
             cairn_dlist_add_atom(missing, NULL, cairn_dlist_value(g, NULL));
         cairn_csync_write_untagged(&reply, missing, NULL);
     }
+    if (cmd->verb == CAIRN_CSYNC_GET && strcmp(key, "MAILBOXES") == 0) {
+        /* the target holds a Work of its own (another uniqueid) */
+        struct cairn_dlist *held = cairn_dlist_new_kvlist("MAILBOX");
+
+        cairn_dlist_add_atom(held, "UNIQUEID", "someoneelse");
+        cairn_dlist_add_atom(held, "MBOXNAME", "user.alice.Work");
+        cairn_csync_write_untagged(&reply, held, NULL);
+        cairn_dlist_free(held);
+    }
     *done = cmd->verb == CAIRN_CSYNC_EXIT;
     cairn_csync_write_response(&reply, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
                                "%s", *done ? "Finished" : "success");
@@ -704,14 +713,19 @@ fake_server_run(void *arg)
 }
 
 static void
-test_session_run(void)
+test_session_run(enum cairn_restore_mode mode)
 {
-    static const char *expected[] = {
-        "APPLY RESERVE",   "APPLY RESERVE",   "APPLY MESSAGE",
-        "APPLY MESSAGE",   "RESTORE MAILBOX", "RESTORE MAILBOX",
-        "RESTORE MAILBOX", "APPLY SUB",       "APPLY SUB",
-        "APPLY SUB",       "APPLY SIEVE",     "EXIT ",
+    static const char *const expected[2][14] = {
+        {"APPLY RESERVE", "APPLY RESERVE", "APPLY MESSAGE", "APPLY MESSAGE",
+         "RESTORE MAILBOX", "RESTORE MAILBOX", "RESTORE MAILBOX", "APPLY SUB",
+         "APPLY SUB", "APPLY SUB", "APPLY SIEVE", "EXIT ", NULL},
+        /* APPLY: what the target holds first; its own Work gets RESTORE */
+        {"GET MAILBOXES", "APPLY RESERVE", "APPLY RESERVE", "APPLY MESSAGE",
+         "APPLY MESSAGE", "APPLY MAILBOX", "APPLY MAILBOX", "RESTORE MAILBOX",
+         "APPLY SUB", "APPLY SUB", "APPLY SUB", "APPLY SIEVE", "EXIT ", NULL},
     };
+    const char *const *want = expected[mode == CAIRN_RESTORE_MODE_APPLY];
+    int want_count = 0;
     struct fake_server server = {0};
     struct sockaddr_in address = {0};
     socklen_t address_len = sizeof(address);
@@ -736,6 +750,9 @@ test_session_run(void)
     cairn_restore_options_default(&options);
     options.reserve_block = 4;
     options.message_block = 3;
+    options.mode = mode;
+    while (want[want_count] != NULL)
+        want_count++;
     if (source == NULL ||
         cairn_restore_plan_build(source, &options, &plan) < 0 ||
         pthread_create(&thread, NULL, fake_server_run, &server) != 0) {
@@ -763,6 +780,8 @@ test_session_run(void)
         CHECK_U64(result.mailboxes_restored, 3);
         CHECK_U64(result.records_sent, 8);
         CHECK_U64(result.meta_sent, 4);
+        CHECK_U64(result.mailboxes_fallback,
+                  mode == CAIRN_RESTORE_MODE_APPLY ? 1 : 0);
     }
     cairn_restore_session_close(session); /* sends EXIT */
     pthread_join(thread, NULL);
@@ -771,9 +790,9 @@ test_session_run(void)
     CHECK_INT(server.errors, 0);
     CHECK_INT(server.bodies_ok, 4);
     CHECK_INT(server.bodies_bad, 0);
-    CHECK_INT(server.command_count, 12);
-    for (int i = 0; i < server.command_count && i < 12; i++)
-        CHECK_STR(server.commands[i], expected[i]);
+    CHECK_INT(server.command_count, want_count);
+    for (int i = 0; i < server.command_count && i < want_count; i++)
+        CHECK_STR(server.commands[i], want[i]);
 out:
     close(server.listen_fd);
     cairn_restore_plan_free(plan);
@@ -794,7 +813,8 @@ main(void)
     test_body_order();
     test_plan_options();
     test_uid_order_and_names();
-    test_session_run();
+    test_session_run(CAIRN_RESTORE_MODE_RESTORE);
+    test_session_run(CAIRN_RESTORE_MODE_APPLY);
     snprintf(command, sizeof(command), "rm -rf %s", temp_dir);
     if (system(command) != 0)
         fprintf(stderr, "could not remove %s\n", temp_dir);
