@@ -47,6 +47,7 @@ static const char usage[] =
     "  --mode restore RESTORE MAILBOX as Cyrus's restore: appends (a second\n"
     "                 run duplicates); UIDNEXT becomes last record + 1\n"
     "                 (UIDs of purged messages may be reused)\n"
+    "  --timeout      seconds to wait for the server at each step (600)\n"
     "  --dry-run      show what would be sent, connect to nothing\n"
     "Exit: 0 done, 1 the server refused something or authentication failed,\n"
     "64 usage, 66 no such backup, 69 server unreachable, 74 I/O, 70 other.\n";
@@ -152,7 +153,8 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
         options[i] = option_table[i].option;
     memset(&options[OPTION_COUNT], 0, sizeof(options[OPTION_COUNT]));
     memset(args, 0, sizeof(*args));
-    args->timeout = 60;
+    /* a big mailbox takes the server a while: sync_client waits 30 min */
+    args->timeout = 600;
     optind = 0;
     opterr = 0;
     while ((option = getopt_long(argc, argv, "", options, &index)) != -1) {
