@@ -196,8 +196,8 @@ no_body(void *ctx, const struct cairn_dlist *file, struct cairn_buf *out)
 
 /* The node client index of node (an index of ring, maybe the new one). */
 static int
-client_node(struct cairn_router_forward *forward,
-            const struct cairn_ring *ring, uint16_t node, size_t *index)
+client_node(struct cairn_router_forward *forward, const struct cairn_ring *ring,
+            uint16_t node, size_t *index)
 {
     struct cairn_ring_node_info info;
 
@@ -271,9 +271,9 @@ cairn_router_forward_request(void *arg,
         /* Being moved (cairnctl rebalance): a NO sync_client retries. */
         free(pending);
         cairn_buf_release(&printed);
-        return cairn_router_reply_complete(
-            reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
-            "user is being moved");
+        return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
+                                           CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
+                                           "user is being moved");
     }
     if (forward->moves != NULL) {
         rc = cairn_router_moves_started(forward->moves,
@@ -372,10 +372,10 @@ cairn_router_forward_new(struct cairn_loop *loop,
                                         &forward->client_node[i]);
     }
     /* Nodes a future ring may use (rebalance switches users to them). */
-    for (size_t j = 0; j < settings->node_count && rc == 0; j++)
+    for (size_t j = 0, known; j < settings->node_count && rc == 0; j++)
         if (cairn_node_client_find_node(forward->client,
                                         settings->nodes[j].name,
-                                        NULL) == CAIRN_ENOENT)
+                                        &known) == CAIRN_ENOENT)
             rc = cairn_node_client_add_node(forward->client,
                                             settings->nodes[j].name,
                                             settings->nodes[j].endpoint, NULL);

@@ -64,6 +64,7 @@ struct daemon {
     struct cairn_router *router;
     struct channel_route *routes;
     size_t route_count;
+    struct cairn_router_control *control; /* [router] control; rebalance */
 };
 
 static int load_config(const char *path, struct cairn_config **config);
@@ -285,6 +286,32 @@ close_routes(struct daemon *daemon)
     free(daemon->routes);
 }
 
+/* The rebalance control endpoint over every forward, when configured. */
+static int
+open_control(struct cairn_loop *loop, const struct cairn_config *config,
+             struct daemon *daemon)
+{
+    const char *endpoint = cairn_config_router(config)->control;
+    char error[512] = "";
+    int rc = 0;
+
+    if (endpoint == NULL)
+        return 0;
+    rc = cairn_router_control_new(loop, endpoint, &daemon->control, error,
+                                  sizeof(error));
+    for (size_t i = 0; i < daemon->route_count && rc == 0; i++)
+        if (daemon->routes[i].forward != NULL)
+            rc = cairn_router_control_add_forward(daemon->control,
+                                                  daemon->routes[i].forward);
+    if (rc < 0)
+        cairn_log_error("control %s: %s (%s)", endpoint, error,
+                        cairn_strerror(rc));
+    else
+        cairn_log_info("control: listening on %s",
+                       cairn_router_control_endpoint(daemon->control));
+    return rc;
+}
+
 static int
 serve(const char *config_path, const struct cairn_config *config,
       const struct cairn_router_settings *settings)
@@ -309,13 +336,15 @@ serve(const char *config_path, const struct cairn_config *config,
         cairn_log_info("channel %s: listening on port %u",
                        settings->channels[i].name,
                        (unsigned)cairn_router_port(router, i));
-    if ((rc = open_routes(loop, config, &daemon)) < 0)
+    if ((rc = open_routes(loop, config, &daemon)) < 0 ||
+        (rc = open_control(loop, config, &daemon)) < 0)
         goto out;
     cairn_router_set_request_handler(router, route_request, &daemon);
     rc = cairn_loop_run(loop);
 out:
     /* The router first: pending answers refer to the forwards. */
     cairn_router_free(router);
+    cairn_router_control_free(daemon.control); /* before the forwards */
     close_routes(&daemon);
     cairn_loop_free(loop);
     return rc;
