@@ -25,6 +25,9 @@ $CAIRN_BUILD_DIR.  Python 3 standard library only.
         cluster.stop_node("node2")    # SIGKILL by pid; start_node() again
 """
 import argparse
+import base64
+import gzip
+import hashlib
 import json
 import os
 import re
@@ -564,8 +567,6 @@ def message_bodies(data_file):
     """{guid: body bytes} of every FILE literal in a data file's APPLY
     MESSAGE lines (all gzip members).  Raises ClusterError when a body's
     SHA-1 is not its GUID."""
-    import gzip
-    import hashlib
     with gzip.open(data_file, "rb") as f:
         data = f.read()
     bodies = {}
@@ -583,3 +584,65 @@ def message_bodies(data_file):
         bodies[guid] = body
         position = m.end() + size
     return bodies
+
+
+class CsyncClient:
+    """A raw csync client for bad-input tests: send bytes, read the reply
+    up to its OK/NO/BAD completion line (or the connection's end)."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port),
+                                             timeout=timeout)
+        self.pending = b""
+        self.banner = self.read_until(lambda line: line.startswith(b"* OK"))
+
+    def read_line(self):
+        """One line without CRLF; None at the connection's end."""
+        while b"\n" not in self.pending:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return None
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line.rstrip(b"\r")
+
+    def read_until(self, last):
+        lines = []
+        while True:
+            line = self.read_line()
+            if line is None:
+                return lines + [None]
+            lines.append(line)
+            if last(line):
+                return lines
+
+    def command(self, raw):
+        """Send raw (bytes; CRLF added if missing) and return the reply's
+        lines, the last one being the completion (None: closed)."""
+        if not raw.endswith(b"\n"):
+            raw += b"\r\n"
+        self.sock.sendall(raw)
+        return self.read_until(lambda line: line.split(b" ")[0] in (
+            b"OK", b"NO", b"BAD", b"+", b"BYE") or line.startswith(b"* BYE"))
+
+    def login_plain(self, user, password):
+        token = base64.b64encode(b"\0" + user.encode() + b"\0" +
+                                 password.encode())
+        return self.command(b"AUTHENTICATE PLAIN " + token)
+
+    def closed(self, wait=0.5):
+        """True when the server has closed the connection (nothing else
+        may be pending)."""
+        try:
+            self.sock.settimeout(wait)
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
