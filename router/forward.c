@@ -291,6 +291,14 @@ cairn_router_forward_request(void *arg,
     if (pending->missing == NULL)
         goto out;
     rc = cairn_dlist_print(request->value, true, &printed, &writer);
+    if (rc == CAIRN_ETOOBIG) {
+        /* The node contract wants the dlist in one frame. */
+        rc = cairn_router_reply_complete(
+            reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+            "cairn router: command larger than one frame ([limits] "
+            "max_frame), not stored");
+        goto out;
+    }
     if (rc == 0 && !pending->is_get)
         rc = open_bodies(pending, request->value, &body_count);
     if (rc < 0)

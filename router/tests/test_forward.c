@@ -29,7 +29,7 @@ struct node_fixture {
 
 static int
 start_node(struct fixture *fixture, struct node_fixture *node,
-           const char *endpoint_override)
+           const char *endpoint_override, size_t max_frame)
 {
     struct cairn_node_server_settings settings = {
         .name = "node1",
@@ -44,6 +44,7 @@ start_node(struct fixture *fixture, struct node_fixture *node,
         .nodes = &endpoint,
         .node_count = 1,
         .timeout_ms = 2000,
+        .max_frame = max_frame,
     };
     struct cairn_ring *ring = NULL;
     char error[256] = "";
@@ -113,7 +114,7 @@ test_store_and_read_back(void)
     CHECK(mkdtemp(node.dir) != NULL);
     snprintf(spool, sizeof(spool), "%s/spool", node.dir);
     CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, spool, 1 << 20), 0);
-    CHECK_INT(start_node(&fixture, &node, NULL), 0);
+    CHECK_INT(start_node(&fixture, &node, NULL, 0), 0);
     cairn_buf_init(&text, 1 << 16);
     fd = client_connect(fixture.port);
     receive(&fixture, fd, NULL, &text, &closed);
@@ -150,7 +151,7 @@ test_node_down(void)
     snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%u",
              (unsigned)free_port());
     CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, spool, 1 << 20), 0);
-    CHECK_INT(start_node(&fixture, &node, endpoint), 0);
+    CHECK_INT(start_node(&fixture, &node, endpoint, 0), 0);
     cairn_buf_init(&text, 1 << 16);
     fd = login(&fixture, fixture.port, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n",
                &text);
@@ -163,10 +164,41 @@ test_node_down(void)
     stop_node(&fixture, &node);
 }
 
+/* A command that does not fit one frame is refused, not truncated. */
+static void
+test_too_big(void)
+{
+    struct node_fixture node = {.dir = "/tmp/cairn-test-forward-XXXXXX"};
+    char spool[96];
+    struct fixture fixture;
+    struct cairn_buf text;
+    bool closed = false;
+    int fd;
+
+    CHECK(mkdtemp(node.dir) != NULL);
+    snprintf(spool, sizeof(spool), "%s/spool", node.dir);
+    CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, spool, 1 << 20), 0);
+    CHECK_INT(start_node(&fixture, &node, NULL, 128), 0);
+    cairn_buf_init(&text, 1 << 16);
+    fd = login(&fixture, fixture.port, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n",
+               &text);
+    send_text(fd, NULL, MAILBOX);
+    receive(&fixture, fd, NULL, &text, &closed);
+    CHECK_STR(text.data, "NO cairn router: command larger than one frame "
+                         "([limits] max_frame), not stored\r\n");
+    send_text(fd, NULL, "GET USER anne\r\n");
+    receive(&fixture, fd, NULL, &text, &closed);
+    CHECK(strncmp(text.data, "NO IMAP_MAILBOX_NONEXISTENT ", 28) == 0);
+    close(fd);
+    cairn_buf_release(&text);
+    stop_node(&fixture, &node);
+}
+
 int
 main(void)
 {
     test_store_and_read_back();
     test_node_down();
+    test_too_big();
     return check_exit("test_forward");
 }
