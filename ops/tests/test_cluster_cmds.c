@@ -6,7 +6,8 @@
  * ring puts her, bob on node1 and node3, and "carol" made of alice's file
  * on one node and bob's on another, so that her replicas disagree. Then a
  * corrupted replica must fail verify (exit 1, naming user and node) and a
- * stopped node must show as down within the timeout (exit 69).
+ * stopped node must show as down within the timeout (exit 69), and 40
+ * more users make verify work in batches with progress on stderr.
  *
  * usage: test_cluster_cmds CAIRN_NODE_BINARY   (run from ops/tests)
  */
@@ -73,9 +74,12 @@ write_config(void)
     CHECK(fclose(file) == 0);
 }
 
-/* Runs cairnctl -c config with the words of line; *out owned (free()). */
+/*
+ * Runs cairnctl -c config with the words of line; *out owned (free()).
+ * stderr goes to *err_out when not NULL (owned), else to our stderr.
+ */
 static int
-cairnctl(const char *line, char **out)
+cairnctl_err(const char *line, char **out, char **err_out)
 {
     char *copy = strdup(line), *argv[40], *save = NULL, *errors = NULL;
     size_t out_size = 0, err_size = 0;
@@ -93,11 +97,21 @@ cairnctl(const char *line, char **out)
     status = cairn_ops_main(argc, argv, stream, err);
     fclose(stream);
     fclose(err);
-    if (errors[0] != '\0')
+    if (err_out != NULL) {
+        *err_out = errors;
+        errors = NULL;
+    } else if (errors[0] != '\0') {
         fprintf(stderr, "[cairnctl %s] stderr: %s", line, errors);
+    }
     free(errors);
     free(copy);
     return status;
+}
+
+static int
+cairnctl(const char *line, char **out)
+{
+    return cairnctl_err(line, out, NULL);
 }
 
 static void
@@ -377,6 +391,41 @@ test_node_down(void)
     free(out);
 }
 
+/*
+ * Many users on node1: verify goes in batches of 32 users per request and
+ * shows progress on stderr; -q silences it.
+ */
+static void
+test_many_users(void)
+{
+    char *out = NULL, *err = NULL, user[32], line[1024];
+    int total;
+
+    stop_node(0);
+    for (int i = 0; i < 40; i++) {
+        snprintf(user, sizeof(user), "many%02d", i);
+        import_user(0, user, "bob");
+    }
+    start_node(0);
+    CHECK_INT(cairnctl("status --json -n node1", &out), 0);
+    CHECK(sscanf(strstr(out, "\"users\":"), "\"users\":%d", &total) == 1);
+    CHECK(total >= 41);
+    free(out);
+    CHECK_INT(cairnctl_err("verify -n node1", &out, &err), 0);
+    CHECK(strstr(err, "verify: 32/") != NULL);
+    snprintf(user, sizeof(user), "verify: %d/%d users\n", total, total);
+    CHECK(strstr(err, user) != NULL);
+    CHECK_INT(count(out, " ok "), total);
+    line_of(out, "many39", line, sizeof(line));
+    CHECK(strstr(line, " ok        node1 ") != NULL);
+    free(out);
+    free(err);
+    CHECK_INT(cairnctl_err("verify -q -n node1", &out, &err), 0);
+    CHECK_STR(err, "");
+    free(out);
+    free(err);
+}
+
 static int
 remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -454,6 +503,7 @@ main(int argc, char **argv)
     if (second_alice >= 0)
         test_corrupt_replica(second_alice);
     test_node_down();
+    test_many_users();
     for (int i = 0; i < NODES; i++)
         stop_node(i);
     cairn_ring_free(ring);
