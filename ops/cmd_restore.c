@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAILBOXES_MAX 1024
 #define PASSWORD_MAX 1024
@@ -337,6 +338,35 @@ split_server(const char *server, char *buffer, size_t size, const char **host,
     return 0;
 }
 
+/* Before any work: the server's form and where the password comes from. */
+static int
+check_connection_arguments(struct cairn_ops_context *context,
+                           const struct restore_args *args)
+{
+    const char *host, *port;
+    char server[512];
+
+    if (args->dry_run)
+        return CAIRN_EXIT_OK;
+    if (split_server(args->server, server, sizeof(server), &host, &port) < 0) {
+        fprintf(context->err, "cairnctl restore: bad --server '%s'\n",
+                args->server);
+        return cairn_ops_usage(context, &cairn_ops_cmd_restore);
+    }
+    if (args->password_file == NULL &&
+        getenv("CAIRN_RESTORE_PASSWORD") == NULL) {
+        fprintf(context->err, "cairnctl restore: no --password-file and no"
+                              " CAIRN_RESTORE_PASSWORD\n");
+        return cairn_ops_usage(context, &cairn_ops_cmd_restore);
+    }
+    if (args->password_file != NULL && access(args->password_file, R_OK) != 0) {
+        fprintf(context->err, "cairnctl restore: %s: cannot read\n",
+                args->password_file);
+        return CAIRN_EXIT_NOINPUT;
+    }
+    return CAIRN_EXIT_OK;
+}
+
 static int
 connect_and_run(struct cairn_ops_context *context,
                 const struct restore_args *args,
@@ -396,7 +426,9 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
 
     memset(&result, 0, sizeof(result));
     clock_gettime(CLOCK_MONOTONIC, &start);
-    if ((status = parse_arguments(context, argc, argv, &args)) != CAIRN_EXIT_OK)
+    if ((status = parse_arguments(context, argc, argv, &args)) !=
+            CAIRN_EXIT_OK ||
+        (status = check_connection_arguments(context, &args)) != CAIRN_EXIT_OK)
         return status;
     cairn_restore_options_default(&options);
     options.mailboxes = args.mailboxes;

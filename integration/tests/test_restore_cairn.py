@@ -208,6 +208,14 @@ def main():
                again.stdout + again.stderr)
 
         server = "127.0.0.1:%d" % replica.ports["csync"]
+        wrong = os.path.join(lab.dir, "wrong.pw")
+        with open(wrong, "w") as f:
+            f.write("not-the-password\n")
+        p, summary = restore(data_dir, server, wrong, "carol", "restore")
+        expect(p.returncode == 1 and not summary.get("ok") and
+               "authentication" in p.stderr.lower(),
+               "a wrong password is refused (exit 1), nothing restored",
+               p.stdout + p.stderr)
         occupy_inbox(replica, lab, "erin")
         timings = {}
         for user in USERS:

@@ -111,6 +111,17 @@ test_import_one(void)
              temp_dir);
     CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_USAGE); /* no --server */
     free(out);
+    /* nothing listens on port 1 of the loopback */
+    setenv("CAIRN_RESTORE_PASSWORD", "pw", 1);
+    snprintf(line, sizeof(line),
+             "restore --data-dir %s/data --user alice --server 127.0.0.1:1"
+             " --authname repl --timeout 5",
+             temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_UNAVAILABLE);
+    free(out);
+    unsetenv("CAIRN_RESTORE_PASSWORD");
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_USAGE); /* no password */
+    free(out);
 }
 
 static void
