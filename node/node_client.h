@@ -65,14 +65,14 @@
  *   track (timeout) restarts the user's stream at 1.
  *
  * STATE_REQUEST (router -> node): verb "GET", key "USER", "META",
- *   "MAILBOXES", "FULLMAILBOX" (or "UNIQUEIDS", answered as MAILBOXES),
- *   user; payload frame 1 = the GET's dlist printed with print_key, e.g.
- *   "USER anne" or "MAILBOXES (user.anne user.anne.Sent)". It is answered
- *   after the user's earlier APPLYs (ordered like them when sequence > 0).
- *   Reply: STATE_REPLY whose payload frames are the untagged items, one
- *   printed dlist per frame with its key and without "* " or CRLF, e.g.
- *   "MAILBOX %(...)", "LSUB (...)". A user the node does not hold: ERROR
- *   CAIRN_ENOENT, csync IMAP_MAILBOX_NONEXISTENT (what backupd answers).
+ *   "MAILBOXES", "FULLMAILBOX" (or "UNIQUEIDS", answered with no items,
+ *   as backupd accepts it and answers nothing), user; payload frame 1 = the
+ * GET's dlist printed with print_key, e.g. "USER anne" or "MAILBOXES (user.anne
+ * user.anne.Sent)". It is answered after the user's earlier APPLYs (ordered
+ * like them when sequence > 0). Reply: STATE_REPLY whose payload frames are the
+ * untagged items, one printed dlist per frame with its key and without "* " or
+ * CRLF, e.g. "MAILBOX %(...)", "LSUB (...)". A user the node does not hold:
+ * ERROR CAIRN_ENOENT, csync IMAP_MAILBOX_NONEXISTENT (what backupd answers).
  *
  * STATUS_REQUEST / STATS_REQUEST (cairnctl -> node): optional frame 1 = a
  *   packed UserRequest (users to list; empty: all). Reply STATUS_REPLY /
@@ -110,6 +110,7 @@
 #define CAIRN_NODE_CLIENT_H
 
 #include "cluster.pb-c.h"
+#include "common.h"
 #include "loop.h"
 
 #include <stdbool.h>
