@@ -18,7 +18,8 @@
  *                              user are answered, so the copy that follows
  *                              sees every write that was acknowledged
  *   USER_SWITCH   user, epoch  the user is routed with the prepared ring
- *                              from now on and released
+ *                              from now on and released (epoch 0: only
+ *                              released, it stays on the current ring)
  *   RING_COMMIT   epoch        the prepared ring becomes everybody's ring
  *
  * Nothing is persisted: the executor's journal is the source of truth and
@@ -419,6 +420,14 @@ switch_user(struct cairn_router_moves *moves, const char *userid,
 {
     struct tracked_user *user;
 
+    if (epoch == 0) {
+        /* Released without a switch: the executor gave up on the user. */
+        if ((user = find_user(moves, userid, false)) != NULL) {
+            user->held = false;
+            forget_if_plain(moves, userid);
+        }
+        return 0;
+    }
     if (moves->prepared == NULL || cairn_ring_epoch(moves->prepared) != epoch)
         return CAIRN_ESTATE;
     if ((user = find_user(moves, userid, true)) == NULL)

@@ -1,0 +1,656 @@
+/*
+ * rebalance.c - the executor of `cairnctl rebalance`: moves every user
+ * whose replica set differs between the destination's current ring and a
+ * new one, without losing a write.
+ *
+ * Design:
+ *   1. Who holds what: every node of either ring is asked (STATS) for the
+ *      users it holds; the rings are diffed over exactly those users
+ *      (cairn_ring_diff_users), so the plan follows the data, not a guess.
+ *   2. The router (its [router] control endpoint, router/control.c) gets
+ *      the new ring (RING_PREPARE) and keeps both rings.
+ *   3. Per moving user: USER_HOLD at the router (its writes and state
+ *      requests get "NO IMAP_MAILBOX_LOCKED user is being moved", which
+ *      sync_client retries; the router answers the hold only when the
+ *      user's requests already at the nodes are answered) -> for each new
+ *      replica lacking the user, or holding a copy whose verify digest
+ *      differs from the source's (a stale copy from an interrupted run),
+ *      the data file is relayed from a current holder through cairnctl
+ *      (TRANSFER, node/transfer.c: the nodes do not connect to each other;
+ *      cairnctl reads one frame from the source and writes it to the
+ *      target, so its memory is one frame) -> the target checks size and
+ *      SHA-1, rebuilds the index and verifies before recording the user ->
+ *      the executor compares every new replica's verify digest with the
+ *      source's -> USER_SWITCH (the router routes the user with the new
+ *      ring from now on and releases it). A user that fails is released on
+ *      its old ring (USER_SWITCH epoch 0) and counted; the run goes on.
+ *   4. When every moving user is switched: the new ring is saved as the
+ *      destination's ring file (what a restarted router loads) and
+ *      RING_COMMIT makes it everybody's ring.
+ *   5. Old copies (holders outside the new replica set) are removed once
+ *      --grace has passed since the user's switch: in the same run when
+ *      the grace is 0, else by a later run (the journal keeps the times).
+ *
+ * The journal (rebalance_journal.c, RING.journal next to the new ring
+ * file) records each user's step (held, copied, switched TIME, retired)
+ * and the commit, fsynced before the next step. A resumed run skips what
+ * is done, re-sends RING_PREPARE and the switches it recorded (the router
+ * persists nothing and may have restarted), and re-holds users that were
+ * held: their copies are re-checked by digest, so writes that reached the
+ * old replicas after a router restart are not lost. A run after a finished
+ * one finds nothing to move and nothing due, and changes nothing.
+ */
+#include "common.h"
+#include "placement.h"
+#include "rebalance_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A user some node holds, and which nodes (config indices). */
+struct held_user {
+    char *userid;
+    uint64_t bytes;
+    bool *holders; /* [config node count] */
+    bool moving;
+};
+
+struct run {
+    const struct cairn_config *config;
+    const struct cairn_rebalance_options *options;
+    struct cairn_rebalance_report *report;
+    FILE *err;
+    const char *control; /* the router's control endpoint */
+    const struct cairn_config_destination *destination;
+    struct cairn_ring *old_ring, *new_ring;
+    char *new_ring_text;
+    size_t new_ring_len;
+    size_t node_count; /* config nodes */
+    bool *asked;       /* config nodes of either ring */
+    struct held_user *users;
+    size_t user_count, user_cap;
+    struct cairn_rebalance_journal journal;
+    /* progress */
+    uint64_t users_total, users_done, bytes_total, bytes_done;
+    uint64_t started_ms, last_progress_ms;
+};
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *
+endpoint_of(const struct run *run, size_t node)
+{
+    return cairn_config_node_at(run->config, node)->endpoint;
+}
+
+static const char *
+name_of(const struct run *run, size_t node)
+{
+    return cairn_config_node_at(run->config, node)->origin.name;
+}
+
+/* The config index of every node of ring, marked in run->asked. */
+static int
+mark_ring_nodes(struct run *run, const struct cairn_ring *ring)
+{
+    for (size_t i = 0; i < cairn_ring_node_count(ring); i++) {
+        struct cairn_ring_node_info info;
+        bool found = false;
+
+        cairn_ring_node_info(ring, i, &info);
+        for (size_t n = 0; n < run->node_count; n++)
+            if (strcmp(name_of(run, n), info.name) == 0) {
+                run->asked[n] = true;
+                found = true;
+            }
+        if (!found) {
+            fprintf(run->err, "rebalance: ring node %s is not in the config\n",
+                    info.name);
+            return CAIRN_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+/* The config indices of userid's replicas on ring. */
+static void
+replicas_of(const struct run *run, const struct cairn_ring *ring,
+            const char *userid, size_t *nodes, size_t *count)
+{
+    uint16_t indices[CAIRN_RING_MAX_REPLICAS];
+
+    cairn_ring_lookup(ring, userid, strlen(userid), indices);
+    *count = cairn_ring_replicas(ring);
+    for (size_t i = 0; i < *count; i++) {
+        struct cairn_ring_node_info info;
+
+        cairn_ring_node_info(ring, indices[i], &info);
+        for (size_t n = 0; n < run->node_count; n++)
+            if (strcmp(name_of(run, n), info.name) == 0)
+                nodes[i] = n;
+    }
+}
+
+static struct held_user *
+find_user(struct run *run, const char *userid)
+{
+    for (size_t i = 0; i < run->user_count; i++)
+        if (strcmp(run->users[i].userid, userid) == 0)
+            return &run->users[i];
+    return NULL;
+}
+
+static int
+add_holder(struct run *run, const char *userid, uint64_t bytes, size_t node)
+{
+    struct held_user *user = find_user(run, userid);
+
+    if (user == NULL) {
+        if (run->user_count == run->user_cap) {
+            size_t cap = run->user_cap ? run->user_cap * 2 : 64;
+            struct held_user *grown = realloc(run->users, cap * sizeof(*grown));
+
+            if (grown == NULL)
+                return CAIRN_ENOMEM;
+            run->users = grown;
+            run->user_cap = cap;
+        }
+        user = &run->users[run->user_count];
+        *user = (struct held_user){0};
+        user->userid = strdup(userid);
+        user->holders = calloc(run->node_count + 1, sizeof(bool));
+        if (user->userid == NULL || user->holders == NULL) {
+            free(user->userid);
+            free(user->holders);
+            return CAIRN_ENOMEM;
+        }
+        run->user_count++;
+    }
+    user->holders[node] = true;
+    if (bytes > user->bytes)
+        user->bytes = bytes;
+    return 0;
+}
+
+/* Asks every node of either ring which users it holds. */
+static int
+gather_users(struct run *run)
+{
+    int rc = 0;
+
+    for (size_t n = 0; n < run->node_count && rc == 0; n++) {
+        Cairn__StatusReply *reply = NULL;
+
+        if (!run->asked[n])
+            continue;
+        rc = cairn_rebalance_node_users(endpoint_of(run, n), &reply);
+        if (rc < 0) {
+            fprintf(run->err, "rebalance: node %s (%s): %s\n", name_of(run, n),
+                    endpoint_of(run, n), cairn_strerror(rc));
+            break;
+        }
+        for (size_t i = 0; i < reply->n_users && rc == 0; i++)
+            rc = add_holder(run, reply->users[i]->user,
+                            reply->users[i]->bytes_on_disk, n);
+        cairn__status_reply__free_unpacked(reply, NULL);
+    }
+    return rc;
+}
+
+static int
+on_move(void *context, const struct cairn_ring_move *move)
+{
+    struct run *run = context;
+
+    run->users[move->user].moving = true;
+    return 0;
+}
+
+/* Marks the users whose replica set changes (and those the journal has). */
+static int
+find_moving(struct run *run)
+{
+    struct cairn_ring_user *list = calloc(run->user_count + 1, sizeof(*list));
+    int rc;
+
+    if (list == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < run->user_count; i++)
+        list[i] =
+            (struct cairn_ring_user){run->users[i].userid, run->users[i].bytes};
+    rc = cairn_ring_diff_users(run->old_ring, run->new_ring, list,
+                               run->user_count, on_move, run, NULL);
+    free(list);
+    for (size_t i = 0; i < run->user_count; i++) {
+        enum cairn_rebalance_state state = cairn_rebalance_journal_state(
+            &run->journal, run->users[i].userid, NULL);
+
+        if (state != CAIRN_REBALANCE_PENDING)
+            run->users[i].moving = true;
+        if (run->users[i].moving && state < CAIRN_REBALANCE_SWITCHED) {
+            run->users_total++;
+            run->bytes_total += run->users[i].bytes;
+        }
+        if (run->users[i].moving)
+            run->report->users_moving++;
+    }
+    return rc;
+}
+
+static void
+show_progress(struct run *run, bool force)
+{
+    uint64_t now = now_ms(), elapsed = now - run->started_ms;
+    double rate, eta = 0;
+    char line[256];
+
+    if (run->options->progress == NULL ||
+        (!force && now - run->last_progress_ms < 1000))
+        return;
+    run->last_progress_ms = now;
+    rate =
+        elapsed > 0 ? (double)run->bytes_done * 1000.0 / (double)elapsed : 0.0;
+    if (rate > 0 && run->bytes_total > run->bytes_done)
+        eta = (double)(run->bytes_total - run->bytes_done) / rate;
+    snprintf(line, sizeof(line),
+             "rebalance: %llu/%llu users, %.1f/%.1f MiB, %.2f MiB/s, ETA "
+             "%.0fs",
+             (unsigned long long)run->users_done,
+             (unsigned long long)run->users_total,
+             (double)run->bytes_done / 1048576.0,
+             (double)run->bytes_total / 1048576.0, rate / 1048576.0, eta);
+    fprintf(run->options->progress, "%s\n", line);
+    fflush(run->options->progress);
+}
+
+static void
+on_piece(void *arg, uint64_t bytes)
+{
+    struct run *run = arg;
+
+    run->bytes_done += bytes;
+    show_progress(run, false);
+}
+
+static int
+router(struct run *run, Cairn__Kind kind, const char *userid, uint64_t epoch,
+       const void *frame, size_t frame_len)
+{
+    char text[256] = "";
+    int rc = cairn_rebalance_router_call(
+        run->control, kind, run->options->destination, userid, epoch, frame,
+        frame_len, NULL, text, sizeof(text));
+
+    if (rc < 0)
+        fprintf(run->err, "rebalance: router %s%s%s: %s\n",
+                userid ? "user " : "", userid ? userid : "",
+                userid ? "" : run->control,
+                text[0] ? text : cairn_strerror(rc));
+    return rc;
+}
+
+/* Makes node hold a copy equal to the source's (digest); copies if not. */
+static int
+ensure_copy(struct run *run, struct held_user *user, size_t source,
+            const char *source_digest, size_t target)
+{
+    char digest[41] = "", text[256] = "";
+    uint64_t bytes = 0;
+    int rc;
+
+    if (user->holders[target]) {
+        rc = cairn_rebalance_node_digest(endpoint_of(run, target), user->userid,
+                                         digest, text, sizeof(text));
+        if (rc == 0 && strcmp(digest, source_digest) == 0)
+            return 0;
+        /* A stale or damaged copy: replaced by a fresh one. */
+        if ((rc = cairn_rebalance_remove_user(endpoint_of(run, target),
+                                              user->userid)) < 0 &&
+            rc != CAIRN_ENOENT)
+            goto out;
+        user->holders[target] = false;
+    }
+    rc = cairn_rebalance_copy_user(endpoint_of(run, source),
+                                   endpoint_of(run, target), user->userid,
+                                   &bytes, on_piece, run, text, sizeof(text));
+    if (rc < 0)
+        goto out;
+    user->holders[target] = true;
+    run->report->copies++;
+    run->report->bytes_copied += bytes;
+    rc = cairn_rebalance_node_digest(endpoint_of(run, target), user->userid,
+                                     digest, text, sizeof(text));
+    if (rc == 0 && strcmp(digest, source_digest) != 0) {
+        snprintf(text, sizeof(text), "digest %s differs from the source's %s",
+                 digest, source_digest);
+        rc = CAIRN_EMISMATCH;
+    }
+out:
+    if (rc < 0)
+        fprintf(run->err, "rebalance: %s: copy %s -> %s: %s\n", user->userid,
+                name_of(run, source), name_of(run, target),
+                text[0] ? text : cairn_strerror(rc));
+    return rc;
+}
+
+/* The node to copy from: an old replica that holds the user, else any. */
+static int
+pick_source(const struct run *run, const struct held_user *user, size_t *node)
+{
+    size_t old[CAIRN_RING_MAX_REPLICAS], count = 0;
+
+    replicas_of(run, run->old_ring, user->userid, old, &count);
+    for (size_t i = 0; i < count; i++)
+        if (user->holders[old[i]]) {
+            *node = old[i];
+            return 0;
+        }
+    for (size_t n = 0; n < run->node_count; n++)
+        if (user->holders[n]) {
+            *node = n;
+            return 0;
+        }
+    return CAIRN_ENOENT;
+}
+
+/* Hold, copy to every new replica, compare digests, switch. */
+static int
+move_user(struct run *run, struct held_user *user)
+{
+    size_t targets[CAIRN_RING_MAX_REPLICAS], count = 0, source = 0;
+    uint64_t epoch = cairn_ring_epoch(run->new_ring);
+    char digest[41] = "", text[256] = "";
+    int rc;
+
+    if ((rc = router(run, CAIRN__KIND__USER_HOLD, user->userid, 0, NULL, 0)) <
+            0 ||
+        (rc = cairn_rebalance_journal_record(&run->journal, user->userid,
+                                             CAIRN_REBALANCE_HELD, 0)) < 0)
+        return rc;
+    if ((rc = pick_source(run, user, &source)) < 0 ||
+        (rc =
+             cairn_rebalance_node_digest(endpoint_of(run, source), user->userid,
+                                         digest, text, sizeof(text))) < 0) {
+        fprintf(run->err, "rebalance: %s: source %s: %s\n", user->userid,
+                name_of(run, source), text[0] ? text : cairn_strerror(rc));
+        goto out;
+    }
+    replicas_of(run, run->new_ring, user->userid, targets, &count);
+    for (size_t i = 0; i < count && rc == 0; i++)
+        rc = ensure_copy(run, user, source, digest, targets[i]);
+    if (rc < 0 ||
+        (rc = cairn_rebalance_journal_record(&run->journal, user->userid,
+                                             CAIRN_REBALANCE_COPIED, 0)) < 0)
+        goto out;
+    if ((rc = router(run, CAIRN__KIND__USER_SWITCH, user->userid, epoch, NULL,
+                     0)) < 0)
+        goto out;
+    rc = cairn_rebalance_journal_record(&run->journal, user->userid,
+                                        CAIRN_REBALANCE_SWITCHED,
+                                        (int64_t)time(NULL));
+    if (rc == 0)
+        run->report->users_switched++;
+out:
+    if (rc < 0) /* back on its old ring, writable again */
+        router(run, CAIRN__KIND__USER_SWITCH, user->userid, 0, NULL, 0);
+    return rc;
+}
+
+/* Removes the copies outside the new replica set once the grace is over. */
+static int
+retire_user(struct run *run, struct held_user *user)
+{
+    size_t keep[CAIRN_RING_MAX_REPLICAS], count = 0;
+    int rc = 0;
+
+    replicas_of(run, run->new_ring, user->userid, keep, &count);
+    for (size_t n = 0; n < run->node_count && rc == 0; n++) {
+        bool kept = false;
+
+        for (size_t i = 0; i < count; i++)
+            kept |= keep[i] == n;
+        if (kept || !user->holders[n])
+            continue;
+        rc = cairn_rebalance_remove_user(endpoint_of(run, n), user->userid);
+        if (rc == CAIRN_ENOENT)
+            rc = 0;
+        if (rc < 0)
+            fprintf(run->err, "rebalance: %s: remove from %s: %s\n",
+                    user->userid, name_of(run, n), cairn_strerror(rc));
+        else
+            user->holders[n] = false;
+    }
+    if (rc == 0)
+        rc = cairn_rebalance_journal_record(&run->journal, user->userid,
+                                            CAIRN_REBALANCE_RETIRED, 0);
+    if (rc == 0)
+        run->report->users_retired++;
+    return rc;
+}
+
+static void
+print_plan(struct run *run, const struct held_user *user)
+{
+    size_t old[CAIRN_RING_MAX_REPLICAS], new[CAIRN_RING_MAX_REPLICAS];
+    size_t old_count = 0, new_count = 0;
+    FILE *out = run->options->out;
+
+    replicas_of(run, run->old_ring, user->userid, old, &old_count);
+    replicas_of(run, run->new_ring, user->userid, new, &new_count);
+    fprintf(out, "%s (%s):", user->userid,
+            cairn_rebalance_state_name(cairn_rebalance_journal_state(
+                &run->journal, user->userid, NULL)));
+    for (size_t i = 0; i < old_count; i++)
+        fprintf(out, "%s%s", i ? "," : " ", name_of(run, old[i]));
+    fputs(" ->", out);
+    for (size_t i = 0; i < new_count; i++)
+        fprintf(out, "%s%s", i ? "," : " ", name_of(run, new[i]));
+    fputc('\n', out);
+}
+
+/* Re-sends what the router may have forgotten by restarting. */
+static int
+replay_router(struct run *run)
+{
+    uint64_t epoch = cairn_ring_epoch(run->new_ring);
+    int rc;
+
+    if (run->journal.committed)
+        return 0;
+    if ((rc = router(run, CAIRN__KIND__RING_PREPARE, NULL, epoch,
+                     run->new_ring_text, run->new_ring_len)) < 0)
+        return rc;
+    for (size_t i = 0; i < run->journal.count && rc == 0; i++)
+        if (run->journal.entries[i].state >= CAIRN_REBALANCE_SWITCHED)
+            rc = router(run, CAIRN__KIND__USER_SWITCH,
+                        run->journal.entries[i].userid, epoch, NULL, 0);
+    return rc;
+}
+
+/* Installs the new ring as the destination's ring file and commits it. */
+static int
+commit(struct run *run)
+{
+    int rc;
+
+    if (run->journal.committed)
+        return 0;
+    if ((rc = cairn_ring_save(run->new_ring, run->destination->ring_file)) <
+        0) {
+        fprintf(run->err, "rebalance: cannot save %s: %s\n",
+                run->destination->ring_file, cairn_strerror(rc));
+        return rc;
+    }
+    if ((rc = router(run, CAIRN__KIND__RING_COMMIT, NULL,
+                     cairn_ring_epoch(run->new_ring), NULL, 0)) < 0)
+        return rc;
+    return cairn_rebalance_journal_commit(&run->journal);
+}
+
+/* The moves, the commit and the retirements that are due. */
+static int
+execute(struct run *run)
+{
+    int64_t now = (int64_t)time(NULL), switched_at = 0;
+    bool all_switched = true;
+    int rc;
+
+    if ((rc = replay_router(run)) < 0)
+        return rc;
+    for (size_t i = 0; i < run->user_count; i++) {
+        struct held_user *user = &run->users[i];
+
+        if (!user->moving ||
+            cairn_rebalance_journal_state(&run->journal, user->userid, NULL) >=
+                CAIRN_REBALANCE_SWITCHED)
+            continue;
+        if (move_user(run, user) < 0) {
+            run->report->users_failed++;
+            all_switched = false;
+        }
+        run->users_done++;
+        show_progress(run, true);
+    }
+    if (!all_switched)
+        return CAIRN_ESTATE;
+    if ((rc = commit(run)) < 0)
+        return rc;
+    run->report->committed = true;
+    for (size_t i = 0; i < run->user_count && rc == 0; i++) {
+        struct held_user *user = &run->users[i];
+
+        if (cairn_rebalance_journal_state(&run->journal, user->userid,
+                                          &switched_at) !=
+            CAIRN_REBALANCE_SWITCHED)
+            continue;
+        if ((uint64_t)(now - switched_at) >= run->options->grace_seconds)
+            rc = retire_user(run, user);
+        else
+            run->report->users_waiting++;
+    }
+    return rc;
+}
+
+static int
+load_rings(struct run *run)
+{
+    const char *old_path = run->options->old_ring_path
+                               ? run->options->old_ring_path
+                               : run->destination->ring_file;
+    int rc;
+
+    if ((rc = cairn_ring_load(old_path, &run->old_ring)) < 0 ||
+        (rc = cairn_ring_load(run->options->new_ring_path, &run->new_ring)) <
+            0 ||
+        (rc = cairn_ring_format(run->new_ring, &run->new_ring_text,
+                                &run->new_ring_len)) < 0) {
+        fprintf(run->err, "rebalance: cannot load %s: %s\n",
+                run->old_ring ? run->options->new_ring_path : old_path,
+                cairn_strerror(rc));
+        return rc;
+    }
+    if (strcmp(cairn_ring_destination(run->new_ring),
+               run->options->destination) != 0 ||
+        strcmp(cairn_ring_destination(run->old_ring),
+               run->options->destination) != 0 ||
+        cairn_ring_epoch(run->new_ring) < cairn_ring_epoch(run->old_ring)) {
+        fprintf(run->err,
+                "rebalance: the rings must be of destination %s, the new "
+                "one of a later epoch (old %llu, new %llu)\n",
+                run->options->destination,
+                (unsigned long long)cairn_ring_epoch(run->old_ring),
+                (unsigned long long)cairn_ring_epoch(run->new_ring));
+        return CAIRN_EINVAL;
+    }
+    return 0;
+}
+
+static int
+prepare(struct run *run)
+{
+    char *journal_path = NULL;
+    int rc;
+
+    run->destination =
+        cairn_config_find_destination(run->config, run->options->destination);
+    if (run->destination == NULL) {
+        fprintf(run->err, "rebalance: no destination %s in the config\n",
+                run->options->destination);
+        return CAIRN_ECONFIG;
+    }
+    run->control = cairn_config_router(run->config)->control;
+    if (run->control == NULL && !run->options->dry_run) {
+        fprintf(run->err, "rebalance: [router] control is not set: writes "
+                          "could not be held\n");
+        return CAIRN_ECONFIG;
+    }
+    run->node_count = cairn_config_node_count(run->config);
+    if ((run->asked = calloc(run->node_count + 1, sizeof(bool))) == NULL ||
+        asprintf(&journal_path, "%s.journal", run->options->new_ring_path) < 0)
+        return CAIRN_ENOMEM;
+    if ((rc = load_rings(run)) < 0)
+        goto out;
+    rc = cairn_rebalance_journal_open(journal_path, run->options->destination,
+                                      cairn_ring_epoch(run->new_ring),
+                                      &run->journal);
+    if (rc < 0) {
+        fprintf(run->err, "rebalance: journal %s: %s\n", journal_path,
+                cairn_strerror(rc));
+        goto out;
+    }
+    if ((rc = mark_ring_nodes(run, run->old_ring)) < 0 ||
+        (rc = mark_ring_nodes(run, run->new_ring)) < 0 ||
+        (rc = gather_users(run)) < 0)
+        goto out;
+    rc = find_moving(run);
+out:
+    free(journal_path);
+    return rc;
+}
+
+int
+cairn_rebalance_run(const struct cairn_config *config,
+                    const struct cairn_rebalance_options *options,
+                    struct cairn_rebalance_report *report, FILE *err)
+{
+    struct run run = {.config = config,
+                      .options = options,
+                      .report = report,
+                      .err = err,
+                      .journal = {.fd = -1}};
+    int rc;
+
+    *report = (struct cairn_rebalance_report){0};
+    run.started_ms = now_ms();
+    if ((rc = prepare(&run)) < 0)
+        goto out;
+    if (options->dry_run) {
+        for (size_t i = 0; i < run.user_count; i++)
+            if (run.users[i].moving)
+                print_plan(&run, &run.users[i]);
+        goto out;
+    }
+    rc = execute(&run);
+out:
+    report->seconds = (double)(now_ms() - run.started_ms) / 1000.0;
+    cairn_rebalance_journal_release(&run.journal);
+    for (size_t i = 0; i < run.user_count; i++) {
+        free(run.users[i].userid);
+        free(run.users[i].holders);
+    }
+    free(run.users);
+    free(run.asked);
+    free(run.new_ring_text);
+    cairn_ring_free(run.old_ring);
+    cairn_ring_free(run.new_ring);
+    return rc;
+}

@@ -1,0 +1,323 @@
+/*
+ * rebalance_wire.c - the requests `cairnctl rebalance` makes: to nodes
+ * over the blocking node client (STATS for who holds what, VERIFY for
+ * digests, the TRANSFER verbs of node/transfer.c to relay a user's data
+ * file from one node to another, piece by piece, never holding more than
+ * one frame), and to the router's control endpoint over a REQ socket
+ * (router/control.c).
+ */
+#include "common.h"
+#include "node_client.h"
+#include "rebalance_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+/* One request; on an ERROR reply text gets the node's words. */
+static int
+call(const char *endpoint, struct cairn_node_request *request,
+     struct cairn_node_result *result, char *text, size_t text_size)
+{
+    int rc = cairn_node_client_call(endpoint, request,
+                                    CAIRN_REBALANCE_CALL_TIMEOUT_MS, result);
+
+    if (rc < 0 && text != NULL && text_size > 0) {
+        const char *why = result->envelope && result->envelope->error_text &&
+                                  result->envelope->error_text[0]
+                              ? result->envelope->error_text
+                              : cairn_strerror(rc);
+
+        snprintf(text, text_size, "%s", why);
+    }
+    return rc;
+}
+
+int
+cairn_rebalance_node_users(const char *endpoint, Cairn__StatusReply **reply)
+{
+    struct cairn_node_request request = {.kind = CAIRN__KIND__STATS_REQUEST};
+    struct cairn_node_result result = {0};
+    int rc;
+
+    *reply = NULL;
+    if ((rc = call(endpoint, &request, &result, NULL, 0)) < 0)
+        goto out;
+    rc = CAIRN_EPROTO;
+    if (result.frame_count < 1)
+        goto out;
+    *reply = cairn__status_reply__unpack(NULL, result.frames[0].len,
+                                         result.frames[0].data);
+    rc = *reply != NULL ? 0 : CAIRN_EPROTO;
+out:
+    cairn_node_result_release(&result);
+    return rc;
+}
+
+int
+cairn_rebalance_node_digest(const char *endpoint, const char *userid,
+                            char digest[41], char *text, size_t text_size)
+{
+    Cairn__UserRequest ask = CAIRN__USER_REQUEST__INIT;
+    Cairn__UserResults *results = NULL;
+    char *users[1] = {(char *)userid};
+    uint8_t packed[512];
+    struct cairn_node_frame frame = {packed, 0};
+    struct cairn_node_request request = {.kind = CAIRN__KIND__VERIFY_REQUEST,
+                                         .frames = &frame,
+                                         .frame_count = 1};
+    struct cairn_node_result result = {0};
+    int rc = CAIRN_EINVAL;
+
+    digest[0] = '\0';
+    ask.users = users;
+    ask.n_users = 1;
+    if (cairn__user_request__get_packed_size(&ask) > sizeof(packed))
+        goto out;
+    frame.len = cairn__user_request__pack(&ask, packed);
+    if ((rc = call(endpoint, &request, &result, text, text_size)) < 0)
+        goto out;
+    rc = CAIRN_EPROTO;
+    if (result.frame_count < 1 ||
+        (results = cairn__user_results__unpack(
+             NULL, result.frames[0].len, result.frames[0].data)) == NULL ||
+        results->n_results != 1)
+        goto out;
+    rc = results->results[0]->code;
+    if (rc < 0)
+        snprintf(text, text_size, "%s",
+                 results->results[0]->text && results->results[0]->text[0]
+                     ? results->results[0]->text
+                     : cairn_strerror(rc));
+    else
+        snprintf(digest, 41, "%s",
+                 results->results[0]->digest ? results->results[0]->digest
+                                             : "");
+out:
+    if (results)
+        cairn__user_results__free_unpacked(results, NULL);
+    cairn_node_result_release(&result);
+    return rc;
+}
+
+/* EXPORT at the source: the file's size and SHA-1, owned. */
+static int
+export_begin(const char *source, const char *userid,
+             Cairn__TransferBegin **begin, char *text, size_t text_size)
+{
+    struct cairn_node_request request = {
+        .kind = CAIRN__KIND__TRANSFER_BEGIN, .user = userid, .verb = "EXPORT"};
+    struct cairn_node_result result = {0};
+    int rc;
+
+    *begin = NULL;
+    if ((rc = call(source, &request, &result, text, text_size)) == 0) {
+        *begin = result.frame_count < 1
+                     ? NULL
+                     : cairn__transfer_begin__unpack(NULL, result.frames[0].len,
+                                                     result.frames[0].data);
+        rc = *begin != NULL ? 0 : CAIRN_EPROTO;
+    }
+    cairn_node_result_release(&result);
+    return rc;
+}
+
+/* Reads the piece at offset from the source and writes it to the target. */
+static int
+relay_piece(const char *source, const char *target, const char *userid,
+            uint64_t offset, uint64_t *moved, char *text, size_t text_size)
+{
+    char key[32];
+    struct cairn_node_request read = {.kind = CAIRN__KIND__TRANSFER_CHUNK,
+                                      .user = userid,
+                                      .verb = "READ",
+                                      .key = key};
+    struct cairn_node_request write = read;
+    struct cairn_node_result piece = {0}, written = {0};
+    int rc;
+
+    snprintf(key, sizeof(key), "%" PRIu64, offset);
+    *moved = 0;
+    if ((rc = call(source, &read, &piece, text, text_size)) < 0)
+        goto out;
+    rc = CAIRN_EPROTO;
+    if (piece.frame_count != 1 || piece.frames[0].len == 0)
+        goto out;
+    write.verb = "WRITE";
+    write.frames = piece.frames;
+    write.frame_count = 1;
+    if ((rc = call(target, &write, &written, text, text_size)) < 0)
+        goto out;
+    *moved = piece.frames[0].len;
+out:
+    cairn_node_result_release(&piece);
+    cairn_node_result_release(&written);
+    return rc;
+}
+
+int
+cairn_rebalance_copy_user(const char *source, const char *target,
+                          const char *userid, uint64_t *bytes,
+                          void (*progress)(void *arg, uint64_t bytes),
+                          void *arg, char *text, size_t text_size)
+{
+    Cairn__TransferBegin *begin = NULL;
+    struct cairn_node_request request = {
+        .kind = CAIRN__KIND__TRANSFER_BEGIN, .user = userid, .verb = "IMPORT"};
+    struct cairn_node_result result = {0};
+    struct cairn_node_frame frame = {NULL, 0};
+    uint8_t *packed = NULL;
+    uint64_t offset = 0, moved = 0;
+    int rc;
+
+    *bytes = 0;
+    if ((rc = export_begin(source, userid, &begin, text, text_size)) < 0 ||
+        (rc = call(target, &request, &result, text, text_size)) < 0)
+        goto out;
+    while (offset < begin->total_bytes) {
+        rc = relay_piece(source, target, userid, offset, &moved, text,
+                         text_size);
+        if (rc < 0)
+            goto out;
+        offset += moved;
+        if (progress)
+            progress(arg, moved);
+    }
+    rc = CAIRN_ENOMEM;
+    if ((packed = malloc(cairn__transfer_begin__get_packed_size(begin) + 1)) ==
+        NULL)
+        goto out;
+    frame = (struct cairn_node_frame){
+        packed, cairn__transfer_begin__pack(begin, packed)};
+    request.kind = CAIRN__KIND__TRANSFER_END;
+    request.frames = &frame;
+    request.frame_count = 1;
+    cairn_node_result_release(&result);
+    if ((rc = call(target, &request, &result, text, text_size)) == 0)
+        *bytes = begin->total_bytes;
+out:
+    free(packed);
+    if (begin)
+        cairn__transfer_begin__free_unpacked(begin, NULL);
+    cairn_node_result_release(&result);
+    return rc;
+}
+
+int
+cairn_rebalance_remove_user(const char *endpoint, const char *userid)
+{
+    struct cairn_node_request request = {
+        .kind = CAIRN__KIND__TRANSFER_END, .user = userid, .verb = "REMOVE"};
+    struct cairn_node_result result = {0};
+    int rc = call(endpoint, &request, &result, NULL, 0);
+
+    cairn_node_result_release(&result);
+    return rc;
+}
+
+/* --- the router's control endpoint --------------------------------------- */
+
+static int
+send_request(void *socket, const Cairn__Envelope *envelope, const void *frame,
+             size_t frame_len)
+{
+    size_t size = cairn__envelope__get_packed_size(envelope);
+    uint8_t *packed = malloc(size + 1);
+    int rc = CAIRN_ENOMEM;
+
+    if (packed == NULL)
+        return rc;
+    cairn__envelope__pack(envelope, packed);
+    rc = zmq_send(socket, packed, size, frame ? ZMQ_SNDMORE : 0) < 0 ||
+                 (frame && zmq_send(socket, frame, frame_len, 0) < 0)
+             ? CAIRN_EIO
+             : 0;
+    free(packed);
+    return rc;
+}
+
+/* Receives the answer: envelope, then the RingStatus frame if any. */
+static int
+receive_reply(void *socket, Cairn__RingStatus **status, char *text,
+              size_t text_size)
+{
+    zmq_msg_t head, body;
+    Cairn__Envelope *envelope = NULL;
+    int rc = CAIRN_ETIMEOUT;
+
+    zmq_msg_init(&head);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&head, socket, 0) < 0)
+        goto out;
+    rc = CAIRN_EPROTO;
+    envelope =
+        cairn__envelope__unpack(NULL, zmq_msg_size(&head), zmq_msg_data(&head));
+    if (envelope == NULL)
+        goto out;
+    if (envelope->kind == CAIRN__KIND__ERROR) {
+        rc = envelope->error_code < 0 ? envelope->error_code : CAIRN_EPROTO;
+        snprintf(text, text_size, "%s",
+                 envelope->error_text ? envelope->error_text : "");
+        goto out;
+    }
+    if (envelope->kind != CAIRN__KIND__CONTROL_REPLY || !zmq_msg_more(&head) ||
+        zmq_msg_recv(&body, socket, 0) < 0)
+        goto out;
+    rc = 0;
+    if (status != NULL) {
+        *status = cairn__ring_status__unpack(NULL, zmq_msg_size(&body),
+                                             zmq_msg_data(&body));
+        rc = *status != NULL ? 0 : CAIRN_EPROTO;
+    }
+out:
+    if (envelope)
+        cairn__envelope__free_unpacked(envelope, NULL);
+    zmq_msg_close(&head);
+    zmq_msg_close(&body);
+    return rc;
+}
+
+int
+cairn_rebalance_router_call(const char *endpoint, Cairn__Kind kind,
+                            const char *destination, const char *userid,
+                            uint64_t epoch, const void *frame, size_t frame_len,
+                            Cairn__RingStatus **status, char *text,
+                            size_t text_size)
+{
+    Cairn__Envelope envelope = CAIRN__ENVELOPE__INIT;
+    static uint64_t next_id;
+    int timeout = CAIRN_REBALANCE_CALL_TIMEOUT_MS, linger = 0;
+    void *context = zmq_ctx_new(), *socket = NULL;
+    int rc = CAIRN_ENOMEM;
+
+    if (status)
+        *status = NULL;
+    snprintf(text, text_size, "%s", "");
+    if (context == NULL || (socket = zmq_socket(context, ZMQ_REQ)) == NULL)
+        goto out;
+    zmq_setsockopt(socket, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+    zmq_setsockopt(socket, ZMQ_SNDTIMEO, &timeout, sizeof(timeout));
+    zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
+    rc = CAIRN_EUNAVAILABLE;
+    if (zmq_connect(socket, endpoint) != 0)
+        goto out;
+    envelope.request_id = ++next_id;
+    envelope.kind = kind;
+    envelope.destination = (char *)(destination ? destination : "");
+    envelope.user = (char *)(userid ? userid : "");
+    envelope.ring_epoch = epoch;
+    envelope.payload_frames = frame ? 1 : 0;
+    if ((rc = send_request(socket, &envelope, frame, frame_len)) < 0)
+        goto out;
+    rc = receive_reply(socket, status, text, text_size);
+    if (rc == CAIRN_ETIMEOUT && text[0] == '\0')
+        snprintf(text, text_size, "router control %s did not answer", endpoint);
+out:
+    if (socket)
+        zmq_close(socket);
+    if (context)
+        zmq_ctx_term(context);
+    return rc;
+}
