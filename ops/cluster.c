@@ -551,15 +551,17 @@ run_batches(struct job_state *state)
     int rc = 0;
 
     while (user < job->users.count && rc == 0) {
-        size_t first_row = job->row_count;
         size_t end = user + CAIRN_OPS_JOB_BATCH;
 
         if (end > job->users.count)
             end = job->users.count;
+        job->row_count = 0;
         for (size_t u = user; u < end && rc == 0; u++)
             rc = plan_user(state, u);
         if (rc == 0)
-            rc = run_batch(state, first_row, job->row_count);
+            rc = run_batch(state, 0, job->row_count);
+        if (rc == 0 && job->report != NULL)
+            rc = job->report(job->report_ctx, job, user, end);
         user = end;
         /* One batch is quick enough to need no progress. */
         if (job->progress != NULL && rc == 0 &&
@@ -581,6 +583,7 @@ cairn_ops_job_run(const struct cairn_config *config, FILE *err,
 
     state.config = config;
     state.job = job;
+    job->config = config;
     state.node_count = cairn_config_node_count(config);
     state.eligible = calloc(state.node_count + 1, sizeof(bool));
     job->node_status = calloc(state.node_count + 1, sizeof(int));

@@ -87,17 +87,28 @@ struct cairn_ops_job {
     /* in: the users asked for (empty: every user the nodes hold);
        out: the users the job covered, sorted */
     struct cairn_ops_names users;
-    /* out, owned: rows by user then node, and per node its last failure
-       to answer (0: answered everything) */
+    /*
+     * Called after each batch with the users first..end-1 of users and
+     * their rows (rows[0..row_count-1], by user then node); the rows are
+     * dropped afterwards, so memory stays that of one batch whatever the
+     * number of users. A negative return stops the job.
+     */
+    int (*report)(void *ctx, const struct cairn_ops_job *job, size_t first,
+                  size_t end);
+    void *report_ctx;
+    const struct cairn_config *config; /* set by cairn_ops_job_run */
+    /* internal: the batch's rows */
     struct cairn_ops_user_row *rows;
     size_t row_count, row_cap;
+    /* out, owned: per node its last failure to answer (0: none) */
     int *node_status;
 };
 
 /*
  * Runs job: finds the users and the nodes to ask (placement from the
  * rings; without rings, every node for named users, or the nodes that
- * list each user), sends the requests in batches and collects the rows.
+ * list each user), sends the requests in batches and hands each batch's
+ * rows to job->report.
  * A node that fails to answer is not asked again. Returns 0, or an error
  * when the job could not run (memory, a ring naming a node the config
  * lacks: CAIRN_ECONFIG with a message on err).

@@ -84,68 +84,98 @@ print_row(struct cairn_ops_context *context, const struct cairn_config *config,
             row->code == 0 ? row->text : row_text(row));
 }
 
-static int
-report(struct cairn_ops_context *context, const struct cairn_config *config,
-       const struct cairn_ops_job *job)
-{
-    uint64_t before = 0, after = 0;
-    size_t done = 0, failed = 0, down = 0, printed = 0;
-    bool unsupported = false;
-    int status = CAIRN_EXIT_OK;
+/* What the batches add up to. */
+struct compact_report {
+    struct cairn_ops_context *context;
+    uint64_t before, after;
+    size_t done, failed, down, printed;
+    bool unsupported;
+    bool opened; /* the header or the JSON array is out */
+};
 
-    if (context->json)
-        fputs("{\"rows\":[", context->out);
+static void
+open_report(struct compact_report *report)
+{
+    if (report->opened)
+        return;
+    report->opened = true;
+    if (report->context->json)
+        fputs("{\"rows\":[", report->context->out);
     else
-        fprintf(context->out, "%-24s %-12s %10s %10s %10s  %s\n", "USER",
-                "NODE", "BEFORE", "AFTER", "SAVED", "RESULT");
+        fprintf(report->context->out, "%-24s %-12s %10s %10s %10s  %s\n",
+                "USER", "NODE", "BEFORE", "AFTER", "SAVED", "RESULT");
+}
+
+/* One batch: a row per user and node, printed as it comes. */
+static int
+report_batch(void *ctx, const struct cairn_ops_job *job, size_t first,
+             size_t end)
+{
+    struct compact_report *report = ctx;
+
+    (void)first;
+    (void)end;
+    open_report(report);
     for (size_t i = 0; i < job->row_count; i++) {
         const struct cairn_ops_user_row *row = &job->rows[i];
 
         if (absent(row))
             continue;
-        print_row(context, config, job->users.names[row->user], row,
-                  printed++ == 0);
+        print_row(report->context, job->config, job->users.names[row->user],
+                  row, report->printed++ == 0);
         if (row->code == 0) {
-            done++;
-            before += row->bytes_before;
-            after += row->bytes_after;
+            report->done++;
+            report->before += row->bytes_before;
+            report->after += row->bytes_after;
         } else if (cairn_ops_unreachable(row->code)) {
-            down++;
+            report->down++;
         } else {
-            failed++;
-            unsupported |= row->code == CAIRN_ENOTSUP;
+            report->failed++;
+            report->unsupported |= row->code == CAIRN_ENOTSUP;
         }
     }
+    return 0;
+}
+
+/* The summary line and the exit code. */
+static int
+finish(struct compact_report *report, const struct cairn_ops_job *job)
+{
+    struct cairn_ops_context *context = report->context;
+    int status = CAIRN_EXIT_OK;
+
+    open_report(report);
     if (context->json) {
         fprintf(context->out,
                 "],\"summary\":{\"compacted\":%zu,\"failed\":%zu,"
                 "\"unreachable\":%zu,\"bytes_before\":%llu,"
                 "\"bytes_after\":%llu}}\n",
-                done, failed, down, (unsigned long long)before,
-                (unsigned long long)after);
+                report->done, report->failed, report->down,
+                (unsigned long long)report->before,
+                (unsigned long long)report->after);
     } else {
-        char text_before[32], text_after[32];
+        char before[32], after[32];
 
-        cairn_ops_format_bytes(before, text_before, sizeof(text_before));
-        cairn_ops_format_bytes(after, text_after, sizeof(text_after));
+        cairn_ops_format_bytes(report->before, before, sizeof(before));
+        cairn_ops_format_bytes(report->after, after, sizeof(after));
         fprintf(context->out,
                 "compact: %zu replica%s done (%s -> %s), %zu failed, "
                 "%zu unreachable\n",
-                done, done == 1 ? "" : "s", text_before, text_after, failed,
-                down);
+                report->done, report->done == 1 ? "" : "s", before, after,
+                report->failed, report->down);
     }
-    if (unsupported)
+    if (report->unsupported)
         fprintf(context->err, "cairnctl compact: some nodes answered ENOTSUP: "
                               "they do not compact on request\n");
-    if (failed > 0)
+    if (report->failed > 0)
         status = CAIRN_EXIT_PROBLEM;
-    else if (down > 0)
+    else if (report->down > 0)
         status = CAIRN_EXIT_UNAVAILABLE;
-    for (size_t node = 0; node < cairn_config_node_count(config); node++) {
+    for (size_t node = 0; node < cairn_config_node_count(job->config); node++) {
         if (job->node_status[node] >= 0)
             continue;
         fprintf(context->err, "cairnctl compact: node %s: %s\n",
-                node_name(config, node),
+                node_name(job->config, node),
                 cairn_strerror(job->node_status[node]));
         if (status == CAIRN_EXIT_OK)
             status = CAIRN_EXIT_UNAVAILABLE;
@@ -159,14 +189,18 @@ run_compact(struct cairn_ops_context *context, int argc, char **argv)
     struct cairn_ops_job job = {0};
     struct cairn_config *config = NULL;
     struct cairn_ring *rings[CAIRN_OPS_MAX_RINGS] = {0};
+    struct compact_report report = {0};
     size_t ring_count = 0;
     int status;
 
+    report.context = context;
     job.kind = CAIRN__KIND__COMPACT_REQUEST;
+    job.report = report_batch;
+    job.report_ctx = &report;
     status = cairn_ops_job_command(context, &cairn_ops_cmd_compact, argc, argv,
                                    &job, &config, rings, &ring_count);
     if (status == CAIRN_EXIT_OK)
-        status = report(context, config, &job);
+        status = finish(&report, &job);
     cairn_ops_job_release(&job);
     for (size_t i = 0; i < ring_count; i++)
         cairn_ring_free(rings[i]);

@@ -157,60 +157,91 @@ print_json(FILE *out, const struct cairn_config *config, const char *user,
     fputs("]}", out);
 }
 
-static int
-report(struct cairn_ops_context *context, const struct cairn_config *config,
-       const struct cairn_ops_job *job)
-{
-    size_t counts[VERDICT_NOT_FOUND + 1] = {0};
-    size_t row = 0;
-    int status = CAIRN_EXIT_OK;
+/* What the batches add up to. */
+struct verify_report {
+    struct cairn_ops_context *context;
+    size_t counts[VERDICT_NOT_FOUND + 1];
+    size_t printed;
+    bool opened; /* the JSON array is open */
+};
 
-    if (context->json)
-        fputs("{\"users\":[", context->out);
-    for (size_t user = 0; user < job->users.count; user++) {
+static void
+open_report(struct verify_report *report)
+{
+    if (report->context->json && !report->opened)
+        fputs("{\"users\":[", report->context->out);
+    report->opened = true;
+}
+
+/* One batch: a verdict per user, printed as it comes. */
+static int
+report_batch(void *ctx, const struct cairn_ops_job *job, size_t first_user,
+             size_t end_user)
+{
+    struct verify_report *report = ctx;
+    struct cairn_ops_context *context = report->context;
+    size_t row = 0;
+
+    open_report(report);
+    for (size_t user = first_user; user < end_user; user++) {
         size_t first = row;
         enum verdict verdict;
 
         while (row < job->row_count && job->rows[row].user == user)
             row++;
         verdict = judge(&job->rows[first], row - first);
-        counts[verdict]++;
+        report->counts[verdict]++;
         if (context->json)
-            print_json(context->out, config, job->users.names[user], verdict,
-                       &job->rows[first], row - first, user == 0);
+            print_json(context->out, job->config, job->users.names[user],
+                       verdict, &job->rows[first], row - first,
+                       report->printed == 0);
         else
-            print_text(context->out, config, job->users.names[user], verdict,
-                       &job->rows[first], row - first);
+            print_text(context->out, job->config, job->users.names[user],
+                       verdict, &job->rows[first], row - first);
+        report->printed++;
     }
+    return 0;
+}
+
+/* The summary line and the exit code. */
+static int
+finish(struct verify_report *report, const struct cairn_ops_job *job)
+{
+    struct cairn_ops_context *context = report->context;
+    const size_t *counts = report->counts;
+    size_t problems = counts[VERDICT_FAILED] + counts[VERDICT_DIFFER] +
+                      counts[VERDICT_NOT_FOUND];
+    int status = CAIRN_EXIT_OK;
+
+    open_report(report);
     if (context->json)
         fprintf(context->out,
                 "],\"summary\":{\"users\":%zu,\"ok\":%zu,\"failed\":%zu,"
                 "\"differ\":%zu,\"not_found\":%zu,\"unchecked\":%zu}}\n",
-                job->users.count, counts[VERDICT_OK], counts[VERDICT_FAILED],
+                report->printed, counts[VERDICT_OK], counts[VERDICT_FAILED],
                 counts[VERDICT_DIFFER], counts[VERDICT_NOT_FOUND],
                 counts[VERDICT_UNCHECKED]);
     else
         fprintf(context->out,
                 "verify: %zu user%s: %zu ok, %zu failed, %zu differ, "
                 "%zu not found, %zu unchecked\n",
-                job->users.count, job->users.count == 1 ? "" : "s",
+                report->printed, report->printed == 1 ? "" : "s",
                 counts[VERDICT_OK], counts[VERDICT_FAILED],
                 counts[VERDICT_DIFFER], counts[VERDICT_NOT_FOUND],
                 counts[VERDICT_UNCHECKED]);
-    for (size_t node = 0; node < cairn_config_node_count(config); node++)
-        if (job->node_status[node] < 0)
-            fprintf(context->err, "cairnctl verify: node %s: %s\n",
-                    node_name(config, node),
-                    cairn_strerror(job->node_status[node]));
-    if (counts[VERDICT_FAILED] + counts[VERDICT_DIFFER] +
-            counts[VERDICT_NOT_FOUND] >
-        0)
+    if (problems > 0)
         status = CAIRN_EXIT_PROBLEM;
     else if (counts[VERDICT_UNCHECKED] > 0)
         status = CAIRN_EXIT_UNAVAILABLE;
-    for (size_t node = 0; node < cairn_config_node_count(config); node++)
-        if (status == CAIRN_EXIT_OK && job->node_status[node] < 0)
+    for (size_t node = 0; node < cairn_config_node_count(job->config); node++) {
+        if (job->node_status[node] >= 0)
+            continue;
+        fprintf(context->err, "cairnctl verify: node %s: %s\n",
+                node_name(job->config, node),
+                cairn_strerror(job->node_status[node]));
+        if (status == CAIRN_EXIT_OK)
             status = CAIRN_EXIT_UNAVAILABLE;
+    }
     return status;
 }
 
@@ -220,14 +251,18 @@ run_verify(struct cairn_ops_context *context, int argc, char **argv)
     struct cairn_ops_job job = {0};
     struct cairn_config *config = NULL;
     struct cairn_ring *rings[CAIRN_OPS_MAX_RINGS] = {0};
+    struct verify_report report = {0};
     size_t ring_count = 0;
     int status;
 
+    report.context = context;
     job.kind = CAIRN__KIND__VERIFY_REQUEST;
+    job.report = report_batch;
+    job.report_ctx = &report;
     status = cairn_ops_job_command(context, &cairn_ops_cmd_verify, argc, argv,
                                    &job, &config, rings, &ring_count);
     if (status == CAIRN_EXIT_OK)
-        status = report(context, config, &job);
+        status = finish(&report, &job);
     cairn_ops_job_release(&job);
     for (size_t i = 0; i < ring_count; i++)
         cairn_ring_free(rings[i]);
