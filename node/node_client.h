@@ -48,7 +48,8 @@
  *   fsynced and index committed). The ACK of APPLY RESERVE carries the
  *   untagged reply as payload: zero or one frame "MISSING (guid ...)".
  *   Keys backupd accepts without storing (QUOTA, ACTIVATE_SIEVE,
- *   UNACTIVATE_SIEVE, UNUSER) are ACKed and not stored; unknown keys get
+ *   UNACTIVATE_SIEVE) are ACKed and not stored; UNUSER is stored as the
+ *   deletions it implies (cairn_store_unuser); unknown keys get
  *   ERROR CAIRN_EPROTO, csync IMAP_PROTOCOL_ERROR; a record the store
  *   refuses gets ERROR with the store's code (CAIRN_EMISMATCH for a body
  *   that fails its GUID).

@@ -215,7 +215,7 @@ static bool
 accepted_not_stored(const char *name)
 {
     static const char *const names[] = {"QUOTA", "ACTIVATE_SIEVE",
-                                        "UNACTIVATE_SIEVE", "UNUSER"};
+                                        "UNACTIVATE_SIEVE"};
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(name, names[i]) == 0)
@@ -294,6 +294,36 @@ disk_has_room(struct cairn_node_server *server)
     return (uint64_t)fs.f_bavail * fs.f_frsize >= server->settings.reserve;
 }
 
+/*
+ * APPLY UNUSER: the store records the deletions it implies (every live
+ * mailbox, subscription and script), so the data expires by retention.
+ * A user the node does not hold has nothing to delete.
+ */
+static int
+apply_unuser(struct cairn_node_server *server, struct node_user *user,
+             const struct cairn_dlist *record, const char **text)
+{
+    const char *userid = NULL;
+    int rc;
+
+    if (!cairn_dlist_as_atom(record, &userid) || userid == NULL) {
+        *text = "malformed UNUSER";
+        return CAIRN_EPROTO;
+    }
+    if ((rc = node_user_open(server, user, false)) == CAIRN_ENOENT)
+        return 0;
+    if (rc < 0) {
+        *text = "cannot open the user's backup";
+        return rc;
+    }
+    if ((rc = cairn_store_unuser(user->store, userid, time(NULL))) < 0) {
+        *text = "the store refused UNUSER";
+        cairn_store_abort(user->store);
+        node_answer_applied(server, user, rc);
+    }
+    return rc;
+}
+
 /* Appends the record; on failure returns the code and a reply text. */
 static int
 append_record(struct cairn_node_server *server, struct node_request *request,
@@ -326,6 +356,10 @@ append_record(struct cairn_node_server *server, struct node_request *request,
         strcmp(request->envelope->key, name) != 0) {
         *text = "envelope key differs from the dlist";
         rc = CAIRN_EPROTO;
+        goto out;
+    }
+    if (strcmp(name, "UNUSER") == 0) {
+        rc = apply_unuser(server, user, record, text);
         goto out;
     }
     if (!cairn_store_logs_record(name)) {

@@ -407,6 +407,28 @@ test_verify(const char *endpoint)
     cairn__user_results__free_unpacked(results, NULL);
 }
 
+/* UNUSER deletes the user's mailboxes: GET USER lists none after it. */
+static void
+test_unuser(const char *endpoint)
+{
+    struct cairn_node_result result;
+    size_t mailboxes = 0;
+
+    CHECK_INT(
+        call_apply_text(endpoint, "replay-b", 0, "UNUSER user001", &result), 0);
+    cairn_node_result_release(&result);
+    CHECK_INT(call_get(endpoint, "replay-b", "USER user001", &result), 0);
+    for (size_t i = 0; i < result.frame_count; i++)
+        if (strncmp(result.frames[i].data, "MAILBOX ", 8) == 0)
+            mailboxes++;
+    CHECK_INT(mailboxes, 0);
+    cairn_node_result_release(&result);
+    /* a user the node does not hold has nothing to delete */
+    CHECK_INT(call_apply_text(endpoint, "ghost", 0, "UNUSER ghost", &result),
+              0);
+    cairn_node_result_release(&result);
+}
+
 /* A 50 MB body streamed from a file: the daemon must not hold it. */
 static void
 test_big_message(const struct test_daemon *daemon, const char *dir)
@@ -525,6 +547,7 @@ main(int argc, char **argv)
     test_ordering(daemon.endpoint);
     test_stats(daemon.endpoint);
     test_verify(daemon.endpoint);
+    test_unuser(daemon.endpoint);
     test_big_message(&daemon, dir);
     status = test_daemon_stop(&daemon, SIGTERM);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
