@@ -234,7 +234,9 @@ find_moving(struct run *run)
         enum cairn_rebalance_state state = cairn_rebalance_journal_state(
             &run->journal, run->users[i].userid, NULL);
 
-        if (state != CAIRN_REBALANCE_PENDING)
+        /* Interrupted or waiting for its grace: not done yet. */
+        if (state != CAIRN_REBALANCE_PENDING &&
+            state != CAIRN_REBALANCE_RETIRED)
             run->users[i].moving = true;
         if (run->users[i].moving && state < CAIRN_REBALANCE_SWITCHED) {
             run->users_total++;
@@ -250,7 +252,7 @@ static void
 show_progress(struct run *run, bool force)
 {
     uint64_t now = now_ms(), elapsed = now - run->started_ms;
-    double rate, eta = 0;
+    double rate, eta = 0, per_user;
     char line[256];
 
     if (run->options->progress == NULL ||
@@ -259,11 +261,15 @@ show_progress(struct run *run, bool force)
     run->last_progress_ms = now;
     rate =
         elapsed > 0 ? (double)run->bytes_done * 1000.0 / (double)elapsed : 0.0;
-    if (rate > 0 && run->bytes_total > run->bytes_done)
-        eta = (double)(run->bytes_total - run->bytes_done) / rate;
+    /* By users: their bytes (as the nodes report them, index included)
+     * only estimate what is copied, and small users cost round trips. */
+    if (run->users_done > 0 && run->users_total > run->users_done) {
+        per_user = (double)elapsed / 1000.0 / (double)run->users_done;
+        eta = per_user * (double)(run->users_total - run->users_done);
+    }
     snprintf(line, sizeof(line),
-             "rebalance: %llu/%llu users, %.1f/%.1f MiB, %.2f MiB/s, ETA "
-             "%.0fs",
+             "rebalance: %llu/%llu users, %.2f MiB copied (about %.1f MiB "
+             "to move), %.2f MiB/s, ETA %.0fs",
              (unsigned long long)run->users_done,
              (unsigned long long)run->users_total,
              (double)run->bytes_done / 1048576.0,
