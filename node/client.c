@@ -22,6 +22,8 @@
 /* Few messages queued in ZeroMQ per node: body frames stay on disk. */
 #define SEND_HWM 16
 #define MAX_REPLY_FRAMES 4000000u
+/* The node's limit on one command's dlist (node/server.c). */
+#define MAX_DLIST_BYTES (256u * 1024 * 1024)
 
 struct pending {
     struct pending *next;
@@ -657,11 +659,71 @@ copy_or_null(const char *text)
     return text ? strdup(text) : NULL;
 }
 
+static int
+add_frame_copy(struct pending *p, const void *data, size_t len)
+{
+    void *copy = malloc(len + 1);
+
+    if (copy == NULL)
+        return CAIRN_ENOMEM;
+    if (len)
+        memcpy(copy, data, len);
+    p->frames[p->frame_count].data = copy;
+    p->frames[p->frame_count].len = len;
+    p->frame_count++;
+    return 0;
+}
+
+/*
+ * Copies the frames; the dlist of an APPLY or STATE_REQUEST (frame 1) may
+ * be larger than max_frame and is then cut into dlist_frames frames.
+ */
+static int
+copy_frames(const struct cairn_node_client *client,
+            const struct cairn_node_request *in, struct pending *p)
+{
+    size_t max = client->settings.max_frame, dlist_frames = 1, total;
+    bool cuttable = in->kind == CAIRN__KIND__APPLY ||
+                    in->kind == CAIRN__KIND__STATE_REQUEST;
+    int rc;
+
+    if (in->frame_count == 0)
+        return 0;
+    if (cuttable && in->frames[0].len > max) {
+        if (in->frames[0].len > MAX_DLIST_BYTES)
+            return CAIRN_ETOOBIG;
+        dlist_frames = (in->frames[0].len + max - 1) / max;
+    }
+    total = in->frame_count - 1 + dlist_frames;
+    if ((p->frames = calloc(total, sizeof(*p->frames))) == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < in->frame_count; i++) {
+        const char *data = in->frames[i].data;
+        size_t len = in->frames[i].len;
+
+        if (len > max && !(i == 0 && cuttable))
+            return CAIRN_ETOOBIG;
+        do {
+            size_t piece = len < max ? len : max;
+
+            if ((rc = add_frame_copy(p, data, piece)) < 0)
+                return rc;
+            data += piece;
+            len -= piece;
+        } while (len > 0);
+    }
+    if (dlist_frames > 1)
+        p->envelope.dlist_frames = (uint32_t)dlist_frames;
+    return 0;
+}
+
 /* Copies what the request needs after the call returns. */
 static int
 pending_from_request(const struct cairn_node_client *client,
                      const struct cairn_node_request *in, struct pending *p)
 {
+    int rc;
+
     cairn__envelope__init(&p->envelope);
     p->envelope.kind = in->kind;
     p->envelope.sequence = in->sequence;
@@ -673,22 +735,8 @@ pending_from_request(const struct cairn_node_client *client,
         (in->key && !(p->envelope.key = copy_or_null(in->key))) ||
         !(p->user = strdup(in->user ? in->user : "")))
         return CAIRN_ENOMEM;
-    if (in->frame_count &&
-        !(p->frames = calloc(in->frame_count, sizeof(*p->frames))))
-        return CAIRN_ENOMEM;
-    for (size_t i = 0; i < in->frame_count; i++) {
-        void *copy;
-
-        if (in->frames[i].len > client->settings.max_frame)
-            return CAIRN_ETOOBIG;
-        if ((copy = malloc(in->frames[i].len + 1)) == NULL)
-            return CAIRN_ENOMEM;
-        if (in->frames[i].len)
-            memcpy(copy, in->frames[i].data, in->frames[i].len);
-        p->frames[i].data = copy;
-        p->frames[i].len = in->frames[i].len;
-        p->frame_count++;
-    }
+    if ((rc = copy_frames(client, in, p)) < 0)
+        return rc;
     if (in->body_count &&
         !(p->bodies = calloc(in->body_count, sizeof(*p->bodies))))
         return CAIRN_ENOMEM;

@@ -12,7 +12,8 @@
  * endpoint; clients connect DEALERs. Every ZeroMQ message (multipart) is
  * one frame holding a packed cairn.Envelope followed by exactly
  * Envelope.payload_frames raw frames, each at most the node's max_frame
- * bytes ([node] max_frame, else [limits] max_frame, default 1 MiB). A
+ * bytes ([node] max_frame, else [limits] max_frame, default 1 MiB; the
+ * client uses the same figure). A
  * message whose frame count differs, or with a frame too big, is answered
  * ERROR CAIRN_EPROTO / CAIRN_ETOOBIG and dropped.
  *
@@ -42,7 +43,10 @@
  *   (in the first message and/or continuation messages): the bodies of
  *   the FILE nodes in the order the nodes appear in the dlist, each body's
  *   bytes contiguous, a frame never holding bytes of two bodies, empty
- *   bodies taking no frame. Frame 1 must be whole in the first message.
+ *   bodies taking no frame. A dlist larger than max_frame (APPLY MAILBOX
+ *   of a big folder, up to 256 MiB) is cut into Envelope.dlist_frames
+ *   leading frames that the node concatenates (the client does this by
+ *   itself); the dlist must be whole in the first message.
  *   payload_bytes, when not 0, is the total of all payload frames.
  *   Reply: ACK once the update is durable (the node's group commit: log
  *   fsynced and index committed). The ACK of APPLY RESERVE carries the
@@ -145,7 +149,9 @@ struct cairn_node_request {
     const char *key;         /* "MAILBOX", "USER"; NULL: none */
     uint64_t sequence;       /* per user, 0: unordered */
     uint64_t ring_epoch;
-    const struct cairn_node_frame *frames; /* frame 1..n (each <= max_frame) */
+    /* frame 1..n, each <= max_frame, except that frame 1 of an APPLY or
+     * STATE_REQUEST (the dlist) is cut into dlist_frames when larger */
+    const struct cairn_node_frame *frames;
     size_t frame_count;
     const struct cairn_node_body *bodies; /* then these, streamed */
     size_t body_count;

@@ -28,6 +28,8 @@
 /* Few messages wait in ZeroMQ per peer: with body frames of up to
  * max_frame each, this is what bounds the node's memory per peer. */
 #define RECEIVE_HWM 8
+/* A dlist (APPLY MAILBOX of a big folder) is parsed whole: its limit. */
+#define MAX_DLIST_BYTES (256u * 1024 * 1024)
 
 void
 node_event(struct cairn_node_server *server, enum cairn_log_level level,
@@ -287,6 +289,23 @@ take_stream(struct cairn_node_server *server, const struct node_request *probe)
     return NULL;
 }
 
+/* Frame 1 (or the dlist_frames frames) concatenated, NUL-terminated. */
+static int
+append_dlist(struct node_request *request, const void *data, size_t len)
+{
+    char *grown;
+
+    if (len > MAX_DLIST_BYTES - request->dlist_len)
+        return CAIRN_ETOOBIG;
+    if ((grown = realloc(request->dlist, request->dlist_len + len + 1)) == NULL)
+        return CAIRN_ENOMEM;
+    memcpy(grown + request->dlist_len, data, len);
+    request->dlist = grown;
+    request->dlist_len += len;
+    grown[request->dlist_len] = '\0';
+    return 0;
+}
+
 /*
  * Reads the payload frames of one message into request: frame 1 of a head
  * message is kept, the rest are spooled. Errors are recorded in request
@@ -298,7 +317,11 @@ read_payload(struct cairn_node_server *server, struct node_request *request,
 {
     int more_flag = 0, rc = 0;
     size_t flag_size = sizeof(more_flag);
+    uint32_t dlist_frames = request->envelope->dlist_frames;
     bool more;
+
+    if (dlist_frames == 0)
+        dlist_frames = 1;
 
     zmq_getsockopt(server->socket, ZMQ_RCVMORE, &more_flag, &flag_size);
     more = more_flag != 0;
@@ -315,13 +338,11 @@ read_payload(struct cairn_node_server *server, struct node_request *request,
         if (len > server->settings.max_frame) {
             request->failure = CAIRN_ETOOBIG;
             request->failure_text = "payload frame over max_frame";
-        } else if (head && i == 0) {
-            if ((request->dlist = malloc(len + 1)) == NULL) {
-                request->failure = CAIRN_ENOMEM;
-            } else {
-                memcpy(request->dlist, zmq_msg_data(&msg), len);
-                request->dlist[len] = '\0';
-                request->dlist_len = len;
+        } else if (head && i < dlist_frames) {
+            if (request->failure == 0 &&
+                (rc = append_dlist(request, zmq_msg_data(&msg), len)) < 0) {
+                request->failure = rc;
+                request->failure_text = "dlist over the node's limit";
             }
         } else if (request->failure == 0 &&
                    (rc = node_spool_write(server, request, zmq_msg_data(&msg),

@@ -217,6 +217,46 @@ test_split_apply(void)
     fake_stop(&fake);
 }
 
+/* A dlist over max_frame is cut into dlist_frames frames. */
+static void
+test_cut_dlist(void)
+{
+    struct cairn_node_client_settings settings = {0};
+    struct cairn_loop *loop = NULL;
+    struct cairn_node_client *client = NULL;
+    struct fake_node fake;
+    static char dlist[10000];
+    struct cairn_node_frame frame = {dlist, sizeof(dlist)};
+    struct cairn_node_request request = apply_request("anne", &frame);
+    struct outcome outcome = {0};
+    struct message head;
+
+    memset(dlist, 'd', sizeof(dlist));
+    settings.max_frame = 4096;
+    fake_start(&fake);
+    CHECK_INT(cairn_loop_new(&loop), 0);
+    CHECK_INT(cairn_node_client_new(loop, NULL, &settings, &client), 0);
+    CHECK_INT(cairn_node_client_add_node(client, "n", fake.endpoint, NULL), 0);
+    CHECK_INT(
+        cairn_node_client_send(client, 0, &request, on_reply, &outcome, NULL),
+        0);
+    CHECK(fake_receive(&fake, loop, &head));
+    if (head.envelope) {
+        CHECK_INT(head.envelope->dlist_frames, 3);
+        CHECK_INT(head.envelope->payload_frames, 3);
+        CHECK(!head.envelope->more);
+        CHECK_INT(head.count, 5);
+        if (head.count == 5) {
+            CHECK_U64(zmq_msg_size(&head.frames[2]), 4096);
+            CHECK_U64(zmq_msg_size(&head.frames[4]), 10000 - 2 * 4096);
+        }
+    }
+    message_release(&head);
+    cairn_node_client_free(client);
+    cairn_loop_free(loop);
+    fake_stop(&fake);
+}
+
 /* user_window 2, node_window 3: five for anne and two for bob. */
 static void
 test_windows_and_replies(void)
@@ -287,10 +327,11 @@ test_timeouts(void)
     struct cairn_node_request ping = {0};
     struct outcome silent = {0}, absent = {0}, refused = {0};
     struct message message;
-    char big[5000] = {0};
-    struct cairn_node_frame frame = {big, sizeof(big)};
-    struct cairn_node_request too_big = apply_request("anne", &frame);
+    static char big[5000];
+    struct cairn_node_frame frames[2] = {{"X", 1}, {big, sizeof(big)}};
+    struct cairn_node_request too_big = apply_request("anne", frames);
 
+    too_big.frame_count = 2; /* only the dlist may be cut into frames */
     settings.timeout_ms = 200;
     settings.max_frame = 4096;
     fake_start(&fake);
@@ -330,6 +371,7 @@ int
 main(void)
 {
     test_split_apply();
+    test_cut_dlist();
     test_windows_and_replies();
     test_timeouts();
     return check_exit("test_client");

@@ -213,6 +213,30 @@ test_recorded_sessions(const char *endpoint, const char *user,
     }
 }
 
+/* A GET whose dlist is larger than a frame (cut by the client). */
+static void
+test_big_dlist(const char *endpoint)
+{
+    struct cairn_buf dlist;
+    struct cairn_node_result result;
+
+    cairn_buf_init(&dlist, 4 << 20);
+    cairn_buf_append_str(&dlist, "MAILBOXES (user.user001");
+    for (unsigned i = 0; i < 80000; i++)
+        cairn_buf_printf(&dlist, " user.user001.none%05u", i);
+    cairn_buf_append_str(&dlist, ")");
+    CHECK(dlist.len > 1024 * 1024);
+    CHECK_INT(call_get(endpoint, "replay-a", dlist.data, &result), 0);
+    CHECK_INT(result.frame_count, 1);
+    if (result.frame_count == 1)
+        CHECK(strncmp(result.frames[0].data,
+                      "MAILBOX %(UNIQUEID xpr9f2uq5k0a8ncarqh7q8cy MBOXNAME "
+                      "user.user001 ",
+                      64) == 0);
+    cairn_node_result_release(&result);
+    cairn_buf_release(&dlist);
+}
+
 static void
 test_unknown_user(const char *endpoint)
 {
@@ -544,6 +568,7 @@ main(int argc, char **argv)
     test_recorded_sessions(daemon.endpoint, "replay-a", true);
     test_recorded_sessions(daemon.endpoint, "replay-b", false);
     test_reserve(daemon.endpoint, "replay-a");
+    test_big_dlist(daemon.endpoint);
     test_ordering(daemon.endpoint);
     test_stats(daemon.endpoint);
     test_verify(daemon.endpoint);
