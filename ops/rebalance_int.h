@@ -48,7 +48,8 @@ struct cairn_rebalance_journal {
     bool committed;
     struct cairn_rebalance_entry *entries; /* sorted by userid */
     size_t count, cap;
-    int fd; /* open for appending, -1 until the first write */
+    int fd;               /* open for appending, -1 until the first write */
+    uint64_t whole_bytes; /* up to the last newline; a torn tail is cut */
 };
 
 /*

@@ -151,6 +151,7 @@ cairn_rebalance_journal_parse(struct cairn_rebalance_journal *journal,
         rc = parse_line(journal, line, first);
         first = false;
         start += line_len + 1;
+        journal->whole_bytes = start;
     }
     return rc;
 }
@@ -227,6 +228,12 @@ append_line(struct cairn_rebalance_journal *journal, const char *line)
                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (journal->fd < 0 || fstat(journal->fd, &st) < 0)
             return CAIRN_EIO;
+        /* A torn last line would run into the next one. */
+        if ((uint64_t)st.st_size > journal->whole_bytes) {
+            if (ftruncate(journal->fd, (off_t)journal->whole_bytes) < 0)
+                return CAIRN_EIO;
+            st.st_size = (off_t)journal->whole_bytes;
+        }
         if (st.st_size == 0) {
             snprintf(header, sizeof(header), "cairn-rebalance 1 %s %llu\n",
                      journal->destination, (unsigned long long)journal->epoch);
