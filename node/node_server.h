@@ -32,6 +32,9 @@ struct cairn_node_server_settings {
     uint64_t reserve;         /* refuse APPLY below this free space */
     size_t max_streams;       /* split requests open at once; 0: 1024 */
     size_t max_queued;        /* requests waiting per user; 0: 256 */
+    /* a split request stalled this long fails (its peer died mid-body)
+     * and the user's next requests run; 0: 60 s */
+    uint64_t stream_timeout_ms;
     /* COMPACT_REQUEST policy (now is taken at the time of the request) */
     int64_t retention_seconds;
     uint64_t min_chunk, max_chunk;

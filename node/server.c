@@ -22,6 +22,7 @@
 #define DEFAULT_IDLE_CLOSE_MS 60000
 #define DEFAULT_MAX_STREAMS 1024
 #define DEFAULT_MAX_QUEUED 256
+#define DEFAULT_STREAM_TIMEOUT_MS 60000
 #define IDLE_SWEEP_MS 1000
 /* Replies are small except state answers; never drop one on a full pipe. */
 #define REPLY_HWM 100000
@@ -416,6 +417,7 @@ handle_continuation(struct cairn_node_server *server,
                          "continuation of an unknown request");
         return;
     }
+    request->last_activity_ms = cairn_loop_now_ms();
     rc = read_payload(server, request, probe->envelope->payload_frames, false);
     if (rc < 0) {
         drain_message(server->socket);
@@ -496,6 +498,7 @@ read_message(struct cairn_node_server *server)
         goto out;
     }
     request->spool_fd = -1;
+    request->last_activity_ms = cairn_loop_now_ms();
     request->routing_id_len = zmq_msg_size(&msg);
     if (request->routing_id_len > ROUTING_ID_MAX) {
         rc = CAIRN_EPROTO;
@@ -551,11 +554,46 @@ on_socket(struct cairn_loop *loop, void *socket, unsigned events, void *arg)
     node_commit_round(server);
 }
 
+/*
+ * A split request whose peer stopped sending (died mid-body) would hold
+ * its user's queue forever: fail it, and let the user's next requests run.
+ */
+static void
+expire_streams(struct cairn_node_server *server)
+{
+    uint64_t now = cairn_loop_now_ms();
+    struct node_request **at = &server->streams;
+    bool expired = false;
+
+    while (*at != NULL) {
+        struct node_request *request = *at;
+
+        if (now - request->last_activity_ms <
+            server->settings.stream_timeout_ms) {
+            at = &request->stream_next;
+            continue;
+        }
+        *at = request->stream_next;
+        request->stream_next = NULL;
+        server->stream_count--;
+        request->complete = true;
+        request->failure = CAIRN_ETIMEOUT;
+        request->failure_text = "message body never completed";
+        node_event(server, CAIRN_LOG_WARN, request,
+                   "split request stalled: dropped");
+        node_user_progress(server, request->user);
+        expired = true;
+    }
+    if (expired)
+        node_commit_round(server);
+}
+
 static void
 on_idle_timer(struct cairn_loop *loop, uint64_t timer_id, void *arg)
 {
     (void)loop;
     (void)timer_id;
+    expire_streams(arg);
     node_users_trim(arg, false);
 }
 
@@ -581,6 +619,8 @@ copy_settings(struct cairn_node_server_settings *to,
         to->max_streams = DEFAULT_MAX_STREAMS;
     if (to->max_queued == 0)
         to->max_queued = DEFAULT_MAX_QUEUED;
+    if (to->stream_timeout_ms == 0)
+        to->stream_timeout_ms = DEFAULT_STREAM_TIMEOUT_MS;
     return 0;
 }
 
@@ -774,6 +814,8 @@ cairn_node_server_reload(struct cairn_node_server *server,
         next.max_streams = DEFAULT_MAX_STREAMS;
     if (next.max_queued == 0)
         next.max_queued = DEFAULT_MAX_QUEUED;
+    if (next.stream_timeout_ms == 0)
+        next.stream_timeout_ms = DEFAULT_STREAM_TIMEOUT_MS;
     server->settings = next;
     return 0;
 }

@@ -25,10 +25,11 @@ struct node_request {
     Cairn__Envelope *envelope; /* owned (unpacked) */
     char *dlist;               /* frame 1, owned, NUL-terminated */
     size_t dlist_len;
-    bool complete;    /* every continuation arrived */
-    int spool_fd;     /* bodies, -1 until the first body frame */
-    uint64_t spooled; /* body bytes written to spool_fd */
-    int failure;      /* set while streaming: reply this error at the end */
+    bool complete;             /* every continuation arrived */
+    uint64_t last_activity_ms; /* of its latest message (stalled streams) */
+    int spool_fd;              /* bodies, -1 until the first body frame */
+    uint64_t spooled;          /* body bytes written to spool_fd */
+    int failure; /* set while streaming: reply this error at the end */
     const char *failure_text;
     struct cairn_dlist *missing; /* RESERVE: the MISSING item, owned */
     struct node_user *user;

@@ -10,10 +10,12 @@
  */
 #include "check.h"
 #include "daemon_test_util.h"
+#include "node_server.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <zmq.h>
 
 #define CALL_TIMEOUT_MS 60000
 
@@ -548,6 +550,92 @@ check_after_exit(const char *dir)
     cairn_catalog_free(catalog);
 }
 
+/* Sends one message from a raw DEALER: envelope and one frame. */
+static void
+raw_send(void *socket, const Cairn__Envelope *envelope, const char *frame)
+{
+    unsigned char packed[512];
+    size_t len = cairn__envelope__pack(envelope, packed);
+
+    zmq_send(socket, packed, len, ZMQ_SNDMORE);
+    zmq_send(socket, frame, strlen(frame), 0);
+}
+
+/*
+ * In process, with a short stream timeout: a split APPLY whose body never
+ * comes fails with ETIMEOUT and the user's next request still runs.
+ */
+static void
+test_stalled_stream(const char *dir)
+{
+    struct cairn_node_server_settings settings = {0};
+    struct cairn_loop *loop = NULL;
+    struct cairn_node_server *server = NULL;
+    void *context = zmq_ctx_new(), *dealer = NULL;
+    Cairn__Envelope head = CAIRN__ENVELOPE__INIT;
+    Cairn__Envelope next = CAIRN__ENVELOPE__INIT;
+    char data_dir[600];
+    int replies = 0, timeouts = 0, acks = 0, zero = 0;
+    uint64_t deadline;
+
+    snprintf(data_dir, sizeof(data_dir), "%s/inproc", dir);
+    settings.name = "inproc";
+    settings.endpoint = "tcp://127.0.0.1:*";
+    settings.data_dir = data_dir;
+    settings.group_commit_ms = 5;
+    settings.stream_timeout_ms = 300;
+    CHECK_INT(cairn_loop_new(&loop), 0);
+    CHECK_INT(cairn_node_server_new(loop, context, &settings, &server, NULL, 0),
+              0);
+    if (server == NULL)
+        goto out;
+    dealer = zmq_socket(context, ZMQ_DEALER);
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof(zero));
+    CHECK_INT(zmq_connect(dealer, cairn_node_server_endpoint(server)), 0);
+    head.kind = next.kind = CAIRN__KIND__APPLY;
+    head.user = next.user = "stall";
+    head.request_id = 1;
+    head.sequence = 1;
+    head.payload_frames = next.payload_frames = 1;
+    head.more = true;
+    raw_send(dealer, &head,
+             "MESSAGE (%{default 1111111111111111111111111111111111111111 "
+             "10}\r\n)");
+    next.request_id = 2;
+    next.sequence = 2;
+    raw_send(dealer, &next, seen_dlist);
+    deadline = cairn_loop_now_ms() + 5000;
+    while (replies < 2 && cairn_loop_now_ms() < deadline) {
+        zmq_msg_t msg;
+
+        cairn_loop_run_once(loop, 20);
+        zmq_msg_init(&msg);
+        while (zmq_msg_recv(&msg, dealer, ZMQ_DONTWAIT) >= 0) {
+            Cairn__Envelope *reply = cairn__envelope__unpack(
+                NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
+
+            if (reply) {
+                replies++;
+                if (reply->request_id == 1 &&
+                    reply->error_code == CAIRN_ETIMEOUT)
+                    timeouts++;
+                if (reply->request_id == 2 && reply->kind == CAIRN__KIND__ACK)
+                    acks++;
+                cairn__envelope__free_unpacked(reply, NULL);
+            }
+        }
+        zmq_msg_close(&msg);
+    }
+    CHECK_INT(timeouts, 1);
+    CHECK_INT(acks, 1);
+out:
+    if (dealer)
+        zmq_close(dealer);
+    cairn_node_server_free(server);
+    cairn_loop_free(loop);
+    zmq_ctx_term(context);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -577,6 +665,7 @@ main(int argc, char **argv)
     status = test_daemon_stop(&daemon, SIGTERM);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     check_after_exit(dir);
+    test_stalled_stream(dir);
     test_remove_tree(dir);
     return check_exit("test_server");
 }
