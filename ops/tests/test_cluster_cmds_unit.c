@@ -2,18 +2,21 @@
  * test_cluster_cmds_unit.c - the pieces of cairnctl's cluster commands
  * that need no node: timeouts, sizes, ages and dates as printed, the
  * sorted name set, usage errors, and a node that is not there answering
- * "unavailable" within the timeout instead of hanging.
+ * "unavailable" within the timeout instead of hanging, and a stand-in
+ * node answering ENOTSUP or a malformed body.
  */
 #include "check.h"
 #include "cluster_int.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 static void
 test_parse_timeout(void)
@@ -172,6 +175,164 @@ test_dead_node(void)
     cairn_config_free(config);
 }
 
+/*
+ * A stand-in node on a thread: a ROUTER socket answering every request
+ * with what the test sets - an ERROR with a code, or a reply of the right
+ * kind whose body is not a protobuf - to see cairnctl handle both.
+ */
+struct fake_node {
+    void *context, *socket;
+    char endpoint[128];
+    int error_code; /* answer ERROR with this; 0: a garbage body */
+    volatile int stop;
+    pthread_t thread;
+};
+
+static void
+fake_answer(struct fake_node *fake, zmq_msg_t *identity,
+            const Cairn__Envelope *request)
+{
+    Cairn__Envelope reply = CAIRN__ENVELOPE__INIT;
+    uint8_t packed[512];
+    size_t len;
+
+    reply.request_id = request->request_id;
+    if (fake->error_code != 0) {
+        reply.kind = CAIRN__KIND__ERROR;
+        reply.error_code = fake->error_code;
+        reply.error_text = "compaction is off on this node";
+    } else {
+        reply.kind = request->kind + 1; /* STATUS_REQUEST -> STATUS_REPLY */
+        reply.has_body = true;
+        reply.payload_frames = 1;
+    }
+    len = cairn__envelope__pack(&reply, packed);
+    zmq_msg_send(identity, fake->socket, ZMQ_SNDMORE);
+    zmq_send(fake->socket, packed, len, fake->error_code ? 0 : ZMQ_SNDMORE);
+    if (fake->error_code == 0)
+        zmq_send(fake->socket, "\xff\xff\xff", 3, 0);
+}
+
+static void *
+fake_run(void *arg)
+{
+    struct fake_node *fake = arg;
+
+    while (!fake->stop) {
+        zmq_pollitem_t item = {fake->socket, 0, ZMQ_POLLIN, 0};
+        zmq_msg_t identity, head;
+        Cairn__Envelope *request;
+        int more = 1;
+        size_t size = sizeof(more);
+
+        if (zmq_poll(&item, 1, 50) <= 0)
+            continue;
+        zmq_msg_init(&identity);
+        zmq_msg_init(&head);
+        zmq_msg_recv(&identity, fake->socket, 0);
+        zmq_msg_recv(&head, fake->socket, 0);
+        request = cairn__envelope__unpack(NULL, zmq_msg_size(&head),
+                                          zmq_msg_data(&head));
+        zmq_getsockopt(fake->socket, ZMQ_RCVMORE, &more, &size);
+        while (more) { /* the request's own frames: not needed */
+            zmq_msg_t frame;
+
+            zmq_msg_init(&frame);
+            zmq_msg_recv(&frame, fake->socket, 0);
+            zmq_msg_close(&frame);
+            zmq_getsockopt(fake->socket, ZMQ_RCVMORE, &more, &size);
+        }
+        if (request != NULL)
+            fake_answer(fake, &identity, request);
+        cairn__envelope__free_unpacked(request, NULL);
+        zmq_msg_close(&identity);
+        zmq_msg_close(&head);
+    }
+    return NULL;
+}
+
+static int
+fake_start(struct fake_node *fake, int error_code)
+{
+    size_t len = sizeof(fake->endpoint);
+
+    memset(fake, 0, sizeof(*fake));
+    fake->error_code = error_code;
+    fake->context = zmq_ctx_new();
+    fake->socket = zmq_socket(fake->context, ZMQ_ROUTER);
+    if (zmq_bind(fake->socket, "tcp://127.0.0.1:*") != 0 ||
+        zmq_getsockopt(fake->socket, ZMQ_LAST_ENDPOINT, fake->endpoint, &len) !=
+            0)
+        return CAIRN_EIO;
+    return pthread_create(&fake->thread, NULL, fake_run, fake) == 0
+               ? 0
+               : CAIRN_ENOMEM;
+}
+
+static void
+fake_stop(struct fake_node *fake)
+{
+    fake->stop = 1;
+    pthread_join(fake->thread, NULL);
+    zmq_close(fake->socket);
+    zmq_ctx_term(fake->context);
+}
+
+/* Runs cairnctl -c a config whose one node is at endpoint. */
+static int
+run_against(const char *endpoint, const char *command, const char *user,
+            char *output, size_t size)
+{
+    char path[] = "/tmp/cairn-test-unit-conf-XXXXXX";
+    char *argv[] = {"cairnctl",      "-c",         path,
+                    (char *)command, (char *)user, NULL};
+    FILE *file, *out = fmemopen(output, size, "w");
+    FILE *err = fopen("/dev/null", "w");
+    int fd = mkstemp(path), status;
+
+    CHECK(fd >= 0);
+    file = fdopen(fd, "w");
+    fprintf(file,
+            "[router]\n[channel backup]\nlisten = 127.0.0.1:1\n"
+            "sasl_user = u\nsasl_password = p\ndestinations = main\n"
+            "[destination main]\nnodes = fake\nreplicas = 1\n"
+            "[node fake]\nendpoint = %s\ndata_dir = /nonexistent\n",
+            endpoint);
+    fclose(file);
+    memset(output, 0, size);
+    status = cairn_ops_main(user ? 5 : 4, argv, out, err);
+    fclose(out);
+    fclose(err);
+    unlink(path);
+    return status;
+}
+
+static void
+test_fake_nodes(void)
+{
+    struct fake_node fake;
+    char output[4096];
+
+    /* A node that does not compact on request says so; exit 1. */
+    CHECK_INT(fake_start(&fake, CAIRN_ENOTSUP), 0);
+    CHECK_INT(
+        run_against(fake.endpoint, "compact", "alice", output, sizeof(output)),
+        1);
+    CHECK(strstr(output, "alice") != NULL);
+    CHECK(strstr(output, "does not compact on request (ENOTSUP)") != NULL);
+    CHECK_INT(
+        run_against(fake.endpoint, "verify", "alice", output, sizeof(output)),
+        1);
+    CHECK(strstr(output, "FAILED") != NULL);
+    fake_stop(&fake);
+    /* A reply whose body is not a StatusReply: an error, not a crash. */
+    CHECK_INT(fake_start(&fake, 0), 0);
+    CHECK_INT(
+        run_against(fake.endpoint, "status", NULL, output, sizeof(output)), 1);
+    CHECK(strstr(output, "down: malformed reply body") != NULL);
+    fake_stop(&fake);
+}
+
 /* Runs cairnctl with argv; returns the exit status, output discarded. */
 static int
 run(char **argv)
@@ -225,5 +386,6 @@ main(void)
     test_names();
     test_dead_node();
     test_usage();
+    test_fake_nodes();
     return check_exit("test_cluster_cmds_unit");
 }
