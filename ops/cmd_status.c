@@ -17,7 +17,8 @@ static const char usage[] =
     "\n"
     "Asks every node of the config (-n: only that one) for its status and\n"
     "prints node, endpoint, zone, weight, users, bytes on disk, disk free,\n"
-    "ring epoch, uptime and state (up, or down: reason), then totals.\n"
+    "ring epoch, uptime and state (up; down: reason when it does not\n"
+    "answer; error: reason when it answers with an error), then totals.\n"
     "  -u, --users    also one row per user and node holding it (only the\n"
     "                 users named, when any): bytes on disk, raw bytes,\n"
     "                 chunks, mailboxes, messages, last backup (UTC) and age\n"
@@ -115,7 +116,9 @@ print_node_text(FILE *out, const struct cairn_config_node *node,
     if (stats != NULL)
         fputs("up\n", out);
     else
-        fprintf(out, "down: %s\n", call->error_text);
+        fprintf(out, "%s: %s\n",
+                cairn_ops_unreachable(call->status) ? "down" : "error",
+                call->error_text);
 }
 
 static void
@@ -134,7 +137,9 @@ print_node_json(FILE *out, const struct cairn_config_node *node,
     fprintf(out, ",\"weight\":%llu,\"up\":%s", (unsigned long long)node->weight,
             stats ? "true" : "false");
     if (stats == NULL) {
-        fprintf(out, ",\"error_code\":%d,\"error\":", call->status);
+        fprintf(out, ",\"state\":\"%s\",\"error_code\":%d,\"error\":",
+                cairn_ops_unreachable(call->status) ? "down" : "error",
+                call->status);
         cairn_ops_json_string(out, call->error_text);
         fputs("}", out);
         return;

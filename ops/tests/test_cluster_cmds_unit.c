@@ -329,7 +329,7 @@ test_fake_nodes(void)
     CHECK_INT(fake_start(&fake, 0), 0);
     CHECK_INT(
         run_against(fake.endpoint, "status", NULL, output, sizeof(output)), 1);
-    CHECK(strstr(output, "down: malformed reply body") != NULL);
+    CHECK(strstr(output, "error: malformed reply body") != NULL);
     fake_stop(&fake);
 }
 
