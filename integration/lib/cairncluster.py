@@ -646,3 +646,31 @@ class CsyncClient:
 
     def close(self):
         self.sock.close()
+
+
+def snapshot_from_index(state):
+    """An index_state() in the shape of cyruslab's Instance.snapshot(),
+    for its live user mailboxes: {mboxname: {"uniqueid", "uidvalidity",
+    "uidnext" (LAST_UID + 1), "highestmodseq", "messages": [{"uid",
+    "guid", "flags"}] of the unexpunged records}}."""
+    result = {}
+    for uniqueid, box in state["mailboxes"].items():
+        if box["deleted"] or box["mboxname"].startswith("DELETED."):
+            continue
+        messages = [{"uid": r["uid"], "guid": r["guid"],
+                     "flags": sorted(r["flags"].strip("()").split())}
+                    for r in box["records"] if not r["expunged"]]
+        result[box["mboxname"]] = {
+            "uniqueid": uniqueid, "uidvalidity": box["uidvalidity"],
+            "uidnext": box["last_uid"] + 1,
+            "highestmodseq": box["highestmodseq"], "messages": messages}
+    return result
+
+
+def comparable_snapshot(snapshot):
+    """A cyruslab snapshot without message sizes (the index has none per
+    record), to compare with snapshot_from_index()."""
+    return {name: dict(box, messages=[{k: m[k] for k in ("uid", "guid",
+                                                         "flags")}
+                                      for m in box["messages"]])
+            for name, box in snapshot.items()}

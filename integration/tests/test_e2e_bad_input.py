@@ -71,6 +71,11 @@ CASES = [
         (b"APPLY MESSAGE (%{default " + OTHER.encode() +
          b" 10}\r\n0123456789)", b"NO"),
     ], "continues"),
+    ("a GET MAILBOXES spanning two users", PLAIN, [
+        (b"GET MAILBOXES (user.alice user.bob)",
+         b"NO IMAP_PROTOCOL_BAD_PARAMETERS"),
+        (b"GET MAILBOXES (user.alice.Work user.alice)", b"OK"),
+    ], "continues"),
     ("user names with '..' or '/'", PLAIN, [
         (b"GET USER ..", b"NO IMAP_PROTOCOL_BAD_PARAMETERS"),
         (b"GET USER ../alice", b"NO IMAP_PROTOCOL_BAD_PARAMETERS"),

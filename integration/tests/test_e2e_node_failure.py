@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""A storage node fails during a real sync_client run: never a false OK,
+and everything is complete once the node is back and sync_client reruns.
+
+A cyruslab SOURCE replicates six users (`sync_client -u`, one connection)
+into a cairncluster of 3 nodes, 2 replicas, node_timeout 2s.
+ 1. SIGKILL: the victim node is killed (by pid) when the router logs the
+    first request of the first user placed on it.  Every user with a
+    replica there is reported failed by sync_client ("Error from
+    sync_do_user(USER)"), the others succeed and their replicas equal the
+    source.  The node is restarted and sync_client rerun: exit 0, every
+    user on exactly its ring replicas, every replica equal to the source,
+    cairnctl verify -r ok, Cyrus's ctl_backups verify accepts every file.
+ 2. SIGSTOP: new mail and a flag change for everyone, another node hangs
+    (SIGSTOP) for the whole run: its users fail (after the router's node
+    timeout), nothing is acknowledged falsely; then it is killed (what it
+    had queued is lost), restarted, sync_client reruns: the same checks.
+
+Scenario "lagging-replica" (instead of 1): odd users get only a flag
+change in 2, one APPLY MAILBOX that the live replica stores while the
+hung one never does; after the restart a rerun must still bring the
+lagging replica up to date (sync_client asks only what GETs report).
+
+usage: test_e2e_node_failure.py [--router P] [--node P] [--cairnctl P]
+                                [crash | lagging-replica]
+Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
+"""
+import os
+import re
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import backupcheck  # noqa: E402
+import cairncluster  # noqa: E402
+import cyruslab  # noqa: E402
+
+STARTED = time.monotonic()
+USERS = ["anna", "ben", "cleo", "dirk", "emma", "finn"]
+
+
+def expect(condition, what, detail=""):
+    if not condition:
+        raise AssertionError("%s\n%s" % (what, detail))
+    print("ok - %s (%.1fs)" % (what, time.monotonic() - STARTED))
+
+
+def failed_users(result):
+    return set(re.findall(r"Error from sync_do_user\((\S+)\)", result.stderr))
+
+
+def replicas_equal_source(lab, source, cluster, users, what):
+    """Each replica (by the ring) of each user equals the source."""
+    placement = cluster.ring_replicas(users)
+    files = cluster.user_files()
+    for user in users:
+        want = cairncluster.comparable_snapshot(source.snapshot(users=[user]))
+        for node in placement[user]:
+            path = files[node].get(user)
+            expect(path is not None, "%s: %s is on %s" % (what, user, node),
+                   repr(files[node]))
+            got = cairncluster.snapshot_from_index(
+                cairncluster.index_state(path))
+            expect(got == want, "%s: %s on %s equals the source (%d "
+                   "mailboxes)" % (what, user, node, len(want)),
+                   "\n".join(cairncluster.index_differences(want, got)[:30]))
+
+
+def full_check(lab, source, cluster, what, cyrus_tools=True):
+    placement = cluster.ring_replicas(USERS)
+    expect(cluster.holders() == {u: sorted(n) for u, n in placement.items()},
+           "%s: every user on exactly its ring replicas" % what,
+           repr(cluster.holders()))
+    r = cluster.cairnctl("verify", "-q", "-f", "-r", cluster.ring_file,
+                         *USERS)
+    print("# %s: cairnctl verify exit %d:\n%s" % (
+        what, r.returncode, r.stdout.strip()))
+    replicas_equal_source(lab, source, cluster, USERS, what)
+    expect(r.returncode == 0, "%s: cairnctl verify --full -r ring ok" % what,
+           r.stdout + r.stderr)
+    for node, files in cluster.user_files().items():
+        if not cyrus_tools:
+            break
+        report = backupcheck.check_backup_files(files)
+        expect(report.accepted, "%s: Cyrus's ctl_backups verify accepts %s's "
+               "files of %s" % (what, node, sorted(files)),
+               "\n".join("%s: %s" % (u, c.verify_status)
+                         for u, c in report.users.items()))
+
+
+def sync_in_background(source):
+    """Start sync_client -u USERS in a thread; returns (thread, box)."""
+    box = {}
+
+    def run():
+        box["result"] = source.sync_client(users=USERS, channel="cairn",
+                                           timeout=90)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def wait_for_log(cluster, offset, pattern, thread, timeout=60):
+    """Wait until the router's log (after offset) matches; True if it did
+    before the sync_client thread ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and thread.is_alive():
+        if re.search(pattern, cluster.router_log()[offset:]):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def check_outcome(lab, source, cluster, result, victim, what):
+    placement = cluster.ring_replicas(USERS)
+    affected = {u for u in USERS if victim in placement[u]}
+    failed = failed_users(result)
+    print("# %s: sync_client exit %d after %.2fs; failed %s; users on %s: %s"
+          % (what, result.returncode, result.seconds, sorted(failed),
+             victim, sorted(affected)))
+    expect(result.returncode != 0, "%s: sync_client did not exit 0" % what,
+           result)
+    expect(failed == affected, "%s: exactly the users with a replica on %s "
+           "failed (NO, never a false OK)" % (what, victim),
+           "failed %s\naffected %s\n%s" % (sorted(failed), sorted(affected),
+                                           result))
+    ok_users = [u for u in USERS if u not in failed]
+    replicas_equal_source(lab, source, cluster, ok_users,
+                          "%s, before repair" % what)
+
+
+def crash_during_run(lab, source, cluster, placement, victim):
+    """1: SIGKILL victim at the first request of its first user."""
+    first = next(u for u in USERS if victim in placement[u])
+    offset = len(cluster.router_log())
+    thread, box = sync_in_background(source)
+    landed = wait_for_log(cluster, offset, r"GET USER.* user=%s\b"
+                          % re.escape(first), thread)
+    status = cluster.stop_node(victim, "kill")
+    thread.join()
+    expect(landed, "SIGKILL of %s (exit %s) landed during the run, at %s's "
+           "GET USER" % (victim, status, first), str(box.get("result")))
+    check_outcome(lab, source, cluster, box["result"], victim,
+                  "SIGKILL %s" % victim)
+    cluster.start_node(victim)
+    r = source.sync_client(users=USERS, channel="cairn")
+    expect(r.ok, "after restarting %s: sync_client -u exits 0 (%.2fs)"
+           % (victim, r.seconds), r)
+    full_check(lab, source, cluster, "after SIGKILL + restart",
+               cyrus_tools=False)
+
+
+def main():
+    cyruslab.skip_unless_runnable()
+    binaries, rest = cairncluster.binaries_from_argv()
+    scenario = rest[0] if rest else "crash"
+    if scenario not in ("crash", "lagging-replica"):
+        print(__doc__)
+        return 64
+    if binaries.missing():
+        print("cairn programs not built: %s" % binaries.missing())
+        return 1
+    with cairncluster.Cluster(binaries, router_settings={
+            "node_timeout": "2s"}) as cluster, cyruslab.Lab() as lab:
+        cluster.start()
+        source = lab.add_source(channels={"cairn": cluster.csync_address})
+        lab.start()
+        cyruslab.populate(source, USERS, messages=5)
+        placement = cluster.ring_replicas(USERS)
+
+        if scenario == "crash":
+            crash_during_run(lab, source, cluster, placement, "node2")
+        else:
+            r = source.sync_client(users=USERS, channel="cairn")
+            expect(r.ok, "first sync_client -u exits 0", r)
+            full_check(lab, source, cluster, "first sync", cyrus_tools=False)
+
+        # 2. another node hangs (SIGSTOP) for a whole run of new mail and
+        # flag changes, then crashes (SIGKILL): what it had queued is lost
+        victim = "node3"
+        for n, user in enumerate(USERS):
+            # lagging-replica: odd users get a flag change alone, i.e. one
+            # APPLY MAILBOX that the live replica stores and the hung one
+            # never acknowledges
+            if n % 2 == 0 or scenario == "crash":
+                source.deliver(user, cyruslab.make_message(user, 40))
+            with source.imap(user) as conn:
+                cyruslab.check_ok(*conn.select("INBOX"), "SELECT")
+                cyruslab.check_ok(*conn.uid("STORE", "1", "+FLAGS.SILENT",
+                                            r"(\Flagged $Hung)"), "STORE")
+        cluster.stop_node(victim, "pause")
+        try:
+            r = source.sync_client(users=USERS, channel="cairn", timeout=90)
+        finally:
+            status = cluster.stop_node(victim, "kill")
+        check_outcome(lab, source, cluster, r, victim, "SIGSTOP %s" % victim)
+        cluster.start_node(victim)
+        r = source.sync_client(users=USERS, channel="cairn")
+        expect(r.ok, "after SIGSTOP + SIGKILL (exit %s) + restart of %s: "
+               "sync_client -u exits 0 (%.2fs)" % (status, victim, r.seconds),
+               r)
+        full_check(lab, source, cluster, "after SIGSTOP + SIGKILL + restart")
+        statuses = cluster.stop()
+        expect(all(s == 0 for s in statuses.values()),
+               "router and nodes exit 0 on SIGTERM %s" % statuses)
+    print("test_e2e_node_failure: passed in %.1fs" % (time.monotonic() -
+                                                      STARTED))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
