@@ -183,7 +183,10 @@ print_summary(struct cairn_ops_context *context,
             age);
 }
 
-/* Folds every node's rows into one summary per user (sorted). */
+/*
+ * Folds every node's rows into one summary per user, sorted; *out is
+ * owned by the caller (free()) and borrows the user names from calls.
+ */
 static int
 summarise(const struct cairn_config *config,
           const struct cairn_ops_node_call *calls, size_t count,
@@ -265,7 +268,10 @@ list_users(struct cairn_ops_context *context, const struct cairn_config *config,
 /* --- show -------------------------------------------------------------------
  */
 
-/* One GET to the node at endpoint; the reply's frames are the items. */
+/*
+ * One GET to the node at endpoint; the reply's frames are the items.
+ * *result is owned by the caller (cairn_node_result_release).
+ */
 static int
 get_state(const char *endpoint, const char *user, const char *key,
           const struct cairn_dlist *what, uint64_t timeout_ms,
