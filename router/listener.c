@@ -230,6 +230,8 @@ on_hold_over(struct cairn_loop *loop, uint64_t timer_id, void *arg)
 int
 cairn_router_conn_hold_reply(struct cairn_router_conn *conn, uint64_t delay_ms)
 {
+    if (conn->hold_timer != 0)
+        return CAIRN_OK; /* already scheduled: one timer per connection */
     return cairn_loop_add_timer(conn->router->loop, delay_ms, 0, on_hold_over,
                                 conn, &conn->hold_timer);
 }

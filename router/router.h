@@ -5,10 +5,11 @@
  * the IMAP probe), the command table, and the mapping of every request to
  * exactly one user, as Cyrus backupd does it.
  *
- * Forwarding to storage nodes is not part of this layer: requests that need
- * the user's backup go to a request handler the program installs. Without
- * one, the router answers every such request with a NO that says it is not
- * forwarded yet; it never claims to have stored anything.
+ * Requests that need the user's backup go to a request handler the program
+ * installs: cairn_router_forward_request (forward.c) sends them to the
+ * storage nodes of the user's ring. Without a handler, the router answers
+ * every such request with a NO that says it is not forwarded; it never
+ * claims to have stored anything.
  *
  * Runs on one cairn_loop; single-threaded. The library never logs: it
  * reports what happens through the optional event callback.
@@ -316,8 +317,8 @@ struct cairn_router_moves;
  * before the forwards.
  */
 int cairn_router_control_new(struct cairn_loop *loop, const char *endpoint,
-                             struct cairn_router_control **control,
-                             char *error, size_t error_size);
+                             struct cairn_router_control **control, char *error,
+                             size_t error_size);
 void cairn_router_control_free(struct cairn_router_control *control);
 /* The endpoint actually bound ("tcp://127.0.0.1:5555"). Borrowed. */
 const char *
