@@ -217,6 +217,9 @@ def main():
               "second run did something: %s" % r.stdout)
         check(cluster.data_file_bytes() == snapshot, "second run changed data")
 
+        statuses = cluster.stop()
+        check(all(v == 0 for v in statuses.values()),
+              "router and nodes exit 0 on SIGTERM: %r" % statuses)
         print("figures: %d of %d users moved to their new replicas; resumed "
               "run: %s; %d messages acknowledged (%d while moving), %d NO "
               "answers retried, interrupted + resumed rebalance %.2f s, "
