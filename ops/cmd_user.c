@@ -373,25 +373,23 @@ out:
     return rc;
 }
 
-/* The user's mailboxes (GET USER) from the node at endpoint. */
+/*
+ * The user's mailboxes, from a GET USER reply of the node at endpoint,
+ * each with its messages (one GET FULLMAILBOX each).
+ */
 static int
 show_mailboxes(struct cairn_ops_context *context, const char *endpoint,
-               const char *user, uint64_t timeout_ms)
+               const char *user, const struct cairn_node_result *reply,
+               uint64_t timeout_ms)
 {
-    struct cairn_node_result result = {0};
-    struct cairn_dlist *what = NULL;
     size_t shown = 0;
-    int rc;
+    int rc = 0;
 
-    if ((what = cairn_dlist_new_atom("USER", user)) == NULL)
-        return CAIRN_ENOMEM;
-    if ((rc = get_state(endpoint, user, "USER", what, timeout_ms, &result)) < 0)
-        goto out;
-    for (size_t i = 0; i < result.frame_count && rc == 0; i++) {
+    for (size_t i = 0; i < reply->frame_count && rc == 0; i++) {
         struct cairn_dlist *item = NULL;
         const char *mboxname = NULL;
 
-        if (cairn_dlist_parse(result.frames[i].data, result.frames[i].len,
+        if (cairn_dlist_parse(reply->frames[i].data, reply->frames[i].len,
                               CAIRN_DLIST_PARSE_KEY, NULL, NULL, &item, NULL,
                               0) == 0 &&
             strcmp(cairn_dlist_name(item), "MAILBOX") == 0 &&
@@ -400,9 +398,42 @@ show_mailboxes(struct cairn_ops_context *context, const char *endpoint,
                               shown++ == 0);
         cairn_dlist_free(item);
     }
-out:
+    return rc;
+}
+
+/*
+ * Mailboxes from the first of the holders (config indices) that answers
+ * GET USER, so one damaged or silent replica does not hide them.
+ */
+static int
+show_holder_mailboxes(struct cairn_ops_context *context,
+                      const struct cairn_config *config, const char *user,
+                      const size_t *holders, size_t holder_count,
+                      uint64_t timeout_ms)
+{
+    struct cairn_dlist *what = NULL;
+    int rc = CAIRN_ENOENT;
+
+    if ((what = cairn_dlist_new_atom("USER", user)) == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t h = 0; h < holder_count && rc < 0; h++) {
+        const char *endpoint =
+            cairn_config_node_at(config, holders[h])->endpoint;
+        struct cairn_node_result reply = {0};
+
+        rc = get_state(endpoint, user, "USER", what, timeout_ms, &reply);
+        if (rc < 0) {
+            fprintf(context->err, "cairnctl user: mailboxes from %s: %s\n",
+                    node_name(config, holders[h]), cairn_strerror(rc));
+        } else {
+            if (!context->json)
+                fprintf(context->out, "mailboxes (from %s):\n",
+                        node_name(config, holders[h]));
+            rc = show_mailboxes(context, endpoint, user, &reply, timeout_ms);
+        }
+        cairn_node_result_release(&reply);
+    }
     cairn_dlist_free(what);
-    cairn_node_result_release(&result);
     return rc;
 }
 
@@ -451,13 +482,13 @@ show_placement(struct cairn_ops_context *context, const char *user,
         fputs("placement: no ring file\n", context->out);
 }
 
-/* Rows per node; returns the config index of the first holder, or -1. */
-static long
+/* Rows per node; the nodes holding the user go to holders, in order. */
+static void
 show_replicas(struct cairn_ops_context *context,
               const struct cairn_config *config,
-              const struct cairn_ops_node_call *calls, size_t count)
+              const struct cairn_ops_node_call *calls, size_t count,
+              size_t *holders, size_t *holder_count)
 {
-    long holder = -1;
     size_t shown = 0;
 
     if (context->json)
@@ -477,8 +508,7 @@ show_replicas(struct cairn_ops_context *context,
         char disk[32] = "-", raw[32] = "-", when[32] = "-";
 
         if (strcmp(state, "holds") == 0) {
-            if (holder < 0)
-                holder = (long)calls[c].node;
+            holders[(*holder_count)++] = calls[c].node;
             cairn_ops_format_bytes(stats->bytes_on_disk, disk, sizeof(disk));
             cairn_ops_format_bytes(stats->raw_bytes, raw, sizeof(raw));
             cairn_ops_format_time(stats->last_backup_time, when, sizeof(when));
@@ -518,7 +548,6 @@ show_replicas(struct cairn_ops_context *context,
     }
     if (context->json)
         fputs("]", context->out);
-    return holder;
 }
 
 /* The rings of -r, else each destination's ring file that loads. */
@@ -558,8 +587,7 @@ show_user(struct cairn_ops_context *context, const struct cairn_config *config,
     Cairn__UserRequest ask = CAIRN__USER_REQUEST__INIT;
     struct cairn_ring *rings[CAIRN_OPS_MAX_RINGS] = {0};
     char *names[1] = {(char *)user};
-    size_t ring_count = 0;
-    long holder;
+    size_t ring_count = 0, holder_count = 0, *holders = NULL;
     int status = CAIRN_EXIT_OK, rc;
 
     if (cairn_node_check_userid(user) < 0) {
@@ -572,6 +600,11 @@ show_user(struct cairn_ops_context *context, const struct cairn_config *config,
     }
     ask.users = names;
     ask.n_users = 1;
+    if ((holders = calloc(cairn_config_node_count(config) + 1,
+                          sizeof(*holders))) == NULL) {
+        status = CAIRN_EXIT_SOFTWARE;
+        goto out;
+    }
     if (ask_nodes(context, config, args, &ask, calls, count) < 0) {
         status = CAIRN_EXIT_SOFTWARE;
         goto out;
@@ -583,27 +616,18 @@ show_user(struct cairn_ops_context *context, const struct cairn_config *config,
         fprintf(context->out, "user %s\n", user);
     }
     show_placement(context, user, rings, ring_count);
-    holder = show_replicas(context, config, calls, *count);
+    show_replicas(context, config, calls, *count, holders, &holder_count);
     if (context->json)
         fputs(",\"mailboxes\":[", context->out);
-    if (holder >= 0) {
-        const char *endpoint =
-            cairn_config_node_at(config, (size_t)holder)->endpoint;
-
-        if (!context->json)
-            fprintf(context->out, "mailboxes (from %s):\n",
-                    node_name(config, (size_t)holder));
-        if ((rc = show_mailboxes(context, endpoint, user, args->timeout_ms)) <
-            0) {
-            fprintf(context->err, "cairnctl user: mailboxes from %s: %s\n",
-                    node_name(config, (size_t)holder), cairn_strerror(rc));
-            status = cairn_ops_unreachable(rc) ? CAIRN_EXIT_UNAVAILABLE
-                                               : CAIRN_EXIT_PROBLEM;
-        }
-    } else {
+    if (holder_count == 0) {
         fprintf(context->err, "cairnctl user: %s: not found on any node\n",
                 user);
         status = CAIRN_EXIT_PROBLEM;
+    } else if ((rc = show_holder_mailboxes(context, config, user, holders,
+                                           holder_count, args->timeout_ms)) <
+               0) {
+        status = cairn_ops_unreachable(rc) ? CAIRN_EXIT_UNAVAILABLE
+                                           : CAIRN_EXIT_PROBLEM;
     }
     if (context->json)
         fputs("]}\n", context->out);
@@ -611,6 +635,7 @@ show_user(struct cairn_ops_context *context, const struct cairn_config *config,
         if (status == CAIRN_EXIT_OK && calls[c].status < 0)
             status = CAIRN_EXIT_UNAVAILABLE;
 out:
+    free(holders);
     for (size_t i = 0; i < ring_count; i++)
         cairn_ring_free(rings[i]);
     return status;
