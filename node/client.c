@@ -24,6 +24,8 @@
 #define MAX_REPLY_FRAMES 4000000u
 /* The node's limit on one command's dlist (node/server.c). */
 #define MAX_DLIST_BYTES (256u * 1024 * 1024)
+/* Bodies up to this total travel in the head message. */
+#define INLINE_BODIES_MAX (64 * 1024)
 
 struct pending {
     struct pending *next;
@@ -687,14 +689,19 @@ copy_frames(const struct cairn_node_client *client,
                     in->kind == CAIRN__KIND__STATE_REQUEST;
     int rc;
 
-    if (in->frame_count == 0)
+    if (in->frame_count + in->body_count == 0)
         return 0;
+    if (in->frame_count == 0)
+        return (p->frames = calloc(in->body_count, sizeof(*p->frames)))
+                   ? 0
+                   : CAIRN_ENOMEM;
     if (cuttable && in->frames[0].len > max) {
         if (in->frames[0].len > MAX_DLIST_BYTES)
             return CAIRN_ETOOBIG;
         dlist_frames = (in->frames[0].len + max - 1) / max;
     }
-    total = in->frame_count - 1 + dlist_frames;
+    /* room for bodies that travel inline (inline_bodies) */
+    total = in->frame_count - 1 + dlist_frames + in->body_count;
     if ((p->frames = calloc(total, sizeof(*p->frames))) == NULL)
         return CAIRN_ENOMEM;
     for (size_t i = 0; i < in->frame_count; i++) {
@@ -714,6 +721,52 @@ copy_frames(const struct cairn_node_client *client,
     }
     if (dlist_frames > 1)
         p->envelope.dlist_frames = (uint32_t)dlist_frames;
+    return 0;
+}
+
+/*
+ * Small bodies go in the head message itself, read now: one message per
+ * request instead of two, and the node keeps them in memory instead of a
+ * spool file.
+ */
+static int
+inline_bodies(const struct cairn_node_client *client, struct pending *p)
+{
+    size_t limit = client->settings.max_frame < INLINE_BODIES_MAX
+                       ? client->settings.max_frame
+                       : INLINE_BODIES_MAX;
+
+    if (p->body_left == 0 || p->body_left > limit)
+        return 0;
+    for (size_t i = 0; i < p->body_count; i++) {
+        const struct cairn_node_body *body = &p->bodies[i];
+        char *copy;
+        size_t got = 0;
+
+        if (body->size == 0)
+            continue;
+        if ((copy = malloc(body->size)) == NULL)
+            return CAIRN_ENOMEM;
+        if (body->fd < 0)
+            memcpy(copy, body->data, body->size);
+        while (body->fd >= 0 && got < body->size) {
+            ssize_t n = pread(body->fd, copy + got, body->size - got,
+                              (off_t)(body->offset + got));
+
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                free(copy);
+                return CAIRN_EIO;
+            }
+            got += (size_t)n;
+        }
+        p->frames[p->frame_count].data = copy;
+        p->frames[p->frame_count].len = body->size;
+        p->frame_count++;
+    }
+    p->body_left = 0;
+    p->body_count = 0;
     return 0;
 }
 
@@ -745,7 +798,7 @@ pending_from_request(const struct cairn_node_client *client,
         p->body_left += in->bodies[i].size;
     }
     p->body_count = in->body_count;
-    return 0;
+    return inline_bodies(client, p);
 }
 
 int

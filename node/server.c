@@ -69,6 +69,7 @@ node_request_free(struct node_request *request)
         cairn__envelope__free_unpacked(request->envelope, NULL);
     if (request->spool_fd >= 0)
         close(request->spool_fd);
+    cairn_buf_release(&request->memory);
     cairn_dlist_free(request->missing);
     free(request->dlist);
     free(request);
@@ -498,6 +499,7 @@ read_message(struct cairn_node_server *server)
         goto out;
     }
     request->spool_fd = -1;
+    cairn_buf_init(&request->memory, NODE_MEMORY_BODIES_MAX);
     request->last_activity_ms = cairn_loop_now_ms();
     request->routing_id_len = zmq_msg_size(&msg);
     if (request->routing_id_len > ROUTING_ID_MAX) {

@@ -27,25 +27,45 @@ static const unsigned char zeros[BODY_PIECE];
 
 /* --- spool ---------------------------------------------------------------- */
 
+static int
+open_spool_file(struct cairn_node_server *server, struct node_request *request)
+{
+    char *path = NULL;
+    int rc = 0;
+
+    if (asprintf(&path, "%s/body-XXXXXX", server->spool_dir) < 0)
+        return CAIRN_ENOMEM;
+    request->spool_fd = mkstemp(path);
+    /* Unlinked at once: a crash leaves no spool file behind. */
+    if (request->spool_fd >= 0)
+        unlink(path);
+    else
+        rc = errno == ENOSPC ? CAIRN_ENOSPACE : CAIRN_EIO;
+    free(path);
+    /* What was kept in memory so far goes first. */
+    if (rc == 0 && request->memory.len > 0 &&
+        (rc = cairn_write_all(request->spool_fd, request->memory.data,
+                              request->memory.len)) == 0)
+        cairn_buf_release(&request->memory);
+    return rc;
+}
+
 int
 node_spool_write(struct cairn_node_server *server, struct node_request *request,
                  const void *data, size_t len)
 {
     int rc;
 
-    if (request->spool_fd < 0) {
-        char *path = NULL;
-
-        if (asprintf(&path, "%s/body-XXXXXX", server->spool_dir) < 0)
-            return CAIRN_ENOMEM;
-        request->spool_fd = mkstemp(path);
-        /* Unlinked at once: a crash leaves no spool file behind. */
-        if (request->spool_fd >= 0)
-            unlink(path);
-        free(path);
-        if (request->spool_fd < 0)
-            return errno == ENOSPC ? CAIRN_ENOSPACE : CAIRN_EIO;
+    if (request->spool_fd < 0 && !request->envelope->more &&
+        !request->envelope->continuation &&
+        request->memory.len + len <= request->memory.max) {
+        if ((rc = cairn_buf_append(&request->memory, data, len)) < 0)
+            return rc;
+        request->spooled += len;
+        return 0;
     }
+    if (request->spool_fd < 0 && (rc = open_spool_file(server, request)) < 0)
+        return rc;
     if ((rc = cairn_write_all(request->spool_fd, data, len)) < 0)
         return rc;
     request->spooled += len;
@@ -187,6 +207,16 @@ read_spooled_body(void *ctx, const struct cairn_dlist *file,
         handle == NULL)
         return CAIRN_EINVAL;
     body = handle;
+    if (request->spool_fd < 0) {
+        if (body->offset + body->size > request->memory.len)
+            return CAIRN_EIO;
+        for (done = 0; done < body->size && rc == 0; done += BODY_PIECE)
+            rc =
+                put(put_ctx, request->memory.data + body->offset + done,
+                    body->size - done < BODY_PIECE ? (size_t)(body->size - done)
+                                                   : BODY_PIECE);
+        return rc;
+    }
     if (body->size > 0 && (piece = malloc(BODY_PIECE)) == NULL)
         return CAIRN_ENOMEM;
     while (done < body->size && rc == 0) {

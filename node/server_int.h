@@ -15,6 +15,9 @@
 #include <stdint.h>
 
 #define ROUTING_ID_MAX 256
+/* Bodies of a request sent whole in one message are kept in memory up to
+ * this (ZeroMQ held them anyway); more, or split requests, use a file. */
+#define NODE_MEMORY_BODIES_MAX (1024 * 1024)
 
 /* One request from a peer, from its first message until its reply. */
 struct node_request {
@@ -27,6 +30,7 @@ struct node_request {
     size_t dlist_len;
     bool complete;             /* every continuation arrived */
     uint64_t last_activity_ms; /* of its latest message (stalled streams) */
+    struct cairn_buf memory;   /* small bodies of an unsplit request */
     int spool_fd;              /* bodies, -1 until the first body frame */
     uint64_t spooled;          /* body bytes written to spool_fd */
     int failure; /* set while streaming: reply this error at the end */
