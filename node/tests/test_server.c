@@ -433,6 +433,34 @@ test_verify(const char *endpoint)
     cairn__user_results__free_unpacked(results, NULL);
 }
 
+/* COMPACT answers per user; a PING after SIGHUP (reload) still works. */
+static void
+test_compact_and_reload(const struct test_daemon *daemon)
+{
+    Cairn__UserResults *results =
+        call_users(daemon->endpoint, CAIRN__KIND__COMPACT_REQUEST, false);
+    struct cairn_node_request ping = {0};
+    struct cairn_node_result result;
+
+    CHECK(results != NULL);
+    if (results) {
+        CHECK(results->n_results >= 3);
+        for (size_t i = 0; i < results->n_results; i++) {
+            CHECK_INT(results->results[i]->code, 0);
+            CHECK(results->results[i]->bytes_before > 0);
+        }
+        cairn__user_results__free_unpacked(results, NULL);
+    }
+    kill(daemon->pid, SIGHUP);
+    ping.kind = CAIRN__KIND__PING;
+    CHECK_INT(cairn_node_client_call(daemon->endpoint, &ping, CALL_TIMEOUT_MS,
+                                     &result),
+              0);
+    if (result.envelope)
+        CHECK_INT(result.envelope->kind, CAIRN__KIND__PONG);
+    cairn_node_result_release(&result);
+}
+
 /* UNUSER deletes the user's mailboxes: GET USER lists none after it. */
 static void
 test_unuser(const char *endpoint)
@@ -662,6 +690,7 @@ main(int argc, char **argv)
     test_verify(daemon.endpoint);
     test_unuser(daemon.endpoint);
     test_big_message(&daemon, dir);
+    test_compact_and_reload(&daemon);
     status = test_daemon_stop(&daemon, SIGTERM);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     check_after_exit(dir);
