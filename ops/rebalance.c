@@ -55,7 +55,11 @@ struct held_user {
     uint64_t bytes;
     bool *holders; /* [config node count] */
     bool moving;
+    size_t next; /* 1 + index of the next user in its hash bucket, 0: end */
 };
+
+/* Users by name: a fixed table of chains (indices survive realloc). */
+#define USER_BUCKETS 65536
 
 struct run {
     const struct cairn_config *config;
@@ -71,7 +75,9 @@ struct run {
     bool *asked;       /* config nodes of either ring */
     struct held_user *users;
     size_t user_count, user_cap;
+    size_t *buckets; /* [USER_BUCKETS]: 1 + index of the first user, 0 */
     struct cairn_rebalance_journal journal;
+    struct cairn_rebalance_link *link; /* to every node */
     /* progress */
     uint64_t users_total, users_done, bytes_total, bytes_done;
     uint64_t started_ms, last_progress_ms;
@@ -140,12 +146,19 @@ replicas_of(const struct run *run, const struct cairn_ring *ring,
     }
 }
 
+static size_t
+bucket_of(const char *userid)
+{
+    return (size_t)(cairn_ring_hash(userid, strlen(userid)) % USER_BUCKETS);
+}
+
 static struct held_user *
 find_user(struct run *run, const char *userid)
 {
-    for (size_t i = 0; i < run->user_count; i++)
-        if (strcmp(run->users[i].userid, userid) == 0)
-            return &run->users[i];
+    for (size_t at = run->buckets[bucket_of(userid)]; at != 0;
+         at = run->users[at - 1].next)
+        if (strcmp(run->users[at - 1].userid, userid) == 0)
+            return &run->users[at - 1];
     return NULL;
 }
 
@@ -173,7 +186,8 @@ add_holder(struct run *run, const char *userid, uint64_t bytes, size_t node)
             free(user->holders);
             return CAIRN_ENOMEM;
         }
-        run->user_count++;
+        user->next = run->buckets[bucket_of(userid)];
+        run->buckets[bucket_of(userid)] = ++run->user_count;
     }
     user->holders[node] = true;
     if (bytes > user->bytes)
@@ -192,7 +206,7 @@ gather_users(struct run *run)
 
         if (!run->asked[n])
             continue;
-        rc = cairn_rebalance_node_users(endpoint_of(run, n), &reply);
+        rc = cairn_rebalance_node_users(run->link, name_of(run, n), &reply);
         if (rc < 0) {
             fprintf(run->err, "rebalance: node %s (%s): %s\n", name_of(run, n),
                     endpoint_of(run, n), cairn_strerror(rc));
@@ -314,27 +328,28 @@ ensure_copy(struct run *run, struct held_user *user, size_t source,
     int rc;
 
     if (user->holders[target]) {
-        rc = cairn_rebalance_node_digest(endpoint_of(run, target), user->userid,
-                                         digest, text, sizeof(text));
+        rc = cairn_rebalance_node_digest(run->link, name_of(run, target),
+                                         user->userid, digest, text,
+                                         sizeof(text));
         if (rc == 0 && strcmp(digest, source_digest) == 0)
             return 0;
         /* A stale or damaged copy: replaced by a fresh one. */
-        if ((rc = cairn_rebalance_remove_user(endpoint_of(run, target),
+        if ((rc = cairn_rebalance_remove_user(run->link, name_of(run, target),
                                               user->userid)) < 0 &&
             rc != CAIRN_ENOENT)
             goto out;
         user->holders[target] = false;
     }
-    rc = cairn_rebalance_copy_user(endpoint_of(run, source),
-                                   endpoint_of(run, target), user->userid,
-                                   &bytes, on_piece, run, text, sizeof(text));
+    rc = cairn_rebalance_copy_user(run->link, name_of(run, source),
+                                   name_of(run, target), user->userid, &bytes,
+                                   on_piece, run, text, sizeof(text));
     if (rc < 0)
         goto out;
     user->holders[target] = true;
     run->report->copies++;
     run->report->bytes_copied += bytes;
-    rc = cairn_rebalance_node_digest(endpoint_of(run, target), user->userid,
-                                     digest, text, sizeof(text));
+    rc = cairn_rebalance_node_digest(run->link, name_of(run, target),
+                                     user->userid, digest, text, sizeof(text));
     if (rc == 0 && strcmp(digest, source_digest) != 0) {
         snprintf(text, sizeof(text), "digest %s differs from the source's %s",
                  digest, source_digest);
@@ -383,9 +398,9 @@ move_user(struct run *run, struct held_user *user)
                                              CAIRN_REBALANCE_HELD, 0)) < 0)
         return rc;
     if ((rc = pick_source(run, user, &source)) < 0 ||
-        (rc =
-             cairn_rebalance_node_digest(endpoint_of(run, source), user->userid,
-                                         digest, text, sizeof(text))) < 0) {
+        (rc = cairn_rebalance_node_digest(run->link, name_of(run, source),
+                                          user->userid, digest, text,
+                                          sizeof(text))) < 0) {
         fprintf(run->err, "rebalance: %s: source %s: %s\n", user->userid,
                 name_of(run, source), text[0] ? text : cairn_strerror(rc));
         goto out;
@@ -426,7 +441,8 @@ retire_user(struct run *run, struct held_user *user)
             kept |= keep[i] == n;
         if (kept || !user->holders[n])
             continue;
-        rc = cairn_rebalance_remove_user(endpoint_of(run, n), user->userid);
+        rc = cairn_rebalance_remove_user(run->link, name_of(run, n),
+                                         user->userid);
         if (rc == CAIRN_ENOENT)
             rc = 0;
         if (rc < 0)
@@ -601,9 +617,11 @@ prepare(struct run *run)
     }
     run->node_count = cairn_config_node_count(run->config);
     if ((run->asked = calloc(run->node_count + 1, sizeof(bool))) == NULL ||
+        (run->buckets = calloc(USER_BUCKETS, sizeof(size_t))) == NULL ||
         asprintf(&journal_path, "%s.journal", run->options->new_ring_path) < 0)
         return CAIRN_ENOMEM;
-    if ((rc = load_rings(run)) < 0)
+    if ((rc = load_rings(run)) < 0 ||
+        (rc = cairn_rebalance_link_new(run->config, &run->link)) < 0)
         goto out;
     rc = cairn_rebalance_journal_open(journal_path, run->options->destination,
                                       cairn_ring_epoch(run->new_ring),
@@ -649,11 +667,13 @@ cairn_rebalance_run(const struct cairn_config *config,
 out:
     report->seconds = (double)(now_ms() - run.started_ms) / 1000.0;
     cairn_rebalance_journal_release(&run.journal);
+    cairn_rebalance_link_free(run.link);
     for (size_t i = 0; i < run.user_count; i++) {
         free(run.users[i].userid);
         free(run.users[i].holders);
     }
     free(run.users);
+    free(run.buckets);
     free(run.asked);
     free(run.new_ring_text);
     cairn_ring_free(run.old_ring);

@@ -85,24 +85,36 @@ const char *cairn_rebalance_state_name(enum cairn_rebalance_state state);
 
 #define CAIRN_REBALANCE_CALL_TIMEOUT_MS 60000
 
-/* Every user the node at endpoint holds, with its bytes (owned reply). */
-int cairn_rebalance_node_users(const char *endpoint,
-                               Cairn__StatusReply **reply);
+/* Connections to every node of the config, for one run. */
+struct cairn_rebalance_link;
+/* Connects to every [node] of config; *link is owned by the caller. */
+int cairn_rebalance_link_new(const struct cairn_config *config,
+                             struct cairn_rebalance_link **link);
+void cairn_rebalance_link_free(struct cairn_rebalance_link *link);
+
+/* Below, nodes are named as in the config. */
+
+/* Every user node holds, with its bytes (owned reply). */
+int cairn_rebalance_node_users(struct cairn_rebalance_link *link,
+                               const char *node, Cairn__StatusReply **reply);
 /* The node's verify digest of userid (hex, 41 bytes); text on failure. */
-int cairn_rebalance_node_digest(const char *endpoint, const char *userid,
+int cairn_rebalance_node_digest(struct cairn_rebalance_link *link,
+                                const char *node, const char *userid,
                                 char digest[41], char *text, size_t text_size);
 /*
- * Copies userid's data file from the node at source to the node at target
+ * Copies userid's data file from node source to node target
  * through this process (EXPORT/READ there, IMPORT/WRITE/IMPORT here); the
  * target rebuilds and verifies it before recording it. *bytes gets the
  * size; progress (may be NULL) is called after each piece.
  */
-int cairn_rebalance_copy_user(const char *source, const char *target,
+int cairn_rebalance_copy_user(struct cairn_rebalance_link *link,
+                              const char *source, const char *target,
                               const char *userid, uint64_t *bytes,
                               void (*progress)(void *arg, uint64_t bytes),
                               void *arg, char *text, size_t text_size);
-/* Removes userid's copy from the node at endpoint (ENOENT: none). */
-int cairn_rebalance_remove_user(const char *endpoint, const char *userid);
+/* Removes userid's copy from node (ENOENT: none). */
+int cairn_rebalance_remove_user(struct cairn_rebalance_link *link,
+                                const char *node, const char *userid);
 
 /*
  * One request to the router's control endpoint: kind, destination, user

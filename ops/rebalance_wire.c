@@ -16,14 +16,124 @@
 #include <string.h>
 #include <zmq.h>
 
+/*
+ * One node client for the whole run: a connection per node made once
+ * (cairn_node_client_call makes a socket per request, which costs a
+ * connect and a handshake on every piece of a copy).
+ */
+struct cairn_rebalance_link {
+    struct cairn_loop *loop;
+    struct cairn_node_client *client;
+};
+
+int
+cairn_rebalance_link_new(const struct cairn_config *config,
+                         struct cairn_rebalance_link **out)
+{
+    struct cairn_node_client_settings settings = {
+        .timeout_ms = CAIRN_REBALANCE_CALL_TIMEOUT_MS};
+    struct cairn_rebalance_link *link = calloc(1, sizeof(*link));
+    int rc = CAIRN_ENOMEM;
+
+    *out = NULL;
+    if (link == NULL)
+        return rc;
+    if ((rc = cairn_loop_new(&link->loop)) < 0 ||
+        (rc = cairn_node_client_new(link->loop, NULL, &settings,
+                                    &link->client)) < 0)
+        goto out;
+    for (size_t i = 0; i < cairn_config_node_count(config) && rc == 0; i++) {
+        const struct cairn_config_node *node = cairn_config_node_at(config, i);
+
+        rc = cairn_node_client_add_node(link->client, node->origin.name,
+                                        node->endpoint, NULL);
+    }
+out:
+    if (rc < 0) {
+        cairn_rebalance_link_free(link);
+        return rc;
+    }
+    *out = link;
+    return 0;
+}
+
+void
+cairn_rebalance_link_free(struct cairn_rebalance_link *link)
+{
+    if (link == NULL)
+        return;
+    cairn_node_client_free(link->client);
+    cairn_loop_free(link->loop);
+    free(link);
+}
+
+struct call_state {
+    bool done;
+    int status;
+    struct cairn_node_result *result;
+};
+
+/* Keeps a copy of the reply (the client's is borrowed for the call). */
+static void
+on_reply(void *arg, const struct cairn_node_reply *reply)
+{
+    struct call_state *state = arg;
+    struct cairn_node_result *result = state->result;
+    size_t size;
+    uint8_t *packed;
+
+    state->done = true;
+    state->status = reply->status;
+    if (reply->envelope == NULL)
+        return;
+    size = cairn__envelope__get_packed_size(reply->envelope);
+    if ((packed = malloc(size + 1)) == NULL) {
+        state->status = CAIRN_ENOMEM;
+        return;
+    }
+    cairn__envelope__pack(reply->envelope, packed);
+    result->envelope = cairn__envelope__unpack(NULL, size, packed);
+    free(packed);
+    result->frames = calloc(reply->frame_count + 1, sizeof(*result->frames));
+    if (result->frames == NULL) {
+        state->status = CAIRN_ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < reply->frame_count; i++) {
+        char *copy = malloc(reply->frames[i].len + 1);
+
+        if (copy == NULL) {
+            state->status = CAIRN_ENOMEM;
+            return;
+        }
+        memcpy(copy, reply->frames[i].data, reply->frames[i].len);
+        copy[reply->frames[i].len] = '\0';
+        result->frames[i] =
+            (struct cairn_node_frame){copy, reply->frames[i].len};
+        result->frame_count++;
+    }
+}
+
 /* One request; on an ERROR reply text gets the node's words. */
 static int
-call(const char *endpoint, struct cairn_node_request *request,
-     struct cairn_node_result *result, char *text, size_t text_size)
+call(struct cairn_rebalance_link *link, const char *node,
+     struct cairn_node_request *request, struct cairn_node_result *result,
+     char *text, size_t text_size)
 {
-    int rc = cairn_node_client_call(endpoint, request,
-                                    CAIRN_REBALANCE_CALL_TIMEOUT_MS, result);
+    struct call_state state = {false, 0, result};
+    size_t index = 0;
+    int rc;
 
+    memset(result, 0, sizeof(*result));
+    rc = cairn_node_client_find_node(link->client, node, &index);
+    if (rc == 0)
+        rc = cairn_node_client_send(link->client, index, request, on_reply,
+                                    &state, NULL);
+    /* The client times requests out itself: this ends. */
+    while (rc == 0 && !state.done)
+        rc = cairn_loop_run_once(link->loop, 100);
+    if (rc == 0)
+        rc = state.status;
     if (rc < 0 && text != NULL && text_size > 0) {
         const char *why = result->envelope && result->envelope->error_text &&
                                   result->envelope->error_text[0]
@@ -36,14 +146,15 @@ call(const char *endpoint, struct cairn_node_request *request,
 }
 
 int
-cairn_rebalance_node_users(const char *endpoint, Cairn__StatusReply **reply)
+cairn_rebalance_node_users(struct cairn_rebalance_link *link, const char *node,
+                           Cairn__StatusReply **reply)
 {
     struct cairn_node_request request = {.kind = CAIRN__KIND__STATS_REQUEST};
     struct cairn_node_result result = {0};
     int rc;
 
     *reply = NULL;
-    if ((rc = call(endpoint, &request, &result, NULL, 0)) < 0)
+    if ((rc = call(link, node, &request, &result, NULL, 0)) < 0)
         goto out;
     rc = CAIRN_EPROTO;
     if (result.frame_count < 1)
@@ -57,8 +168,9 @@ out:
 }
 
 int
-cairn_rebalance_node_digest(const char *endpoint, const char *userid,
-                            char digest[41], char *text, size_t text_size)
+cairn_rebalance_node_digest(struct cairn_rebalance_link *link, const char *node,
+                            const char *userid, char digest[41], char *text,
+                            size_t text_size)
 {
     Cairn__UserRequest ask = CAIRN__USER_REQUEST__INIT;
     Cairn__UserResults *results = NULL;
@@ -77,7 +189,7 @@ cairn_rebalance_node_digest(const char *endpoint, const char *userid,
     if (cairn__user_request__get_packed_size(&ask) > sizeof(packed))
         goto out;
     frame.len = cairn__user_request__pack(&ask, packed);
-    if ((rc = call(endpoint, &request, &result, text, text_size)) < 0)
+    if ((rc = call(link, node, &request, &result, text, text_size)) < 0)
         goto out;
     rc = CAIRN_EPROTO;
     if (result.frame_count < 1 ||
@@ -104,8 +216,9 @@ out:
 
 /* EXPORT at the source: the file's size and SHA-1, owned. */
 static int
-export_begin(const char *source, const char *userid,
-             Cairn__TransferBegin **begin, char *text, size_t text_size)
+export_begin(struct cairn_rebalance_link *link, const char *source,
+             const char *userid, Cairn__TransferBegin **begin, char *text,
+             size_t text_size)
 {
     struct cairn_node_request request = {
         .kind = CAIRN__KIND__TRANSFER_BEGIN, .user = userid, .verb = "EXPORT"};
@@ -113,7 +226,7 @@ export_begin(const char *source, const char *userid,
     int rc;
 
     *begin = NULL;
-    if ((rc = call(source, &request, &result, text, text_size)) == 0) {
+    if ((rc = call(link, source, &request, &result, text, text_size)) == 0) {
         *begin = result.frame_count < 1
                      ? NULL
                      : cairn__transfer_begin__unpack(NULL, result.frames[0].len,
@@ -126,8 +239,9 @@ export_begin(const char *source, const char *userid,
 
 /* Reads the piece at offset from the source and writes it to the target. */
 static int
-relay_piece(const char *source, const char *target, const char *userid,
-            uint64_t offset, uint64_t *moved, char *text, size_t text_size)
+relay_piece(struct cairn_rebalance_link *link, const char *source,
+            const char *target, const char *userid, uint64_t offset,
+            uint64_t *moved, char *text, size_t text_size)
 {
     char key[32];
     struct cairn_node_request read = {.kind = CAIRN__KIND__TRANSFER_CHUNK,
@@ -140,7 +254,7 @@ relay_piece(const char *source, const char *target, const char *userid,
 
     snprintf(key, sizeof(key), "%" PRIu64, offset);
     *moved = 0;
-    if ((rc = call(source, &read, &piece, text, text_size)) < 0)
+    if ((rc = call(link, source, &read, &piece, text, text_size)) < 0)
         goto out;
     rc = CAIRN_EPROTO;
     if (piece.frame_count != 1 || piece.frames[0].len == 0)
@@ -148,7 +262,7 @@ relay_piece(const char *source, const char *target, const char *userid,
     write.verb = "WRITE";
     write.frames = piece.frames;
     write.frame_count = 1;
-    if ((rc = call(target, &write, &written, text, text_size)) < 0)
+    if ((rc = call(link, target, &write, &written, text, text_size)) < 0)
         goto out;
     *moved = piece.frames[0].len;
 out:
@@ -158,8 +272,9 @@ out:
 }
 
 int
-cairn_rebalance_copy_user(const char *source, const char *target,
-                          const char *userid, uint64_t *bytes,
+cairn_rebalance_copy_user(struct cairn_rebalance_link *link, const char *source,
+                          const char *target, const char *userid,
+                          uint64_t *bytes,
                           void (*progress)(void *arg, uint64_t bytes),
                           void *arg, char *text, size_t text_size)
 {
@@ -173,11 +288,12 @@ cairn_rebalance_copy_user(const char *source, const char *target,
     int rc;
 
     *bytes = 0;
-    if ((rc = export_begin(source, userid, &begin, text, text_size)) < 0 ||
-        (rc = call(target, &request, &result, text, text_size)) < 0)
+    if ((rc = export_begin(link, source, userid, &begin, text, text_size)) <
+            0 ||
+        (rc = call(link, target, &request, &result, text, text_size)) < 0)
         goto out;
     while (offset < begin->total_bytes) {
-        rc = relay_piece(source, target, userid, offset, &moved, text,
+        rc = relay_piece(link, source, target, userid, offset, &moved, text,
                          text_size);
         if (rc < 0)
             goto out;
@@ -195,7 +311,7 @@ cairn_rebalance_copy_user(const char *source, const char *target,
     request.frames = &frame;
     request.frame_count = 1;
     cairn_node_result_release(&result);
-    if ((rc = call(target, &request, &result, text, text_size)) == 0)
+    if ((rc = call(link, target, &request, &result, text, text_size)) == 0)
         *bytes = begin->total_bytes;
 out:
     free(packed);
@@ -206,12 +322,13 @@ out:
 }
 
 int
-cairn_rebalance_remove_user(const char *endpoint, const char *userid)
+cairn_rebalance_remove_user(struct cairn_rebalance_link *link, const char *node,
+                            const char *userid)
 {
     struct cairn_node_request request = {
         .kind = CAIRN__KIND__TRANSFER_END, .user = userid, .verb = "REMOVE"};
     struct cairn_node_result result = {0};
-    int rc = call(endpoint, &request, &result, NULL, 0);
+    int rc = call(link, node, &request, &result, NULL, 0);
 
     cairn_node_result_release(&result);
     return rc;
