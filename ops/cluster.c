@@ -71,7 +71,8 @@ on_reply(void *arg, const struct cairn_node_reply *reply)
     (*waiter->answered)++;
     call->status = reply->status;
     if (reply->status == 0) {
-        unpack_body(call, reply);
+        if (call->kind != CAIRN__KIND__PING)
+            unpack_body(call, reply);
         return;
     }
     if (reply->envelope == NULL && reply->status == CAIRN_EUNAVAILABLE)
@@ -326,6 +327,38 @@ map_rings(struct job_state *state, FILE *err)
     return 0;
 }
 
+/*
+ * Pings every eligible node with the short status timeout: a node that is
+ * down then costs seconds, not the job's long timeout, and is skipped.
+ */
+static int
+probe_nodes(struct job_state *state)
+{
+    struct cairn_ops_job *job = state->job;
+    struct cairn_ops_node_call *calls = NULL;
+    uint64_t timeout_ms = job->timeout_ms < CAIRN_OPS_STATUS_TIMEOUT_MS
+                              ? job->timeout_ms
+                              : CAIRN_OPS_STATUS_TIMEOUT_MS;
+    size_t count = 0;
+    int rc;
+
+    if ((calls = calloc(state->node_count + 1, sizeof(*calls))) == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < state->node_count; i++) {
+        if (!state->eligible[i])
+            continue;
+        calls[count].node = i;
+        calls[count].kind = CAIRN__KIND__PING;
+        count++;
+    }
+    rc = cairn_ops_call_nodes(state->config, calls, count, timeout_ms);
+    for (size_t c = 0; c < count && rc == 0; c++)
+        if (cairn_ops_unreachable(calls[c].status))
+            job->node_status[calls[c].node] = calls[c].status;
+    free(calls);
+    return rc;
+}
+
 /* Asks every eligible node for its users (STATS) to learn who holds whom. */
 static int
 discover_users(struct job_state *state)
@@ -342,7 +375,7 @@ discover_users(struct job_state *state)
         goto out;
     }
     for (size_t i = 0; i < state->node_count; i++) {
-        if (!state->eligible[i])
+        if (!state->eligible[i] || job->node_status[i] < 0)
             continue;
         calls[count].node = i;
         calls[count].kind = CAIRN__KIND__STATS_REQUEST;
@@ -595,7 +628,7 @@ cairn_ops_job_run(const struct cairn_config *config, FILE *err,
         state.eligible[i] = job->only_node == NULL ||
                             strcmp(cairn_config_node_at(config, i)->origin.name,
                                    job->only_node) == 0;
-    if ((rc = map_rings(&state, err)) < 0)
+    if ((rc = map_rings(&state, err)) < 0 || (rc = probe_nodes(&state)) < 0)
         goto out;
     if (job->users.count == 0 && (rc = discover_users(&state)) < 0)
         goto out;

@@ -30,8 +30,8 @@
 
 /* One request to one node, and what came back. */
 struct cairn_ops_node_call {
-    size_t node;                   /* config index */
-    Cairn__Kind kind;              /* STATUS/STATS/VERIFY/COMPACT_REQUEST */
+    size_t node;      /* config index */
+    Cairn__Kind kind; /* PING, STATUS/STATS/VERIFY/COMPACT_REQUEST */
     const Cairn__UserRequest *ask; /* borrowed; NULL: all users */
     /* filled by cairn_ops_call_nodes: */
     int status; /* 0, the node's CAIRN_E* error, or a failure here */
@@ -105,13 +105,13 @@ struct cairn_ops_job {
 };
 
 /*
- * Runs job: finds the users and the nodes to ask (placement from the
- * rings; without rings, every node for named users, or the nodes that
- * list each user), sends the requests in batches and hands each batch's
- * rows to job->report.
- * A node that fails to answer is not asked again. Returns 0, or an error
- * when the job could not run (memory, a ring naming a node the config
- * lacks: CAIRN_ECONFIG with a message on err).
+ * Runs job: pings the nodes (with at most the status timeout, so a dead
+ * node is known in seconds and skipped), finds the users and the nodes to ask
+ * (placement from the rings; without rings, every node for named users, or the
+ * nodes that list each user), sends the requests in batches and hands each
+ * batch's rows to job->report. A node that fails to answer is not asked again.
+ * Returns 0, or an error when the job could not run (memory, a ring naming a
+ * node the config lacks: CAIRN_ECONFIG with a message on err).
  */
 int cairn_ops_job_run(const struct cairn_config *config, FILE *err,
                       struct cairn_ops_job *job);
