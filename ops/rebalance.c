@@ -522,7 +522,7 @@ commit(struct run *run)
 static int
 execute(struct run *run)
 {
-    int64_t now = (int64_t)time(NULL), switched_at = 0;
+    int64_t now, switched_at = 0;
     bool all_switched = true;
     int rc;
 
@@ -547,6 +547,7 @@ execute(struct run *run)
     if ((rc = commit(run)) < 0)
         return rc;
     run->report->committed = true;
+    now = (int64_t)time(NULL); /* after the switches made above */
     for (size_t i = 0; i < run->user_count && rc == 0; i++) {
         struct held_user *user = &run->users[i];
 
@@ -554,7 +555,8 @@ execute(struct run *run)
                                           &switched_at) !=
             CAIRN_REBALANCE_SWITCHED)
             continue;
-        if ((uint64_t)(now - switched_at) >= run->options->grace_seconds)
+        if (now >= switched_at &&
+            (uint64_t)(now - switched_at) >= run->options->grace_seconds)
             rc = retire_user(run, user);
         else
             run->report->users_waiting++;

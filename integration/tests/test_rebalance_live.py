@@ -12,7 +12,8 @@ retried until it is accepted, as sync_client does.  Meanwhile
 
 Afterwards: every user lives exactly on its new replicas (catalogs), every
 message the writer got OK for is in every replica's index, `cairnctl
-verify` is ok, a second rebalance changes nothing, and the router's
+verify` is ok, old copies stay for the grace (-g 1h) and go when a later
+run finds it over (-g 0), a further rebalance changes nothing, and the router's
 writes keep working.  The first run is killed (SIGKILL) after two users
 and a second run resumes from the journal.  Figures are printed.
 
@@ -116,9 +117,9 @@ def check(condition, what):
         raise AssertionError(what)
 
 
-def run_rebalance(cluster, new_ring, *extra):
-    r = cluster.cairnctl("rebalance", "-d", "main", "-g", "0", *extra,
-                         new_ring, timeout=120)
+def run_rebalance(cluster, new_ring, grace="0"):
+    r = cluster.cairnctl("rebalance", "-d", "main", "-g", grace, new_ring,
+                         timeout=120)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr)
     return r
@@ -176,7 +177,8 @@ def main():
             journal = f.read()
         check("switched " in journal, "journal: %r" % journal)
 
-        r = run_rebalance(cluster, new_ring)
+        # Resumed with a grace: old copies stay until a later run.
+        r = run_rebalance(cluster, new_ring, grace="1h")
         seconds = time.monotonic() - t0
         check(r.returncode == 0, "rebalance failed (%d)" % r.returncode)
         check("committed" in r.stdout, "ring not committed")
@@ -189,6 +191,19 @@ def main():
         check(after > before, "no write went through during the move")
 
         placement = cluster.ring_replicas(USERS)  # the ring file, now new
+        holders = cluster.holders()
+        for user in USERS:
+            check(set(placement[user]) <= set(holders.get(user, [])),
+                  "%s on %s, ring says %s" % (user, holders.get(user),
+                                              placement[user]))
+        kept = [u for u in USERS if len(holders[u]) > len(placement[u])]
+        check(kept, "no old copy kept for the grace")
+        r = cluster.cairnctl("verify", "-r", cluster.ring_file)
+        check(r.returncode == 0, "verify -r: %s%s" % (r.stdout, r.stderr))
+        # The grace over (-g 0): the old copies go.
+        r = run_rebalance(cluster, new_ring)
+        check(r.returncode == 0 and "removed %d," % len(kept) in r.stdout,
+              "retiring the %d kept copies: %s" % (len(kept), r.stdout))
         holders = cluster.holders()
         for user in USERS:
             check(holders.get(user) == sorted(placement[user]),
