@@ -36,6 +36,7 @@ static const char usage[] =
     "             named <user>_XXXXXX (backupd's mkstemp names) beside a\n"
     "             .index; the user is the name without its last 7 bytes\n"
     "  --strict   differences from Cyrus's index fail the import\n"
+    "  --json     one JSON object per user, one per line\n"
     "Exit: 0 imported, 1 verify failed / user exists / locked / differences\n"
     "with --strict, 64 usage, 66 no datafile, 74 I/O, 70 other.\n";
 

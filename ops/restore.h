@@ -84,8 +84,11 @@ enum cairn_restore_mode {
      * appends to existing ones (never fails on a non-empty target). */
     CAIRN_RESTORE_MODE_RESTORE = 0,
     /* APPLY MAILBOX, as sync_client: exact state (MODSEQs, LAST_UID, ...)
-     * checked by the server's SYNC_CRC; falls back to RESTORE MAILBOX for a
-     * mailbox the target already holds in another state. */
+     * checked by the server's SYNC_CRC. The run first asks the target
+     * (GET MAILBOXES); a name it holds under another uniqueid gets RESTORE
+     * MAILBOX (appended, counted as a fallback). A refused APPLY is not
+     * retried: sync_server keeps what it applied before a failed CRC
+     * check, and a RESTORE on top would duplicate it. */
     CAIRN_RESTORE_MODE_APPLY = 1,
 };
 
