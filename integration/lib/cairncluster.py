@@ -28,7 +28,6 @@ import argparse
 import base64
 import gzip
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -459,13 +458,6 @@ class Cluster:
         return {(node, user): os.path.getsize(path)
                 for node, files in self.user_files().items()
                 for user, path in files.items() if os.path.exists(path)}
-
-    def status_json(self, *args):
-        r = self.cairnctl("--json", "status", *args)
-        try:
-            return r.returncode, json.loads(r.stdout or "null")
-        except ValueError:
-            return r.returncode, None
 
 
 def _tcp_accepts(port):
