@@ -50,7 +50,8 @@ static const char usage[] =
     "                 (UIDs of purged messages may be reused)\n"
     "  --timeout      seconds to wait for the server at each step (600)\n"
     "  --dry-run      show what would be sent, connect to nothing\n"
-    "Exit: 0 done, 1 the server refused something or authentication failed,\n"
+    "Exit: 0 done, 1 the server refused something, authentication failed\n"
+    "or the user stayed locked for --timeout,\n"
     "64 usage, 66 no such backup, 69 server unreachable, 74 I/O, 70 other.\n";
 
 struct restore_args {
@@ -226,6 +227,7 @@ exit_code(int rc)
         return CAIRN_EXIT_IOERR;
     case CAIRN_EAUTH:
     case CAIRN_EPROTO:
+    case CAIRN_ELOCKED:
         return CAIRN_EXIT_PROBLEM;
     default:
         return CAIRN_EXIT_SOFTWARE;
@@ -413,6 +415,37 @@ out:
     return rc;
 }
 
+/*
+ * Opens the backup, retrying for up to --timeout while the user's lock is
+ * held (a running cairn-node closes idle users after a while). *source is
+ * owned by the caller.
+ */
+static int
+open_source(struct cairn_ops_context *context, const struct restore_args *args,
+            struct cairn_restore_source **source)
+{
+    const struct timespec pause = {0, 200 * 1000 * 1000};
+    uint64_t waited_ms = 0;
+    int rc;
+
+    for (;;) {
+        rc = args->data_dir != NULL
+                 ? cairn_restore_source_open_store(args->data_dir, args->user,
+                                                   source)
+                 : cairn_restore_source_open_file(args->file, args->user,
+                                                  source);
+        if (rc != CAIRN_ELOCKED || waited_ms >= args->timeout * 1000)
+            return rc;
+        if (waited_ms == 0 && !args->quiet)
+            fprintf(context->err,
+                    "restore: %s is locked (a cairn-node "
+                    "writing it?), waiting up to %llu s\n",
+                    args->user, (unsigned long long)args->timeout);
+        nanosleep(&pause, NULL);
+        waited_ms += 200;
+    }
+}
+
 static int
 run_restore(struct cairn_ops_context *context, int argc, char **argv)
 {
@@ -446,11 +479,7 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
     if (args.mode != NULL ? strcmp(args.mode, "apply") == 0
                           : !args.new_uids && args.into == NULL)
         options.mode = CAIRN_RESTORE_MODE_APPLY;
-    rc =
-        args.data_dir != NULL
-            ? cairn_restore_source_open_store(args.data_dir, args.user, &source)
-            : cairn_restore_source_open_file(args.file, args.user, &source);
-    if (rc < 0) {
+    if ((rc = open_source(context, &args, &source)) < 0) {
         fprintf(context->err, "cairnctl restore: backup of %s: %s\n", args.user,
                 cairn_strerror(rc));
         goto out;

@@ -65,9 +65,11 @@ struct cairn_restore_source {
 
 /*
  * Opens userid's backup in a node's data directory (catalog at
- * data_dir/catalog.db), waiting for the user's lock, which it holds until
- * closed: a node cannot append to the user meanwhile. Returns the owned
- * source (cairn_restore_source_free). CAIRN_ENOENT for an unknown user.
+ * data_dir/catalog.db) and takes the user's lock, which it holds until
+ * closed: a node cannot append to the user meanwhile. Does not wait:
+ * CAIRN_ELOCKED while a node (which keeps busy users open) or a tool holds
+ * it. Returns the owned source (cairn_restore_source_free); CAIRN_ENOENT
+ * for an unknown user.
  */
 int cairn_restore_source_open_store(const char *data_dir, const char *userid,
                                     struct cairn_restore_source **source);

@@ -382,8 +382,9 @@ cairn_restore_source_open_file(const char *data_path, const char *userid,
             store->index_path = NULL;
         goto out;
     }
-    if ((rc = cairn_store_open(data_path, CAIRN_STORE_BLOCK, &store->store)) <
-        0)
+    /* never wait here: a running node keeps a busy user's lock; the
+     * caller decides how long to retry */
+    if ((rc = cairn_store_open(data_path, 0, &store->store)) < 0)
         goto out;
     snprintf(result->userid, sizeof(result->userid), "%s", userid);
     result->ops = &store_ops;

@@ -103,6 +103,35 @@ test_import_one(void)
     CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_OK);
     CHECK(out && strstr(out, "mailbox user.alice.Work uniqueid") != NULL);
     free(out);
+    /* a node holding alice's lock: restore waits --timeout, then exit 1 */
+    char path[512];
+    struct flock lock = {0};
+    DIR *dir;
+    struct dirent *entry;
+    int fd = -1;
+
+    snprintf(path, sizeof(path), "%s/data/a", temp_dir);
+    if ((dir = opendir(path)) != NULL) {
+        while ((entry = readdir(dir)) != NULL)
+            if (strncmp(entry->d_name, "alice_", 6) == 0 &&
+                strchr(entry->d_name, '.') == NULL)
+                snprintf(path, sizeof(path), "%s/data/a/%s", temp_dir,
+                         entry->d_name);
+        closedir(dir);
+    }
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && fcntl(fd, F_OFD_SETLK, &lock) == 0);
+    snprintf(line, sizeof(line),
+             "restore --dry-run --timeout 1 --data-dir %s/data --user alice",
+             temp_dir);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_PROBLEM);
+    free(out);
+    if (fd >= 0)
+        close(fd);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_OK); /* released */
+    free(out);
     snprintf(line, sizeof(line),
              "restore --dry-run --data-dir %s/data --user nobody", temp_dir);
     CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_NOINPUT);
