@@ -4,7 +4,8 @@ compared with a real backupd fed by the same source.
 
 One setup (a cyruslab SOURCE with channels "cairn" and "backup", a Cyrus
 BACKUP running backupd, a cairncluster of 3 nodes) and these steps:
- 1. `sync_client -u` of every user into cairn: each user lives on exactly
+ 1. `sync_client -u` of every user (dave with bodies of 200 KB and
+    1.5 MB, more than one ZeroMQ frame) into cairn: each user lives on exactly
     its 2 ring replicas (catalogs vs `cairnctl ring diff`), `cairnctl
     verify -r ring` is ok and Cyrus's `ctl_backups verify` / `cyr_backup
     list all` accept every user's files on every replica.
@@ -274,6 +275,10 @@ def main():
                                           "cairn": cluster.csync_address})
         lab.start()
         cyruslab.populate(source, USERS, messages=6)
+        # bodies past the node's in-message limit (64K) and past one
+        # ZeroMQ frame ([limits] max_frame, 1M): streamed in pieces
+        source.deliver("dave", cyruslab.make_message("dave", 50, 200000),
+                       cyruslab.make_message("dave", 51, 1500000))
         figure("setup: %.1fs" % (time.monotonic() - STARTED))
 
         sync_both(source, USERS, "step 1")
