@@ -102,7 +102,12 @@
  * node and user_window per user (further requests wait in a bounded queue
  * in the client); body frames are sent from the caller's file descriptors
  * a frame at a time while the socket takes them (SNDHWM small), so memory
- * stays bounded whatever the body sizes.
+ * stays bounded whatever the body sizes. Bodies of 64 KiB or less in all
+ * are read at send time and travel in the head message (one message per
+ * request; the node keeps them in memory instead of a spool file).
+ *
+ * Known limit: a STATE_REPLY is one multipart message, so its size (GET
+ * FULLMAILBOX of a huge folder) is held whole by node and client.
  *
  * Errors to callbacks: a request not sent before its timeout (node down,
  * ZMQ_IMMEDIATE finds no connection) -> CAIRN_EUNAVAILABLE; sent but not
