@@ -282,6 +282,11 @@ def main():
         figure("setup: %.1fs" % (time.monotonic() - STARTED))
 
         sync_both(source, USERS, "step 1")
+        log = cluster.router_log()
+        expect("login: repluser SCRAM-SHA-512" in log and
+               "COMPRESS DEFLATE active" in log,
+               "step 1: sync_client logged in with SCRAM-SHA-512 and "
+               "switched on COMPRESS DEFLATE", log[-2000:])
         check_placement_and_verify(cluster, USERS, "step 1")
         total, per_node = cluster.data_bytes()
         figure("step 1: cairn holds %d bytes (data + index) over %s"
