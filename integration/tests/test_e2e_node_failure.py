@@ -5,7 +5,8 @@ and everything is complete once the node is back and sync_client reruns.
 A cyruslab SOURCE replicates six users (`sync_client -u`, one connection)
 into a cairncluster of 3 nodes, 2 replicas, node_timeout 2s.
  1. SIGKILL: the victim node is killed (by pid) when the router logs the
-    first request of the first user placed on it.  Every user with a
+    first request of the first user placed on it (GET USER); then, with
+    new mail, another node at that user's first APPLY MESSAGE.  Every user with a
     replica there is reported failed by sync_client ("Error from
     sync_do_user(USER)"), the others succeed and their replicas equal the
     source.  The node is restarted and sync_client rerun: exit 0, every
@@ -131,24 +132,25 @@ def check_outcome(lab, source, cluster, result, victim, what):
                           "%s, before repair" % what)
 
 
-def crash_during_run(lab, source, cluster, placement, victim):
-    """1: SIGKILL victim at the first request of its first user."""
+def crash_during_run(lab, source, cluster, placement, victim, request):
+    """SIGKILL victim when the router logs `request` (e.g. "GET USER") for
+    the first user placed on it."""
     first = next(u for u in USERS if victim in placement[u])
     offset = len(cluster.router_log())
     thread, box = sync_in_background(source)
-    landed = wait_for_log(cluster, offset, r"GET USER.* user=%s\b"
-                          % re.escape(first), thread)
+    landed = wait_for_log(cluster, offset, r"%s.* user=%s\b"
+                          % (request, re.escape(first)), thread)
     status = cluster.stop_node(victim, "kill")
     thread.join()
-    expect(landed, "SIGKILL of %s (exit %s) landed during the run, at %s's "
-           "GET USER" % (victim, status, first), str(box.get("result")))
-    check_outcome(lab, source, cluster, box["result"], victim,
-                  "SIGKILL %s" % victim)
+    what = "SIGKILL %s at %s's %s" % (victim, first, request)
+    expect(landed, "%s (exit %s) landed during the run" % (what, status),
+           str(box.get("result")))
+    check_outcome(lab, source, cluster, box["result"], victim, what)
     cluster.start_node(victim)
     r = source.sync_client(users=USERS, channel="cairn")
     expect(r.ok, "after restarting %s: sync_client -u exits 0 (%.2fs)"
            % (victim, r.seconds), r)
-    full_check(lab, source, cluster, "after SIGKILL + restart",
+    full_check(lab, source, cluster, "after %s + restart" % what,
                cyrus_tools=False)
 
 
@@ -171,7 +173,13 @@ def main():
         placement = cluster.ring_replicas(USERS)
 
         if scenario == "crash":
-            crash_during_run(lab, source, cluster, placement, "node2")
+            crash_during_run(lab, source, cluster, placement, "node2",
+                             "GET USER")
+            # again in the middle of a user's uploads
+            for user in USERS:
+                source.deliver(user, cyruslab.make_message(user, 30, 50000))
+            crash_during_run(lab, source, cluster, placement, "node1",
+                             "APPLY MESSAGE")
         else:
             r = source.sync_client(users=USERS, channel="cairn")
             expect(r.ok, "first sync_client -u exits 0", r)
