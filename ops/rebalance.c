@@ -26,7 +26,10 @@
  *      its old ring (USER_SWITCH epoch 0) and counted; the run goes on.
  *   4. When every moving user is switched: the new ring is saved as the
  *      destination's ring file (what a restarted router loads) and
- *      RING_COMMIT makes it everybody's ring.
+ *      RING_COMMIT makes it everybody's ring. Until then RING_FILE.rebalance
+ *      names the new ring, so that a router restarted in the middle reads
+ *      the journal and keeps switched users on the new ring and held users
+ *      held (it would otherwise send their writes to the old replicas).
  *   5. Old copies (holders outside the new replica set) are removed once
  *      --grace has passed since the user's switch: in the same run when
  *      the grace is 0, else by a later run (the journal keeps the times).
@@ -44,10 +47,13 @@
 #include "placement.h"
 #include "rebalance_int.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A user some node holds, and which nodes (config indices). */
 struct held_user {
@@ -479,6 +485,57 @@ print_plan(struct run *run, const struct held_user *user)
     fputc('\n', out);
 }
 
+/*
+ * RING_FILE.rebalance names the new ring while a rebalance is under way:
+ * a router that restarts reads it and this run's journal, and keeps
+ * routing switched users with the new ring and holding held ones
+ * (router/control.c). Written atomically before the first switch.
+ */
+static int
+write_marker(struct run *run, bool present)
+{
+    char *marker = NULL, *temp = NULL, *absolute = NULL;
+    FILE *file = NULL;
+    int rc = CAIRN_ENOMEM;
+
+    if (asprintf(&marker, "%s.rebalance", run->destination->ring_file) < 0 ||
+        asprintf(&temp, "%s.tmp", marker) < 0) {
+        marker = temp = NULL;
+        goto out;
+    }
+    rc = CAIRN_EIO;
+    if (!present) {
+        if (unlink(marker) < 0 && errno != ENOENT)
+            goto out;
+        rc = cairn_fsync_parent_dir(marker);
+        goto out;
+    }
+    if ((absolute = realpath(run->options->new_ring_path, NULL)) == NULL ||
+        (file = fopen(temp, "we")) == NULL)
+        goto out;
+    if (fprintf(file, "%s\n", absolute) < 0 || fflush(file) != 0 ||
+        fsync(fileno(file)) != 0)
+        goto out;
+    if (fclose(file) != 0) {
+        file = NULL;
+        goto out;
+    }
+    file = NULL;
+    if (rename(temp, marker) < 0)
+        goto out;
+    rc = cairn_fsync_parent_dir(marker);
+out:
+    if (file != NULL)
+        fclose(file);
+    if (rc < 0)
+        fprintf(run->err, "rebalance: cannot %s %s\n",
+                present ? "write" : "remove", marker ? marker : "marker");
+    free(absolute);
+    free(temp);
+    free(marker);
+    return rc;
+}
+
 /* Re-sends what the router may have forgotten by restarting. */
 static int
 replay_router(struct run *run)
@@ -488,7 +545,8 @@ replay_router(struct run *run)
 
     if (run->journal.committed)
         return 0;
-    if ((rc = router(run, CAIRN__KIND__RING_PREPARE, NULL, epoch,
+    if ((rc = write_marker(run, true)) < 0 ||
+        (rc = router(run, CAIRN__KIND__RING_PREPARE, NULL, epoch,
                      run->new_ring_text, run->new_ring_len)) < 0)
         return rc;
     for (size_t i = 0; i < run->journal.count && rc == 0; i++)
@@ -504,8 +562,8 @@ commit(struct run *run)
 {
     int rc;
 
-    if (run->journal.committed)
-        return 0;
+    if (run->journal.committed) /* a crash may have left the marker */
+        return write_marker(run, false);
     if ((rc = cairn_ring_save(run->new_ring, run->destination->ring_file)) <
         0) {
         fprintf(run->err, "rebalance: cannot save %s: %s\n",
@@ -513,9 +571,10 @@ commit(struct run *run)
         return rc;
     }
     if ((rc = router(run, CAIRN__KIND__RING_COMMIT, NULL,
-                     cairn_ring_epoch(run->new_ring), NULL, 0)) < 0)
+                     cairn_ring_epoch(run->new_ring), NULL, 0)) < 0 ||
+        (rc = cairn_rebalance_journal_commit(&run->journal)) < 0)
         return rc;
-    return cairn_rebalance_journal_commit(&run->journal);
+    return write_marker(run, false);
 }
 
 /* The moves, the commit and the retirements that are due. */

@@ -22,10 +22,16 @@
  *                              released, it stays on the current ring)
  *   RING_COMMIT   epoch        the prepared ring becomes everybody's ring
  *
- * Nothing is persisted: the executor's journal is the source of truth and
- * replays PREPARE and the switches of a run after a router restart. Until
- * then a restarted router routes every user with its configured ring file;
- * the executor installs the new ring as that file before RING_COMMIT.
+ * The router persists nothing: the executor's journal is the source of
+ * truth. While a rebalance runs, the executor keeps RING_FILE.rebalance
+ * (the destination's ring file + ".rebalance") naming the new ring file;
+ * a router that starts meanwhile (cairn_router_control_resume) loads that
+ * ring as the prepared one and reads its journal (NEW.journal): users
+ * switched stay switched, users held or copied are held until the
+ * executor resumes, so no write reaches a replica set that is no longer
+ * (or not yet) the user's. The executor removes the file after
+ * RING_COMMIT, having installed the new ring as the destination's ring
+ * file.
  *
  * Why the router refuses rather than queues held writes: a queue would
  * have to hold message bodies for the length of a copy; sync_client
@@ -36,6 +42,7 @@
 #include "placement.h"
 #include "router.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,8 +357,12 @@ prepare_ring(struct cairn_router_moves *moves, const zmq_msg_t *text)
     if ((rc = cairn_ring_parse(zmq_msg_data((zmq_msg_t *)text),
                                zmq_msg_size((zmq_msg_t *)text), &ring)) < 0)
         return rc;
-    if (strcmp(cairn_ring_destination(ring), moves->destination) != 0 ||
-        cairn_ring_epoch(ring) <= cairn_ring_epoch(current)) {
+    if (strcmp(cairn_ring_destination(ring), moves->destination) == 0 &&
+        cairn_ring_epoch(ring) == cairn_ring_epoch(current) &&
+        cairn_ring_equal(ring, current)) {
+        rc = 0; /* committed already (or loaded at a restart): nothing to do */
+    } else if (strcmp(cairn_ring_destination(ring), moves->destination) != 0 ||
+               cairn_ring_epoch(ring) <= cairn_ring_epoch(current)) {
         rc = CAIRN_EINVAL;
     } else if (moves->prepared != NULL &&
                cairn_ring_epoch(moves->prepared) == cairn_ring_epoch(ring) &&
@@ -428,6 +439,9 @@ switch_user(struct cairn_router_moves *moves, const char *userid,
         }
         return 0;
     }
+    if (moves->prepared == NULL && cairn_ring_epoch(cairn_router_forward_ring(
+                                       moves->forwards[0])) == epoch)
+        return 0; /* everybody is on that ring already */
     if (moves->prepared == NULL || cairn_ring_epoch(moves->prepared) != epoch)
         return CAIRN_ESTATE;
     if ((user = find_user(moves, userid, true)) == NULL)
@@ -667,4 +681,105 @@ cairn_router_control_add_forward(struct cairn_router_control *control,
     moves->forwards[moves->forward_count++] = forward;
     cairn_router_forward_set_moves(forward, moves);
     return 0;
+}
+
+/* --- resuming after a restart --------------------------------------------- */
+
+/* Reads a whole small file into a new NUL-terminated buffer. */
+static int
+read_small_file(const char *path, size_t max, char **text, size_t *len)
+{
+    FILE *file = fopen(path, "re");
+    struct cairn_buf buf;
+    char block[4096];
+    size_t got;
+    int rc = 0;
+
+    *text = NULL;
+    if (file == NULL)
+        return errno == ENOENT ? CAIRN_ENOENT : CAIRN_EIO;
+    cairn_buf_init(&buf, max);
+    while (rc == 0 && (got = fread(block, 1, sizeof(block), file)) > 0)
+        rc = cairn_buf_append(&buf, block, got);
+    if (rc == 0 && ferror(file))
+        rc = CAIRN_EIO;
+    fclose(file);
+    if (rc == 0)
+        rc = cairn_buf_detach(&buf, text, len);
+    cairn_buf_release(&buf);
+    return rc;
+}
+
+/* One whole journal line: "held U", "copied U", "switched U T", ... */
+static int
+replay_line(struct cairn_router_moves *moves, char *line)
+{
+    char *save = NULL, *step = strtok_r(line, " ", &save);
+    char *userid = step ? strtok_r(NULL, " ", &save) : NULL;
+    struct tracked_user *user;
+    bool switched, held;
+
+    if (step == NULL || userid == NULL)
+        return 0; /* the header, "committed" */
+    switched = strcmp(step, "switched") == 0;
+    held = strcmp(step, "held") == 0 || strcmp(step, "copied") == 0;
+    if (!cairn_router_userid_safe(userid))
+        return CAIRN_EBADNAME;
+    if ((user = find_user(moves, userid, switched || held)) == NULL)
+        return 0;
+    user->switched = switched;
+    user->held = held;
+    if (!switched && !held)
+        forget_if_plain(moves, userid);
+    return 0;
+}
+
+int
+cairn_router_control_resume(struct cairn_router_control *control,
+                            const char *destination, const char *ring_file,
+                            char *error, size_t error_size)
+{
+    struct cairn_router_moves *moves = find_moves(control, destination);
+    char *marker = NULL, *new_path = NULL, *journal_path = NULL;
+    char *journal = NULL, *line, *save = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (moves == NULL)
+        return CAIRN_ENOENT;
+    if (asprintf(&marker, "%s.rebalance", ring_file) < 0)
+        return CAIRN_ENOMEM;
+    rc = read_small_file(marker, 4096, &new_path, &len);
+    if (rc == CAIRN_ENOENT) {
+        rc = 0; /* no rebalance under way */
+        goto out;
+    }
+    if (rc < 0)
+        goto out;
+    new_path[strcspn(new_path, "\r\n")] = '\0';
+    cairn_ring_free(moves->prepared);
+    moves->prepared = NULL;
+    if ((rc = cairn_ring_load(new_path, &moves->prepared)) < 0 ||
+        asprintf(&journal_path, "%s.journal", new_path) < 0) {
+        snprintf(error, error_size, "rebalance under way (%s): cannot load %s",
+                 marker, new_path);
+        rc = rc < 0 ? rc : CAIRN_ENOMEM;
+        journal_path = NULL;
+        goto out;
+    }
+    rc = read_small_file(journal_path, 1024u << 20, &journal, &len);
+    if (rc == CAIRN_ENOENT)
+        rc = 0;
+    for (line = journal ? strtok_r(journal, "\n", &save) : NULL;
+         line != NULL && rc == 0; line = strtok_r(NULL, "\n", &save))
+        if (line + strlen(line) < journal + len) /* a torn last line: skip */
+            rc = replay_line(moves, line);
+    if (rc < 0)
+        snprintf(error, error_size, "cannot read the journal %s", journal_path);
+out:
+    free(journal);
+    free(journal_path);
+    free(new_path);
+    free(marker);
+    return rc;
 }

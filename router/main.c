@@ -303,6 +303,19 @@ open_control(struct cairn_loop *loop, const struct cairn_config *config,
         if (daemon->routes[i].forward != NULL)
             rc = cairn_router_control_add_forward(daemon->control,
                                                   daemon->routes[i].forward);
+    /* A rebalance under way (cairnctl rebalance): its state, from its
+     * journal. */
+    for (size_t i = 0; i < cairn_config_destination_count(config) && rc == 0;
+         i++) {
+        const struct cairn_config_destination *destination =
+            cairn_config_destination_at(config, i);
+
+        rc = cairn_router_control_resume(
+            daemon->control, destination->origin.name, destination->ring_file,
+            error, sizeof(error));
+        if (rc == CAIRN_ENOENT) /* no forward: nothing routed there */
+            rc = 0;
+    }
     if (rc < 0)
         cairn_log_error("control %s: %s (%s)", endpoint, error,
                         cairn_strerror(rc));

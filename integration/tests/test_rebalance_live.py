@@ -14,8 +14,9 @@ Afterwards: every user lives exactly on its new replicas (catalogs), every
 message the writer got OK for is in every replica's index, `cairnctl
 verify` is ok, old copies stay for the grace (-g 1h) and go when a later
 run finds it over (-g 0), a further rebalance changes nothing, and the router's
-writes keep working.  The first run is killed (SIGKILL) after two users
-and a second run resumes from the journal.  Figures are printed.
+writes keep working.  The first run is killed (SIGKILL) after two users,
+the router is restarted (it persists nothing), and a second run resumes
+from the journal.  Figures are printed.
 
 usage: test_rebalance_live.py [--router P] [--node P] [--cairnctl P]
 """
@@ -50,6 +51,7 @@ class Writer:
         self.records = {u: [] for u in USERS}  # acknowledged (uid, guid, size)
         self.refused = 0      # NO answers (held users), each retried
         self.other_errors = []
+        self.reconnects = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.client = None
@@ -92,22 +94,35 @@ class Writer:
         return True
 
     def refusal(self, user, what, reply):
+        if reply[-1] is None:
+            raise ConnectionError("router closed the connection")
         if b"being moved" in reply[-1] or b"LOCKED" in reply[-1]:
             self.refused += 1
         else:
             self.other_errors.append((user, what, reply[-1]))
         return False
 
+    def write_retrying(self, user):
+        """Until acknowledged, like sync_client (reconnecting when the
+        router restarts)."""
+        while not self.stop.is_set() and len(self.other_errors) <= 5:
+            try:
+                if self.client is None:
+                    self.connect()
+                if self.write_one(user):
+                    return
+            except (ConnectionError, OSError, AttributeError):
+                self.reconnects += 1
+                if self.client is not None:
+                    self.client.close()
+                self.client = None
+            time.sleep(0.02)
+
     def run(self):
         try:
-            self.connect()
             while not self.stop.is_set():
                 for user in USERS:
-                    # Retried until acknowledged, like sync_client.
-                    while not self.write_one(user):
-                        if self.stop.is_set() or len(self.other_errors) > 5:
-                            return
-                        time.sleep(0.02)
+                    self.write_retrying(user)
         except Exception as e:  # reported by the test
             self.other_errors.append(("writer", "exception", repr(e)))
 
@@ -176,6 +191,11 @@ def main():
         with open(new_ring + ".journal") as f:
             journal = f.read()
         check("switched " in journal, "journal: %r" % journal)
+        # The router restarts too: it forgets the new ring, the switches
+        # and the hold, and routes everybody with the old ring file; the
+        # resumed run must replay them and re-check the copies.
+        cluster.stop_node("router", how="term")
+        cluster.start_router()
 
         # Resumed with a grace: old copies stay until a later run.
         r = run_rebalance(cluster, new_ring, grace="1h")
@@ -237,10 +257,12 @@ def main():
               "router and nodes exit 0 on SIGTERM: %r" % statuses)
         print("figures: %d of %d users moved to their new replicas; resumed "
               "run: %s; %d messages acknowledged (%d while moving), %d NO "
-              "answers retried, interrupted + resumed rebalance %.2f s, "
+              "answers retried, %d reconnects, interrupted + resumed rebalance "
+              "%.2f s, "
               "test %.1f s" % (
                   len(planned), len(USERS), summary, after, after - before,
-                  writer.refused, seconds, time.monotonic() - STARTED))
+                  writer.refused, writer.reconnects, seconds,
+                  time.monotonic() - STARTED))
     return 0
 
 
