@@ -331,6 +331,18 @@ int cairn_router_control_add_forward(struct cairn_router_control *control,
                                      struct cairn_router_forward *forward);
 
 /*
+ * After a restart: when RING_FILE.rebalance names a new ring (a
+ * rebalance is under way), loads it as the prepared ring of destination
+ * and replays the rebalance journal (its file + ".journal"): users
+ * switched stay switched, users held or copied are held. Call after
+ * adding the destination's forwards. 0 when there is nothing to resume.
+ */
+int cairn_router_control_resume(struct cairn_router_control *control,
+                                const char *destination,
+                                const char *ring_file, char *error,
+                                size_t error_size);
+
+/*
  * For the forwarder: the ring to route userid with (current, or the next
  * ring once switched), NULL while the user is held. moves may be NULL.
  */
