@@ -20,7 +20,9 @@
 #define DEFAULT_MAX_QUEUE 4096
 #define DEADLINE_SWEEP_MS 20
 /* Few messages queued in ZeroMQ per node: body frames stay on disk. */
-#define SEND_HWM 16
+#define SEND_HWM 8
+#define STREAM_FRAME_MAX (256 * 1024)
+#define SOCKET_BUFFER (256 * 1024)
 #define MAX_REPLY_FRAMES 4000000u
 /* The node's limit on one command's dlist (node/server.c). */
 #define MAX_DLIST_BYTES (256u * 1024 * 1024)
@@ -151,6 +153,19 @@ send_head(struct node_link *link, struct pending *request)
     return 0;
 }
 
+/*
+ * Body frames are kept small: every byte queued ahead of a small request
+ * (in ZeroMQ, in the kernel, at the node) delays it, so the bytes of big
+ * bodies in the pipe are bounded (SEND_HWM frames + socket buffers).
+ */
+static size_t
+stream_frame(const struct cairn_node_client *client)
+{
+    return client->settings.max_frame < STREAM_FRAME_MAX
+               ? client->settings.max_frame
+               : STREAM_FRAME_MAX;
+}
+
 /* Reads the next body frame of request into the client's buffer. */
 static int
 read_body_frame(struct cairn_node_client *client, struct pending *request,
@@ -166,8 +181,7 @@ read_body_frame(struct cairn_node_client *client, struct pending *request,
     }
     body = &request->bodies[request->body_index];
     left = body->size - request->body_done;
-    want = left < client->settings.max_frame ? (size_t)left
-                                             : client->settings.max_frame;
+    want = left < stream_frame(client) ? (size_t)left : stream_frame(client);
     if (body->fd < 0) {
         memcpy(client->frame_buffer,
                (const unsigned char *)body->data + request->body_done, want);
@@ -592,12 +606,14 @@ static int
 open_link(struct cairn_node_client *client, struct node_link *link)
 {
     int one = 1, zero = 0, hwm = SEND_HWM, reconnect = 100;
+    int buffer = SOCKET_BUFFER;
 
     if ((link->socket = zmq_socket(client->zmq_context, ZMQ_DEALER)) == NULL)
         return CAIRN_EIO;
     zmq_setsockopt(link->socket, ZMQ_IMMEDIATE, &one, sizeof(one));
     zmq_setsockopt(link->socket, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(link->socket, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(link->socket, ZMQ_SNDBUF, &buffer, sizeof(buffer));
     zmq_setsockopt(link->socket, ZMQ_RECONNECT_IVL, &reconnect,
                    sizeof(reconnect));
     if (zmq_connect(link->socket, link->endpoint) != 0)

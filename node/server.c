@@ -638,6 +638,7 @@ static int
 open_socket(struct cairn_node_server *server, char *error, size_t error_size)
 {
     int one = 1, hwm = REPLY_HWM, receive_hwm = RECEIVE_HWM, linger = 2000;
+    int receive_buffer = 256 * 1024;
     int64_t max_message = (int64_t)server->settings.max_frame + 65536;
     char endpoint[512];
     size_t size = sizeof(endpoint);
@@ -649,6 +650,10 @@ open_socket(struct cairn_node_server *server, char *error, size_t error_size)
     zmq_setsockopt(server->socket, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(server->socket, ZMQ_RCVHWM, &receive_hwm,
                    sizeof(receive_hwm));
+    /* Small kernel buffers: bytes of big bodies queued there delay the
+     * small requests behind them. */
+    zmq_setsockopt(server->socket, ZMQ_RCVBUF, &receive_buffer,
+                   sizeof(receive_buffer));
     zmq_setsockopt(server->socket, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(server->socket, ZMQ_MAXMSGSIZE, &max_message,
                    sizeof(max_message));
