@@ -688,6 +688,7 @@ cairn_node_server_new(struct cairn_loop *loop, void *zmq_context,
     if ((server = calloc(1, sizeof(*server))) == NULL)
         return CAIRN_ENOMEM;
     server->loop = loop;
+    server->wake_fds[0] = server->wake_fds[1] = -1;
     if ((rc = copy_settings(&server->settings, settings)) < 0)
         goto out;
     server->zmq_context = zmq_context;
@@ -727,6 +728,8 @@ cairn_node_server_new(struct cairn_loop *loop, void *zmq_context,
                                     on_socket, server)) < 0)
         goto out;
     server->reading = true;
+    if ((rc = node_worker_init(server)) < 0)
+        goto out;
     if ((rc = cairn_loop_add_timer(loop, IDLE_SWEEP_MS, IDLE_SWEEP_MS,
                                    on_idle_timer, server,
                                    &server->idle_timer)) < 0)
@@ -757,6 +760,7 @@ cairn_node_server_shutdown(struct cairn_node_server *server)
         cairn_loop_cancel_timer(server->loop, server->idle_timer);
         server->idle_timer = 0;
     }
+    node_worker_release(server); /* a running append finishes first */
     node_commit_round(server);
     /* Split requests that never completed were never acknowledged. */
     for (request = server->streams; request != NULL; request = next) {
@@ -776,6 +780,7 @@ cairn_node_server_free(struct cairn_node_server *server)
         return;
     if (server->socket)
         cairn_node_server_shutdown(server);
+    node_worker_release(server);
     node_users_free(server);
     if (server->socket)
         zmq_close(server->socket);

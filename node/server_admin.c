@@ -362,7 +362,7 @@ answer_users(struct cairn_node_server *server, struct node_request *request)
         pointers[i] = &slot->result;
         if ((rc = node_user_get(server, asked.names[i], &user)) < 0)
             goto out;
-        if (user->in_round || user->queue != NULL) {
+        if (user->in_round || user->queue != NULL || user->appending) {
             slot->result.code = CAIRN_ELOCKED;
             slot->result.text = "updates in progress";
         } else if (verify) {

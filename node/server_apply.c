@@ -190,10 +190,10 @@ out:
     return rc;
 }
 
-static int
-read_spooled_body(void *ctx, const struct cairn_dlist *file,
-                  int (*put)(void *put_ctx, const void *data, size_t len),
-                  void *put_ctx)
+int
+node_read_spooled_body(void *ctx, const struct cairn_dlist *file,
+                       int (*put)(void *put_ctx, const void *data, size_t len),
+                       void *put_ctx)
 {
     const struct node_request *request = ctx;
     const char *partition, *guid;
@@ -357,9 +357,9 @@ apply_unuser(struct cairn_node_server *server, struct node_user *user,
 /* Appends the record; on failure returns the code and a reply text. */
 static int
 append_record(struct cairn_node_server *server, struct node_request *request,
-              const char **text, unsigned *csync_code)
+              const char **text, unsigned *csync_code, bool *background)
 {
-    const struct cairn_store_bodies bodies = {read_spooled_body, request};
+    const struct cairn_store_bodies bodies = {node_read_spooled_body, request};
     struct node_user *user = request->user;
     struct cairn_dlist *record = NULL;
     uint64_t body_bytes = 0;
@@ -407,6 +407,15 @@ append_record(struct cairn_node_server *server, struct node_request *request,
     if (strcmp(name, "RESERVE") == 0 &&
         (rc = find_missing(request, record)) < 0)
         goto out;
+    if (node_background_wanted(server, request)) {
+        /* The thread gets the store alone: nothing of it in a round. */
+        if (user->in_round)
+            node_commit_round(server);
+        if (node_background_start(server, request, record) == 0) {
+            *background = true;
+            return 0; /* the record is the worker's now */
+        }
+    }
     rc = cairn_store_append(user->store, time(NULL), record, &bodies);
     if (rc < 0) {
         *text = rc == CAIRN_EMISMATCH ? "message body does not match its GUID"
@@ -429,6 +438,7 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
     uint64_t sequence = request->envelope->sequence;
     const char *text = NULL;
     unsigned csync_code = 0;
+    bool background = false;
     int rc;
 
     if (sequence > 0 && user->has_sequence && sequence == user->last_sequence) {
@@ -461,9 +471,12 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
     }
     rc = request->failure;
     text = request->failure_text;
-    if (rc == 0 &&
-        (rc = append_record(server, request, &text, &csync_code)) == 0)
+    if (rc == 0 && (rc = append_record(server, request, &text, &csync_code,
+                                       &background)) == 0) {
+        if (background)
+            return; /* node_apply_finished() completes it */
         rc = await_commit(server, request);
+    }
     if (sequence > 0)
         user->last_outcome = rc;
     if (rc < 0) {
@@ -473,6 +486,31 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
     }
     if (server->settings.group_commit_ms == 0)
         node_commit_round(server);
+}
+
+void
+node_apply_finished(struct cairn_node_server *server,
+                    struct node_request *request, int rc)
+{
+    struct node_user *user = request->user;
+    uint64_t sequence = request->envelope->sequence;
+
+    if (rc < 0 && rc != CAIRN_EPROTO && rc != CAIRN_EMISMATCH &&
+        rc != CAIRN_EINVAL) {
+        cairn_store_abort(user->store);
+        node_answer_applied(server, user, rc);
+    }
+    if (rc == 0)
+        rc = await_commit(server, request);
+    if (sequence > 0 && sequence == user->last_sequence)
+        user->last_outcome = rc;
+    if (rc < 0) {
+        node_reply_error(server, request, rc, 0,
+                         rc == CAIRN_EMISMATCH
+                             ? "message body does not match its GUID"
+                             : "the store refused the update");
+        node_request_free(request);
+    }
 }
 
 /* --- GET

@@ -10,6 +10,7 @@
 #include "node.h"
 #include "node_server.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,7 +54,8 @@ struct node_user {
     size_t queued;
     struct node_request *applied; /* appended, waiting for the commit */
     struct node_request *applied_tail;
-    bool in_round; /* in server->round_users */
+    bool in_round;  /* in server->round_users */
+    bool appending; /* the worker thread holds the store */
 };
 
 struct cairn_node_server {
@@ -84,6 +86,11 @@ struct cairn_node_server {
     uint64_t started_ms;
     int64_t started_time;
     uint64_t requests; /* handled since start */
+    /* the background append (server_worker.c) */
+    int wake_fds[2];
+    bool worker_running;
+    pthread_t worker_thread;
+    struct node_background *background;
 };
 
 /* server.c */
@@ -133,6 +140,29 @@ int node_spool_write(struct cairn_node_server *server,
                      size_t len);
 /* Prints item with its key into a fresh frame of out (max from server). */
 int node_print_item(const struct cairn_dlist *item, struct cairn_buf *out);
+
+/* Reads a FILE node's body from the request's spool (store bodies). */
+int node_read_spooled_body(void *ctx, const struct cairn_dlist *file,
+                           int (*put)(void *put_ctx, const void *data,
+                                      size_t len),
+                           void *put_ctx);
+/* Completes an APPLY whose append ended with rc (background path). */
+void node_apply_finished(struct cairn_node_server *server,
+                         struct node_request *request, int rc);
+
+/* server_worker.c */
+int node_worker_init(struct cairn_node_server *server);
+/* Waits for a running append, then closes the wake pipe. */
+void node_worker_release(struct cairn_node_server *server);
+/* Whether request's append should run on the worker (big, worker idle). */
+bool node_background_wanted(const struct cairn_node_server *server,
+                            const struct node_request *request);
+/* Starts it; takes record on success (0), else the caller keeps it. */
+int node_background_start(struct cairn_node_server *server,
+                          struct node_request *request,
+                          struct cairn_dlist *record);
+/* Joins the worker and completes its request (called from the loop). */
+void node_background_finish(struct cairn_node_server *server);
 
 /* server_admin.c */
 void node_admin(struct cairn_node_server *server, struct node_request *request);

@@ -85,7 +85,7 @@ node_user_close(struct cairn_node_server *server, struct node_user *user)
 static bool
 user_busy(const struct node_user *user)
 {
-    return user->in_round || user->applied != NULL;
+    return user->in_round || user->applied != NULL || user->appending;
 }
 
 /* Closes the least recently used idle store to make room. */
@@ -174,7 +174,7 @@ node_users_free(struct cairn_node_server *server)
 void
 node_user_progress(struct cairn_node_server *server, struct node_user *user)
 {
-    while (user->queue != NULL && user->queue->complete) {
+    while (user->queue != NULL && user->queue->complete && !user->appending) {
         struct node_request *request = user->queue;
 
         user->queue = request->next;
