@@ -286,6 +286,14 @@ import_end(struct cairn_node_server *server, struct node_request *request)
         rc = CAIRN_EMISMATCH;
         goto out;
     }
+    /* Created meanwhile (a write that was not held): never overwritten. */
+    if ((rc = cairn_catalog_lookup(server->catalog, userid, &data_path)) !=
+        CAIRN_ENOENT) {
+        free(data_path);
+        data_path = NULL;
+        rc = rc == 0 ? CAIRN_EEXIST : rc;
+        goto out;
+    }
     rc = CAIRN_EIO;
     if ((fd = open(spool, O_RDONLY | O_CLOEXEC)) < 0 || fsync(fd) < 0)
         goto out;
@@ -299,6 +307,8 @@ import_end(struct cairn_node_server *server, struct node_request *request)
         (rc = rebuild_and_verify(data_path, error, sizeof(error))) < 0 ||
         (rc = cairn_catalog_set(server->catalog, userid, data_path)) < 0)
         goto out;
+    free(data_path);
+    data_path = NULL; /* recorded: kept whatever happens to the reply */
     rc = node_reply(server, request, CAIRN__KIND__ACK, NULL, 0, false);
 out:
     if (rc < 0 && data_path != NULL) {
