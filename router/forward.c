@@ -1,25 +1,32 @@
 /*
  * forward.c - the request handler that sends each resolved request to the
- * storage nodes that hold its user (node_client.h wire contract): APPLYs
- * to every replica the ring names, answered OK only when all of them have
- * acknowledged (durable); GETs to the first replica, its items relayed as
- * the untagged lines of the answer. Message bodies go from the spool files
- * straight to the node client, which streams them in bounded frames.
+ * storage nodes that hold its user (node_client.h wire contract). APPLYs
+ * go to every replica the ring names, each with the next sequence number
+ * of its (user, node) stream, and are answered OK once the destination's
+ * ack policy is met (all, quorum, one); a replica that misses an update
+ * answered OK is reported as needing repair. GETs go to the first replica
+ * and on to the next when a node is down or times out. Message bodies go
+ * from the spool files straight to the node client, which streams them in
+ * bounded frames; a dlist larger than one frame is cut by the node client
+ * (Envelope.dlist_frames).
  *
- * Deliberately simple for now: one destination, ack from every replica,
- * no per-user sequence numbers (the session sends one command at a time,
- * which keeps each connection's requests in order), and an APPLY whose
- * dlist is larger than one frame is refused.
+ * One destination per forward: main.c fans a channel's writes out over
+ * its destinations' forwards.
  */
+#include "forward_int.h"
 #include "node_client.h"
 #include "placement.h"
 #include "router_int.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* Largest command forwarded: what the node client and node accept. */
+#define MAX_COMMAND_BYTES (256u * 1024 * 1024)
 
 struct cairn_router_forward {
     struct cairn_node_client *client;
@@ -27,24 +34,49 @@ struct cairn_router_forward {
     char *destination;
     size_t *client_node; /* ring node index -> node client index */
     size_t max_frame;
+    enum cairn_router_ack ack;
+    struct cairn_router_sequences *sequences;
+    uint64_t repairs;
+    cairn_router_event_fn event_fn;
+    void *event_arg;
     struct cairn_router_moves *moves; /* rebalance (control.c); NULL: none */
+};
+
+struct pending;
+
+/* One replica of the request's user. */
+struct target {
+    struct pending *pending;
+    size_t node;    /* node client index */
+    char name[64];  /* node name, for the logs */
+    int status;     /* 0 acknowledged, < 0 failed, 1 not answered yet */
+    char text[128]; /* why it failed */
 };
 
 /* One request in flight to one or more nodes. */
 struct pending {
     struct cairn_router_forward *forward;
-    struct cairn_router_reply *reply;
-    bool is_get;
-    size_t outstanding;
-    int status;                  /* first failure, 0 if none */
+    struct cairn_router_reply *reply; /* NULL once answered */
+    bool is_get, is_reserve;
+    bool answered_ok;
+    const char *key; /* static (command table) */
+    char userid[CAIRN_ROUTER_USERID_MAX];
+    uint64_t epoch;
+    struct target targets[CAIRN_RING_MAX_REPLICAS];
+    size_t target_count;
+    size_t next_target; /* GET: the replica to try next */
+    size_t required;    /* acks the policy needs */
+    size_t outstanding, acks, failures;
+    int status;                  /* the failure answered, 0 if none */
     char text[256];              /* its text */
     unsigned code;               /* its csync code */
+    struct cairn_buf printed;    /* the dlist (frame 1) */
     struct cairn_dlist *missing; /* APPLY RESERVE: union of MISSING GUIDs */
     int *fds;
     size_t fd_count;
     struct cairn_node_body *bodies; /* borrowed by the node client */
-    const struct cairn_ring *ring;  /* the user's ring (rebalance) */
-    char *user;                     /* counted in flight by the moves */
+    size_t body_count;
+    char *user; /* counted in flight by the moves */
 };
 
 static void
@@ -55,10 +87,31 @@ pending_free(struct pending *pending)
     free(pending->fds);
     free(pending->bodies);
     cairn_dlist_free(pending->missing);
+    cairn_buf_release(&pending->printed);
     if (pending->user != NULL)
         cairn_router_moves_finished(pending->forward->moves, pending->user);
     free(pending->user);
     free(pending);
+}
+
+static void report(struct cairn_router_forward *forward, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+report(struct cairn_router_forward *forward, const char *fmt, ...)
+{
+    struct cairn_router_event event = {.level = CAIRN_ROUTER_EVENT_WARN,
+                                       .channel = forward->destination};
+    char message[512];
+    va_list args;
+
+    if (forward->event_fn == NULL)
+        return;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof(message), fmt, args);
+    va_end(args);
+    event.message = message;
+    forward->event_fn(forward->event_arg, &event);
 }
 
 static bool
@@ -90,7 +143,8 @@ take_items(struct pending *pending, const struct cairn_node_reply *reply)
         if (rc < 0)
             break;
         if (pending->is_get) {
-            rc = cairn_router_reply_untagged(pending->reply, item);
+            if (pending->reply != NULL)
+                rc = cairn_router_reply_untagged(pending->reply, item);
         } else if (strcmp(cairn_dlist_name(item), "MISSING") == 0) {
             for (const struct cairn_dlist *guid = cairn_dlist_first(item);
                  guid != NULL && rc == 0; guid = cairn_dlist_next(guid)) {
@@ -106,14 +160,15 @@ take_items(struct pending *pending, const struct cairn_node_reply *reply)
     return rc;
 }
 
+/* Answers sync_client: OK (with MISSING for a RESERVE) or the failure. */
 static void
-finish(struct pending *pending)
+answer(struct pending *pending, bool ok)
 {
     char text[320];
 
-    if (pending->status == 0 && cairn_dlist_count(pending->missing) > 0)
+    if (ok && cairn_dlist_count(pending->missing) > 0)
         cairn_router_reply_untagged(pending->reply, pending->missing);
-    if (pending->status == 0) {
+    if (ok) {
         cairn_router_reply_complete(pending->reply, CAIRN_CSYNC_OK,
                                     CAIRN_CSYNC_CODE_NONE, "Success");
     } else {
@@ -124,45 +179,173 @@ finish(struct pending *pending)
         cairn_router_reply_complete(pending->reply, CAIRN_CSYNC_NO,
                                     (enum cairn_csync_code)pending->code, text);
     }
+    pending->reply = NULL;
+    pending->answered_ok = ok;
+}
+
+/* Writes answered OK that a replica missed: logged, counted. */
+static void
+report_repairs(struct pending *pending)
+{
+    for (size_t i = 0; i < pending->target_count; i++) {
+        const struct target *target = &pending->targets[i];
+
+        if (target->status >= 0)
+            continue;
+        pending->forward->repairs++;
+        report(pending->forward,
+               "user %s on node %s needs repair: it missed APPLY %s "
+               "answered OK (%s); cairnctl verify shows it",
+               pending->userid, target->name, pending->key, target->text);
+    }
+}
+
+/*
+ * Answers once the outcome is known (a write: as soon as the policy is met
+ * or cannot be met any more; RESERVE and GET: when every node sent has
+ * answered) and frees after the last node answer.
+ */
+static void
+settle(struct pending *pending)
+{
+    bool early = !pending->is_get && !pending->is_reserve;
+
+    if (pending->reply != NULL) {
+        if (early && pending->acks >= pending->required)
+            answer(pending, true);
+        else if (early &&
+                 pending->acks + pending->outstanding < pending->required)
+            answer(pending, false);
+        else if (pending->outstanding == 0)
+            answer(pending, pending->acks >= pending->required);
+    }
+    if (pending->outstanding > 0)
+        return;
+    if (pending->answered_ok && !pending->is_get)
+        report_repairs(pending);
     pending_free(pending);
+}
+
+static bool
+node_unreachable(int status)
+{
+    return status == CAIRN_EUNAVAILABLE || status == CAIRN_ETIMEOUT ||
+           status == CAIRN_EAGAIN;
+}
+
+/* Records a replica's failure; the first (a GET: the last) is answered. */
+static void
+target_failed(struct target *target, int status,
+              const Cairn__Envelope *envelope)
+{
+    struct pending *pending = target->pending;
+    const char *text = envelope != NULL && envelope->error_text != NULL
+                           ? envelope->error_text
+                           : "";
+
+    target->status = status;
+    snprintf(target->text, sizeof(target->text), "%s",
+             text[0] ? text : cairn_strerror(status));
+    pending->failures++;
+    /* The stream lost track of what the node has: start over at 1. */
+    cairn_router_sequences_reset(pending->forward->sequences, pending->userid,
+                                 target->node);
+    if (pending->status != 0 && !pending->is_get)
+        return;
+    pending->status = status;
+    pending->code = envelope != NULL ? envelope->csync_code : 0;
+    snprintf(pending->text, sizeof(pending->text), "%s", text);
+    /* A node that cannot be reached: a NO sync_client retries. */
+    if (node_unreachable(status))
+        pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+}
+
+static void on_node_reply(void *arg, const struct cairn_node_reply *reply);
+
+/* Queues the request for one replica (a failure is recorded, not returned). */
+static void
+send_to(struct target *target)
+{
+    struct pending *pending = target->pending;
+    struct cairn_router_forward *forward = pending->forward;
+    struct cairn_node_frame frame = {pending->printed.data,
+                                     pending->printed.len};
+    struct cairn_node_request request = {
+        .kind =
+            pending->is_get ? CAIRN__KIND__STATE_REQUEST : CAIRN__KIND__APPLY,
+        .user = pending->userid,
+        .destination = forward->destination,
+        .verb = pending->is_get ? "GET" : "APPLY",
+        .key = pending->key,
+        .ring_epoch = pending->epoch,
+        .frames = &frame,
+        .frame_count = 1,
+        .bodies = pending->bodies,
+        .body_count = pending->body_count,
+    };
+    int rc = 0;
+
+    /* GETs are unordered (0): the node answers them after earlier APPLYs. */
+    if (!pending->is_get)
+        rc = cairn_router_sequences_next(forward->sequences, pending->userid,
+                                         target->node, &request.sequence);
+    if (rc == 0)
+        rc = cairn_node_client_send(forward->client, target->node, &request,
+                                    on_node_reply, target, NULL);
+    if (rc < 0) {
+        target_failed(target, rc, NULL);
+        return;
+    }
+    target->status = 1;
+    pending->outstanding++;
+}
+
+/* A GET: the next replica that takes the request, if any. */
+static void
+send_get_next(struct pending *pending)
+{
+    while (pending->outstanding == 0 &&
+           pending->next_target < pending->target_count)
+        send_to(&pending->targets[pending->next_target++]);
 }
 
 static void
 on_node_reply(void *arg, const struct cairn_node_reply *reply)
 {
-    struct pending *pending = arg;
+    struct target *target = arg;
+    struct pending *pending = target->pending;
     int rc = reply->status;
 
+    pending->outstanding--;
     if (rc == 0)
         rc = take_items(pending, reply);
-    if (rc < 0 && pending->status == 0) {
-        pending->status = rc;
-        pending->code = CAIRN_CSYNC_CODE_NONE;
-        if (reply->envelope != NULL) {
-            snprintf(pending->text, sizeof(pending->text), "%s",
-                     reply->envelope->error_text ? reply->envelope->error_text
-                                                 : "");
-            pending->code = reply->envelope->csync_code;
+    if (rc < 0) {
+        target_failed(target, rc, reply->envelope);
+        if (pending->is_get && node_unreachable(rc)) {
+            send_get_next(pending);
+            if (pending->outstanding > 0)
+                report(pending->forward,
+                       "GET %s of %s: node %s %s, asking the next replica",
+                       pending->key, pending->userid, target->name,
+                       cairn_strerror(rc));
         }
-        /* A node that cannot be reached: a NO sync_client retries. */
-        if (rc == CAIRN_EUNAVAILABLE || rc == CAIRN_ETIMEOUT)
-            pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+    } else {
+        target->status = 0;
+        pending->acks++;
     }
-    if (--pending->outstanding == 0)
-        finish(pending);
+    settle(pending);
 }
 
 /* Opens the spooled body of every FILE node, in tree order. */
 static int
-open_bodies(struct pending *pending, const struct cairn_dlist *value,
-            size_t *count)
+open_bodies(struct pending *pending, const struct cairn_dlist *value)
 {
     size_t files = 0;
 
     for (const struct cairn_dlist *item = cairn_dlist_first(value);
          item != NULL; item = cairn_dlist_next(item))
         files += cairn_dlist_file_info(item, NULL, NULL, NULL, NULL);
-    *count = 0;
+    pending->body_count = 0;
     pending->bodies = calloc(files + 1, sizeof(*pending->bodies));
     pending->fds = calloc(files + 1, sizeof(*pending->fds));
     if (pending->bodies == NULL || pending->fds == NULL)
@@ -181,7 +364,7 @@ open_bodies(struct pending *pending, const struct cairn_dlist *value,
         if (fd < 0)
             return CAIRN_EIO; /* bodies are only forwarded from a spool */
         pending->fds[pending->fd_count++] = fd;
-        pending->bodies[(*count)++] =
+        pending->bodies[pending->body_count++] =
             (struct cairn_node_body){.fd = fd, .size = size};
     }
     return CAIRN_OK;
@@ -210,39 +393,51 @@ client_node(struct cairn_router_forward *forward, const struct cairn_ring *ring,
     return cairn_node_client_find_node(forward->client, info.name, index);
 }
 
+/* The user's replicas on ring, and how many acks the policy needs. */
 static int
-send_to_replicas(struct cairn_router_forward *forward, struct pending *pending,
-                 const struct cairn_router_request *request,
-                 struct cairn_node_request *node_request)
+find_targets(struct pending *pending, const struct cairn_ring *ring)
 {
-    const char *user = request->resolution->owner.userid;
     uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
-    size_t count = pending->is_get ? 1 : cairn_ring_replicas(pending->ring);
-    int rc = CAIRN_OK;
+    size_t count = cairn_ring_replicas(ring);
+    int rc = 0;
 
-    cairn_ring_lookup(pending->ring, user, strlen(user), replicas);
-    pending->outstanding = count + 1; /* +1 until every send is queued */
-    for (size_t i = 0; i < count; i++) {
-        size_t node = 0;
+    cairn_ring_lookup(ring, pending->userid, strlen(pending->userid), replicas);
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        struct target *target = &pending->targets[i];
+        struct cairn_ring_node_info info;
 
-        rc = client_node(forward, pending->ring, replicas[i], &node);
-        if (rc == 0)
-            rc = cairn_node_client_send(forward->client, node, node_request,
-                                        on_node_reply, pending, NULL);
-        if (rc < 0) {
-            pending->outstanding -= count - i;
-            break;
-        }
+        target->pending = pending;
+        rc = client_node(pending->forward, ring, replicas[i], &target->node);
+        if (rc == 0 && cairn_ring_node_info(ring, replicas[i], &info) == 0)
+            snprintf(target->name, sizeof(target->name), "%s", info.name);
     }
-    if (rc < 0 && pending->status == 0) {
-        pending->status = rc;
-        pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+    pending->target_count = count;
+    if (pending->is_get || pending->forward->ack == CAIRN_ROUTER_ACK_ONE)
+        pending->required = 1;
+    else if (pending->forward->ack == CAIRN_ROUTER_ACK_QUORUM)
+        pending->required = count / 2 + 1;
+    else
+        pending->required = count;
+    return rc;
+}
+
+/* The moves' ring for the user, counted in flight; NULL while held. */
+static const struct cairn_ring *
+route(struct pending *pending, int *rc)
+{
+    struct cairn_router_forward *forward = pending->forward;
+    const struct cairn_ring *ring = cairn_router_moves_route(
+        forward->moves, pending->userid, forward->ring);
+
+    *rc = 0;
+    if (ring == NULL || forward->moves == NULL)
+        return ring;
+    *rc = cairn_router_moves_started(forward->moves, pending->userid);
+    if (*rc == 0 && (pending->user = strdup(pending->userid)) == NULL) {
+        cairn_router_moves_finished(forward->moves, pending->userid);
+        *rc = CAIRN_ENOMEM;
     }
-    /* Callbacks come from the loop, never from inside send: finish here
-     * only if nothing was queued. */
-    if (--pending->outstanding == 0)
-        finish(pending);
-    return CAIRN_OK;
+    return ring;
 }
 
 int
@@ -251,80 +446,62 @@ cairn_router_forward_request(void *arg,
                              struct cairn_router_reply *reply)
 {
     struct cairn_router_forward *forward = arg;
-    struct cairn_node_request node_request;
     struct cairn_dlist_body_writer writer = {.write_body = no_body};
-    struct cairn_node_frame frame;
-    size_t body_count = 0;
     struct pending *pending = calloc(1, sizeof(*pending));
-    struct cairn_buf printed;
+    const struct cairn_ring *ring;
     int rc = CAIRN_ENOMEM;
 
-    cairn_buf_init(&printed, forward->max_frame);
     if (pending == NULL)
-        goto out;
+        return CAIRN_ENOMEM;
+    cairn_buf_init(&pending->printed, MAX_COMMAND_BYTES);
     pending->forward = forward;
     pending->reply = reply;
     pending->is_get = request->verb == CAIRN_CSYNC_GET;
-    pending->ring = cairn_router_moves_route(
-        forward->moves, request->resolution->owner.userid, forward->ring);
-    if (pending->ring == NULL) {
+    pending->key = request->resolution->key;
+    pending->is_reserve =
+        !pending->is_get && strcmp(pending->key, "RESERVE") == 0;
+    snprintf(pending->userid, sizeof(pending->userid), "%s",
+             request->resolution->owner.userid);
+    ring = route(pending, &rc);
+    if (ring == NULL) {
         /* Being moved (cairnctl rebalance): a NO sync_client retries. */
-        free(pending);
-        cairn_buf_release(&printed);
+        pending_free(pending);
         return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
                                            CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
                                            "user is being moved");
     }
-    if (forward->moves != NULL) {
-        rc = cairn_router_moves_started(forward->moves,
-                                        request->resolution->owner.userid);
-        if (rc == 0 && (pending->user = strdup(
-                            request->resolution->owner.userid)) == NULL) {
-            cairn_router_moves_finished(forward->moves,
-                                        request->resolution->owner.userid);
-            rc = CAIRN_ENOMEM;
-        }
-        if (rc < 0)
-            goto out;
-    }
-    pending->missing = cairn_dlist_new_list("MISSING");
-    if (pending->missing == NULL)
+    if (rc < 0)
         goto out;
-    rc = cairn_dlist_print(request->value, true, &printed, &writer);
+    pending->epoch = cairn_ring_epoch(ring);
+    pending->missing = cairn_dlist_new_list("MISSING");
+    if (pending->missing == NULL) {
+        rc = CAIRN_ENOMEM;
+        goto out;
+    }
+    rc = cairn_dlist_print(request->value, true, &pending->printed, &writer);
     if (rc == CAIRN_ETOOBIG) {
-        /* The node contract wants the dlist in one frame. */
         rc = cairn_router_reply_complete(
             reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
-            "cairn router: command larger than one frame ([limits] "
-            "max_frame), not stored");
+            "cairn router: command larger than 256 MiB, not stored");
         goto out;
     }
     if (rc == 0 && !pending->is_get)
-        rc = open_bodies(pending, request->value, &body_count);
+        rc = open_bodies(pending, request->value);
+    if (rc == 0)
+        rc = find_targets(pending, ring);
     if (rc < 0)
         goto out;
-    frame = (struct cairn_node_frame){printed.data, printed.len};
-    node_request = (struct cairn_node_request){
-        .kind =
-            pending->is_get ? CAIRN__KIND__STATE_REQUEST : CAIRN__KIND__APPLY,
-        .user = request->resolution->owner.userid,
-        .destination = forward->destination,
-        .verb = pending->is_get ? "GET" : "APPLY",
-        .key = request->resolution->key,
-        .ring_epoch = cairn_ring_epoch(pending->ring),
-        .frames = &frame,
-        .frame_count = 1,
-        .bodies = pending->bodies,
-        .body_count = body_count,
-    };
-    rc = send_to_replicas(forward, pending, request, &node_request);
-    pending = NULL; /* finish() or a callback frees it */
-    if (rc == 0)
-        rc = CAIRN_EAGAIN; /* answered from on_node_reply */
+    if (pending->is_get)
+        send_get_next(pending);
+    else
+        for (size_t i = 0; i < pending->target_count; i++)
+            send_to(&pending->targets[i]);
+    /* Callbacks come from the loop, never from inside send: this may
+     * answer at once only when the nodes that took it cannot be enough. */
+    settle(pending);
+    return CAIRN_EAGAIN;
 out:
-    if (pending != NULL)
-        pending_free(pending);
-    cairn_buf_release(&printed);
+    pending_free(pending);
     return rc;
 }
 
@@ -348,6 +525,10 @@ cairn_router_forward_new(struct cairn_loop *loop,
     if (forward == NULL)
         return CAIRN_ENOMEM;
     forward->max_frame = settings->max_frame ? settings->max_frame : 1 << 20;
+    forward->ack = settings->ack;
+    if ((rc = cairn_router_sequences_new(&forward->sequences)) < 0)
+        goto out;
+    rc = CAIRN_ENOMEM;
     forward->destination = strdup(settings->destination);
     if (forward->destination == NULL)
         goto out;
@@ -403,9 +584,87 @@ cairn_router_forward_free(struct cairn_router_forward *forward)
         return;
     cairn_node_client_free(forward->client);
     cairn_ring_free(forward->ring);
+    cairn_router_sequences_free(forward->sequences);
     free(forward->client_node);
     free(forward->destination);
     free(forward);
+}
+
+void
+cairn_router_forward_set_event_handler(struct cairn_router_forward *forward,
+                                       cairn_router_event_fn fn, void *arg)
+{
+    forward->event_fn = fn;
+    forward->event_arg = arg;
+}
+
+uint64_t
+cairn_router_forward_repairs(const struct cairn_router_forward *forward)
+{
+    return forward->repairs;
+}
+
+/* Connects the nodes of settings the client does not know yet. */
+static int
+add_new_nodes(struct cairn_router_forward *forward,
+              const struct cairn_router_forward_settings *settings)
+{
+    int rc = 0;
+
+    for (size_t j = 0, known; j < settings->node_count && rc == 0; j++)
+        if (cairn_node_client_find_node(forward->client,
+                                        settings->nodes[j].name,
+                                        &known) == CAIRN_ENOENT)
+            rc = cairn_node_client_add_node(forward->client,
+                                            settings->nodes[j].name,
+                                            settings->nodes[j].endpoint, NULL);
+    return rc;
+}
+
+int
+cairn_router_forward_reload(
+    struct cairn_router_forward *forward,
+    const struct cairn_router_forward_settings *settings, bool *replaced,
+    char *error, size_t error_size)
+{
+    struct cairn_ring *ring = NULL;
+    int rc;
+
+    *replaced = false;
+    if ((rc = cairn_ring_load(settings->ring_file, &ring)) < 0) {
+        snprintf(error, error_size, "cannot load ring %s: %s",
+                 settings->ring_file, cairn_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < cairn_ring_node_count(ring) && rc == 0; i++) {
+        struct cairn_ring_node_info info;
+        bool configured = false;
+
+        cairn_ring_node_info(ring, i, &info);
+        for (size_t j = 0; j < settings->node_count; j++)
+            configured |= strcmp(settings->nodes[j].name, info.name) == 0;
+        if (!configured) {
+            snprintf(error, error_size, "ring node %s has no endpoint",
+                     info.name);
+            rc = CAIRN_ECONFIG;
+        }
+    }
+    if (rc == 0 && cairn_ring_epoch(ring) <= cairn_ring_epoch(forward->ring)) {
+        cairn_ring_free(ring); /* same or older: keep the one in use */
+        return add_new_nodes(forward, settings);
+    }
+    if (rc == 0)
+        rc = add_new_nodes(forward, settings);
+    if (rc < 0) {
+        if (error[0] == '\0')
+            snprintf(error, error_size, "cannot connect the new nodes");
+        cairn_ring_free(ring);
+        return rc;
+    }
+    /* Requests in flight hold node indexes, not the ring: they finish. */
+    rc = cairn_router_forward_replace_ring(forward, ring);
+    *replaced = rc == 0;
+    return rc;
 }
 
 /* --- rebalance hooks (control.c) ----------------------------------------- */

@@ -264,6 +264,15 @@ struct cairn_router_forward_node {
     const char *endpoint;
 };
 
+/* When a write is answered OK: every replica, a majority, or one has it
+ * durably. A replica that missed an update answered OK is reported as
+ * needing repair (event + cairn_router_forward_repairs). */
+enum cairn_router_ack {
+    CAIRN_ROUTER_ACK_ALL = 0,
+    CAIRN_ROUTER_ACK_QUORUM,
+    CAIRN_ROUTER_ACK_ONE,
+};
+
 /* Strings are borrowed for the call only. */
 struct cairn_router_forward_settings {
     const char *destination;
@@ -273,7 +282,8 @@ struct cairn_router_forward_settings {
     uint64_t timeout_ms; /* per node request; 0: 30 s */
     size_t node_window;  /* 0: 16 */
     size_t user_window;  /* 0: 4 */
-    size_t max_frame;    /* 0: 1 MiB */
+    size_t max_frame;    /* 0: 1 MiB; larger commands travel cut */
+    enum cairn_router_ack ack; /* when a write may be answered OK */
 };
 
 struct cairn_router_forward;
@@ -290,14 +300,39 @@ int cairn_router_forward_new(struct cairn_loop *loop,
 /* Frees (NULL-safe); answers still pending are dropped. */
 void cairn_router_forward_free(struct cairn_router_forward *forward);
 /*
- * The request handler (arg: the forward): APPLY to every replica, OK when
- * all acknowledged; GET to the first replica, its items relayed; a node
- * that is down or slow gives "NO IMAP_MAILBOX_LOCKED", which sync_client
- * retries. Needs the router's spool for APPLY MESSAGE bodies.
+ * The request handler (arg: the forward): APPLY to every replica with the
+ * (user, node) sequence numbers of the wire contract, OK once the ack
+ * policy is met (RESERVE waits for every replica: MISSING is their union);
+ * GET to the first replica that answers (the next one when a node is down
+ * or times out), its items relayed; when the policy cannot be met, "NO
+ * IMAP_MAILBOX_LOCKED" for a node that is down or slow, which sync_client
+ * retries. A command larger than one frame travels cut in several (up to
+ * 256 MiB). Needs the router's spool for APPLY MESSAGE bodies.
  */
 int cairn_router_forward_request(void *forward,
                                  const struct cairn_router_request *request,
                                  struct cairn_router_reply *reply);
+/*
+ * Reports replicas that missed an update the router answered OK (level
+ * WARN, channel = the destination, peer NULL): "needs repair" lines.
+ */
+void cairn_router_forward_set_event_handler(
+    struct cairn_router_forward *forward, cairn_router_event_fn fn, void *arg);
+/* Updates answered OK that some replica missed, since the start. */
+uint64_t
+cairn_router_forward_repairs(const struct cairn_router_forward *forward);
+/*
+ * SIGHUP: reads settings->ring_file again and, when its epoch is higher
+ * than the ring in use, routes new requests with it (requests in flight
+ * finish where they were sent); nodes in settings that the client does
+ * not know yet are connected. Timeouts and windows are not changed. On
+ * failure nothing changes and error says why. *replaced tells whether the
+ * ring changed.
+ */
+int cairn_router_forward_reload(struct cairn_router_forward *forward,
+                                const struct cairn_router_forward_settings *s,
+                                bool *replaced, char *error,
+                                size_t error_size);
 
 /* --- rebalance: the control endpoint (control.c) ------------------------
  * [router] control, driven by `cairnctl rebalance`: RING_STATUS, RING_PREPARE

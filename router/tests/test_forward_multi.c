@@ -1,0 +1,518 @@
+/*
+ * test_forward_multi.c - the forwarder with several in-process cairn nodes
+ * (node server library on the test's loop): an APPLY MAILBOX of 20,000
+ * records (several MB, many node frames) stored on 2 replicas and read
+ * back identical from each (the second through the GET fallback once the
+ * first is stopped); the ack policies with replicas down; the per (user,
+ * node) sequence table; a ring file reload with a higher epoch.
+ */
+#include "forward_int.h"
+#include "node_server.h"
+#include "placement.h"
+#include "session_util.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <time.h>
+
+#define MAX_NODES 3
+
+struct cluster {
+    char dir[64];
+    char ring_path[128];
+    size_t node_count;
+    struct cairn_node_server *servers[MAX_NODES];
+    char endpoints[MAX_NODES][64];
+    struct cairn_router_forward *forward;
+    struct fixture fixture;
+};
+
+static const char *const node_names[MAX_NODES] = {"n1", "n2", "n3"};
+
+static int
+save_ring(struct cluster *cluster, size_t replicas, uint64_t epoch)
+{
+    struct cairn_ring_node_spec specs[MAX_NODES] = {
+        {"n1", 1, "z1"}, {"n2", 1, "z2"}, {"n3", 1, "z3"}};
+    struct cairn_ring *ring = NULL;
+    int rc;
+
+    rc = cairn_ring_new("main", (unsigned)replicas, 0, specs,
+                        cluster->node_count, &ring);
+    if (rc == 0)
+        cairn_ring_set_epoch(ring, epoch);
+    if (rc == 0)
+        rc = cairn_ring_save(ring, cluster->ring_path);
+    cairn_ring_free(ring);
+    return rc;
+}
+
+/* Starts node_count nodes, a ring of replicas, a router with a spool. */
+static int
+cluster_start(struct cluster *cluster, size_t node_count, size_t replicas,
+              enum cairn_router_ack ack, uint64_t timeout_ms)
+{
+    struct cairn_router_forward_node nodes[MAX_NODES];
+    struct cairn_router_forward_settings forward = {
+        .destination = "main",
+        .ring_file = cluster->ring_path,
+        .nodes = nodes,
+        .node_count = node_count,
+        .timeout_ms = timeout_ms,
+        .ack = ack,
+    };
+    char spool[96], error[256] = "";
+    int rc;
+
+    snprintf(cluster->dir, sizeof(cluster->dir),
+             "/tmp/cairn-test-fwdmulti-XXXXXX");
+    if (mkdtemp(cluster->dir) == NULL)
+        return CAIRN_EIO;
+    cluster->node_count = node_count;
+    snprintf(cluster->ring_path, sizeof(cluster->ring_path), "%s/main.ring",
+             cluster->dir);
+    snprintf(spool, sizeof(spool), "%s/spool", cluster->dir);
+    if ((rc = fixture_open_spool(&cluster->fixture, 0, 0, 0, spool, 64 << 20)) <
+            0 ||
+        (rc = save_ring(cluster, replicas, 1)) < 0)
+        return rc;
+    for (size_t i = 0; i < node_count && rc == 0; i++) {
+        char data[96];
+        struct cairn_node_server_settings settings = {
+            .name = node_names[i],
+            .endpoint = "tcp://127.0.0.1:*",
+            .data_dir = data,
+        };
+
+        snprintf(data, sizeof(data), "%s/%s", cluster->dir, node_names[i]);
+        rc = cairn_node_server_new(cluster->fixture.loop, NULL, &settings,
+                                   &cluster->servers[i], error, sizeof(error));
+        if (rc == 0)
+            snprintf(cluster->endpoints[i], sizeof(cluster->endpoints[i]), "%s",
+                     cairn_node_server_endpoint(cluster->servers[i]));
+        nodes[i] = (struct cairn_router_forward_node){node_names[i],
+                                                      cluster->endpoints[i]};
+    }
+    if (rc == 0)
+        rc = cairn_router_forward_new(cluster->fixture.loop, &forward,
+                                      &cluster->forward, error, sizeof(error));
+    if (rc == 0)
+        cairn_router_set_request_handler(cluster->fixture.router,
+                                         cairn_router_forward_request,
+                                         cluster->forward);
+    if (rc < 0)
+        fprintf(stderr, "cluster_start: %s %s\n", error, cairn_strerror(rc));
+    return rc;
+}
+
+static void
+cluster_stop(struct cluster *cluster)
+{
+    char command[160];
+
+    cairn_router_free(cluster->fixture.router);
+    cairn_router_forward_free(cluster->forward);
+    for (size_t i = 0; i < cluster->node_count; i++)
+        cairn_node_server_free(cluster->servers[i]);
+    cairn_loop_free(cluster->fixture.loop);
+    snprintf(command, sizeof(command), "rm -rf %s", cluster->dir);
+    CHECK_INT(system(command), 0);
+}
+
+/* Stops the node that is replica number rank of user on the ring file. */
+static void
+stop_replica(struct cluster *cluster, const char *user, size_t rank)
+{
+    struct cairn_ring *ring = NULL;
+    uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
+
+    CHECK_INT(cairn_ring_load(cluster->ring_path, &ring), 0);
+    cairn_ring_lookup(ring, user, strlen(user), replicas);
+    cairn_node_server_free(cluster->servers[replicas[rank]]);
+    cluster->servers[replicas[rank]] = NULL;
+    cairn_ring_free(ring);
+}
+
+/* Writes all of text while the loop runs (the router reads meanwhile). */
+static void
+send_all(struct cluster *cluster, int fd, const char *text, size_t len)
+{
+    size_t done = 0;
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (done < len) {
+        ssize_t wrote = write(fd, text + done, len - done);
+
+        if (wrote > 0)
+            done += (size_t)wrote;
+        cairn_loop_run_once(cluster->fixture.loop, 1);
+    }
+}
+
+/* A whole response into text, within timeout_ms. */
+static void
+receive_long(struct cluster *cluster, int fd, struct cairn_buf *text,
+             uint64_t timeout_ms)
+{
+    uint64_t deadline = cairn_loop_now_ms() + timeout_ms;
+    char wire[65536];
+
+    cairn_buf_reset(text);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (cairn_loop_now_ms() < deadline && !response_complete(text)) {
+        ssize_t got;
+
+        cairn_loop_run_once(cluster->fixture.loop, 5);
+        while ((got = read(fd, wire, sizeof(wire))) > 0)
+            CHECK_INT(cairn_buf_append(text, wire, (size_t)got), 0);
+        if (got == 0)
+            return;
+    }
+}
+
+static int
+exchange(struct cluster *cluster, int fd, const char *command,
+         struct cairn_buf *text)
+{
+    send_all(cluster, fd, command, strlen(command));
+    receive_long(cluster, fd, text, 10000);
+    return text->data != NULL ? 0 : -1;
+}
+
+static int
+connect_logged_in(struct cluster *cluster, struct cairn_buf *text)
+{
+    return login(&cluster->fixture, cluster->fixture.port,
+                 "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n", text);
+}
+
+/* The body of message uid; returns its length. */
+static size_t
+body_of(size_t uid, char body[64])
+{
+    return (size_t)snprintf(body, 64, "message number %zu", uid);
+}
+
+/* The GUID (hex SHA-1) of body. */
+static const char *
+guid_of(const char *body, char guid[41])
+{
+    unsigned char digest[SHA_DIGEST_LENGTH];
+
+    SHA1((const unsigned char *)body, strlen(body), digest);
+    for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(guid + 2 * i, 3, "%02x", digest[i]);
+    return guid;
+}
+
+/* APPLY MESSAGE of the bodies of UIDs first..last. */
+static void
+message_batch(struct cairn_buf *out, size_t first, size_t last)
+{
+    char body[64], guid[41];
+
+    cairn_buf_reset(out);
+    CHECK_INT(cairn_buf_append_str(out, "APPLY MESSAGE ("), 0);
+    for (size_t uid = first; uid <= last; uid++) {
+        size_t len = body_of(uid, body);
+
+        CHECK_INT(cairn_buf_printf(out, "%s%%{default %s %zu}\r\n%s",
+                                   uid > first ? " " : "", guid_of(body, guid),
+                                   len, body),
+                  0);
+    }
+    CHECK_INT(cairn_buf_append_str(out, ")\r\n"), 0);
+}
+
+/* APPLY MAILBOX user.anne with count records, UIDs 1..count. */
+static void
+big_mailbox(struct cairn_buf *out, size_t count)
+{
+    char record[256], body[64], guid[41];
+
+    cairn_buf_reset(out);
+    CHECK_INT(cairn_buf_printf(
+                  out,
+                  "APPLY MAILBOX %%(UNIQUEID u1 MBOXNAME user.anne LAST_UID "
+                  "%zu HIGHESTMODSEQ %zu RECENTUID 1 RECENTTIME 1795668590 "
+                  "LAST_APPENDDATE 1795668590 POP3_LAST_LOGIN 0 "
+                  "POP3_SHOW_AFTER 0 UIDVALIDITY 1795668591 PARTITION default "
+                  "ACL \"anne\tlrswipkxtecdan\t\" OPTIONS P SYNC_CRC 0 "
+                  "SYNC_CRC_ANNOT 0 RECORD (",
+                  count, count + 1),
+              0);
+    for (size_t uid = 1; uid <= count; uid++) {
+        size_t len = body_of(uid, body);
+
+        snprintf(record, sizeof(record),
+                 "%s%%(UID %zu MODSEQ %zu LAST_UPDATED 1795668590 FLAGS () "
+                 "INTERNALDATE 1795668590 SIZE %zu GUID %s)",
+                 uid > 1 ? " " : "", uid, uid + 1, len, guid_of(body, guid));
+        CHECK_INT(cairn_buf_append_str(out, record), 0);
+    }
+    CHECK_INT(cairn_buf_append_str(out, "))\r\n"), 0);
+}
+
+static size_t
+count_of(const char *text, const char *word)
+{
+    size_t count = 0;
+
+    for (const char *at = text; (at = strstr(at, word)) != NULL; at++)
+        count++;
+    return count;
+}
+
+static double
+seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) +
+           (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Many node frames in, 2 replicas, read back identical from each. */
+static void
+test_big_mailbox(void)
+{
+    enum { RECORDS = 20000 };
+    struct cluster cluster = {0};
+    struct cairn_buf command, text, first;
+    struct timespec start;
+    int fd;
+
+    CHECK_INT(cluster_start(&cluster, 2, 2, CAIRN_ROUTER_ACK_ALL, 4000), 0);
+    cairn_buf_init(&command, 64 << 20);
+    cairn_buf_init(&text, 64 << 20);
+    cairn_buf_init(&first, 64 << 20);
+    fd = connect_logged_in(&cluster, &text);
+    CHECK_INT(exchange(&cluster, fd,
+                       "APPLY RESERVE %(PARTITION default MBOXNAME "
+                       "(user.anne) GUID (" HELLO_GUID "))\r\n",
+                       &text),
+              0);
+    CHECK_INT(exchange(&cluster, fd,
+                       "APPLY MESSAGE (%{default " HELLO_GUID
+                       " 5}\r\nhello)\r\n",
+                       &text),
+              0);
+    /* The bodies first, in batches as sync_client sends them. */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (size_t first_uid = 1; first_uid <= RECORDS; first_uid += 500) {
+        message_batch(&command, first_uid, first_uid + 499);
+        send_all(&cluster, fd, command.data, command.len);
+        receive_long(&cluster, fd, &text, 10000);
+        CHECK_STR(text.data ? text.data : "", "OK Success\r\n");
+    }
+    printf("big mailbox: %d bodies stored on 2 replicas in %.2f s\n", RECORDS,
+           seconds_since(&start));
+    big_mailbox(&command, RECORDS);
+    CHECK(command.len > 2 * (1 << 20)); /* 3 frames of 1 MiB */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    send_all(&cluster, fd, command.data, command.len);
+    receive_long(&cluster, fd, &text, 30000);
+    CHECK_STR(text.data ? text.data : "", "OK Success\r\n");
+    printf("big mailbox: %d records, %zu bytes, stored on 2 replicas in "
+           "%.2f s\n",
+           RECORDS, command.len, seconds_since(&start));
+    CHECK_INT(exchange(&cluster, fd, "GET FULLMAILBOX user.anne\r\n", &first),
+              0);
+    CHECK_U64(count_of(first.data, " GUID "), RECORDS);
+    CHECK(strstr(first.data, "\r\nOK Success\r\n") != NULL);
+    /* The first replica goes away: the GET goes on to the second. */
+    stop_replica(&cluster, "anne", 0);
+    CHECK_INT(exchange(&cluster, fd, "GET FULLMAILBOX user.anne\r\n", &text),
+              0);
+    CHECK_STR(text.data, first.data);
+    close(fd);
+    cairn_buf_release(&command);
+    cairn_buf_release(&text);
+    cairn_buf_release(&first);
+    cluster_stop(&cluster);
+}
+
+#define SMALL_MAILBOX                                                          \
+    "APPLY MAILBOX %(UNIQUEID u1 MBOXNAME user.anne LAST_UID 0 "               \
+    "HIGHESTMODSEQ 1 RECENTUID 0 RECENTTIME 0 LAST_APPENDDATE 0 "              \
+    "POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 1795668591 "              \
+    "PARTITION default ACL \"anne\tlrswipkxtecdan\t\" OPTIONS P SYNC_CRC 0 "   \
+    "SYNC_CRC_ANNOT 0 RECORD ())\r\n"
+
+/* 3 replicas, some stopped: OK exactly when the policy is met. */
+static void
+test_ack_policies(void)
+{
+    static const struct {
+        enum cairn_router_ack ack;
+        size_t down;
+        bool ok;
+        uint64_t repairs;
+    } cases[] = {
+        {CAIRN_ROUTER_ACK_ALL, 0, true, 0},
+        {CAIRN_ROUTER_ACK_ALL, 1, false, 0},
+        {CAIRN_ROUTER_ACK_QUORUM, 1, true, 1},
+        {CAIRN_ROUTER_ACK_QUORUM, 2, false, 0},
+        {CAIRN_ROUTER_ACK_ONE, 2, true, 2},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cluster cluster = {0};
+        struct cairn_buf text;
+        uint64_t deadline;
+        int fd;
+
+        CHECK_INT(cluster_start(&cluster, 3, 3, cases[i].ack, 1000), 0);
+        cairn_buf_init(&text, 1 << 20);
+        fd = connect_logged_in(&cluster, &text);
+        /* The last replicas go down, the first stays up. */
+        for (size_t d = 0; d < cases[i].down; d++)
+            stop_replica(&cluster, "anne", 2 - d);
+        CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX, &text), 0);
+        if (cases[i].ok)
+            CHECK_STR(text.data, "OK Success\r\n");
+        else
+            CHECK(strncmp(text.data, "NO IMAP_MAILBOX_LOCKED ", 23) == 0);
+        /* The stopped replicas' answers come after the OK. */
+        deadline = cairn_loop_now_ms() + 3000;
+        while (cairn_router_forward_repairs(cluster.forward) <
+                   cases[i].repairs &&
+               cairn_loop_now_ms() < deadline)
+            cairn_loop_run_once(cluster.fixture.loop, 10);
+        CHECK_U64(cairn_router_forward_repairs(cluster.forward),
+                  cases[i].repairs);
+        /* The replica that stayed up has the mailbox. */
+        CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+        if (cases[i].ok)
+            CHECK(strstr(text.data, "* MAILBOX %(UNIQUEID u1 ") != NULL);
+        close(fd);
+        cairn_buf_release(&text);
+        cluster_stop(&cluster);
+    }
+}
+
+/* Sequence numbers per (user, node), restarted at 1 after a reset. */
+static void
+test_sequences(void)
+{
+    static const struct {
+        const char *user;
+        size_t node;
+        bool reset; /* reset first instead of taking a number */
+        uint64_t expect;
+    } steps[] = {
+        {"anne", 0, false, 1}, {"anne", 0, false, 2}, {"anne", 1, false, 1},
+        {"bob", 0, false, 1},  {"anne", 0, false, 3}, {"anne", 0, true, 1},
+        {"anne", 0, false, 2}, {"anne", 1, false, 2}, {"bob", 0, true, 1},
+    };
+    struct cairn_router_sequences *table = NULL;
+
+    CHECK_INT(cairn_router_sequences_new(&table), 0);
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        uint64_t sequence = 0;
+
+        if (steps[i].reset)
+            cairn_router_sequences_reset(table, steps[i].user, steps[i].node);
+        CHECK_INT(cairn_router_sequences_next(table, steps[i].user,
+                                              steps[i].node, &sequence),
+                  0);
+        CHECK_U64(sequence, steps[i].expect);
+    }
+    CHECK_U64(cairn_router_sequences_count(table), 3);
+    /* Many users: the table grows and keeps every stream. */
+    for (size_t i = 0; i < 5000; i++) {
+        char user[32];
+        uint64_t sequence = 0;
+
+        snprintf(user, sizeof(user), "user%zu", i);
+        CHECK_INT(cairn_router_sequences_next(table, user, 2, &sequence), 0);
+        CHECK_INT(cairn_router_sequences_next(table, user, 2, &sequence), 0);
+        if (sequence != 2)
+            CHECK_U64(sequence, 2);
+    }
+    CHECK_U64(cairn_router_sequences_count(table), 5003);
+    cairn_router_sequences_free(table);
+}
+
+/* The node sees every write of a stream in order: many APPLYs all OK. */
+static void
+test_ordered_stream(void)
+{
+    struct cluster cluster = {0};
+    struct cairn_buf text;
+    int fd;
+
+    CHECK_INT(cluster_start(&cluster, 2, 2, CAIRN_ROUTER_ACK_ALL, 1000), 0);
+    cairn_buf_init(&text, 1 << 20);
+    fd = connect_logged_in(&cluster, &text);
+    for (int i = 0; i < 20; i++) {
+        CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX, &text), 0);
+        CHECK_STR(text.data, "OK Success\r\n");
+    }
+    /* Every replica gone: a NO that sync_client retries. */
+    stop_replica(&cluster, "anne", 0);
+    stop_replica(&cluster, "anne", 1);
+    CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+    CHECK(strncmp(text.data, "NO IMAP_MAILBOX_LOCKED ", 23) == 0);
+    close(fd);
+    cairn_buf_release(&text);
+    cluster_stop(&cluster);
+}
+
+/* A ring with a higher epoch is taken; a broken or older one is not. */
+static void
+test_ring_reload(void)
+{
+    struct cluster cluster = {0};
+    struct cairn_router_forward_node nodes[MAX_NODES];
+    struct cairn_router_forward_settings settings = {
+        .destination = "main",
+        .ring_file = cluster.ring_path,
+        .nodes = nodes,
+        .node_count = 2,
+    };
+    char error[256] = "";
+    bool replaced = true;
+    FILE *file;
+
+    CHECK_INT(cluster_start(&cluster, 2, 1, CAIRN_ROUTER_ACK_ALL, 1000), 0);
+    for (size_t i = 0; i < 2; i++)
+        nodes[i] = (struct cairn_router_forward_node){node_names[i],
+                                                      cluster.endpoints[i]};
+    /* Same epoch: kept. */
+    CHECK_INT(cairn_router_forward_reload(cluster.forward, &settings, &replaced,
+                                          error, sizeof(error)),
+              0);
+    CHECK(!replaced);
+    CHECK_INT(save_ring(&cluster, 2, 7), 0);
+    CHECK_INT(cairn_router_forward_reload(cluster.forward, &settings, &replaced,
+                                          error, sizeof(error)),
+              0);
+    CHECK(replaced);
+    CHECK_U64(cairn_ring_epoch(cairn_router_forward_ring(cluster.forward)), 7);
+    CHECK_U64(cairn_ring_replicas(cairn_router_forward_ring(cluster.forward)),
+              2);
+    /* A broken file: refused, the ring in use stays. */
+    file = fopen(cluster.ring_path, "w");
+    CHECK(file != NULL);
+    fputs("not a ring\n", file);
+    fclose(file);
+    CHECK(cairn_router_forward_reload(cluster.forward, &settings, &replaced,
+                                      error, sizeof(error)) < 0);
+    CHECK(!replaced);
+    CHECK(strstr(error, "cannot load ring") != NULL);
+    CHECK_U64(cairn_ring_epoch(cairn_router_forward_ring(cluster.forward)), 7);
+    cluster_stop(&cluster);
+}
+
+int
+main(void)
+{
+    test_sequences();
+    test_ordered_stream();
+    test_ack_policies();
+    test_ring_reload();
+    test_big_mailbox();
+    return check_exit("test_forward_multi");
+}
