@@ -800,12 +800,14 @@ parse_job_args(struct cairn_ops_context *context,
     return CAIRN_EXIT_OK;
 }
 
-int
-cairn_ops_job_command(struct cairn_ops_context *context,
-                      const struct cairn_ops_command *command, int argc,
-                      char **argv, struct cairn_ops_job *job,
-                      struct cairn_config **config, struct cairn_ring **rings,
-                      size_t *ring_count)
+/* Parses the arguments, loads the config and the rings and runs job.
+   Returns the exit code to use when not 0. *config and
+   rings[0..*ring_count-1] are owned by the caller, also on failure. */
+static int
+job_command(struct cairn_ops_context *context,
+            const struct cairn_ops_command *command, int argc, char **argv,
+            struct cairn_ops_job *job, struct cairn_config **config,
+            struct cairn_ring **rings, size_t *ring_count)
 {
     struct job_args args = {0};
     int status, rc = 0;
@@ -847,4 +849,48 @@ cairn_ops_job_command(struct cairn_ops_context *context,
         return rc == CAIRN_ECONFIG ? CAIRN_EXIT_PROBLEM : CAIRN_EXIT_SOFTWARE;
     }
     return CAIRN_EXIT_OK;
+}
+
+int
+cairn_ops_job_main(struct cairn_ops_context *context,
+                   const struct cairn_ops_command *command, int argc,
+                   char **argv, struct cairn_ops_job *job,
+                   int (*finish)(const struct cairn_ops_job *job))
+{
+    struct cairn_config *config = NULL;
+    struct cairn_ring *rings[CAIRN_OPS_MAX_RINGS] = {0};
+    size_t ring_count = 0;
+    int status;
+
+    status = job_command(context, command, argc, argv, job, &config, rings,
+                         &ring_count);
+    if (status == CAIRN_EXIT_OK)
+        status = finish(job);
+    cairn_ops_job_release(job);
+    for (size_t i = 0; i < ring_count; i++)
+        cairn_ring_free(rings[i]);
+    cairn_config_free(config);
+    return status;
+}
+
+int
+cairn_ops_job_node_failures(FILE *err, const char *command_name,
+                            const struct cairn_ops_job *job, int status)
+{
+    for (size_t node = 0; node < cairn_config_node_count(job->config); node++) {
+        if (job->node_status[node] >= 0)
+            continue;
+        fprintf(err, "cairnctl %s: node %s: %s\n", command_name,
+                cairn_ops_node_name(job->config, node),
+                cairn_strerror(job->node_status[node]));
+        if (status == CAIRN_EXIT_OK)
+            status = CAIRN_EXIT_UNAVAILABLE;
+    }
+    return status;
+}
+
+const char *
+cairn_ops_node_name(const struct cairn_config *config, size_t node)
+{
+    return cairn_config_node_at(config, node)->origin.name;
 }

@@ -118,18 +118,29 @@ int cairn_ops_job_run(const struct cairn_config *config, FILE *err,
 void cairn_ops_job_release(struct cairn_ops_job *job);
 
 /*
- * The front of `verify` and `compact`: parses
+ * The whole of `verify` and `compact`: parses
  *     [--json] [-f] [-q] [-n node] [-r ring]... [-t timeout] [user ...]
  * (-f, --full only when job->kind is VERIFY_REQUEST), loads the config
- * and the rings and runs job. Returns the exit code to use when not 0.
- * *config and rings[0..*ring_count-1] are owned by the caller (also on
- * failure); rings has room for CAIRN_OPS_MAX_RINGS.
+ * and the rings, runs job, then has finish(job) print the summary and
+ * choose the exit code. The caller sets job->kind, report and report_ctx;
+ * job is released and the config and rings freed here. Returns the exit
+ * code.
  */
-int cairn_ops_job_command(struct cairn_ops_context *context,
-                          const struct cairn_ops_command *command, int argc,
-                          char **argv, struct cairn_ops_job *job,
-                          struct cairn_config **config,
-                          struct cairn_ring **rings, size_t *ring_count);
+int cairn_ops_job_main(struct cairn_ops_context *context,
+                       const struct cairn_ops_command *command, int argc,
+                       char **argv, struct cairn_ops_job *job,
+                       int (*finish)(const struct cairn_ops_job *job));
+
+/*
+ * Prints "cairnctl NAME: node N: reason" on err for each node that failed
+ * to answer during job. Returns status, or CAIRN_EXIT_UNAVAILABLE in place
+ * of CAIRN_EXIT_OK when a node failed.
+ */
+int cairn_ops_job_node_failures(FILE *err, const char *command_name,
+                                const struct cairn_ops_job *job, int status);
+
+/* The name of the config's node at index node (borrowed from config). */
+const char *cairn_ops_node_name(const struct cairn_config *config, size_t node);
 
 /*
  * Loads every ring file in paths into rings (owned by the caller:

@@ -24,12 +24,6 @@ static const char usage[] =
     "Exit: 0 done, 1 a user failed (busy, damaged, missing, or a node\n"
     "that does not compact on request), 69 a node did not answer, 64 usage.\n";
 
-static const char *
-node_name(const struct cairn_config *config, size_t node)
-{
-    return cairn_config_node_at(config, node)->origin.name;
-}
-
 /* Whether the row is a node saying "I don't hold that user" when asked
    blindly: nothing to report. */
 static bool
@@ -61,7 +55,7 @@ print_row(struct cairn_ops_context *context, const struct cairn_config *config,
         fputs(first ? "{\"user\":" : ",{\"user\":", out);
         cairn_ops_json_string(out, user);
         fputs(",\"node\":", out);
-        cairn_ops_json_string(out, node_name(config, row->node));
+        cairn_ops_json_string(out, cairn_ops_node_name(config, row->node));
         fprintf(out,
                 ",\"ok\":%s,\"code\":%d,\"bytes_before\":%llu,"
                 "\"bytes_after\":%llu,\"text\":",
@@ -80,7 +74,7 @@ print_row(struct cairn_ops_context *context, const struct cairn_config *config,
                                    sizeof(saved));
     }
     fprintf(out, "%-24s %-12s %10s %10s %10s  %s\n", user,
-            node_name(config, row->node), before, after, saved,
+            cairn_ops_node_name(config, row->node), before, after, saved,
             row->code == 0 ? row->text : row_text(row));
 }
 
@@ -139,8 +133,9 @@ report_batch(void *ctx, const struct cairn_ops_job *job, size_t first,
 
 /* The summary line and the exit code. */
 static int
-finish(struct compact_report *report, const struct cairn_ops_job *job)
+finish(const struct cairn_ops_job *job)
 {
+    struct compact_report *report = job->report_ctx;
     struct cairn_ops_context *context = report->context;
     int status = CAIRN_EXIT_OK;
 
@@ -171,41 +166,21 @@ finish(struct compact_report *report, const struct cairn_ops_job *job)
         status = CAIRN_EXIT_PROBLEM;
     else if (report->down > 0)
         status = CAIRN_EXIT_UNAVAILABLE;
-    for (size_t node = 0; node < cairn_config_node_count(job->config); node++) {
-        if (job->node_status[node] >= 0)
-            continue;
-        fprintf(context->err, "cairnctl compact: node %s: %s\n",
-                node_name(job->config, node),
-                cairn_strerror(job->node_status[node]));
-        if (status == CAIRN_EXIT_OK)
-            status = CAIRN_EXIT_UNAVAILABLE;
-    }
-    return status;
+    return cairn_ops_job_node_failures(context->err, "compact", job, status);
 }
 
 static int
 run_compact(struct cairn_ops_context *context, int argc, char **argv)
 {
     struct cairn_ops_job job = {0};
-    struct cairn_config *config = NULL;
-    struct cairn_ring *rings[CAIRN_OPS_MAX_RINGS] = {0};
     struct compact_report report = {0};
-    size_t ring_count = 0;
-    int status;
 
     report.context = context;
     job.kind = CAIRN__KIND__COMPACT_REQUEST;
     job.report = report_batch;
     job.report_ctx = &report;
-    status = cairn_ops_job_command(context, &cairn_ops_cmd_compact, argc, argv,
-                                   &job, &config, rings, &ring_count);
-    if (status == CAIRN_EXIT_OK)
-        status = finish(&report, &job);
-    cairn_ops_job_release(&job);
-    for (size_t i = 0; i < ring_count; i++)
-        cairn_ring_free(rings[i]);
-    cairn_config_free(config);
-    return status;
+    return cairn_ops_job_main(context, &cairn_ops_cmd_compact, argc, argv, &job,
+                              finish);
 }
 
 const struct cairn_ops_command cairn_ops_cmd_compact = {

@@ -99,12 +99,6 @@ parse_args(struct cairn_ops_context *context, int argc, char **argv,
     return CAIRN_EXIT_OK;
 }
 
-static const char *
-node_name(const struct cairn_config *config, size_t node)
-{
-    return cairn_config_node_at(config, node)->origin.name;
-}
-
 /* STATS from every node (or one), users named in ask (NULL: all). */
 static int
 ask_nodes(struct cairn_ops_context *context, const struct cairn_config *config,
@@ -115,7 +109,8 @@ ask_nodes(struct cairn_ops_context *context, const struct cairn_config *config,
 
     *count = 0;
     for (size_t i = 0; i < cairn_config_node_count(config); i++) {
-        if (args->node != NULL && strcmp(node_name(config, i), args->node) != 0)
+        if (args->node != NULL &&
+            strcmp(cairn_ops_node_name(config, i), args->node) != 0)
             continue;
         calls[*count].node = i;
         calls[*count].kind = CAIRN__KIND__STATS_REQUEST;
@@ -132,7 +127,8 @@ ask_nodes(struct cairn_ops_context *context, const struct cairn_config *config,
     for (size_t c = 0; c < *count; c++)
         if (calls[c].status < 0)
             fprintf(context->err, "cairnctl user: node %s: %s\n",
-                    node_name(config, calls[c].node), calls[c].error_text);
+                    cairn_ops_node_name(config, calls[c].node),
+                    calls[c].error_text);
     return 0;
 }
 
@@ -216,7 +212,8 @@ summarise(const struct cairn_config *config,
             }
             len = strlen(summary->nodes);
             snprintf(summary->nodes + len, sizeof(summary->nodes) - len, "%s%s",
-                     len ? "," : "", node_name(config, calls[c].node));
+                     len ? "," : "",
+                     cairn_ops_node_name(config, calls[c].node));
             if (stats->messages > summary->messages)
                 summary->messages = stats->messages;
             if (stats->bytes_on_disk > summary->bytes)
@@ -424,11 +421,12 @@ show_holder_mailboxes(struct cairn_ops_context *context,
         rc = get_state(endpoint, user, "USER", what, timeout_ms, &reply);
         if (rc < 0) {
             fprintf(context->err, "cairnctl user: mailboxes from %s: %s\n",
-                    node_name(config, holders[h]), cairn_strerror(rc));
+                    cairn_ops_node_name(config, holders[h]),
+                    cairn_strerror(rc));
         } else {
             if (!context->json)
                 fprintf(context->out, "mailboxes (from %s):\n",
-                        node_name(config, holders[h]));
+                        cairn_ops_node_name(config, holders[h]));
             rc = show_mailboxes(context, endpoint, user, &reply, timeout_ms);
         }
         cairn_node_result_release(&reply);
@@ -518,7 +516,7 @@ show_replicas(struct cairn_ops_context *context,
         if (context->json) {
             fputs(shown++ ? ",{\"node\":" : "{\"node\":", context->out);
             cairn_ops_json_string(context->out,
-                                  node_name(config, calls[c].node));
+                                  cairn_ops_node_name(config, calls[c].node));
             fputs(",\"state\":", context->out);
             cairn_ops_json_string(context->out, state);
             if (stats != NULL)
@@ -537,12 +535,13 @@ show_replicas(struct cairn_ops_context *context,
         }
         if (stats == NULL)
             fprintf(context->out, "%-12s down: %s\n",
-                    node_name(config, calls[c].node), calls[c].error_text);
+                    cairn_ops_node_name(config, calls[c].node),
+                    calls[c].error_text);
         else
             fprintf(context->out,
                     "%-12s %-10s %10s %10s %6llu %9llu %8llu  %s\n",
-                    node_name(config, calls[c].node), state, disk, raw,
-                    (unsigned long long)stats->chunks,
+                    cairn_ops_node_name(config, calls[c].node), state, disk,
+                    raw, (unsigned long long)stats->chunks,
                     (unsigned long long)stats->mailboxes,
                     (unsigned long long)stats->messages, when);
     }

@@ -90,12 +90,6 @@ judge(const struct cairn_ops_user_row *rows, size_t count)
     return ok > 0 ? VERDICT_OK : VERDICT_NOT_FOUND;
 }
 
-static const char *
-node_name(const struct cairn_config *config, size_t node)
-{
-    return cairn_config_node_at(config, node)->origin.name;
-}
-
 static void
 print_text(FILE *out, const struct cairn_config *config, const char *user,
            enum verdict verdict, const struct cairn_ops_user_row *rows,
@@ -110,7 +104,8 @@ print_text(FILE *out, const struct cairn_config *config, const char *user,
 
         if (state == REPLICA_ABSENT)
             continue;
-        fprintf(out, "%s%s ", first ? " " : ", ", node_name(config, row->node));
+        fprintf(out, "%s%s ", first ? " " : ", ",
+                cairn_ops_node_name(config, row->node));
         first = false;
         if (state == REPLICA_OK)
             fprintf(out, "%.12s", row->digest);
@@ -142,7 +137,7 @@ print_json(FILE *out, const struct cairn_config *config, const char *user,
             continue;
         fputs(first ? "{\"node\":" : ",{\"node\":", out);
         first = false;
-        cairn_ops_json_string(out, node_name(config, row->node));
+        cairn_ops_json_string(out, cairn_ops_node_name(config, row->node));
         fprintf(out, ",\"ok\":%s,\"code\":%d,\"expected\":%s,\"text\":",
                 row->code == 0 ? "true" : "false", row->code,
                 row->expected ? "true" : "false");
@@ -205,8 +200,9 @@ report_batch(void *ctx, const struct cairn_ops_job *job, size_t first_user,
 
 /* The summary line and the exit code. */
 static int
-finish(struct verify_report *report, const struct cairn_ops_job *job)
+finish(const struct cairn_ops_job *job)
 {
+    struct verify_report *report = job->report_ctx;
     struct cairn_ops_context *context = report->context;
     const size_t *counts = report->counts;
     size_t problems = counts[VERDICT_FAILED] + counts[VERDICT_DIFFER] +
@@ -233,41 +229,21 @@ finish(struct verify_report *report, const struct cairn_ops_job *job)
         status = CAIRN_EXIT_PROBLEM;
     else if (counts[VERDICT_UNCHECKED] > 0)
         status = CAIRN_EXIT_UNAVAILABLE;
-    for (size_t node = 0; node < cairn_config_node_count(job->config); node++) {
-        if (job->node_status[node] >= 0)
-            continue;
-        fprintf(context->err, "cairnctl verify: node %s: %s\n",
-                node_name(job->config, node),
-                cairn_strerror(job->node_status[node]));
-        if (status == CAIRN_EXIT_OK)
-            status = CAIRN_EXIT_UNAVAILABLE;
-    }
-    return status;
+    return cairn_ops_job_node_failures(context->err, "verify", job, status);
 }
 
 static int
 run_verify(struct cairn_ops_context *context, int argc, char **argv)
 {
     struct cairn_ops_job job = {0};
-    struct cairn_config *config = NULL;
-    struct cairn_ring *rings[CAIRN_OPS_MAX_RINGS] = {0};
     struct verify_report report = {0};
-    size_t ring_count = 0;
-    int status;
 
     report.context = context;
     job.kind = CAIRN__KIND__VERIFY_REQUEST;
     job.report = report_batch;
     job.report_ctx = &report;
-    status = cairn_ops_job_command(context, &cairn_ops_cmd_verify, argc, argv,
-                                   &job, &config, rings, &ring_count);
-    if (status == CAIRN_EXIT_OK)
-        status = finish(&report, &job);
-    cairn_ops_job_release(&job);
-    for (size_t i = 0; i < ring_count; i++)
-        cairn_ring_free(rings[i]);
-    cairn_config_free(config);
-    return status;
+    return cairn_ops_job_main(context, &cairn_ops_cmd_verify, argc, argv, &job,
+                              finish);
 }
 
 const struct cairn_ops_command cairn_ops_cmd_verify = {

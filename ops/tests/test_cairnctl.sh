@@ -7,33 +7,8 @@ set -u
 
 cairnctl=$1
 example=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-checks=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    echo "  stdout: $(cat "$tmp/out")" >&2
-    echo "  stderr: $(cat "$tmp/err")" >&2
-    failures=$((failures + 1))
-}
-
-# run STATUS ARGS...: runs cairnctl, expects exit STATUS.
-run() {
-    local want=$1 got
-    shift
-    checks=$((checks + 1))
-    "$cairnctl" "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    [ "$got" -eq "$want" ] || fail "cairnctl $* exited $got, expected $want"
-}
-
-# expect_in FILE TEXT: the last run's stdout or stderr contains TEXT.
-expect_in() {
-    checks=$((checks + 1))
-    grep -qF -- "$2" "$tmp/$1" || fail "$1 lacks: $2"
-}
+# shellcheck source=ops/tests/cli_test_lib.sh
+source "$(dirname "$0")/cli_test_lib.sh"
 
 # The line number of the first line of file matching pattern.
 line_of() {
@@ -126,5 +101,4 @@ if command -v python3 >/dev/null; then
         fail "config show --json is not JSON"
 fi
 
-echo "test_cairnctl: $checks checks, $failures failed"
-[ "$failures" -eq 0 ]
+finish test_cairnctl

@@ -9,6 +9,7 @@
  */
 #include "check.h"
 #include "restore.h"
+#include "restore_test_util.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,25 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TESTDATA "../../node/tests/data/backupd"
-
 static char temp_dir[] = "/tmp/cairn-test-restore-XXXXXX";
-
-static void
-copy_file(const char *from, const char *to)
-{
-    char buffer[65536];
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    size_t got;
-
-    CHECK(in != NULL && out != NULL);
-    while (in && out && (got = fread(buffer, 1, sizeof(buffer), in)) > 0)
-        CHECK(fwrite(buffer, 1, got, out) == got);
-    if (in)
-        fclose(in);
-    if (out)
-        fclose(out);
-}
 
 /* A copy of the committed backupd files of user, opened as a source. */
 static struct cairn_restore_source *

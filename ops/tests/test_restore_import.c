@@ -8,6 +8,7 @@
  */
 #include "check.h"
 #include "ops.h"
+#include "restore_test_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -16,25 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TESTDATA "../../node/tests/data/backupd"
-
 static char temp_dir[] = "/tmp/cairn-test-import-XXXXXX";
-
-static void
-copy_file(const char *from, const char *to)
-{
-    char buffer[65536];
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    size_t got;
-
-    CHECK(in != NULL && out != NULL);
-    while (in && out && (got = fread(buffer, 1, sizeof(buffer), in)) > 0)
-        CHECK(fwrite(buffer, 1, got, out) == got);
-    if (in)
-        fclose(in);
-    if (out)
-        fclose(out);
-}
 
 /* Runs cairnctl with the words of line; output in out (caller frees). */
 static int

@@ -8,38 +8,8 @@ set -u
 
 cairnctl=$1
 example=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-checks=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    echo "  stdout: $(head -c 2000 "$tmp/out")" >&2
-    echo "  stderr: $(head -c 2000 "$tmp/err")" >&2
-    failures=$((failures + 1))
-}
-
-# run STATUS ARGS...: runs cairnctl, expects exit STATUS.
-run() {
-    local want=$1 got
-    shift
-    checks=$((checks + 1))
-    "$cairnctl" "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    [ "$got" -eq "$want" ] || fail "cairnctl $* exited $got, expected $want"
-}
-
-# expect_in FILE TEXT: the last run's out or err contains TEXT.
-expect_in() {
-    checks=$((checks + 1))
-    grep -qF -- "$2" "$tmp/$1" || fail "$1 lacks: $2"
-}
-
-same_file() {
-    checks=$((checks + 1))
-    cmp -s "$1" "$2" || fail "$1 and $2 differ"
-}
+# shellcheck source=ops/tests/cli_test_lib.sh
+source "$(dirname "$0")/../../ops/tests/cli_test_lib.sh"
 
 ring=$tmp/backup.ring
 for i in $(seq 1 3000); do echo "user$i@example.com $((i % 97 + 1))"; done \
@@ -123,5 +93,4 @@ run 64 ring
 run 64 ring show
 run 64 ring diff "$ring"
 
-echo "test_cairnctl_ring: $checks checks, $failures failed"
-[ "$failures" -eq 0 ]
+finish test_cairnctl_ring
