@@ -44,6 +44,20 @@ struct cairn_router_forward {
 
 struct pending;
 
+/*
+ * One write fanned out over several destinations (a channel with several
+ * destinations): answered OK when every destination met its policy; the
+ * MISSING of a RESERVE is the union over the destinations.
+ */
+struct group {
+    struct cairn_router_reply *reply;
+    size_t outstanding; /* destinations not answered yet */
+    bool ok;
+    char text[320];
+    unsigned code;
+    struct cairn_dlist *missing;
+};
+
 /* One replica of the request's user. */
 struct target {
     struct pending *pending;
@@ -56,9 +70,10 @@ struct target {
 /* One request in flight to one or more nodes. */
 struct pending {
     struct cairn_router_forward *forward;
-    struct cairn_router_reply *reply; /* NULL once answered */
+    struct cairn_router_reply *reply; /* NULL when grouped */
+    struct group *group;              /* several destinations, or NULL */
     bool is_get, is_reserve;
-    bool answered_ok;
+    bool answered, answered_ok;
     const char *key; /* static (command table) */
     char userid[CAIRN_ROUTER_USERID_MAX];
     uint64_t epoch;
@@ -128,6 +143,9 @@ list_has(const struct cairn_dlist *list, const char *text)
     return false;
 }
 
+static int merge_missing(struct cairn_dlist *into,
+                         const struct cairn_dlist *from);
+
 /* Relays a node's answer frames: items of a GET, MISSING of a RESERVE. */
 static int
 take_items(struct pending *pending, const struct cairn_node_reply *reply)
@@ -143,43 +161,88 @@ take_items(struct pending *pending, const struct cairn_node_reply *reply)
         if (rc < 0)
             break;
         if (pending->is_get) {
-            if (pending->reply != NULL)
+            if (!pending->answered && pending->reply != NULL)
                 rc = cairn_router_reply_untagged(pending->reply, item);
         } else if (strcmp(cairn_dlist_name(item), "MISSING") == 0) {
-            for (const struct cairn_dlist *guid = cairn_dlist_first(item);
-                 guid != NULL && rc == 0; guid = cairn_dlist_next(guid)) {
-                const char *text = NULL;
-
-                if (cairn_dlist_as_atom(guid, &text) && text != NULL &&
-                    !list_has(pending->missing, text))
-                    rc = cairn_dlist_add_atom(pending->missing, NULL, text);
-            }
+            rc = merge_missing(pending->missing, item);
         }
         cairn_dlist_free(item);
     }
     return rc;
 }
 
-/* Answers sync_client: OK (with MISSING for a RESERVE) or the failure. */
+/* Merges GUIDs of from into the list into. */
+static int
+merge_missing(struct cairn_dlist *into, const struct cairn_dlist *from)
+{
+    int rc = 0;
+
+    for (const struct cairn_dlist *guid = cairn_dlist_first(from);
+         guid != NULL && rc == 0; guid = cairn_dlist_next(guid)) {
+        const char *text = NULL;
+
+        if (cairn_dlist_as_atom(guid, &text) && text != NULL &&
+            !list_has(into, text))
+            rc = cairn_dlist_add_atom(into, NULL, text);
+    }
+    return rc;
+}
+
+/* Completes reply: OK (with MISSING for a RESERVE) or NO code text. */
+static void
+complete(struct cairn_router_reply *reply, bool ok,
+         const struct cairn_dlist *missing, unsigned code, const char *text)
+{
+    if (ok && missing != NULL && cairn_dlist_count(missing) > 0)
+        cairn_router_reply_untagged(reply, missing);
+    if (ok)
+        cairn_router_reply_complete(reply, CAIRN_CSYNC_OK,
+                                    CAIRN_CSYNC_CODE_NONE, "Success");
+    else
+        cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
+                                    (enum cairn_csync_code)code, text);
+}
+
+/* A destination's outcome; the last one answers sync_client. */
+static void
+group_result(struct group *group, bool ok, const struct cairn_dlist *missing,
+             unsigned code, const char *text)
+{
+    if (!ok && group->ok) {
+        group->ok = false;
+        group->code = code;
+        snprintf(group->text, sizeof(group->text), "%s", text);
+    }
+    if (ok && missing != NULL && merge_missing(group->missing, missing) < 0 &&
+        group->ok) {
+        group->ok = false;
+        snprintf(group->text, sizeof(group->text), "%s",
+                 cairn_strerror(CAIRN_ENOMEM));
+    }
+    if (--group->outstanding > 0)
+        return;
+    complete(group->reply, group->ok, group->missing, group->code, group->text);
+    cairn_dlist_free(group->missing);
+    free(group);
+}
+
+/* Answers sync_client (or the group): OK or the failure. */
 static void
 answer(struct pending *pending, bool ok)
 {
     char text[320];
 
-    if (ok && cairn_dlist_count(pending->missing) > 0)
-        cairn_router_reply_untagged(pending->reply, pending->missing);
-    if (ok) {
-        cairn_router_reply_complete(pending->reply, CAIRN_CSYNC_OK,
-                                    CAIRN_CSYNC_CODE_NONE, "Success");
-    } else {
-        /* The node's words after the code sync_client acts on. */
-        snprintf(text, sizeof(text), "%s",
-                 pending->text[0] ? pending->text
-                                  : cairn_strerror(pending->status));
-        cairn_router_reply_complete(pending->reply, CAIRN_CSYNC_NO,
-                                    (enum cairn_csync_code)pending->code, text);
-    }
+    /* The node's words after the code sync_client acts on. */
+    snprintf(text, sizeof(text), "%s",
+             pending->text[0] ? pending->text
+                              : cairn_strerror(pending->status));
+    if (pending->group != NULL)
+        group_result(pending->group, ok, pending->missing, pending->code, text);
+    else
+        complete(pending->reply, ok, pending->missing, pending->code, text);
     pending->reply = NULL;
+    pending->group = NULL;
+    pending->answered = true;
     pending->answered_ok = ok;
 }
 
@@ -210,7 +273,7 @@ settle(struct pending *pending)
 {
     bool early = !pending->is_get && !pending->is_reserve;
 
-    if (pending->reply != NULL) {
+    if (!pending->answered) {
         if (early && pending->acks >= pending->required)
             answer(pending, true);
         else if (early &&
@@ -440,12 +503,16 @@ route(struct pending *pending, int *rc)
     return ring;
 }
 
-int
-cairn_router_forward_request(void *arg,
-                             const struct cairn_router_request *request,
-                             struct cairn_router_reply *reply)
+/*
+ * Starts request on forward's nodes: answers reply, or (when group is not
+ * NULL) reports to the group. Returns CAIRN_EAGAIN when answered later, 0
+ * when answered now, or an error with nothing answered.
+ */
+static int
+start(struct cairn_router_forward *forward,
+      const struct cairn_router_request *request,
+      struct cairn_router_reply *reply, struct group *group)
 {
-    struct cairn_router_forward *forward = arg;
     struct cairn_dlist_body_writer writer = {.write_body = no_body};
     struct pending *pending = calloc(1, sizeof(*pending));
     const struct cairn_ring *ring;
@@ -456,6 +523,7 @@ cairn_router_forward_request(void *arg,
     cairn_buf_init(&pending->printed, MAX_COMMAND_BYTES);
     pending->forward = forward;
     pending->reply = reply;
+    pending->group = group;
     pending->is_get = request->verb == CAIRN_CSYNC_GET;
     pending->key = request->resolution->key;
     pending->is_reserve =
@@ -465,10 +533,9 @@ cairn_router_forward_request(void *arg,
     ring = route(pending, &rc);
     if (ring == NULL) {
         /* Being moved (cairnctl rebalance): a NO sync_client retries. */
-        pending_free(pending);
-        return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
-                                           CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
-                                           "user is being moved");
+        pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+        snprintf(pending->text, sizeof(pending->text), "user is being moved");
+        goto refuse;
     }
     if (rc < 0)
         goto out;
@@ -480,10 +547,9 @@ cairn_router_forward_request(void *arg,
     }
     rc = cairn_dlist_print(request->value, true, &pending->printed, &writer);
     if (rc == CAIRN_ETOOBIG) {
-        rc = cairn_router_reply_complete(
-            reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
-            "cairn router: command larger than 256 MiB, not stored");
-        goto out;
+        snprintf(pending->text, sizeof(pending->text),
+                 "cairn router: command larger than 256 MiB, not stored");
+        goto refuse;
     }
     if (rc == 0 && !pending->is_get)
         rc = open_bodies(pending, request->value);
@@ -500,9 +566,50 @@ cairn_router_forward_request(void *arg,
      * answer at once only when the nodes that took it cannot be enough. */
     settle(pending);
     return CAIRN_EAGAIN;
+refuse:
+    answer(pending, false);
+    rc = 0;
 out:
     pending_free(pending);
     return rc;
+}
+
+int
+cairn_router_forward_request(void *arg,
+                             const struct cairn_router_request *request,
+                             struct cairn_router_reply *reply)
+{
+    return start(arg, request, reply, NULL);
+}
+
+int
+cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
+                                 size_t count,
+                                 const struct cairn_router_request *request,
+                                 struct cairn_router_reply *reply)
+{
+    struct group *group;
+
+    /* State comes from the first destination (see router.h). */
+    if (count == 1 || request->verb == CAIRN_CSYNC_GET)
+        return start(forwards[0], request, reply, NULL);
+    if ((group = calloc(1, sizeof(*group))) == NULL ||
+        (group->missing = cairn_dlist_new_list("MISSING")) == NULL) {
+        free(group);
+        return CAIRN_ENOMEM;
+    }
+    group->reply = reply;
+    group->ok = true;
+    group->outstanding = count + 1; /* until every destination is started */
+    for (size_t i = 0; i < count; i++) {
+        int rc = start(forwards[i], request, NULL, group);
+
+        if (rc < 0 && rc != CAIRN_EAGAIN)
+            group_result(group, false, NULL, CAIRN_CSYNC_CODE_NONE,
+                         cairn_strerror(rc));
+    }
+    group_result(group, true, NULL, CAIRN_CSYNC_CODE_NONE, "");
+    return CAIRN_EAGAIN;
 }
 
 int

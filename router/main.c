@@ -5,14 +5,17 @@
  * reloads the file and applies it only when all of it is valid, without
  * dropping a connection.
  *
- * Each channel's requests go to its (first) destination's nodes through the
- * destination's ring file; OK is answered only after every replica has
- * acknowledged. A destination without a loadable ring answers NO and
- * stores nothing. Ring and node changes need a restart for now (SIGHUP
- * reloads the channels only).
+ * Each destination has one forward (its ring file, its nodes, its ack
+ * policy); a channel's writes go to every destination it names and are
+ * answered OK when each met its policy, its GETs to the first one. A
+ * destination without a loadable ring answers NO and stores nothing.
+ * SIGHUP also reads the ring files again (a higher epoch is taken) and
+ * connects new nodes; new destinations need a restart. Replicas that
+ * miss an update answered OK are logged "needs repair".
  */
 #include "config.h"
 #include "loop.h"
+#include "placement.h"
 #include "router.h"
 
 #include <getopt.h>
@@ -52,10 +55,20 @@ on_event(void *arg, const struct cairn_router_event *event)
 }
 
 /* One channel's way to storage: the forward of its destination. */
+/* Most destinations one channel writes to. */
+#define MAX_CHANNEL_DESTINATIONS 16
+
+/* A destination's forward: one per destination, shared by its channels
+ * (one sequence stream per user and node). */
+struct destination_forward {
+    char *name;
+    struct cairn_router_forward *forward; /* NULL: no ring, answer NO */
+};
+
 struct channel_route {
     char *channel;
-    char *destination;
-    struct cairn_router_forward *forward; /* NULL: no ring, answer NO */
+    size_t destinations[MAX_CHANNEL_DESTINATIONS]; /* daemon->forwards */
+    size_t destination_count;
 };
 
 /* What the signal and request handlers need. */
@@ -64,10 +77,14 @@ struct daemon {
     struct cairn_router *router;
     struct channel_route *routes;
     size_t route_count;
+    struct destination_forward *forwards;
+    size_t forward_count;
     struct cairn_router_control *control; /* [router] control; rebalance */
 };
 
 static int load_config(const char *path, struct cairn_config **config);
+static void reload_rings(struct daemon *daemon,
+                         const struct cairn_config *config);
 static int settings_from_config(const struct cairn_config *config,
                                 struct cairn_router_settings *settings,
                                 struct cairn_router_channel_settings *channels);
@@ -101,6 +118,7 @@ reload(struct daemon *daemon)
         cairn_log_info("SIGHUP: configuration reloaded, %zu channel(s); open "
                        "connections keep their settings",
                        settings.channel_count);
+        reload_rings(daemon, config);
     }
     free(channels);
     cairn_config_free(config);
@@ -184,12 +202,13 @@ load_config(const char *path, struct cairn_config **config)
     return rc;
 }
 
-/* Sends each request to the forward of its channel's destination. */
+/* Sends each request to the forwards of its channel's destinations. */
 static int
 route_request(void *arg, const struct cairn_router_request *request,
               struct cairn_router_reply *reply)
 {
     struct daemon *daemon = arg;
+    struct cairn_router_forward *forwards[MAX_CHANNEL_DESTINATIONS];
     char text[256];
 
     for (size_t i = 0; i < daemon->route_count; i++) {
@@ -197,13 +216,22 @@ route_request(void *arg, const struct cairn_router_request *request,
 
         if (strcmp(route->channel, request->channel) != 0)
             continue;
-        if (route->forward != NULL)
-            return cairn_router_forward_request(route->forward, request, reply);
-        snprintf(text, sizeof(text),
-                 "cairn router: destination %s has no ring, nothing stored",
-                 route->destination);
-        return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
-                                           CAIRN_CSYNC_CODE_NONE, text);
+        for (size_t j = 0; j < route->destination_count; j++) {
+            const struct destination_forward *destination =
+                &daemon->forwards[route->destinations[j]];
+
+            forwards[j] = destination->forward;
+            if (forwards[j] != NULL)
+                continue;
+            snprintf(text, sizeof(text),
+                     "cairn router: destination %s has no ring, nothing "
+                     "stored",
+                     destination->name);
+            return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
+                                               CAIRN_CSYNC_CODE_NONE, text);
+        }
+        return cairn_router_forward_request_all(
+            forwards, route->destination_count, request, reply);
     }
     return cairn_router_reply_complete(
         reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
@@ -211,66 +239,122 @@ route_request(void *arg, const struct cairn_router_request *request,
         "one), nothing stored");
 }
 
+/* A replica that missed an update answered OK: the admin's log line. */
+static void
+on_forward_event(void *arg, const struct cairn_router_event *event)
+{
+    cairn_log_warn("destination %s: %s", event->channel, event->message);
+}
+
+static const enum cairn_router_ack ack_policies[] = {
+    [CAIRN_CONFIG_ACK_ALL] = CAIRN_ROUTER_ACK_ALL,
+    [CAIRN_CONFIG_ACK_QUORUM] = CAIRN_ROUTER_ACK_QUORUM,
+    [CAIRN_CONFIG_ACK_ONE] = CAIRN_ROUTER_ACK_ONE,
+};
+
+/* The forward settings of destination; nodes has room for its nodes. */
+static void
+forward_settings(const struct cairn_config *config,
+                 const struct cairn_config_destination *destination,
+                 struct cairn_router_forward_node *nodes,
+                 struct cairn_router_forward_settings *settings)
+{
+    const struct cairn_config_router *router = cairn_config_router(config);
+
+    for (size_t j = 0; j < destination->nodes.count; j++)
+        nodes[j] = (struct cairn_router_forward_node){
+            destination->node_refs[j]->origin.name,
+            destination->node_refs[j]->endpoint};
+    *settings = (struct cairn_router_forward_settings){
+        .destination = destination->origin.name,
+        .ring_file = destination->ring_file,
+        .nodes = nodes,
+        .node_count = destination->nodes.count,
+        .timeout_ms = router->node_timeout_ms,
+        .node_window = (size_t)router->node_window,
+        .user_window = (size_t)router->user_window,
+        .max_frame = (size_t)cairn_config_limits(config)->max_frame,
+        .ack = ack_policies[destination->ack],
+    };
+}
+
 /*
- * A forward per channel, to its first destination (fan-out to several
- * destinations is not implemented yet: said in the log). A destination
- * whose ring file cannot be loaded is logged and answered NO.
+ * A forward per destination. A destination whose ring file cannot be
+ * loaded is logged and answered NO.
  */
+static int
+open_forwards(struct cairn_loop *loop, const struct cairn_config *config,
+              struct daemon *daemon)
+{
+    size_t count = cairn_config_destination_count(config);
+
+    daemon->forwards = calloc(count + 1, sizeof(*daemon->forwards));
+    if (daemon->forwards == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < count; i++) {
+        const struct cairn_config_destination *destination =
+            cairn_config_destination_at(config, i);
+        struct destination_forward *forward = &daemon->forwards[i];
+        struct cairn_router_forward_node *nodes =
+            calloc(destination->nodes.count + 1, sizeof(*nodes));
+        struct cairn_router_forward_settings settings;
+        char error[512] = "";
+
+        daemon->forward_count++;
+        forward->name = strdup(destination->origin.name);
+        if (nodes == NULL || forward->name == NULL) {
+            free(nodes);
+            return CAIRN_ENOMEM;
+        }
+        forward_settings(config, destination, nodes, &settings);
+        if (cairn_router_forward_new(loop, &settings, &forward->forward, error,
+                                     sizeof(error)) < 0)
+            cairn_log_error("destination %s: %s; its requests are answered "
+                            "NO",
+                            forward->name, error);
+        else
+            cairn_router_forward_set_event_handler(forward->forward,
+                                                   on_forward_event, NULL);
+        free(nodes);
+    }
+    return CAIRN_OK;
+}
+
+/* Each channel to the forwards of its destinations (all of them). */
 static int
 open_routes(struct cairn_loop *loop, const struct cairn_config *config,
             struct daemon *daemon)
 {
-    const struct cairn_config_router *router = cairn_config_router(config);
     size_t count = cairn_config_channel_count(config);
+    int rc;
 
+    if ((rc = open_forwards(loop, config, daemon)) < 0)
+        return rc;
     daemon->routes = calloc(count + 1, sizeof(*daemon->routes));
     if (daemon->routes == NULL)
         return CAIRN_ENOMEM;
     for (size_t i = 0; i < count; i++) {
         const struct cairn_config_channel *channel =
             cairn_config_channel_at(config, i);
-        const struct cairn_config_destination *destination =
-            channel->destination_refs[0];
         struct channel_route *route = &daemon->routes[i];
-        struct cairn_router_forward_node *nodes =
-            calloc(destination->nodes.count + 1, sizeof(*nodes));
-        struct cairn_router_forward_settings settings = {
-            .destination = destination->origin.name,
-            .ring_file = destination->ring_file,
-            .nodes = nodes,
-            .node_count = destination->nodes.count,
-            .timeout_ms = router->node_timeout_ms,
-            .node_window = (size_t)router->node_window,
-            .user_window = (size_t)router->user_window,
-            .max_frame = (size_t)cairn_config_limits(config)->max_frame,
-        };
-        char error[512] = "";
 
         daemon->route_count++;
-        route->channel = strdup(channel->origin.name);
-        route->destination = strdup(destination->origin.name);
-        if (nodes == NULL || route->channel == NULL ||
-            route->destination == NULL) {
-            free(nodes);
+        if ((route->channel = strdup(channel->origin.name)) == NULL)
             return CAIRN_ENOMEM;
+        if (channel->destinations.count > MAX_CHANNEL_DESTINATIONS) {
+            cairn_log_error("channel %s: more than %d destinations",
+                            route->channel, MAX_CHANNEL_DESTINATIONS);
+            return CAIRN_ECONFIG;
         }
-        if (channel->destinations.count > 1)
-            cairn_log_warn("channel %s: writing to several destinations is "
-                           "not implemented yet; only %s is written",
-                           route->channel, route->destination);
-        for (size_t j = 0; j < destination->nodes.count; j++)
-            nodes[j] = (struct cairn_router_forward_node){
-                destination->node_refs[j]->origin.name,
-                destination->node_refs[j]->endpoint};
-        if (cairn_router_forward_new(loop, &settings, &route->forward, error,
-                                     sizeof(error)) < 0)
-            cairn_log_error("channel %s: destination %s: %s; its requests "
-                            "are answered NO",
-                            route->channel, route->destination, error);
-        else
+        for (size_t j = 0; j < channel->destinations.count; j++) {
+            for (size_t k = 0; k < daemon->forward_count; k++)
+                if (strcmp(daemon->forwards[k].name,
+                           channel->destination_refs[j]->origin.name) == 0)
+                    route->destinations[route->destination_count++] = k;
             cairn_log_info("channel %s: writing to destination %s",
-                           route->channel, route->destination);
-        free(nodes);
+                           route->channel,
+                           channel->destination_refs[j]->origin.name);
+        }
     }
     return CAIRN_OK;
 }
@@ -278,12 +362,52 @@ open_routes(struct cairn_loop *loop, const struct cairn_config *config,
 static void
 close_routes(struct daemon *daemon)
 {
-    for (size_t i = 0; i < daemon->route_count; i++) {
-        cairn_router_forward_free(daemon->routes[i].forward);
+    for (size_t i = 0; i < daemon->route_count; i++)
         free(daemon->routes[i].channel);
-        free(daemon->routes[i].destination);
-    }
     free(daemon->routes);
+    for (size_t i = 0; i < daemon->forward_count; i++) {
+        cairn_router_forward_free(daemon->forwards[i].forward);
+        free(daemon->forwards[i].name);
+    }
+    free(daemon->forwards);
+}
+
+/*
+ * SIGHUP, rings and nodes: each destination's ring file is read again; a
+ * higher epoch routes new requests (those in flight finish on the old
+ * ring), new node endpoints are connected. A file that does not load is
+ * refused with a log line and the ring in use stays. New destinations or
+ * channel-to-destination changes need a restart.
+ */
+static void
+reload_rings(struct daemon *daemon, const struct cairn_config *config)
+{
+    for (size_t i = 0; i < daemon->forward_count; i++) {
+        const struct destination_forward *forward = &daemon->forwards[i];
+        const struct cairn_config_destination *destination =
+            cairn_config_find_destination(config, forward->name);
+        struct cairn_router_forward_node *nodes;
+        struct cairn_router_forward_settings settings;
+        char error[512] = "";
+        bool replaced = false;
+
+        if (forward->forward == NULL || destination == NULL)
+            continue;
+        nodes = calloc(destination->nodes.count + 1, sizeof(*nodes));
+        if (nodes == NULL)
+            continue;
+        forward_settings(config, destination, nodes, &settings);
+        if (cairn_router_forward_reload(forward->forward, &settings, &replaced,
+                                        error, sizeof(error)) < 0)
+            cairn_log_error("SIGHUP: destination %s: %s; ring in use kept",
+                            forward->name, error);
+        else if (replaced)
+            cairn_log_info("SIGHUP: destination %s: ring epoch %llu loaded",
+                           forward->name,
+                           (unsigned long long)cairn_ring_epoch(
+                               cairn_router_forward_ring(forward->forward)));
+        free(nodes);
+    }
 }
 
 /* The rebalance control endpoint over every forward, when configured. */
@@ -299,10 +423,10 @@ open_control(struct cairn_loop *loop, const struct cairn_config *config,
         return 0;
     rc = cairn_router_control_new(loop, endpoint, &daemon->control, error,
                                   sizeof(error));
-    for (size_t i = 0; i < daemon->route_count && rc == 0; i++)
-        if (daemon->routes[i].forward != NULL)
+    for (size_t i = 0; i < daemon->forward_count && rc == 0; i++)
+        if (daemon->forwards[i].forward != NULL)
             rc = cairn_router_control_add_forward(daemon->control,
-                                                  daemon->routes[i].forward);
+                                                  daemon->forwards[i].forward);
     /* A rebalance under way (cairnctl rebalance): its state, from its
      * journal. */
     for (size_t i = 0; i < cairn_config_destination_count(config) && rc == 0;

@@ -313,6 +313,16 @@ int cairn_router_forward_request(void *forward,
                                  const struct cairn_router_request *request,
                                  struct cairn_router_reply *reply);
 /*
+ * A channel with several destinations: every write goes to each
+ * destination's replicas and is answered OK when every destination met
+ * its ack policy (RESERVE: MISSING is the union); a GET is answered from
+ * the first destination alone. count == 1 is cairn_router_forward_request.
+ */
+int cairn_router_forward_request_all(
+    struct cairn_router_forward *const *forwards, size_t count,
+    const struct cairn_router_request *request,
+    struct cairn_router_reply *reply);
+/*
  * Reports replicas that missed an update the router answered OK (level
  * WARN, channel = the destination, peer NULL): "needs repair" lines.
  */

@@ -4,7 +4,8 @@
  * records (several MB, many node frames) stored on 2 replicas and read
  * back identical from each (the second through the GET fallback once the
  * first is stopped); the ack policies with replicas down; the per (user,
- * node) sequence table; a ring file reload with a higher epoch.
+ * node) sequence table; a ring file reload with a higher epoch; a channel
+ * with two destinations.
  */
 #include "forward_int.h"
 #include "node_server.h"
@@ -506,9 +507,92 @@ test_ring_reload(void)
     cluster_stop(&cluster);
 }
 
+/* Two destinations behind one channel (the handler fans writes out). */
+struct fan {
+    struct cairn_router_forward *forwards[2];
+    size_t count;
+};
+
+static int
+fan_request(void *arg, const struct cairn_router_request *request,
+            struct cairn_router_reply *reply)
+{
+    struct fan *fan = arg;
+
+    return cairn_router_forward_request_all(fan->forwards, fan->count, request,
+                                            reply);
+}
+
+/* Every write reaches both destinations; OK only when both meet policy. */
+static void
+test_destinations(void)
+{
+    struct cluster cluster = {0};
+    struct cairn_ring_node_spec specs[MAX_NODES] = {
+        {"n1", 1, "z1"}, {"n2", 1, "z2"}, {"n3", 1, "z3"}};
+    struct cairn_router_forward_node nodes[MAX_NODES];
+    struct cairn_router_forward_settings second = {
+        .destination = "second",
+        .nodes = nodes,
+        .node_count = 3,
+        .timeout_ms = 1000,
+        .ack = CAIRN_ROUTER_ACK_ONE,
+    };
+    struct cairn_ring *ring = NULL;
+    char ring_path[160], error[256] = "";
+    struct fan fan = {.count = 2};
+    struct cairn_buf text;
+    int fd;
+
+    CHECK_INT(cluster_start(&cluster, 3, 1, CAIRN_ROUTER_ACK_ALL, 1000), 0);
+    snprintf(ring_path, sizeof(ring_path), "%s/second.ring", cluster.dir);
+    CHECK_INT(cairn_ring_new("second", 3, 0, specs, 3, &ring), 0);
+    CHECK_INT(cairn_ring_save(ring, ring_path), 0);
+    cairn_ring_free(ring);
+    for (size_t i = 0; i < 3; i++)
+        nodes[i] = (struct cairn_router_forward_node){node_names[i],
+                                                      cluster.endpoints[i]};
+    second.ring_file = ring_path;
+    CHECK_INT(cairn_router_forward_new(cluster.fixture.loop, &second,
+                                       &fan.forwards[1], error, sizeof(error)),
+              0);
+    fan.forwards[0] = cluster.forward;
+    cairn_router_set_request_handler(cluster.fixture.router, fan_request, &fan);
+    cairn_buf_init(&text, 1 << 20);
+    fd = connect_logged_in(&cluster, &text);
+    CHECK_INT(exchange(&cluster, fd,
+                       "APPLY RESERVE %(PARTITION default MBOXNAME "
+                       "(user.anne) GUID (" HELLO_GUID "))\r\n",
+                       &text),
+              0);
+    CHECK_STR(text.data, "* MISSING (" HELLO_GUID ")\r\nOK Success\r\n");
+    CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX, &text), 0);
+    CHECK_STR(text.data, "OK Success\r\n");
+    /* The second destination has it too: ask it alone. */
+    cairn_router_set_request_handler(
+        cluster.fixture.router, cairn_router_forward_request, fan.forwards[1]);
+    CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+    CHECK(strstr(text.data, "* MAILBOX %(UNIQUEID u1 ") != NULL);
+    /* main's only replica stops: second still meets "one", main fails. */
+    stop_replica(&cluster, "anne", 0);
+    cairn_router_set_request_handler(cluster.fixture.router, fan_request, &fan);
+    CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX, &text), 0);
+    CHECK(strncmp(text.data, "NO IMAP_MAILBOX_LOCKED ", 23) == 0);
+    /* GET: from the first destination alone. */
+    CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+    CHECK(strncmp(text.data, "NO IMAP_MAILBOX_LOCKED ", 23) == 0);
+    close(fd);
+    cairn_buf_release(&text);
+    cairn_router_free(cluster.fixture.router);
+    cluster.fixture.router = NULL;
+    cairn_router_forward_free(fan.forwards[1]);
+    cluster_stop(&cluster);
+}
+
 int
 main(void)
 {
+    test_destinations();
     test_sequences();
     test_ordered_stream();
     test_ack_policies();
