@@ -400,9 +400,7 @@ discover_users(struct job_state *state)
     }
     state->discovered = true;
 out:
-    for (size_t c = 0; calls != NULL && c < count; c++)
-        cairn_ops_node_call_release(&calls[c]);
-    free(calls);
+    cairn_ops_node_calls_free(calls, count);
     return rc;
 }
 
@@ -566,9 +564,7 @@ run_batch(struct job_state *state, size_t first, size_t last)
             job->node_status[calls[c].node] = calls[c].status;
     }
 out:
-    for (size_t c = 0; calls != NULL && c < count; c++)
-        cairn_ops_node_call_release(&calls[c]);
-    free(calls);
+    cairn_ops_node_calls_free(calls, count);
     free(asks);
     free(names);
     return rc;
@@ -893,4 +889,26 @@ const char *
 cairn_ops_node_name(const struct cairn_config *config, size_t node)
 {
     return cairn_config_node_at(config, node)->origin.name;
+}
+
+void
+cairn_ops_node_calls_free(struct cairn_ops_node_call *calls, size_t count)
+{
+    for (size_t c = 0; calls != NULL && c < count; c++)
+        cairn_ops_node_call_release(&calls[c]);
+    free(calls);
+}
+
+void
+cairn_ops_json_user_stats(FILE *out, const Cairn__UserStats *stats)
+{
+    fprintf(out,
+            ",\"bytes_on_disk\":%llu,\"raw_bytes\":%llu,\"chunks\":%llu,"
+            "\"mailboxes\":%llu,\"messages\":%llu,\"last_backup_time\":%lld",
+            (unsigned long long)stats->bytes_on_disk,
+            (unsigned long long)stats->raw_bytes,
+            (unsigned long long)stats->chunks,
+            (unsigned long long)stats->mailboxes,
+            (unsigned long long)stats->messages,
+            (long long)stats->last_backup_time);
 }

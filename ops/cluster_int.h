@@ -52,6 +52,9 @@ int cairn_ops_call_nodes(const struct cairn_config *config,
                          struct cairn_ops_node_call *calls, size_t count,
                          uint64_t timeout_ms);
 void cairn_ops_node_call_release(struct cairn_ops_node_call *call);
+/* Releases calls[0..count-1] and frees the array, which it takes
+   ownership of (NULL: nothing). */
+void cairn_ops_node_calls_free(struct cairn_ops_node_call *calls, size_t count);
 
 /* A sorted set of user names, owned (strings too). */
 struct cairn_ops_names {
@@ -157,6 +160,10 @@ void cairn_ops_format_bytes(uint64_t bytes, char *text, size_t size);
 void cairn_ops_format_age(int64_t seconds, char *text, size_t size);
 /* ISO 8601 UTC ("2026-11-26T06:15:00Z"), "never" for 0. */
 void cairn_ops_format_time(int64_t when, char *text, size_t size);
+
+/* A user's STATS figures as JSON members: ,"bytes_on_disk":N ... up to
+   ,"last_backup_time":N (the same in `status -u` and `user show`). */
+void cairn_ops_json_user_stats(FILE *out, const Cairn__UserStats *stats);
 
 /* Whether status means the node did not answer at all. */
 bool cairn_ops_unreachable(int status);

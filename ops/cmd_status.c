@@ -171,7 +171,7 @@ print_user_row(struct cairn_ops_context *context,
                bool first)
 {
     const Cairn__UserStats *stats = row->stats;
-    const char *node = cairn_config_node_at(config, row->node)->origin.name;
+    const char *node = cairn_ops_node_name(config, row->node);
     char disk[32], raw[32], when[32], age[32] = "-";
     FILE *out = context->out;
 
@@ -184,16 +184,8 @@ print_user_row(struct cairn_ops_context *context,
         cairn_ops_json_string(out, stats->user);
         fputs(",\"node\":", out);
         cairn_ops_json_string(out, node);
-        fprintf(out,
-                ",\"bytes_on_disk\":%llu,\"raw_bytes\":%llu,\"chunks\":%llu,"
-                "\"mailboxes\":%llu,\"messages\":%llu,"
-                "\"last_backup_time\":%lld,\"last_backup\":",
-                (unsigned long long)stats->bytes_on_disk,
-                (unsigned long long)stats->raw_bytes,
-                (unsigned long long)stats->chunks,
-                (unsigned long long)stats->mailboxes,
-                (unsigned long long)stats->messages,
-                (long long)stats->last_backup_time);
+        cairn_ops_json_user_stats(out, stats);
+        fputs(",\"last_backup\":", out);
         cairn_ops_json_string(out, when);
         fputs("}", out);
         return;
@@ -367,9 +359,7 @@ run_status(struct cairn_ops_context *context, int argc, char **argv)
     if (context->json)
         fputs("}\n", context->out);
 out:
-    for (size_t c = 0; calls != NULL && c < count; c++)
-        cairn_ops_node_call_release(&calls[c]);
-    free(calls);
+    cairn_ops_node_calls_free(calls, count);
     cairn_config_free(config);
     return status;
 }

@@ -520,16 +520,7 @@ show_replicas(struct cairn_ops_context *context,
             fputs(",\"state\":", context->out);
             cairn_ops_json_string(context->out, state);
             if (stats != NULL)
-                fprintf(context->out,
-                        ",\"bytes_on_disk\":%llu,\"raw_bytes\":%llu,"
-                        "\"chunks\":%llu,\"mailboxes\":%llu,"
-                        "\"messages\":%llu,\"last_backup_time\":%lld",
-                        (unsigned long long)stats->bytes_on_disk,
-                        (unsigned long long)stats->raw_bytes,
-                        (unsigned long long)stats->chunks,
-                        (unsigned long long)stats->mailboxes,
-                        (unsigned long long)stats->messages,
-                        (long long)stats->last_backup_time);
+                cairn_ops_json_user_stats(context->out, stats);
             fputs("}", context->out);
             continue;
         }
@@ -832,9 +823,7 @@ run_user(struct cairn_ops_context *context, int argc, char **argv)
         status = show_user(context, config, &args, argv[1 + args.first], calls,
                            &count);
 out:
-    for (size_t c = 0; calls != NULL && c < count; c++)
-        cairn_ops_node_call_release(&calls[c]);
-    free(calls);
+    cairn_ops_node_calls_free(calls, count);
     cairn_config_free(config);
     return status;
 }

@@ -82,10 +82,9 @@ token_name(const struct token *token, char *name)
     return ring_name_valid(name) ? CAIRN_OK : CAIRN_EPARSE;
 }
 
-/* A "keyword NUMBER" line with the number in [min, max]. */
+/* A "keyword VALUE" line: the value's token in *value. */
 static int
-keyword_number(struct reader *reader, const char *keyword, uint64_t min,
-               uint64_t max, uint64_t *value)
+keyword_line(struct reader *reader, const char *keyword, struct token *value)
 {
     struct token tokens[2];
     const char *line;
@@ -97,24 +96,33 @@ keyword_number(struct reader *reader, const char *keyword, uint64_t min,
         return rc;
     if (!token_is(&tokens[0], keyword))
         return CAIRN_EPARSE;
-    rc = cairn_parse_u64(tokens[1].text, tokens[1].len, min, max, value);
+    *value = tokens[1];
+    return 0;
+}
+
+/* A "keyword NUMBER" line with the number in [min, max]. */
+static int
+keyword_number(struct reader *reader, const char *keyword, uint64_t min,
+               uint64_t max, uint64_t *value)
+{
+    struct token token;
+    int rc;
+
+    if ((rc = keyword_line(reader, keyword, &token)) < 0)
+        return rc;
+    rc = cairn_parse_u64(token.text, token.len, min, max, value);
     return rc == CAIRN_EOVERFLOW ? CAIRN_EPARSE : rc;
 }
 
 static int
 keyword_word(struct reader *reader, const char *keyword, char *word)
 {
-    struct token tokens[2];
-    const char *line;
-    size_t len;
+    struct token token;
     int rc;
 
-    if ((rc = next_line(reader, &line, &len)) < 0 ||
-        (rc = split(line, len, tokens, 2)) < 0)
+    if ((rc = keyword_line(reader, keyword, &token)) < 0)
         return rc;
-    if (!token_is(&tokens[0], keyword))
-        return CAIRN_EPARSE;
-    return token_name(&tokens[1], word);
+    return token_name(&token, word);
 }
 
 static int

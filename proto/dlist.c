@@ -139,6 +139,21 @@ is_container(const struct cairn_dlist *node)
 }
 
 /*
+ * The key rules of the parent's type: a kvlist's children need a name, a
+ * list's children have none. Sets *key to the name the child gets.
+ */
+static int
+child_key(const struct cairn_dlist *parent, const char *name, const char **key)
+{
+    if (!is_container(parent))
+        return CAIRN_EINVAL;
+    if (parent->type == CAIRN_DLIST_KVLIST && name == NULL)
+        return CAIRN_EINVAL;
+    *key = parent->type == CAIRN_DLIST_LIST ? NULL : name;
+    return 0;
+}
+
+/*
  * Creates a child of parent with the key rules of the parent's type.
  * Returns the child (still owned by the caller until linked) in *child.
  */
@@ -146,12 +161,10 @@ static int
 make_child(struct cairn_dlist *parent, const char *name,
            enum cairn_dlist_type type, struct cairn_dlist **child)
 {
-    if (!is_container(parent))
-        return CAIRN_EINVAL;
-    if (parent->type == CAIRN_DLIST_KVLIST && name == NULL)
-        return CAIRN_EINVAL;
-    if (parent->type == CAIRN_DLIST_LIST)
-        name = NULL;
+    int rc;
+
+    if ((rc = child_key(parent, name, &name)) < 0)
+        return rc;
     *child = new_named(type, name);
     return *child != NULL ? 0 : CAIRN_ENOMEM;
 }
@@ -161,13 +174,10 @@ add_value(struct cairn_dlist *parent, const char *name,
           enum cairn_dlist_type type, const char *value, size_t len)
 {
     struct cairn_dlist *child;
+    int rc;
 
-    if (!is_container(parent))
-        return CAIRN_EINVAL;
-    if (parent->type == CAIRN_DLIST_KVLIST && name == NULL)
-        return CAIRN_EINVAL;
-    if (parent->type == CAIRN_DLIST_LIST)
-        name = NULL;
+    if ((rc = child_key(parent, name, &name)) < 0)
+        return rc;
     child = cairn_dlist_node_new(type, name, name ? strlen(name) : 0,
                                  type == CAIRN_DLIST_NIL ? NULL : value, len);
     if (child == NULL)

@@ -202,16 +202,6 @@ test_resync(void)
     }
 }
 
-static int
-full_spool(void *ctx, void *handle, const void *bytes, size_t len)
-{
-    (void)ctx;
-    (void)handle;
-    (void)bytes;
-    (void)len;
-    return CAIRN_ENOSPACE;
-}
-
 /* A sink failing inside a message body: the rest of the body is skipped. */
 static void
 test_resync_sink_failure(void)
@@ -225,7 +215,7 @@ test_resync_sink_failure(void)
     size_t at = 0, used = 0;
     int rc;
 
-    sink.data = full_spool;
+    sink.data = refusing_data;
     CHECK_INT(cairn_csync_reader_new(1024, NULL, &sink, &reader), 0);
     if (reader == NULL)
         return;

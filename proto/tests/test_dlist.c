@@ -535,16 +535,6 @@ test_split_anywhere(void)
 }
 
 /* A failing sink stops the parse and every begun handle is released. */
-static int
-refusing_data(void *ctx, void *handle, const void *bytes, size_t len)
-{
-    (void)ctx;
-    (void)handle;
-    (void)bytes;
-    (void)len;
-    return CAIRN_ENOSPACE;
-}
-
 static void
 test_sink_failure(void)
 {

@@ -83,6 +83,17 @@ memory_sink(struct memory_sink_stats *stats)
     return sink;
 }
 
+/* A sink's data callback that refuses every piece, as a full spool would. */
+static inline int
+refusing_data(void *ctx, void *handle, const void *bytes, size_t len)
+{
+    (void)ctx;
+    (void)handle;
+    (void)bytes;
+    (void)len;
+    return CAIRN_ENOSPACE;
+}
+
 static inline int
 memory_write_body(void *ctx, const struct cairn_dlist *file,
                   struct cairn_buf *out)
