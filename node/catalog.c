@@ -34,7 +34,12 @@ cairn_catalog_open(const char *path, struct cairn_catalog **catalog)
     sqlite3_busy_timeout(cat->db, 20000);
     if (sqlite3_exec(cat->db,
                      "CREATE TABLE IF NOT EXISTS users(userid TEXT PRIMARY KEY"
-                     " NOT NULL, data_path TEXT NOT NULL)",
+                     " NOT NULL, data_path TEXT NOT NULL);"
+                     /* cairn's own: when each user was last compacted
+                      * (Unix milliseconds); Cyrus's tools never read it */
+                     "CREATE TABLE IF NOT EXISTS cairn_compactions(userid"
+                     " TEXT PRIMARY KEY NOT NULL, compacted_ms INTEGER"
+                     " NOT NULL)",
                      NULL, NULL, NULL) != SQLITE_OK)
         goto out;
     *catalog = cat;
@@ -182,4 +187,76 @@ cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
     if ((*data_path = strdup(path)) == NULL)
         return CAIRN_ENOMEM;
     return 0;
+}
+
+int
+cairn_catalog_set_compacted(struct cairn_catalog *catalog, const char *userid,
+                            int64_t compacted_ms)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(catalog->db,
+                           "INSERT OR REPLACE INTO cairn_compactions"
+                           " (userid, compacted_ms) VALUES (?, ?)",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 2, compacted_ms);
+    rc = sqlite3_step(stmt) == SQLITE_DONE ? 0 : CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_get_compacted(struct cairn_catalog *catalog, const char *userid,
+                            int64_t *compacted_ms)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc, step;
+
+    *compacted_ms = 0;
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT compacted_ms FROM cairn_compactions"
+                           " WHERE userid = ?",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        *compacted_ms = sqlite3_column_int64(stmt, 0);
+        rc = 0;
+    } else {
+        rc = step == SQLITE_DONE ? CAIRN_ENOENT : CAIRN_EDB;
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
+                          int (*visit)(void *ctx, const char *userid),
+                          void *ctx)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = 0, step;
+
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT u.userid FROM users u LEFT JOIN"
+                           " cairn_compactions c ON c.userid = u.userid"
+                           " WHERE c.compacted_ms IS NULL OR"
+                           " c.compacted_ms <= ?"
+                           " ORDER BY IFNULL(c.compacted_ms, 0), u.userid",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_int64(stmt, 1, before_ms);
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0));
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
 }

@@ -256,6 +256,23 @@ int cairn_node_compact_all(struct cairn_catalog *catalog,
                                          const struct cairn_compact_result *r),
                            void *ctx);
 
+/*
+ * When userid was last compacted (Unix ms), in a cairn-private table of
+ * the catalog. get: CAIRN_ENOENT (and 0) if never.
+ */
+int cairn_catalog_set_compacted(struct cairn_catalog *catalog,
+                                const char *userid, int64_t compacted_ms);
+int cairn_catalog_get_compacted(struct cairn_catalog *catalog,
+                                const char *userid, int64_t *compacted_ms);
+/*
+ * Calls visit for each user never compacted or last compacted at or
+ * before before_ms, longest waiting first; a non-zero return from visit
+ * stops and is returned.
+ */
+int cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
+                              int (*visit)(void *ctx, const char *userid),
+                              void *ctx);
+
 /* --- checksums ------------------------------------------------------------ */
 
 /*

@@ -39,6 +39,12 @@ struct cairn_node_server_settings {
     int64_t retention_seconds;
     uint64_t min_chunk, max_chunk;
     unsigned work_threshold;
+    /* scheduled compaction: each user whose last compaction is older than
+     * compaction_interval_ms is compacted on the background thread, one
+     * user at a time (parallel_users above 1 is treated as 1: there is
+     * one worker thread), never while it has requests in flight */
+    bool compaction_enabled;
+    uint64_t compaction_interval_ms; /* 0: 1 day */
 };
 
 /* Where an event happened; all borrowed for the call, any may be NULL. */

@@ -730,6 +730,8 @@ cairn_node_server_new(struct cairn_loop *loop, void *zmq_context,
     server->reading = true;
     if ((rc = node_worker_init(server)) < 0)
         goto out;
+    if ((rc = node_compact_schedule_init(server)) < 0)
+        goto out;
     if ((rc = cairn_loop_add_timer(loop, IDLE_SWEEP_MS, IDLE_SWEEP_MS,
                                    on_idle_timer, server,
                                    &server->idle_timer)) < 0)
@@ -760,7 +762,9 @@ cairn_node_server_shutdown(struct cairn_node_server *server)
         cairn_loop_cancel_timer(server->loop, server->idle_timer);
         server->idle_timer = 0;
     }
+    node_compact_schedule_release(server);
     node_worker_release(server); /* a running append finishes first */
+    node_admin_release(server);  /* VERIFY / COMPACT not answered */
     node_commit_round(server);
     /* Split requests that never completed were never acknowledged. */
     for (request = server->streams; request != NULL; request = next) {

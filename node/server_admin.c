@@ -280,111 +280,217 @@ out:
     return rc;
 }
 
-static void
-verify_user(struct cairn_node_server *server, struct node_user *user, bool full,
-            Cairn__UserResult *result, char *text, size_t text_size,
-            char digest[41])
-{
-    unsigned levels = CAIRN_VERIFY_FULL;
-    int rc;
-
-    if (!full)
-        levels &= ~(unsigned)CAIRN_VERIFY_MESSAGE_GUIDS;
-    text[0] = '\0';
-    if ((rc = node_user_open(server, user, false)) == 0 &&
-        (rc = cairn_store_verify(user->store, levels, text, text_size)) == 0 &&
-        (rc = state_digest(user->store, digest)) == 0)
-        result->digest = digest;
-    result->code = rc;
-    if (rc < 0 && text[0] == '\0')
-        snprintf(text, text_size, "%s", cairn_strerror(rc));
-    result->text = text;
-}
-
-static void
-compact_user(struct cairn_node_server *server, struct node_user *user,
-             Cairn__UserResult *result, char *text, size_t text_size)
-{
-    struct cairn_compact_policy policy = {0};
-    struct cairn_compact_result outcome = {0};
-    int rc;
-
-    policy.retention_seconds = server->settings.retention_seconds;
-    policy.min_chunk = server->settings.min_chunk;
-    policy.max_chunk = server->settings.max_chunk;
-    policy.work_threshold =
-        server->settings.work_threshold ? server->settings.work_threshold : 1;
-    policy.now = time(NULL);
-    if ((rc = node_user_open(server, user, false)) == 0)
-        rc = cairn_store_compact(user->store, &policy, &outcome);
-    result->code = rc;
-    result->bytes_before = outcome.bytes_before;
-    result->bytes_after = outcome.bytes_after;
-    snprintf(text, text_size, "%s",
-             rc < 0              ? cairn_strerror(rc)
-             : outcome.compacted ? "compacted"
-                                 : "nothing to do");
-    result->text = text;
-}
-
 struct result_slot {
     Cairn__UserResult result;
     char text[256];
     char digest[41];
 };
 
-static int
-answer_users(struct cairn_node_server *server, struct node_request *request)
+/* A VERIFY or COMPACT request while its users are done one by one. */
+struct admin_job {
+    struct admin_job *next;
+    struct node_request *reply_to; /* owned: routing id and envelope */
+    bool verify;
+    struct user_list asked;
+    struct result_slot *slots;
+    Cairn__UserResult **pointers;
+    size_t next_user; /* the next to start */
+    size_t current;   /* the one on the worker, while running */
+    bool running;
+    struct cairn_compact_policy policy;
+    struct cairn_compact_result outcome;
+};
+
+static void
+admin_job_free(struct admin_job *job)
 {
-    bool verify = request->envelope->kind == CAIRN__KIND__VERIFY_REQUEST;
+    if (job == NULL)
+        return;
+    node_request_free(job->reply_to);
+    user_list_release(&job->asked);
+    free(job->slots);
+    free(job->pointers);
+    free(job);
+}
+
+/* On the worker thread: touches only the store and the job's slot. */
+static int
+verify_job(void *arg, struct cairn_store *store)
+{
+    struct admin_job *job = arg;
+    struct result_slot *slot = &job->slots[job->current];
+    unsigned levels = CAIRN_VERIFY_FULL;
+    int rc;
+
+    if (!job->asked.full)
+        levels &= ~(unsigned)CAIRN_VERIFY_MESSAGE_GUIDS;
+    slot->text[0] = '\0';
+    if ((rc = cairn_store_verify(store, levels, slot->text,
+                                 sizeof(slot->text))) == 0 &&
+        (rc = state_digest(store, slot->digest)) == 0)
+        slot->result.digest = slot->digest;
+    return rc;
+}
+
+static int
+compact_job(void *arg, struct cairn_store *store)
+{
+    struct admin_job *job = arg;
+
+    memset(&job->outcome, 0, sizeof(job->outcome));
+    return cairn_store_compact(store, &job->policy, &job->outcome);
+}
+
+static void
+job_done(struct cairn_node_server *server, struct node_user *user, void *arg,
+         int rc)
+{
+    struct admin_job *job = arg;
+    struct result_slot *slot = &job->slots[job->current];
+
+    (void)server;
+    (void)user;
+    job->running = false;
+    slot->result.code = rc;
+    if (!job->verify) {
+        slot->result.bytes_before = job->outcome.bytes_before;
+        slot->result.bytes_after = job->outcome.bytes_after;
+        snprintf(slot->text, sizeof(slot->text), "%s",
+                 rc < 0                   ? cairn_strerror(rc)
+                 : job->outcome.compacted ? "compacted"
+                                          : "nothing to do");
+    } else if (rc < 0 && slot->text[0] == '\0') {
+        snprintf(slot->text, sizeof(slot->text), "%s", cairn_strerror(rc));
+    }
+    slot->result.text = slot->text;
+}
+
+static void
+answer_job(struct cairn_node_server *server, struct admin_job *job)
+{
     Cairn__UserResults reply = CAIRN__USER_RESULTS__INIT;
-    struct user_list asked = {0};
-    struct result_slot *slots = NULL;
-    Cairn__UserResult **pointers = NULL;
     struct cairn_buf frame = {0};
     int rc;
 
+    reply.results = job->pointers;
+    reply.n_results = job->asked.count;
+    if ((rc = pack_frame(&reply.base, &frame)) < 0)
+        node_reply_error(server, job->reply_to, rc, 0, NULL);
+    else
+        node_reply(server, job->reply_to,
+                   job->verify ? CAIRN__KIND__VERIFY_REPLY
+                               : CAIRN__KIND__COMPACT_REPLY,
+                   &frame, 1, true);
+    cairn_buf_release(&frame);
+}
+
+/* Starts the job's next user on the worker; false when none could be. */
+static bool
+start_next_user(struct cairn_node_server *server, struct admin_job *job)
+{
+    struct result_slot *slot = &job->slots[job->next_user];
+    struct node_user *user = NULL;
+    int rc;
+
+    job->current = job->next_user++;
+    if ((rc = node_user_get(server, job->asked.names[job->current], &user)) ==
+            0 &&
+        (user->in_round || user->queue != NULL || user->appending)) {
+        slot->result.code = CAIRN_ELOCKED;
+        slot->result.text = "updates in progress";
+        return false;
+    }
+    if (rc == 0 && (rc = node_user_open(server, user, false)) == 0) {
+        node_compact_policy(server, &job->policy);
+        rc =
+            node_job_start(server, user, job->verify ? verify_job : compact_job,
+                           job_done, job);
+    }
+    if (rc < 0) {
+        slot->result.code = rc;
+        snprintf(slot->text, sizeof(slot->text), "%s", cairn_strerror(rc));
+        slot->result.text = slot->text;
+        return false;
+    }
+    job->running = true;
+    return true;
+}
+
+void
+node_admin_progress(struct cairn_node_server *server)
+{
+    struct admin_job *job;
+
+    while ((job = server->admin_jobs) != NULL) {
+        if (job->running || server->worker_running || server->shut_down)
+            return;
+        if (job->next_user < job->asked.count) {
+            if (start_next_user(server, job))
+                return;
+            continue;
+        }
+        server->admin_jobs = job->next;
+        answer_job(server, job);
+        admin_job_free(job);
+    }
+}
+
+void
+node_admin_release(struct cairn_node_server *server)
+{
+    while (server->admin_jobs != NULL) {
+        struct admin_job *job = server->admin_jobs;
+
+        server->admin_jobs = job->next;
+        admin_job_free(job);
+    }
+}
+
+/*
+ * Queues a VERIFY or COMPACT: its users run one at a time on the worker
+ * (server_worker.c) so the loop keeps serving everyone else; the reply
+ * goes out when the last is done. The request's envelope and routing id
+ * move into the job.
+ */
+static int
+queue_users(struct cairn_node_server *server, struct node_request *request)
+{
+    struct admin_job *job = calloc(1, sizeof(*job)), **tail;
+    size_t count;
+    int rc;
+
+    if (job == NULL)
+        return CAIRN_ENOMEM;
+    job->verify = request->envelope->kind == CAIRN__KIND__VERIFY_REQUEST;
     node_commit_round(server);
-    if ((rc = read_user_list(server, request, true, &asked)) < 0)
+    if ((rc = read_user_list(server, request, true, &job->asked)) < 0)
         goto out;
-    slots = calloc(asked.count + 1, sizeof(*slots));
-    pointers = calloc(asked.count + 1, sizeof(*pointers));
-    if (slots == NULL || pointers == NULL) {
+    count = job->asked.count;
+    job->slots = calloc(count + 1, sizeof(*job->slots));
+    job->pointers = calloc(count + 1, sizeof(*job->pointers));
+    job->reply_to = calloc(1, sizeof(*job->reply_to));
+    if (job->slots == NULL || job->pointers == NULL || job->reply_to == NULL) {
         rc = CAIRN_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < asked.count; i++) {
-        struct node_user *user = NULL;
-        struct result_slot *slot = &slots[i];
-
-        cairn__user_result__init(&slot->result);
-        slot->result.user = asked.names[i];
-        pointers[i] = &slot->result;
-        if ((rc = node_user_get(server, asked.names[i], &user)) < 0)
-            goto out;
-        if (user->in_round || user->queue != NULL || user->appending) {
-            slot->result.code = CAIRN_ELOCKED;
-            slot->result.text = "updates in progress";
-        } else if (verify) {
-            verify_user(server, user, asked.full, &slot->result, slot->text,
-                        sizeof(slot->text), slot->digest);
-        } else {
-            compact_user(server, user, &slot->result, slot->text,
-                         sizeof(slot->text));
-        }
+    for (size_t i = 0; i < count; i++) {
+        cairn__user_result__init(&job->slots[i].result);
+        job->slots[i].result.user = job->asked.names[i];
+        job->pointers[i] = &job->slots[i].result;
     }
-    reply.results = pointers;
-    reply.n_results = asked.count;
-    if ((rc = pack_frame(&reply.base, &frame)) < 0)
-        goto out;
-    node_reply(server, request,
-               verify ? CAIRN__KIND__VERIFY_REPLY : CAIRN__KIND__COMPACT_REPLY,
-               &frame, 1, true);
+    job->reply_to->spool_fd = -1;
+    memcpy(job->reply_to->routing_id, request->routing_id,
+           request->routing_id_len);
+    job->reply_to->routing_id_len = request->routing_id_len;
+    job->reply_to->envelope = request->envelope;
+    request->envelope = NULL;
+    for (tail = &server->admin_jobs; *tail != NULL; tail = &(*tail)->next)
+        ;
+    *tail = job;
+    job = NULL;
+    node_admin_progress(server);
 out:
-    cairn_buf_release(&frame);
-    free(slots);
-    free(pointers);
-    user_list_release(&asked);
+    admin_job_free(job);
     return rc;
 }
 
@@ -405,7 +511,7 @@ node_admin(struct cairn_node_server *server, struct node_request *request)
         break;
     case CAIRN__KIND__VERIFY_REQUEST:
     case CAIRN__KIND__COMPACT_REQUEST:
-        rc = answer_users(server, request);
+        rc = queue_users(server, request);
         break;
     case CAIRN__KIND__TRANSFER_BEGIN:
     case CAIRN__KIND__TRANSFER_CHUNK:

@@ -91,6 +91,9 @@ struct cairn_node_server {
     bool worker_running;
     pthread_t worker_thread;
     struct node_background *background;
+    uint64_t compact_timer;
+    struct admin_job *admin_jobs; /* VERIFY / COMPACT in progress, FIFO */
+    uint64_t compactions; /* scheduled ones done since start */
 };
 
 /* server.c */
@@ -161,11 +164,47 @@ bool node_background_wanted(const struct cairn_node_server *server,
 int node_background_start(struct cairn_node_server *server,
                           struct node_request *request,
                           struct cairn_dlist *record);
-/* Joins the worker and completes its request (called from the loop). */
+/*
+ * Starts compacting user's store on the worker (policy copied); the
+ * user's requests wait meanwhile. CAIRN_EAGAIN if the worker is busy.
+ */
+int node_compact_start(struct cairn_node_server *server, struct node_user *user,
+                       const struct cairn_compact_policy *policy);
+/*
+ * Runs job(arg, user's store) on the worker, then done(...) on the loop
+ * with its result; the user's requests wait meanwhile. CAIRN_EAGAIN if
+ * the worker is busy.
+ */
+typedef int (*node_job_fn)(void *arg, struct cairn_store *store);
+typedef void (*node_job_done_fn)(struct cairn_node_server *server,
+                                 struct node_user *user, void *arg, int rc);
+int node_job_start(struct cairn_node_server *server, struct node_user *user,
+                   node_job_fn job, node_job_done_fn done, void *arg);
+/* Joins the worker and completes its request or compaction (loop). */
 void node_background_finish(struct cairn_node_server *server);
+
+/* server_compact.c: the compaction schedule ([compaction] interval). */
+int node_compact_schedule_init(struct cairn_node_server *server);
+void node_compact_schedule_release(struct cairn_node_server *server);
+/* The policy of the settings, at the current time. */
+void node_compact_policy(const struct cairn_node_server *server,
+                         struct cairn_compact_policy *policy);
+/* Records and logs a scheduled compaction that ended with rc. */
+void node_compact_finished(struct cairn_node_server *server,
+                           struct node_user *user, int rc,
+                           const struct cairn_compact_result *result,
+                           uint64_t elapsed_ms);
 
 /* server_admin.c */
 void node_admin(struct cairn_node_server *server, struct node_request *request);
+/*
+ * VERIFY and COMPACT run one user at a time on the worker: starts the
+ * next user of the oldest such request when the worker is idle, answers
+ * a request when its last user is done.
+ */
+void node_admin_progress(struct cairn_node_server *server);
+/* Drops unanswered VERIFY / COMPACT requests (shutdown). */
+void node_admin_release(struct cairn_node_server *server);
 
 /* transfer.c: TRANSFER_BEGIN/CHUNK/END (export, import, remove a user). */
 void node_transfer(struct cairn_node_server *server,

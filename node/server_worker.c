@@ -5,6 +5,10 @@
  * store belongs to the thread: the user's queue waits, the store is in no
  * commit round and is never closed; the loop learns of the end through a
  * pipe and finishes the request (ACK after the next group commit).
+ *
+ * The same thread runs a user's scheduled compaction (server_compact.c):
+ * that user's requests are queued meanwhile and run after the switch to
+ * the compacted files; every other user is served as usual.
  */
 #include "common.h"
 #include "server_int.h"
@@ -18,10 +22,17 @@
 #define BACKGROUND_MIN_BYTES (4u * 1024 * 1024)
 
 struct node_background {
-    struct node_request *request;
+    struct node_request *request; /* the append's, NULL for a compaction */
+    struct node_user *user;
     struct cairn_dlist *record; /* owned */
     int64_t ts;
     int rc;
+    struct cairn_compact_policy policy;
+    struct cairn_compact_result result;
+    uint64_t started_ms;
+    node_job_fn job; /* a job of server_admin.c, with job_arg */
+    node_job_done_fn done;
+    void *job_arg;
 };
 
 static void
@@ -76,8 +87,14 @@ run_append(void *arg)
     const struct cairn_store_bodies bodies = {node_read_spooled_body,
                                               work->request};
 
-    work->rc = cairn_store_append(work->request->user->store, work->ts,
-                                  work->record, &bodies);
+    if (work->job)
+        work->rc = work->job(work->job_arg, work->user->store);
+    else if (work->request)
+        work->rc = cairn_store_append(work->user->store, work->ts, work->record,
+                                      &bodies);
+    else
+        work->rc = cairn_store_compact(work->user->store, &work->policy,
+                                       &work->result);
     /* The loop may be asleep in zmq_poll: wake it. */
     while (write(server->wake_fds[1], "x", 1) < 0)
         ;
@@ -93,6 +110,7 @@ node_background_start(struct cairn_node_server *server,
     if (work == NULL)
         return CAIRN_ENOMEM;
     work->request = request;
+    work->user = request->user;
     work->record = record;
     work->ts = time(NULL);
     server->background = work;
@@ -108,11 +126,63 @@ node_background_start(struct cairn_node_server *server,
     return 0;
 }
 
+int
+node_job_start(struct cairn_node_server *server, struct node_user *user,
+               node_job_fn job, node_job_done_fn done, void *arg)
+{
+    struct node_background *work;
+
+    if (server->worker_running || server->wake_fds[1] < 0)
+        return CAIRN_EAGAIN;
+    if ((work = calloc(1, sizeof(*work))) == NULL)
+        return CAIRN_ENOMEM;
+    work->user = user;
+    work->job = job;
+    work->done = done;
+    work->job_arg = arg;
+    server->background = work;
+    user->appending = true;
+    server->worker_running = true;
+    if (pthread_create(&server->worker_thread, NULL, run_append, server) != 0) {
+        server->background = NULL;
+        user->appending = false;
+        server->worker_running = false;
+        free(work);
+        return CAIRN_EIO;
+    }
+    return 0;
+}
+
+int
+node_compact_start(struct cairn_node_server *server, struct node_user *user,
+                   const struct cairn_compact_policy *policy)
+{
+    struct node_background *work;
+
+    if (server->worker_running || server->wake_fds[1] < 0)
+        return CAIRN_EAGAIN;
+    if ((work = calloc(1, sizeof(*work))) == NULL)
+        return CAIRN_ENOMEM;
+    work->user = user;
+    work->policy = *policy;
+    work->started_ms = cairn_loop_now_ms();
+    server->background = work;
+    user->appending = true;
+    server->worker_running = true;
+    if (pthread_create(&server->worker_thread, NULL, run_append, server) != 0) {
+        server->background = NULL;
+        user->appending = false;
+        server->worker_running = false;
+        free(work);
+        return CAIRN_EIO;
+    }
+    return 0;
+}
+
 void
 node_background_finish(struct cairn_node_server *server)
 {
     struct node_background *work = server->background;
-    struct node_request *request;
     struct node_user *user;
 
     if (!server->worker_running)
@@ -120,12 +190,18 @@ node_background_finish(struct cairn_node_server *server)
     pthread_join(server->worker_thread, NULL);
     server->worker_running = false;
     server->background = NULL;
-    request = work->request;
-    user = request->user;
+    user = work->user;
     user->appending = false;
-    node_apply_finished(server, request, work->rc);
+    if (work->job)
+        work->done(server, user, work->job_arg, work->rc);
+    else if (work->request)
+        node_apply_finished(server, work->request, work->rc);
+    else
+        node_compact_finished(server, user, work->rc, &work->result,
+                              cairn_loop_now_ms() - work->started_ms);
     cairn_dlist_free(work->record);
     free(work);
     node_user_progress(server, user);
     node_commit_round(server);
+    node_admin_progress(server); /* the next user of a VERIFY / COMPACT */
 }

@@ -367,9 +367,61 @@ test_timeouts(void)
     fake_stop(&fake);
 }
 
+/*
+ * NULL user, destination, verb and key mean "": they go out as empty
+ * strings, the reply is delivered, and freeing the request (answered, or
+ * pending when the client is freed) frees no static string.
+ */
+static void
+test_null_strings(void)
+{
+    struct cairn_loop *loop = NULL;
+    struct cairn_node_client *client = NULL;
+    struct fake_node fake;
+    struct cairn_node_request bare = {0}, partial = {0};
+    struct outcome answered = {0}, pending = {0};
+    struct message message;
+
+    bare.kind = CAIRN__KIND__PING;
+    partial.kind = CAIRN__KIND__STATUS_REQUEST;
+    partial.destination = "d";
+    fake_start(&fake);
+    CHECK_INT(cairn_loop_new(&loop), 0);
+    CHECK_INT(cairn_node_client_new(loop, NULL, NULL, &client), 0);
+    CHECK_INT(cairn_node_client_add_node(client, "n", fake.endpoint, NULL), 0);
+    CHECK_INT(
+        cairn_node_client_send(client, 0, &bare, on_reply, &answered, NULL), 0);
+    CHECK(fake_receive(&fake, loop, &message));
+    if (message.envelope) {
+        CHECK_STR(message.envelope->user, "");
+        CHECK_STR(message.envelope->destination, "");
+        CHECK_STR(message.envelope->verb, "");
+        CHECK_STR(message.envelope->key, "");
+        fake_reply(&fake, &message, CAIRN__KIND__PONG, 0, NULL);
+    }
+    message_release(&message);
+    run_until(loop, &answered, 1);
+    CHECK_INT(answered.calls, 1);
+    CHECK_INT(answered.status, 0);
+    CHECK_INT(
+        cairn_node_client_send(client, 0, &partial, on_reply, &pending, NULL),
+        0);
+    CHECK(fake_receive(&fake, loop, &message));
+    if (message.envelope) {
+        CHECK_STR(message.envelope->destination, "d");
+        CHECK_STR(message.envelope->user, "");
+    }
+    message_release(&message);
+    cairn_node_client_free(client); /* frees the unanswered one */
+    CHECK_INT(pending.calls, 0);
+    cairn_loop_free(loop);
+    fake_stop(&fake);
+}
+
 int
 main(void)
 {
+    test_null_strings();
     test_split_apply();
     test_cut_dlist();
     test_windows_and_replies();

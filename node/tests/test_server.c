@@ -761,6 +761,97 @@ out:
     zmq_ctx_term(context);
 }
 
+/* Sends the envelope alone: a request with no payload frame at all. */
+static void
+raw_send_bare(void *socket, const Cairn__Envelope *envelope)
+{
+    unsigned char packed[512];
+    size_t len = cairn__envelope__pack(envelope, packed);
+
+    zmq_send(socket, packed, len, 0);
+}
+
+/*
+ * In process: PING, STATUS, STATS, VERIFY and COMPACT sent as the envelope
+ * alone (payload_frames = 0; the contract says frame 1 is optional) are
+ * answered with their reply kind, not refused as malformed.
+ */
+static void
+test_empty_requests(const char *dir)
+{
+    static const struct {
+        Cairn__Kind request, reply;
+    } cases[] = {
+        {CAIRN__KIND__PING, CAIRN__KIND__PONG},
+        {CAIRN__KIND__STATUS_REQUEST, CAIRN__KIND__STATUS_REPLY},
+        {CAIRN__KIND__STATS_REQUEST, CAIRN__KIND__STATS_REPLY},
+        {CAIRN__KIND__VERIFY_REQUEST, CAIRN__KIND__VERIFY_REPLY},
+        {CAIRN__KIND__COMPACT_REQUEST, CAIRN__KIND__COMPACT_REPLY},
+    };
+    struct cairn_node_server_settings settings = {0};
+    struct cairn_loop *loop = NULL;
+    struct cairn_node_server *server = NULL;
+    void *context = zmq_ctx_new(), *dealer = NULL;
+    char data_dir[600];
+    int zero = 0;
+
+    snprintf(data_dir, sizeof(data_dir), "%s/empty", dir);
+    settings.name = "empty";
+    settings.endpoint = "tcp://127.0.0.1:*";
+    settings.data_dir = data_dir;
+    settings.group_commit_ms = 5;
+    CHECK_INT(cairn_loop_new(&loop), 0);
+    CHECK_INT(cairn_node_server_new(loop, context, &settings, &server, NULL, 0),
+              0);
+    if (server == NULL)
+        goto out;
+    dealer = zmq_socket(context, ZMQ_DEALER);
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof(zero));
+    CHECK_INT(zmq_connect(dealer, cairn_node_server_endpoint(server)), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        Cairn__Envelope envelope = CAIRN__ENVELOPE__INIT;
+        uint64_t deadline = cairn_loop_now_ms() + 5000;
+        int kind = -1;
+
+        envelope.kind = cases[i].request;
+        envelope.request_id = 100 + i;
+        raw_send_bare(dealer, &envelope);
+        while (kind < 0 && cairn_loop_now_ms() < deadline) {
+            zmq_msg_t msg;
+            int more = 0;
+            size_t more_size = sizeof(more);
+
+            cairn_loop_run_once(loop, 20);
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, dealer, ZMQ_DONTWAIT) >= 0) {
+                Cairn__Envelope *reply = cairn__envelope__unpack(
+                    NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
+
+                if (reply) {
+                    kind = reply->kind;
+                    CHECK_U64(reply->request_id, 100 + i);
+                    cairn__envelope__free_unpacked(reply, NULL);
+                }
+                zmq_getsockopt(dealer, ZMQ_RCVMORE, &more, &more_size);
+                while (more) { /* the reply's payload frames */
+                    zmq_msg_close(&msg);
+                    zmq_msg_init(&msg);
+                    zmq_msg_recv(&msg, dealer, 0);
+                    zmq_getsockopt(dealer, ZMQ_RCVMORE, &more, &more_size);
+                }
+            }
+            zmq_msg_close(&msg);
+        }
+        CHECK_INT(kind, cases[i].reply);
+    }
+out:
+    if (dealer)
+        zmq_close(dealer);
+    cairn_node_server_free(server);
+    cairn_loop_free(loop);
+    zmq_ctx_term(context);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -792,6 +883,7 @@ main(int argc, char **argv)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     check_after_exit(dir);
     test_stalled_stream(dir);
+    test_empty_requests(dir);
     test_remove_tree(dir);
     return check_exit("test_server");
 }
