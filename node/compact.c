@@ -400,6 +400,7 @@ copy_chunks(struct compact *c, const struct plan_chunk *keep, size_t count)
 {
     struct cairn_dlist_file_sink sink = {stage_begin, stage_data, stage_end,
                                          stage_release, c};
+    uint64_t sequence = 0;
     int rc = 0;
 
     for (size_t i = 0; i < count && rc == 0; i++) {
@@ -411,6 +412,12 @@ copy_chunks(struct compact *c, const struct plan_chunk *keep, size_t count)
                             NULL);
         if (rc == 0 && !want_combine(c->policy, keep[i].length, next))
             rc = cairn_store_commit(c->fresh);
+    }
+    /* cairn-node's last committed sequence goes along */
+    if (rc == 0 && cairn_store_get_sequence(c->old, &sequence) == 0) {
+        const struct sql_value value = SQL_INT_VALUE(":sequence", sequence);
+
+        rc = sql_exec(c->fresh->stmts[STMT_SEQUENCE_SET], &value, 1);
     }
     if (rc == 0)
         rc = cairn_store_commit(c->fresh);

@@ -140,6 +140,14 @@ int cairn_store_commit(struct cairn_store *store);
  */
 int cairn_store_commit_many(struct cairn_store *const *stores, size_t count,
                             int *results);
+/*
+ * The node daemon's last sequenced APPLY, in a cairn-private table of the
+ * index. set: only after an append, in its transaction, so it is durable
+ * exactly when the update is (CAIRN_EINVAL with no append open). get:
+ * CAIRN_ENOENT (and 0) when none was recorded.
+ */
+int cairn_store_set_sequence(struct cairn_store *store, uint64_t sequence);
+int cairn_store_get_sequence(struct cairn_store *store, uint64_t *sequence);
 /* Drops everything uncommitted (file bytes and index changes). */
 void cairn_store_abort(struct cairn_store *store);
 /*

@@ -431,6 +431,26 @@ out:
     return rc;
 }
 
+/*
+ * Notes a sequenced update in the index, in the transaction that commits
+ * it, so that after a restart its resend is re-acknowledged. A failure
+ * only costs that protection (logged).
+ */
+static void
+record_sequence(struct cairn_node_server *server,
+                const struct node_request *request)
+{
+    uint64_t sequence = request->envelope->sequence;
+    int rc;
+
+    if (sequence == 0)
+        return;
+    if ((rc = cairn_store_set_sequence(request->user->store, sequence)) < 0)
+        node_event(server, CAIRN_LOG_WARN, request,
+                   "cannot record sequence %llu: %s",
+                   (unsigned long long)sequence, cairn_strerror(rc));
+}
+
 void
 node_apply(struct cairn_node_server *server, struct node_request *request)
 {
@@ -441,6 +461,18 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
     bool background = false;
     int rc;
 
+    if (sequence > 0 && !user->has_sequence && user->store == NULL)
+        node_user_open(server, user, false); /* its recorded sequence */
+    if (sequence > 1 && sequence < user->last_sequence &&
+        sequence <= user->restored_sequence) {
+        /* Committed before a restart (its ACK may have been lost): answer
+         * again, never apply twice. */
+        if (request->failure == 0 && await_commit(server, request) == 0)
+            return;
+        node_reply_error(server, request, CAIRN_ENOMEM, 0, NULL);
+        node_request_free(request);
+        return;
+    }
     if (sequence > 0 && user->has_sequence && sequence == user->last_sequence) {
         /* A replay: answer as the original was, never apply twice. */
         if (user->last_outcome < 0) {
@@ -475,6 +507,7 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
                                        &background)) == 0) {
         if (background)
             return; /* node_apply_finished() completes it */
+        record_sequence(server, request);
         rc = await_commit(server, request);
     }
     if (sequence > 0)
@@ -500,8 +533,10 @@ node_apply_finished(struct cairn_node_server *server,
         cairn_store_abort(user->store);
         node_answer_applied(server, user, rc);
     }
-    if (rc == 0)
+    if (rc == 0) {
+        record_sequence(server, request);
         rc = await_commit(server, request);
+    }
     if (sequence > 0 && sequence == user->last_sequence)
         user->last_outcome = rc;
     if (rc < 0) {

@@ -49,6 +49,9 @@ struct node_user {
     bool has_sequence;          /* a sequenced APPLY was seen */
     uint64_t last_sequence;     /* of the last sequenced APPLY */
     int last_outcome;           /* its outcome so far (0 or CAIRN_E*) */
+    /* committed before this process started (from the index): a resend
+     * up to it is re-acknowledged, not applied again */
+    uint64_t restored_sequence;
     struct node_request *queue; /* waiting, in order */
     struct node_request *queue_tail;
     size_t queued;

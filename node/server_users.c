@@ -108,6 +108,7 @@ int
 node_user_open(struct cairn_node_server *server, struct node_user *user,
                bool create)
 {
+    uint64_t sequence = 0;
     int rc;
 
     user->last_used_ms = cairn_loop_now_ms();
@@ -123,6 +124,13 @@ node_user_open(struct cairn_node_server *server, struct node_user *user,
         return rc;
     }
     server->open_stores++;
+    if (!user->has_sequence &&
+        cairn_store_get_sequence(user->store, &sequence) == 0 && sequence > 0) {
+        /* after a restart: updates up to this one are committed */
+        user->has_sequence = true;
+        user->last_sequence = user->restored_sequence = sequence;
+        user->last_outcome = 0;
+    }
     return 0;
 }
 

@@ -59,7 +59,11 @@ static const char private_sql[] =
     " CHECK (id = 1), chunk_id INTEGER, end_offset INTEGER,"
     " last_ts INTEGER, file_sha BLOB);"
     "CREATE TABLE IF NOT EXISTS cairn_tombstone(chunk_id INTEGER"
-    " PRIMARY KEY);";
+    " PRIMARY KEY);"
+    /* the last sequenced APPLY committed (node daemon), so a resend after
+     * a restart is re-acknowledged, not applied again */
+    "CREATE TABLE IF NOT EXISTS cairn_sequence(id INTEGER PRIMARY KEY"
+    " CHECK (id = 1), last_sequence INTEGER NOT NULL);";
 
 #define CHUNK_FIELDS                                                           \
     "id, ts_start, ts_end, offset, length, file_sha1, data_sha1"
@@ -197,6 +201,10 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " VALUES (:chunk_id, :last_update, :filename, :guid, :offset)",
     [STMT_SIEVE_LIVE] = "SELECT filename, last_update, guid FROM sieve"
                         " WHERE deleted IS NULL ORDER BY id",
+    [STMT_SEQUENCE_SET] = "INSERT OR REPLACE INTO cairn_sequence"
+                          " (id, last_sequence) VALUES (1, :sequence)",
+    [STMT_SEQUENCE_GET] = "SELECT last_sequence FROM cairn_sequence"
+                          " WHERE id = 1",
     [STMT_TOMBSTONE_ADD] =
         "INSERT OR IGNORE INTO cairn_tombstone (chunk_id) VALUES (:chunk_id)",
     /*

@@ -589,3 +589,30 @@ out:
     free(index);
     return rc;
 }
+
+int
+cairn_store_set_sequence(struct cairn_store *store, uint64_t sequence)
+{
+    const struct sql_value value = SQL_INT_VALUE(":sequence", sequence);
+
+    if (!store->in_chunk)
+        return CAIRN_EINVAL; /* only inside the transaction it belongs to */
+    return sql_exec(store->stmts[STMT_SEQUENCE_SET], &value, 1);
+}
+
+int
+cairn_store_get_sequence(struct cairn_store *store, uint64_t *sequence)
+{
+    sqlite3_stmt *stmt = store->stmts[STMT_SEQUENCE_GET];
+    int step = sqlite3_step(stmt), rc;
+
+    *sequence = 0;
+    if (step == SQLITE_ROW) {
+        *sequence = (uint64_t)sqlite3_column_int64(stmt, 0);
+        rc = 0;
+    } else {
+        rc = step == SQLITE_DONE ? CAIRN_ENOENT : CAIRN_EDB;
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}

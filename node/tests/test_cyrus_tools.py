@@ -74,6 +74,13 @@ def cairn_writes_cyrus_reads(tool, tmp):
     os.makedirs(os.path.dirname(data))
     run([tool, "apply", data, "1795668600"]
         + [os.path.join(HERE, "data", "%s.apply" % s) for s in SESSIONS])
+    # cairn-node's private tables hold rows too (the last committed
+    # sequence): Cyrus's tools must not mind them.
+    db = sqlite3.connect(data + ".index")
+    db.execute("INSERT OR REPLACE INTO cairn_sequence (id, last_sequence)"
+               " VALUES (1, 42)")
+    db.commit()
+    db.close()
     if not cyrus_accepts(data, "written"):
         return False
     print(run([tool, "compact", data]).stdout.strip())

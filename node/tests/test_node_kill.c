@@ -12,6 +12,7 @@
 #include "daemon_test_util.h"
 
 #include <openssl/evp.h>
+#include <zlib.h>
 
 #define USERS 4
 #define MAX_UPDATES 20000 /* per user; each is a MESSAGE or a MAILBOX */
@@ -317,6 +318,58 @@ check_user(const char *dir, struct cairn_catalog *catalog, unsigned user,
     cairn_store_close(store);
 }
 
+/*
+ * Counts the user's APPLY MAILBOX records in its data file per mailbox;
+ * returns how many mailboxes are there more than once. Mailbox 1 (update
+ * 2) is left out: a resend from update 1 restarts the sequence (1 means a
+ * new stream), so it may be applied again by design.
+ */
+static unsigned
+count_duplicates(struct cairn_catalog *catalog, unsigned user)
+{
+    static unsigned char seen[MAX_UPDATES / 2 + 1];
+    static char line[64 * 1024];
+    char name[32], prefix[64], *data_path = NULL;
+    unsigned duplicates = 0, records = 0;
+    gzFile file;
+
+    memset(seen, 0, sizeof(seen));
+    snprintf(name, sizeof(name), "kill%u", user);
+    snprintf(prefix, sizeof(prefix), "APPLY MAILBOX %%(UNIQUEID kill%uf", user);
+    CHECK_INT(cairn_catalog_lookup(catalog, name, &data_path), 0);
+    if (data_path == NULL || (file = gzopen(data_path, "rb")) == NULL) {
+        free(data_path);
+        CHECK(false);
+        return 0;
+    }
+    while (gzgets(file, line, sizeof(line)) != NULL) {
+        const char *at = strstr(line, prefix);
+        uint64_t k;
+        char *end;
+
+        if (at == NULL)
+            continue;
+        at += strlen(prefix);
+        end = strchr(at, ' ');
+        if (end == NULL)
+            continue;
+        *end = '\0';
+        if (cairn_parse_u64_str(at, 1, MAX_UPDATES / 2, &k) < 0)
+            continue;
+        records++;
+        if (k > 1 && seen[k]++ == 1) {
+            duplicates++;
+            if (duplicates < 5)
+                fprintf(stderr, "applied twice: %s mailbox %llu\n", name,
+                        (unsigned long long)k);
+        }
+    }
+    gzclose(file);
+    free(data_path);
+    CHECK(records > 0);
+    return duplicates;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -326,6 +379,7 @@ main(int argc, char **argv)
     const char *seed_text = getenv("CAIRN_KILL_SEED");
     uint64_t kills = 50, seed = 1;
     unsigned long checked = 0;
+    unsigned duplicates = 0;
 
     if (argc < 2 ||
         (argc > 2 && cairn_parse_u64_str(argv[2], 1, 100000, &kills) < 0)) {
@@ -344,13 +398,17 @@ main(int argc, char **argv)
     }
     snprintf(path, sizeof(path), "%s/catalog.db", dir);
     CHECK_INT(cairn_catalog_open(path, &catalog), 0);
-    for (unsigned user = 0; catalog && user < USERS; user++)
+    for (unsigned user = 0; catalog && user < USERS; user++) {
         check_user(dir, catalog, user, &driver, &checked);
+        duplicates += count_duplicates(catalog, user);
+    }
     cairn_catalog_free(catalog);
     printf("%llu kills, %lu updates sent, %lu acknowledged, %lu errors; "
-           "%lu acknowledged updates checked present, %d users verified\n",
+           "%lu acknowledged updates checked present, %d users verified, "
+           "%u mailbox updates applied twice\n",
            (unsigned long long)kills, driver.sends, driver.acks, driver.errors,
-           checked, USERS);
+           checked, USERS, duplicates);
+    CHECK_INT(duplicates, 0);
     CHECK(driver.acks > kills); /* the daemon made progress between kills */
     test_remove_tree(dir);
     return check_exit("test_node_kill");

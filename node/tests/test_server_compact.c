@@ -34,6 +34,7 @@ struct watch {
 };
 
 static struct watch watch;
+static uint64_t many_sequence;
 
 static void
 on_event(void *arg, const struct cairn_node_server_event *event)
@@ -82,6 +83,8 @@ send_seen(struct cairn_node_client *client, const char *user, int who)
     request.key = "SEEN";
     request.frames = &frame;
     request.frame_count = 1;
+    if (strcmp(user, "many") == 0) /* sequenced: recorded in the index */
+        request.sequence = ++many_sequence;
     rc = cairn_node_client_send(client, 0, &request, on_reply,
                                 (void *)(intptr_t)who, &id);
     if (rc == 0) {
@@ -191,6 +194,7 @@ check_store(const char *data_dir)
     struct cairn_store *store = NULL;
     char path[600], error[256] = "";
     int64_t compacted_ms = 0;
+    uint64_t sequence = 0;
 
     snprintf(path, sizeof(path), "%s/catalog.db", data_dir);
     CHECK_INT(cairn_catalog_open(path, &catalog), 0);
@@ -203,6 +207,9 @@ check_store(const char *data_dir)
         CHECK_INT(
             cairn_store_verify(store, CAIRN_VERIFY_FULL, error, sizeof(error)),
             0);
+        /* the last sequence survives the compaction (and the restart) */
+        CHECK_INT(cairn_store_get_sequence(store, &sequence), 0);
+        CHECK_U64(sequence, many_sequence);
         cairn_store_close(store);
     }
     cairn_catalog_free(catalog);
