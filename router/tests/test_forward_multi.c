@@ -176,7 +176,7 @@ exchange(struct cluster *cluster, int fd, const char *command,
          struct cairn_buf *text)
 {
     send_all(cluster, fd, command, strlen(command));
-    receive_long(cluster, fd, text, 10000);
+    receive_long(cluster, fd, text, 20000);
     return text->data != NULL ? 0 : -1;
 }
 
@@ -284,7 +284,7 @@ test_big_mailbox(void)
     struct timespec start;
     int fd;
 
-    CHECK_INT(cluster_start(&cluster, 2, 2, CAIRN_ROUTER_ACK_ALL, 4000), 0);
+    CHECK_INT(cluster_start(&cluster, 2, 2, CAIRN_ROUTER_ACK_ALL, 8000), 0);
     cairn_buf_init(&command, 64 << 20);
     cairn_buf_init(&text, 64 << 20);
     cairn_buf_init(&first, 64 << 20);
@@ -304,7 +304,7 @@ test_big_mailbox(void)
     for (size_t first_uid = 1; first_uid <= RECORDS; first_uid += 500) {
         message_batch(&command, first_uid, first_uid + 499);
         send_all(&cluster, fd, command.data, command.len);
-        receive_long(&cluster, fd, &text, 10000);
+        receive_long(&cluster, fd, &text, 20000);
         CHECK_STR(text.data ? text.data : "", "OK Success\r\n");
     }
     printf("big mailbox: %d bodies stored on 2 replicas in %.2f s\n", RECORDS,
@@ -364,7 +364,7 @@ test_ack_policies(void)
         uint64_t deadline;
         int fd;
 
-        CHECK_INT(cluster_start(&cluster, 3, 3, cases[i].ack, 1000), 0);
+        CHECK_INT(cluster_start(&cluster, 3, 3, cases[i].ack, 2000), 0);
         cairn_buf_init(&text, 1 << 20);
         fd = connect_logged_in(&cluster, &text);
         /* The last replicas go down, the first stays up. */
@@ -376,7 +376,7 @@ test_ack_policies(void)
         else
             CHECK(strncmp(text.data, "NO IMAP_MAILBOX_LOCKED ", 23) == 0);
         /* The stopped replicas' answers come after the OK. */
-        deadline = cairn_loop_now_ms() + 3000;
+        deadline = cairn_loop_now_ms() + 5000;
         while (cairn_router_forward_repairs(cluster.forward) <
                    cases[i].repairs &&
                cairn_loop_now_ms() < deadline)
@@ -444,7 +444,7 @@ test_ordered_stream(void)
     struct cairn_buf text;
     int fd;
 
-    CHECK_INT(cluster_start(&cluster, 2, 2, CAIRN_ROUTER_ACK_ALL, 1000), 0);
+    CHECK_INT(cluster_start(&cluster, 2, 2, CAIRN_ROUTER_ACK_ALL, 2000), 0);
     cairn_buf_init(&text, 1 << 20);
     fd = connect_logged_in(&cluster, &text);
     for (int i = 0; i < 20; i++) {
@@ -477,7 +477,7 @@ test_ring_reload(void)
     bool replaced = true;
     FILE *file;
 
-    CHECK_INT(cluster_start(&cluster, 2, 1, CAIRN_ROUTER_ACK_ALL, 1000), 0);
+    CHECK_INT(cluster_start(&cluster, 2, 1, CAIRN_ROUTER_ACK_ALL, 2000), 0);
     for (size_t i = 0; i < 2; i++)
         nodes[i] = (struct cairn_router_forward_node){node_names[i],
                                                       cluster.endpoints[i]};
@@ -535,7 +535,7 @@ test_destinations(void)
         .destination = "second",
         .nodes = nodes,
         .node_count = 3,
-        .timeout_ms = 1000,
+        .timeout_ms = 2000,
         .ack = CAIRN_ROUTER_ACK_ONE,
     };
     struct cairn_ring *ring = NULL;
@@ -544,7 +544,7 @@ test_destinations(void)
     struct cairn_buf text;
     int fd;
 
-    CHECK_INT(cluster_start(&cluster, 3, 1, CAIRN_ROUTER_ACK_ALL, 1000), 0);
+    CHECK_INT(cluster_start(&cluster, 3, 1, CAIRN_ROUTER_ACK_ALL, 2000), 0);
     snprintf(ring_path, sizeof(ring_path), "%s/second.ring", cluster.dir);
     CHECK_INT(cairn_ring_new("second", 3, 0, specs, 3, &ring), 0);
     CHECK_INT(cairn_ring_save(ring, ring_path), 0);
