@@ -82,7 +82,11 @@
  * STATUS_REQUEST / STATS_REQUEST (cairnctl -> node): optional frame 1 = a
  *   packed UserRequest (users to list; empty: all). Reply STATUS_REPLY /
  *   STATS_REPLY, has_body, frame 1 = packed StatusReply (NodeStats and one
- *   UserStats per user; STATUS lists users only when asked by name).
+ *   UserStats per user; STATUS lists users only when asked by name; a
+ *   named user the node does not hold is left out). raw_bytes is the
+ *   uncompressed size of the user's log (sum of chunk.length);
+ *   NodeStats.ring_epoch the highest ring_epoch a request carried (the
+ *   node loads no ring), 0 if none did.
  * VERIFY_REQUEST: optional frame 1 = UserRequest (users, full = check
  *   message GUIDs too). Reply VERIFY_REPLY, frame 1 = UserResults: per user
  *   code (0 or CAIRN_E*), text, digest = hex SHA-1 over the user's state

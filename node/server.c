@@ -448,6 +448,8 @@ dispatch(struct cairn_node_server *server, struct node_request *request)
         return;
     }
     server->requests++;
+    if (envelope->ring_epoch > server->ring_epoch)
+        server->ring_epoch = envelope->ring_epoch;
     rc = read_payload(server, request, envelope->payload_frames, true);
     if (rc < 0) {
         drain_message(server->socket);

@@ -131,8 +131,10 @@ user_stats(struct cairn_node_server *server, const char *userid,
     stats->last_backup_time =
         (int64_t)query_u64(db, "SELECT coalesce(max(ts_end),0) FROM chunk", 0);
     stats->messages = query_u64(db, "SELECT count(*) FROM message", 0);
+    /* chunk.length is the uncompressed size of each gzip member of the
+     * log (its header line included), so this is the log uncompressed */
     stats->raw_bytes =
-        query_u64(db, "SELECT coalesce(sum(size),0) FROM message", 0);
+        query_u64(db, "SELECT coalesce(sum(length),0) FROM chunk", 0);
     stats->mailboxes = query_u64(
         db, "SELECT count(*) FROM mailbox WHERE coalesce(deleted,0)=0", 0);
 out:
@@ -190,16 +192,18 @@ answer_status(struct cairn_node_server *server, struct node_request *request,
         node.disk_free = (uint64_t)fs.f_bavail * fs.f_frsize;
     node.uptime_seconds = (int64_t)time(NULL) - server->started_time;
     node.requests = server->requests;
+    node.ring_epoch = server->ring_epoch;
     for (size_t i = 0; i < asked.count; i++) {
-        cairn__user_stats__init(&stats[i]);
-        stats[i].user = asked.names[i];
-        /* A user not held here is listed with zeros. */
-        (void)user_stats(server, asked.names[i], &stats[i]);
-        pointers[i] = &stats[i];
+        cairn__user_stats__init(&stats[reply.n_users]);
+        stats[reply.n_users].user = asked.names[i];
+        /* A named user not held here is left out of the reply. */
+        if (user_stats(server, asked.names[i], &stats[reply.n_users]) == 0) {
+            pointers[reply.n_users] = &stats[reply.n_users];
+            reply.n_users++;
+        }
     }
     reply.node = &node;
     reply.users = pointers;
-    reply.n_users = asked.count;
     if ((rc = pack_frame(&reply.base, &frame)) < 0)
         goto out;
     node_reply(server, request,

@@ -89,6 +89,9 @@ struct cairn_node_server {
     uint64_t started_ms;
     int64_t started_time;
     uint64_t requests; /* handled since start */
+    /* the node loads no ring: the highest ring_epoch requests carried
+     * (0 until one names an epoch) is what STATS reports */
+    uint64_t ring_epoch;
     /* the background append (server_worker.c) */
     int wake_fds[2];
     bool worker_running;

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <zmq.h>
 
@@ -341,6 +342,71 @@ call_status(const char *endpoint, Cairn__Kind kind, const char *user)
     return reply;
 }
 
+/* The uncompressed size of user's log: its chunks' lengths. */
+static uint64_t
+log_length(const char *dir, const char *user)
+{
+    struct cairn_catalog *catalog = NULL;
+    char path[600], *data_path = NULL;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    uint64_t length = 0;
+
+    snprintf(path, sizeof(path), "%s/catalog.db", dir);
+    if (cairn_catalog_open(path, &catalog) == 0 &&
+        cairn_catalog_lookup(catalog, user, &data_path) == 0) {
+        snprintf(path, sizeof(path), "%s.index", data_path);
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) ==
+                SQLITE_OK &&
+            sqlite3_prepare_v2(db, "SELECT sum(length) FROM chunk", -1, &stmt,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW)
+            length = (uint64_t)sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    free(data_path);
+    cairn_catalog_free(catalog);
+    return length;
+}
+
+/*
+ * A named user the node does not hold is left out; raw_bytes is the log
+ * uncompressed; ring_epoch the highest a request carried.
+ */
+static void
+test_stats_fields(const struct test_daemon *daemon, const char *dir)
+{
+    struct cairn_node_request ping = {0};
+    struct cairn_node_result result;
+    Cairn__StatusReply *reply;
+
+    ping.kind = CAIRN__KIND__PING;
+    ping.ring_epoch = 7;
+    CHECK_INT(cairn_node_client_call(daemon->endpoint, &ping, CALL_TIMEOUT_MS,
+                                     &result),
+              0);
+    cairn_node_result_release(&result);
+    reply = call_status(daemon->endpoint, CAIRN__KIND__STATS_REQUEST, "nobody");
+    CHECK(reply != NULL);
+    if (reply) {
+        CHECK_U64(reply->n_users, 0);
+        CHECK_U64(reply->node->ring_epoch, 7);
+        cairn__status_reply__free_unpacked(reply, NULL);
+    }
+    reply =
+        call_status(daemon->endpoint, CAIRN__KIND__STATS_REQUEST, "replay-a");
+    CHECK(reply != NULL);
+    if (reply) {
+        CHECK_U64(reply->n_users, 1);
+        if (reply->n_users == 1) {
+            CHECK(reply->users[0]->raw_bytes > 0);
+            CHECK_U64(reply->users[0]->raw_bytes, log_length(dir, "replay-a"));
+        }
+        cairn__status_reply__free_unpacked(reply, NULL);
+    }
+}
+
 static void
 test_stats(const char *endpoint)
 {
@@ -358,7 +424,7 @@ test_stats(const char *endpoint)
     for (size_t i = 0; i < reply->n_users; i++) {
         Cairn__UserStats *user = reply->users[i];
 
-        printf("stats %s: %llu bytes on disk, %llu message bytes, %llu "
+        printf("stats %s: %llu bytes on disk, %llu log bytes, %llu "
                "chunks, %llu messages, %llu mailboxes, last %lld\n",
                user->user, (unsigned long long)user->bytes_on_disk,
                (unsigned long long)user->raw_bytes,
@@ -875,6 +941,7 @@ main(int argc, char **argv)
     test_big_dlist(daemon.endpoint);
     test_ordering(daemon.endpoint);
     test_stats(daemon.endpoint);
+    test_stats_fields(&daemon, dir);
     test_verify(daemon.endpoint);
     test_unuser(daemon.endpoint);
     test_big_message(&daemon, dir);
