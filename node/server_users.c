@@ -75,6 +75,11 @@ node_user_get(struct cairn_node_server *server, const char *userid,
 void
 node_user_close(struct cairn_node_server *server, struct node_user *user)
 {
+    /* The worker holds this store (a big append, a compaction, a VERIFY):
+     * wait for it rather than close it under the thread (a TRANSFER
+     * removing the user gets here without looking at that). */
+    while (user->appending && server->worker_running)
+        node_background_finish(server);
     if (user->store == NULL)
         return;
     cairn_store_close(user->store);
