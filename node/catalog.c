@@ -235,6 +235,7 @@ cairn_catalog_get_compacted(struct cairn_catalog *catalog, const char *userid,
 
 int
 cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
+                          bool include_never,
                           int (*visit)(void *ctx, const char *userid),
                           void *ctx)
 {
@@ -244,12 +245,13 @@ cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
     if (sqlite3_prepare_v2(catalog->db,
                            "SELECT u.userid FROM users u LEFT JOIN"
                            " cairn_compactions c ON c.userid = u.userid"
-                           " WHERE c.compacted_ms IS NULL OR"
+                           " WHERE (c.compacted_ms IS NULL AND ?) OR"
                            " c.compacted_ms <= ?"
                            " ORDER BY IFNULL(c.compacted_ms, 0), u.userid",
                            -1, &stmt, NULL) != SQLITE_OK)
         return CAIRN_EDB;
-    sqlite3_bind_int64(stmt, 1, before_ms);
+    sqlite3_bind_int(stmt, 1, include_never ? 1 : 0);
+    sqlite3_bind_int64(stmt, 2, before_ms);
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
         rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0));
         if (rc != 0)

@@ -273,11 +273,12 @@ int cairn_catalog_set_compacted(struct cairn_catalog *catalog,
 int cairn_catalog_get_compacted(struct cairn_catalog *catalog,
                                 const char *userid, int64_t *compacted_ms);
 /*
- * Calls visit for each user never compacted or last compacted at or
- * before before_ms, longest waiting first; a non-zero return from visit
- * stops and is returned.
+ * Calls visit for each user last compacted at or before before_ms (and,
+ * with include_never, each never compacted), longest waiting first; a
+ * non-zero return from visit stops and is returned.
  */
 int cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
+                              bool include_never,
                               int (*visit)(void *ctx, const char *userid),
                               void *ctx);
 

@@ -3,8 +3,8 @@
  * for the user waiting longest whose last compaction (kept in a
  * cairn-private catalog table) is older than the interval and who has
  * nothing in flight, and hands it to the background thread; busy users
- * are skipped and found again on a later tick. A user's first interval
- * starts when the schedule first sees it.
+ * are skipped and found again on a later tick. A user never compacted
+ * counts from the daemon's start.
  */
 #include "common.h"
 #include "server_int.h"
@@ -46,15 +46,6 @@ try_user(void *ctx, const char *userid)
     struct cairn_node_server *server = ctx;
     struct cairn_compact_policy policy;
     struct node_user *user = NULL;
-    int64_t compacted_ms;
-
-    /* A user never seen by the schedule starts its interval now: a new
-     * user has nothing to reclaim yet. */
-    if (cairn_catalog_get_compacted(server->catalog, userid, &compacted_ms) ==
-        CAIRN_ENOENT) {
-        cairn_catalog_set_compacted(server->catalog, userid, wall_ms());
-        return 0;
-    }
     if (node_user_get(server, userid, &user) < 0)
         return 0;
     if (user->in_round || user->applied != NULL || user->queue != NULL ||
@@ -79,8 +70,12 @@ on_tick(struct cairn_loop *loop, uint64_t timer_id, void *arg)
     if (!server->settings.compaction_enabled || server->worker_running ||
         server->shut_down)
         return;
-    cairn_catalog_foreach_due(server->catalog, wall_ms() - (int64_t)interval,
-                              try_user, server);
+    /* A user never compacted is due once the daemon has run for an
+     * interval (nothing is written for it before: a node's files change
+     * only through requests and compactions). */
+    cairn_catalog_foreach_due(
+        server->catalog, wall_ms() - (int64_t)interval,
+        cairn_loop_now_ms() - server->started_ms >= interval, try_user, server);
 }
 
 int

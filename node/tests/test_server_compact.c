@@ -254,7 +254,8 @@ main(void)
     settings.compaction_enabled = true;
     CHECK_INT(cairn_node_server_reload(server, &settings), 0);
     /* Then other's updates every 5 ms and many's every 50 ms until the
-     * schedule has compacted many (its interval started when first seen). */
+     * schedule has compacted many (never compacted: due once the server
+     * has run for an interval). */
     start = next_send = cairn_loop_now_ms();
     deadline = start + 10000;
     while (watch.compactions == 0 && cairn_loop_now_ms() < deadline) {
