@@ -12,6 +12,19 @@
  *
  * One destination per forward: main.c fans a channel's writes out over
  * its destinations' forwards.
+ *
+ * Repair marks: sync_client sends only what the state it GETs lacks, so a
+ * replica that missed a write (timeout, unreachable, error; whether the
+ * client got OK or NO) would stay behind once another replica answers its
+ * GETs. Every failed write marks (user, node) "behind" in a bounded set
+ * (MAX_REPAIR_MARKS); a GET of a user with a marked replica asks that
+ * replica first (the next one when it does not answer), so the client
+ * resends the delta to every replica; replicas that have it already
+ * re-apply it (the node upserts; only its log grows). A GET the marked
+ * node answered makes the mark "asked"; any failed write to it makes it
+ * "behind" again. The mark is cleared at the next GET USER of the user
+ * (sync_client's next pass over it) while still "asked": the node then
+ * answered the state the client resent from and took every write since.
  */
 #include "forward_int.h"
 #include "node_client.h"
@@ -27,6 +40,14 @@
 
 /* Largest command forwarded: what the node client and node accept. */
 #define MAX_COMMAND_BYTES (256u * 1024 * 1024)
+/* Repair marks kept at most; past it a failure is only reported. */
+#define MAX_REPAIR_MARKS 65536u
+
+/* The value of a repair mark (see the header comment). */
+enum repair_mark {
+    MARK_BEHIND = 1,
+    MARK_ASKED = 2,
+};
 
 struct cairn_router_forward {
     struct cairn_node_client *client;
@@ -36,6 +57,7 @@ struct cairn_router_forward {
     size_t max_frame;
     enum cairn_router_ack ack;
     struct cairn_router_sequences *sequences;
+    struct cairn_router_sequences *marks; /* (user, node) -> repair_mark */
     uint64_t repairs;
     cairn_router_event_fn event_fn;
     void *event_arg;
@@ -263,6 +285,36 @@ report_repairs(struct pending *pending)
     }
 }
 
+/* Marks every replica a write failed on as behind (see the header). */
+static void
+mark_failed(struct pending *pending)
+{
+    struct cairn_router_forward *forward = pending->forward;
+
+    for (size_t i = 0; i < pending->target_count; i++) {
+        const struct target *target = &pending->targets[i];
+        uint64_t mark;
+
+        if (target->status >= 0)
+            continue;
+        if (!cairn_router_sequences_get(forward->marks, pending->userid,
+                                        target->node, &mark) &&
+            cairn_router_sequences_count(forward->marks) >= MAX_REPAIR_MARKS) {
+            report(forward,
+                   "user %s on node %s missed APPLY %s; too many repair marks"
+                   " to keep, cairnctl verify shows it",
+                   pending->userid, target->name, pending->key);
+            continue;
+        }
+        if (cairn_router_sequences_set(forward->marks, pending->userid,
+                                       target->node, MARK_BEHIND) < 0)
+            report(forward,
+                   "user %s on node %s missed APPLY %s; no memory "
+                   "to mark it for repair",
+                   pending->userid, target->name, pending->key);
+    }
+}
+
 /*
  * Answers once the outcome is known (a write: as soon as the policy is met
  * or cannot be met any more; RESERVE and GET: when every node sent has
@@ -284,6 +336,8 @@ settle(struct pending *pending)
     }
     if (pending->outstanding > 0)
         return;
+    if (!pending->is_get)
+        mark_failed(pending);
     if (pending->answered_ok && !pending->is_get)
         report_repairs(pending);
     pending_free(pending);
@@ -393,8 +447,15 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
                        cairn_strerror(rc));
         }
     } else {
+        uint64_t mark;
+
         target->status = 0;
         pending->acks++;
+        if (pending->is_get &&
+            cairn_router_sequences_get(pending->forward->marks, pending->userid,
+                                       target->node, &mark))
+            cairn_router_sequences_set(pending->forward->marks, pending->userid,
+                                       target->node, MARK_ASKED);
     }
     settle(pending);
 }
@@ -484,6 +545,39 @@ find_targets(struct pending *pending, const struct cairn_ring *ring)
     return rc;
 }
 
+/*
+ * A GET: clears the marks a GET USER shows repaired, then puts the
+ * replicas still marked first, in ring order (see the header comment).
+ */
+static void
+prefer_marked(struct pending *pending)
+{
+    struct cairn_router_sequences *marks = pending->forward->marks;
+    struct target ordered[CAIRN_RING_MAX_REPLICAS];
+    bool marked[CAIRN_RING_MAX_REPLICAS];
+    size_t count = 0;
+
+    for (size_t i = 0; i < pending->target_count; i++) {
+        const struct target *target = &pending->targets[i];
+        uint64_t mark = 0;
+
+        marked[i] = cairn_router_sequences_get(marks, pending->userid,
+                                               target->node, &mark);
+        if (marked[i] && mark == MARK_ASKED &&
+            strcmp(pending->key, "USER") == 0) {
+            cairn_router_sequences_reset(marks, pending->userid, target->node);
+            marked[i] = false;
+        }
+    }
+    for (size_t i = 0; i < pending->target_count; i++)
+        if (marked[i])
+            ordered[count++] = pending->targets[i];
+    for (size_t i = 0; i < pending->target_count; i++)
+        if (!marked[i])
+            ordered[count++] = pending->targets[i];
+    memcpy(pending->targets, ordered, count * sizeof(*ordered));
+}
+
 /* The moves' ring for the user, counted in flight; NULL while held. */
 static const struct cairn_ring *
 route(struct pending *pending, int *rc)
@@ -557,9 +651,10 @@ start(struct cairn_router_forward *forward,
         rc = find_targets(pending, ring);
     if (rc < 0)
         goto out;
-    if (pending->is_get)
+    if (pending->is_get) {
+        prefer_marked(pending);
         send_get_next(pending);
-    else
+    } else
         for (size_t i = 0; i < pending->target_count; i++)
             send_to(&pending->targets[i]);
     /* Callbacks come from the loop, never from inside send: this may
@@ -633,7 +728,8 @@ cairn_router_forward_new(struct cairn_loop *loop,
         return CAIRN_ENOMEM;
     forward->max_frame = settings->max_frame ? settings->max_frame : 1 << 20;
     forward->ack = settings->ack;
-    if ((rc = cairn_router_sequences_new(&forward->sequences)) < 0)
+    if ((rc = cairn_router_sequences_new(&forward->sequences)) < 0 ||
+        (rc = cairn_router_sequences_new(&forward->marks)) < 0)
         goto out;
     rc = CAIRN_ENOMEM;
     forward->destination = strdup(settings->destination);
@@ -692,6 +788,7 @@ cairn_router_forward_free(struct cairn_router_forward *forward)
     cairn_node_client_free(forward->client);
     cairn_ring_free(forward->ring);
     cairn_router_sequences_free(forward->sequences);
+    cairn_router_sequences_free(forward->marks);
     free(forward->client_node);
     free(forward->destination);
     free(forward);
@@ -709,6 +806,12 @@ uint64_t
 cairn_router_forward_repairs(const struct cairn_router_forward *forward)
 {
     return forward->repairs;
+}
+
+size_t
+cairn_router_forward_repair_marks(const struct cairn_router_forward *forward)
+{
+    return cairn_router_sequences_count(forward->marks);
 }
 
 /* Connects the nodes of settings the client does not know yet. */

@@ -6,6 +6,7 @@
 #ifndef CAIRN_ROUTER_FORWARD_INT_H
 #define CAIRN_ROUTER_FORWARD_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,15 @@ int cairn_router_sequences_next(struct cairn_router_sequences *table,
 /* The next request of user to node starts a new stream (sequence 1). */
 void cairn_router_sequences_reset(struct cairn_router_sequences *table,
                                   const char *user, size_t node);
+/*
+ * The table's value for (user, node): false when it has none. The
+ * forwarder keeps its repair marks in a second table of this kind.
+ */
+bool cairn_router_sequences_get(const struct cairn_router_sequences *table,
+                                const char *user, size_t node, uint64_t *value);
+/* Sets the value for (user, node), adding the entry when it is new. */
+int cairn_router_sequences_set(struct cairn_router_sequences *table,
+                               const char *user, size_t node, uint64_t value);
 /* Streams the table knows (one per user and node). */
 size_t cairn_router_sequences_count(const struct cairn_router_sequences *table);
 

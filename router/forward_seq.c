@@ -105,9 +105,10 @@ grow(struct cairn_router_sequences *table)
     table->bucket_count = count;
 }
 
-int
-cairn_router_sequences_next(struct cairn_router_sequences *table,
-                            const char *user, size_t node, uint64_t *sequence)
+/* The entry of (user, node), added with value 0 when it is new. */
+static int
+find_or_add(struct cairn_router_sequences *table, const char *user, size_t node,
+            struct stream **found)
 {
     struct stream **slot = find_slot(table, user, node);
     size_t len = strlen(user);
@@ -124,8 +125,45 @@ cairn_router_sequences_next(struct cairn_router_sequences *table,
             grow(table);
         slot = find_slot(table, user, node);
     }
-    *sequence = ++(*slot)->last;
+    *found = *slot;
     return CAIRN_OK;
+}
+
+int
+cairn_router_sequences_next(struct cairn_router_sequences *table,
+                            const char *user, size_t node, uint64_t *sequence)
+{
+    struct stream *stream = NULL;
+    int rc = find_or_add(table, user, node, &stream);
+
+    if (rc == 0)
+        *sequence = ++stream->last;
+    return rc;
+}
+
+bool
+cairn_router_sequences_get(const struct cairn_router_sequences *table,
+                           const char *user, size_t node, uint64_t *value)
+{
+    /* find_slot only reads the table. */
+    struct stream *stream =
+        *find_slot((struct cairn_router_sequences *)table, user, node);
+
+    if (stream != NULL)
+        *value = stream->last;
+    return stream != NULL;
+}
+
+int
+cairn_router_sequences_set(struct cairn_router_sequences *table,
+                           const char *user, size_t node, uint64_t value)
+{
+    struct stream *stream = NULL;
+    int rc = find_or_add(table, user, node, &stream);
+
+    if (rc == 0)
+        stream->last = value;
+    return rc;
 }
 
 void

@@ -332,6 +332,12 @@ void cairn_router_forward_set_event_handler(
 uint64_t
 cairn_router_forward_repairs(const struct cairn_router_forward *forward);
 /*
+ * (user, node) pairs marked as behind now: a write to them failed; GETs
+ * of the user ask them first so sync_client resends (forward.c).
+ */
+size_t
+cairn_router_forward_repair_marks(const struct cairn_router_forward *forward);
+/*
  * SIGHUP: reads settings->ring_file again and, when its epoch is higher
  * than the ring in use, routes new requests with it (requests in flight
  * finish where they were sent); nodes in settings that the client does

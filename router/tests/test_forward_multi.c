@@ -4,8 +4,9 @@
  * records (several MB, many node frames) stored on 2 replicas and read
  * back identical from each (the second through the GET fallback once the
  * first is stopped); the ack policies with replicas down; the per (user,
- * node) sequence table; a ring file reload with a higher epoch; a channel
- * with two destinations.
+ * node) sequence table; a replica that missed a write marked, asked
+ * first by the next GET USER and cleared once it took the resend; a ring
+ * file reload with a higher epoch; a channel with two destinations.
  */
 #include "forward_int.h"
 #include "node_server.h"
@@ -393,6 +394,115 @@ test_ack_policies(void)
     }
 }
 
+/* SMALL_MAILBOX one modseq later: the change the lagging replica misses. */
+#define SMALL_MAILBOX_CHANGED                                                  \
+    "APPLY MAILBOX %(UNIQUEID u1 MBOXNAME user.anne LAST_UID 0 "               \
+    "HIGHESTMODSEQ 7 RECENTUID 0 RECENTTIME 0 LAST_APPENDDATE 0 "              \
+    "POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 1795668591 "              \
+    "PARTITION default ACL \"anne\tlrswipkxtecdan\t\" OPTIONS P SYNC_CRC 0 "   \
+    "SYNC_CRC_ANNOT 0 RECORD ())\r\n"
+
+/* Starts node index again on its old endpoint and data directory. */
+static int
+restart_node(struct cluster *cluster, size_t index)
+{
+    char data[96], error[256] = "";
+    struct cairn_node_server_settings settings = {
+        .name = node_names[index],
+        .endpoint = cluster->endpoints[index],
+        .data_dir = data,
+    };
+    int rc;
+
+    snprintf(data, sizeof(data), "%s/%s", cluster->dir, node_names[index]);
+    rc = cairn_node_server_new(cluster->fixture.loop, NULL, &settings,
+                               &cluster->servers[index], error, sizeof(error));
+    if (rc < 0)
+        fprintf(stderr, "restart_node: %s %s\n", error, cairn_strerror(rc));
+    return rc;
+}
+
+/* Runs the loop until the forward holds marks repair marks (5 s at most). */
+static void
+await_marks(struct cluster *cluster, size_t marks)
+{
+    uint64_t deadline = cairn_loop_now_ms() + 5000;
+
+    while (cairn_router_forward_repair_marks(cluster->forward) != marks &&
+           cairn_loop_now_ms() < deadline)
+        cairn_loop_run_once(cluster->fixture.loop, 10);
+    CHECK_U64(cairn_router_forward_repair_marks(cluster->forward), marks);
+}
+
+/*
+ * A replica misses a write answered NO (ack all): it is marked, the next
+ * GET USER is answered from it (its older state, though it is the second
+ * replica), the resent write is taken by both, and the GET USER of the
+ * next pass clears the mark. Per ack policy: a write answered OK that a
+ * replica missed marks it too.
+ */
+static void
+test_lagging_replica(void)
+{
+    static const struct {
+        enum cairn_router_ack ack;
+        const char *missed_reply; /* the client's answer to the missed write */
+    } cases[] = {
+        {CAIRN_ROUTER_ACK_ALL, "NO IMAP_MAILBOX_LOCKED "},
+        {CAIRN_ROUTER_ACK_ONE, "OK Success\r\n"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cluster cluster = {0};
+        struct cairn_ring *ring = NULL;
+        uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
+        struct cairn_buf text;
+        int fd;
+
+        CHECK_INT(cluster_start(&cluster, 2, 2, cases[i].ack, 1000), 0);
+        CHECK_INT(cairn_ring_load(cluster.ring_path, &ring), 0);
+        cairn_ring_lookup(ring, "anne", 4, replicas);
+        cairn_ring_free(ring);
+        cairn_buf_init(&text, 1 << 20);
+        fd = connect_logged_in(&cluster, &text);
+        CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX, &text), 0);
+        CHECK_STR(text.data, "OK Success\r\n");
+        await_marks(&cluster, 0);
+        /* The second replica misses the change. */
+        stop_replica(&cluster, "anne", 1);
+        CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX_CHANGED, &text), 0);
+        CHECK(strncmp(text.data, cases[i].missed_reply,
+                      strlen(cases[i].missed_reply)) == 0);
+        await_marks(&cluster, 1);
+        CHECK_INT(restart_node(&cluster, replicas[1]), 0);
+        /* Answered by the lagging replica (once it is reachable again;
+         * the first replica answers meanwhile): sync_client resends. */
+        for (int tries = 0; tries < 10; tries++) {
+            CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+            if (strstr(text.data, " HIGHESTMODSEQ 1 ") != NULL)
+                break;
+            for (uint64_t until = cairn_loop_now_ms() + 200;
+                 cairn_loop_now_ms() < until;)
+                cairn_loop_run_once(cluster.fixture.loop, 10);
+        }
+        CHECK(strstr(text.data, " HIGHESTMODSEQ 1 ") != NULL);
+        CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX_CHANGED, &text), 0);
+        CHECK_STR(text.data, "OK Success\r\n");
+        await_marks(&cluster, 1);
+        /* The next pass: both current, the mark cleared. */
+        CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+        CHECK(strstr(text.data, " HIGHESTMODSEQ 7 ") != NULL);
+        await_marks(&cluster, 0);
+        /* The first replica alone answers now and has the change too. */
+        stop_replica(&cluster, "anne", 1);
+        CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+        CHECK(strstr(text.data, " HIGHESTMODSEQ 7 ") != NULL);
+        close(fd);
+        cairn_buf_release(&text);
+        cluster_stop(&cluster);
+    }
+}
+
 /* Sequence numbers per (user, node), restarted at 1 after a reset. */
 static void
 test_sequences(void)
@@ -596,6 +706,7 @@ main(void)
     test_sequences();
     test_ordered_stream();
     test_ack_policies();
+    test_lagging_replica();
     test_ring_reload();
     test_big_mailbox();
     return check_exit("test_forward_multi");
