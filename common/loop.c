@@ -438,18 +438,39 @@ dispatch_items(struct cairn_loop *loop, size_t count)
     }
 }
 
+/* The due timer with the earliest deadline among the first count, or NULL. */
+static struct timer *
+earliest_due(struct cairn_loop *loop, size_t count, uint64_t now)
+{
+    struct timer *earliest = NULL;
+
+    for (size_t i = 0; i < count; i++) {
+        struct timer *timer = &loop->timers[i];
+
+        if (timer->dead || timer->due_ms > now)
+            continue;
+        if (earliest == NULL || timer->due_ms < earliest->due_ms)
+            earliest = timer;
+    }
+    return earliest;
+}
+
+/*
+ * Due timers fire in deadline order, so a loop that woke late (a loaded
+ * machine) still runs them in the order they fell due, not in the order
+ * they were added. Each pass rescans: a callback may add (and so move)
+ * timers or cancel them.
+ */
 static void
 dispatch_timers(struct cairn_loop *loop)
 {
     uint64_t now = cairn_loop_now_ms();
     size_t count = loop->timer_count; /* timers added now wait a pass */
+    struct timer *timer;
 
-    for (size_t i = 0; i < count; i++) {
-        struct timer *timer = &loop->timers[i];
+    while ((timer = earliest_due(loop, count, now)) != NULL) {
         struct timer copy;
 
-        if (timer->dead || timer->due_ms > now)
-            continue;
         if (timer->interval_ms == 0) {
             timer->dead = true;
         } else {

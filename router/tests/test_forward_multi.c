@@ -475,9 +475,10 @@ test_lagging_replica(void)
                       strlen(cases[i].missed_reply)) == 0);
         await_marks(&cluster, 1);
         CHECK_INT(restart_node(&cluster, replicas[1]), 0);
-        /* Answered by the lagging replica (once it is reachable again;
+        /* Answered by the lagging replica (once it is reachable again, up to
+         * 20 s on a loaded machine;
          * the first replica answers meanwhile): sync_client resends. */
-        for (int tries = 0; tries < 10; tries++) {
+        for (int tries = 0; tries < 100; tries++) {
             CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
             if (strstr(text.data, " HIGHESTMODSEQ 1 ") != NULL)
                 break;
