@@ -46,9 +46,9 @@ struct node_user {
     char *userid;
     struct cairn_store *store; /* NULL while closed */
     uint64_t last_used_ms;
-    bool has_sequence;          /* a sequenced APPLY was seen */
-    uint64_t last_sequence;     /* of the last sequenced APPLY */
-    int last_outcome;           /* its outcome so far (0 or CAIRN_E*) */
+    bool has_sequence;      /* a sequenced APPLY was seen */
+    uint64_t last_sequence; /* of the last sequenced APPLY */
+    int last_outcome;       /* its outcome so far (0 or CAIRN_E*) */
     /* committed before this process started (from the index): a resend
      * up to it is re-acknowledged, not applied again */
     uint64_t restored_sequence;
@@ -99,7 +99,7 @@ struct cairn_node_server {
     struct node_background *background;
     uint64_t compact_timer;
     struct admin_job *admin_jobs; /* VERIFY / COMPACT in progress, FIFO */
-    uint64_t compactions; /* scheduled ones done since start */
+    uint64_t compactions;         /* scheduled ones done since start */
 };
 
 /* server.c */

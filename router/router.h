@@ -279,10 +279,10 @@ struct cairn_router_forward_settings {
     const char *ring_file; /* the destination's ring (cairnctl ring) */
     const struct cairn_router_forward_node *nodes; /* every ring node */
     size_t node_count;
-    uint64_t timeout_ms; /* per node request; 0: 30 s */
-    size_t node_window;  /* 0: 16 */
-    size_t user_window;  /* 0: 4 */
-    size_t max_frame;    /* 0: 1 MiB; larger commands travel cut */
+    uint64_t timeout_ms;       /* per node request; 0: 30 s */
+    size_t node_window;        /* 0: 16 */
+    size_t user_window;        /* 0: 4 */
+    size_t max_frame;          /* 0: 1 MiB; larger commands travel cut */
     enum cairn_router_ack ack; /* when a write may be answered OK */
 };
 
@@ -318,16 +318,18 @@ int cairn_router_forward_request(void *forward,
  * its ack policy (RESERVE: MISSING is the union); a GET is answered from
  * the first destination alone. count == 1 is cairn_router_forward_request.
  */
-int cairn_router_forward_request_all(
-    struct cairn_router_forward *const *forwards, size_t count,
-    const struct cairn_router_request *request,
-    struct cairn_router_reply *reply);
+int
+cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
+                                 size_t count,
+                                 const struct cairn_router_request *request,
+                                 struct cairn_router_reply *reply);
 /*
  * Reports replicas that missed an update the router answered OK (level
  * WARN, channel = the destination, peer NULL): "needs repair" lines.
  */
-void cairn_router_forward_set_event_handler(
-    struct cairn_router_forward *forward, cairn_router_event_fn fn, void *arg);
+void
+cairn_router_forward_set_event_handler(struct cairn_router_forward *forward,
+                                       cairn_router_event_fn fn, void *arg);
 /* Updates answered OK that some replica missed, since the start. */
 uint64_t
 cairn_router_forward_repairs(const struct cairn_router_forward *forward);
@@ -347,8 +349,7 @@ cairn_router_forward_repair_marks(const struct cairn_router_forward *forward);
  */
 int cairn_router_forward_reload(struct cairn_router_forward *forward,
                                 const struct cairn_router_forward_settings *s,
-                                bool *replaced, char *error,
-                                size_t error_size);
+                                bool *replaced, char *error, size_t error_size);
 
 /* --- rebalance: the control endpoint (control.c) ------------------------
  * [router] control, driven by `cairnctl rebalance`: RING_STATUS, RING_PREPARE
@@ -389,9 +390,8 @@ int cairn_router_control_add_forward(struct cairn_router_control *control,
  * adding the destination's forwards. 0 when there is nothing to resume.
  */
 int cairn_router_control_resume(struct cairn_router_control *control,
-                                const char *destination,
-                                const char *ring_file, char *error,
-                                size_t error_size);
+                                const char *destination, const char *ring_file,
+                                char *error, size_t error_size);
 
 /*
  * For the forwarder: the ring to route userid with (current, or the next
