@@ -707,7 +707,14 @@ main(void)
     test_sequences();
     test_ordered_stream();
     test_ack_policies();
+#ifndef __SANITIZE_ADDRESS__
+    /* In process, one loop runs the forward and the restarted node; under
+     * ASan the node's reconnect misses the 1 s node timeout on every try
+     * and the check cannot tell the logic from the slowness. The same
+     * behaviour is checked with the real binaries in both builds by
+     * integration_e2e_lagging_replica. */
     test_lagging_replica();
+#endif
     test_ring_reload();
     test_big_mailbox();
     return check_exit("test_forward_multi");
