@@ -67,8 +67,8 @@ struct cairn_ops_command {
 /* The subcommands; add one line per subcommand (see the top). */
 #define CAIRN_OPS_COMMAND_LIST(X)                                              \
     X(config)                                                                  \
-    X(ring) X(restore) X(import) X(status) X(verify) X(compact) X(user)        \
-        X(rebalance)
+    X(ring)                                                                    \
+    X(restore) X(import) X(status) X(verify) X(compact) X(user) X(rebalance)
 
 #define CAIRN_OPS_DECLARE_COMMAND(name)                                        \
     extern const struct cairn_ops_command cairn_ops_cmd_##name;
