@@ -208,34 +208,30 @@ out:
     return rc;
 }
 
+/* Fills one kvlist item from the current row of its statement. */
+typedef int (*fill_item)(struct cairn_dlist *item, sqlite3_stmt *row);
+
+/*
+ * Emits one kvlist named name per row of rows (SEEN, SIEVE): the loop,
+ * the allocation and the statement reset shared by the row-per-item
+ * answers.
+ */
 static int
-emit_seen(struct cairn_store *store, cairn_store_emit emit, void *ctx)
+emit_rows(sqlite3_stmt *rows, const char *name, fill_item fill,
+          cairn_store_emit emit, void *ctx)
 {
-    sqlite3_stmt *rows = store->stmts[STMT_SEEN_ALL];
     int rc = 0, step;
 
     while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
-        struct cairn_dlist *seen = cairn_dlist_new_kvlist("SEEN");
+        struct cairn_dlist *item = cairn_dlist_new_kvlist(name);
 
-        if (seen == NULL) {
+        if (item == NULL) {
             rc = CAIRN_ENOMEM;
             break;
         }
-        if ((rc = cairn_dlist_add_atom(seen, "UNIQUEID",
-                                       column_text(rows, 0))) == 0 &&
-            (rc = cairn_dlist_add_num(
-                 seen, "LASTREAD", (uint64_t)sqlite3_column_int64(rows, 1))) ==
-                0 &&
-            (rc = cairn_dlist_add_num(
-                 seen, "LASTUID", (uint64_t)sqlite3_column_int64(rows, 2))) ==
-                0 &&
-            (rc = cairn_dlist_add_num(
-                 seen, "LASTCHANGE",
-                 (uint64_t)sqlite3_column_int64(rows, 3))) == 0 &&
-            (rc = cairn_dlist_add_atom(seen, "SEENUIDS",
-                                       column_text(rows, 4))) == 0)
-            rc = emit(ctx, seen);
-        cairn_dlist_free(seen);
+        if ((rc = fill(item, rows)) == 0)
+            rc = emit(ctx, item);
+        cairn_dlist_free(item);
         if (rc != 0)
             break;
     }
@@ -243,6 +239,44 @@ emit_seen(struct cairn_store *store, cairn_store_emit emit, void *ctx)
         rc = CAIRN_EDB;
     sql_reset(rows);
     return rc;
+}
+
+static int
+fill_seen(struct cairn_dlist *seen, sqlite3_stmt *rows)
+{
+    int rc;
+
+    if ((rc = cairn_dlist_add_atom(seen, "UNIQUEID", column_text(rows, 0))) <
+            0 ||
+        (rc = cairn_dlist_add_num(
+             seen, "LASTREAD", (uint64_t)sqlite3_column_int64(rows, 1))) < 0 ||
+        (rc = cairn_dlist_add_num(
+             seen, "LASTUID", (uint64_t)sqlite3_column_int64(rows, 2))) < 0 ||
+        (rc = cairn_dlist_add_num(seen, "LASTCHANGE",
+                                  (uint64_t)sqlite3_column_int64(rows, 3))) < 0)
+        return rc;
+    return cairn_dlist_add_atom(seen, "SEENUIDS", column_text(rows, 4));
+}
+
+static int
+fill_sieve(struct cairn_dlist *sieve, sqlite3_stmt *rows)
+{
+    int rc;
+
+    if ((rc = cairn_dlist_add_atom(sieve, "FILENAME", column_text(rows, 0))) <
+            0 ||
+        (rc = cairn_dlist_add_num(sieve, "LAST_UPDATE",
+                                  (uint64_t)sqlite3_column_int64(rows, 1))) <
+            0 ||
+        (rc = cairn_dlist_add_atom(sieve, "GUID", column_text(rows, 2))) < 0)
+        return rc;
+    return cairn_dlist_add_num(sieve, "ISACTIVE", 0);
+}
+
+static int
+emit_seen(struct cairn_store *store, cairn_store_emit emit, void *ctx)
+{
+    return emit_rows(store->stmts[STMT_SEEN_ALL], "SEEN", fill_seen, emit, ctx);
 }
 
 static int
@@ -271,33 +305,8 @@ emit_lsub(struct cairn_store *store, cairn_store_emit emit, void *ctx)
 static int
 emit_sieve(struct cairn_store *store, cairn_store_emit emit, void *ctx)
 {
-    sqlite3_stmt *rows = store->stmts[STMT_SIEVE_LIVE];
-    int rc = 0, step;
-
-    while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
-        struct cairn_dlist *sieve = cairn_dlist_new_kvlist("SIEVE");
-
-        if (sieve == NULL) {
-            rc = CAIRN_ENOMEM;
-            break;
-        }
-        if ((rc = cairn_dlist_add_atom(sieve, "FILENAME",
-                                       column_text(rows, 0))) == 0 &&
-            (rc = cairn_dlist_add_num(
-                 sieve, "LAST_UPDATE",
-                 (uint64_t)sqlite3_column_int64(rows, 1))) == 0 &&
-            (rc = cairn_dlist_add_atom(sieve, "GUID", column_text(rows, 2))) ==
-                0 &&
-            (rc = cairn_dlist_add_num(sieve, "ISACTIVE", 0)) == 0)
-            rc = emit(ctx, sieve);
-        cairn_dlist_free(sieve);
-        if (rc != 0)
-            break;
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = CAIRN_EDB;
-    sql_reset(rows);
-    return rc;
+    return emit_rows(store->stmts[STMT_SIEVE_LIVE], "SIEVE", fill_sieve, emit,
+                     ctx);
 }
 
 int
