@@ -110,6 +110,12 @@ struct cairn_store_bodies {
  * chunk (opened on the first append), and indexes it as Cyrus does. ts is
  * clamped so that timestamps never go backwards. bodies is needed for
  * MESSAGE. Each body's SHA-1 is checked against its GUID as it streams.
+ * A MESSAGE stores each body once per user: FILEs whose GUID the backup
+ * already holds (committed, or appended earlier in the open round) or
+ * that repeat an earlier FILE of the record, and NIL entries, are left
+ * out without being read (so neither checked); when none is left,
+ * nothing is written (no line, no chunk) and 0 is returned. bodies->read
+ * is called in record order for the written FILEs only.
  * Borrows record. On failure the record is not in the file nor the index
  * and earlier uncommitted appends stay (CAIRN_EPROTO for a record Cyrus's
  * indexer refuses, CAIRN_EMISMATCH for a body that fails its GUID);
