@@ -167,13 +167,14 @@ class Cluster:
     channel's name, with sasl_user/sasl_password (cyruslab's replication
     identity by default) and sasl_mechanisms; limits: [limits] keys (e.g.
     {"max_literal": "4K"}); router/node_settings: extra keys of those
-    sections.  Nothing runs until start()."""
+    sections; channel_settings: extra keys of the channel's section (e.g.
+    {"compress": "no"}).  Nothing runs until start()."""
 
     def __init__(self, binaries, nodes=3, replicas=2, channel="cairn",
                  sasl_user="repluser", sasl_password="replpass",
                  mechanisms="SCRAM-SHA-512 PLAIN", limits=None,
                  router_settings=None, node_settings=None, keep=None,
-                 prefix="cairn-cluster-"):
+                 prefix="cairn-cluster-", channel_settings=None):
         missing = binaries.missing()
         if missing:
             raise ClusterError("cairn programs not built: %s" % missing)
@@ -190,6 +191,7 @@ class Cluster:
         self.limits = dict(limits or {})
         self.router_settings = dict(router_settings or {})
         self.node_settings = dict(node_settings or {})
+        self.channel_settings = dict(channel_settings or {})
         self.csync_port = free_port()
         self.control_port = free_port()
         self.node_names = ["node%d" % (i + 1) for i in range(nodes)]
@@ -241,7 +243,9 @@ class Cluster:
                   "sasl_user = %s" % self.sasl_user,
                   "sasl_password = %s" % self.sasl_password,
                   "sasl_mechanisms = %s" % self.mechanisms,
-                  "destinations = main", "",
+                  "destinations = main"]
+        lines += ["%s = %s" % kv for kv in self.channel_settings.items()]
+        lines += ["",
                   "[destination main]",
                   "nodes = %s" % ", ".join(self.node_names),
                   "replicas = %d" % self.replicas,
