@@ -1,9 +1,10 @@
 /*
  * daemon_test_util.h - what the cairn-node daemon tests share: starting
  * the daemon on a free loopback port with a temp data dir (readiness by
- * the endpoint file it writes), stopping it by pid, reading its peak RSS,
- * and turning a parsed APPLY record into the wire form of node_client.h
- * (frame 1 with bodies left out, then the bodies in FILE-node order).
+ * the endpoint file it writes), stopping it by pid, reading its peak RSS
+ * and a user's data file size, and turning a parsed APPLY record into the
+ * wire form of node_client.h (frame 1 with bodies left out, then the
+ * bodies in FILE-node order).
  */
 #ifndef CAIRN_DAEMON_TEST_UTIL_H
 #define CAIRN_DAEMON_TEST_UTIL_H
@@ -11,12 +12,14 @@
 #include "node_client.h"
 #include "node_test_util.h"
 
+#include <dirent.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -134,6 +137,35 @@ test_proc_kib(pid_t pid, const char *field)
             value = strtoul(line + field_len + 1, NULL, 10);
     fclose(file);
     return value;
+}
+
+/* Size of userid's data file under the daemon's data_dir (0: none). */
+static inline uint64_t
+test_data_file_size(const char *dir, const char *userid)
+{
+    size_t len = strlen(userid);
+    struct dirent *entry;
+    uint64_t size = 0;
+    char path[600];
+    DIR *folder;
+
+    snprintf(path, sizeof(path), "%s/%c", dir, cairn_node_dir_hash(userid));
+    if ((folder = opendir(path)) == NULL)
+        return 0;
+    while ((entry = readdir(folder)) != NULL) {
+        char file[900];
+        struct stat st;
+
+        /* <userid>_XXXXXX, not its .index */
+        if (strncmp(entry->d_name, userid, len) != 0 ||
+            entry->d_name[len] != '_' || strchr(entry->d_name + len, '.'))
+            continue;
+        snprintf(file, sizeof(file), "%s/%s", path, entry->d_name);
+        if (stat(file, &st) == 0)
+            size = (uint64_t)st.st_size;
+    }
+    closedir(folder);
+    return size;
 }
 
 /* --- the wire form of an APPLY ------------------------------------------- */

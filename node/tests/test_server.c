@@ -4,7 +4,8 @@
  * (GET USER then equals backupd's recorded replies byte for byte), an
  * unknown user, sequence gaps and replays, RESERVE's MISSING, stats,
  * verify digests equal on two users with the same data, a 50 MB message
- * streamed with the daemon's peak RSS measured, and SIGTERM.
+ * streamed with the daemon's peak RSS measured, a resent body not
+ * growing the user's file, and SIGTERM.
  *
  * usage: test_server CAIRN_NODE_BINARY
  */
@@ -719,6 +720,76 @@ out:
     EVP_MD_CTX_free(md);
 }
 
+/* "MESSAGE (...)" holding body copies times under its SHA-1. */
+static void
+message_text(struct cairn_buf *text, const char *body, size_t size, int copies)
+{
+    unsigned char sha1[EVP_MAX_MD_SIZE];
+    unsigned int sha1_len = 0;
+    char guid[41];
+
+    EVP_Digest(body, size, sha1, &sha1_len, EVP_sha1(), NULL);
+    for (int i = 0; i < 20; i++)
+        snprintf(guid + 2 * i, 3, "%02x", sha1[i]);
+    cairn_buf_reset(text);
+    cairn_buf_append_str(text, "MESSAGE (");
+    for (int i = 0; i < copies; i++) {
+        cairn_buf_printf(text, "%s%%{default %s %zu}\r\n", i ? " " : "", guid,
+                         size);
+        cairn_buf_append(text, body, size);
+    }
+    cairn_buf_append_str(text, ")");
+}
+
+/*
+ * The same MESSAGE sent again, and its body twice in one record, are
+ * ACKed and leave the user's file as it was, on the loop (small body) and
+ * on the worker thread (a body of 4 MiB or more is appended there).
+ */
+static void
+test_resend_message(const char *endpoint, const char *dir)
+{
+    static const struct {
+        const char *user;
+        size_t size;
+    } cases[] = {{"resend-small", 64 * 1024}, {"resend-big", 5u << 20}};
+    uint64_t state = 88172645463325252u;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        static const int copies[3] = {1, 1, 2};
+        struct cairn_node_result result;
+        struct cairn_buf text;
+        uint64_t first = 0;
+        char *body = malloc(cases[i].size);
+
+        CHECK(body != NULL);
+        if (body == NULL)
+            return;
+        /* random letters: deflate cannot hide a second copy */
+        for (size_t at = 0; at < cases[i].size; at++) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            body[at] = (char)('a' + state % 26);
+        }
+        cairn_buf_init(&text, 16u << 20);
+        for (int send = 0; send < 3; send++) {
+            message_text(&text, body, cases[i].size, copies[send]);
+            CHECK_INT(
+                call_apply_text(endpoint, cases[i].user, 0, text.data, &result),
+                0);
+            cairn_node_result_release(&result);
+            if (send == 0)
+                first = test_data_file_size(dir, cases[i].user);
+            else
+                CHECK_U64(test_data_file_size(dir, cases[i].user), first);
+        }
+        CHECK(first > cases[i].size / 2);
+        cairn_buf_release(&text);
+        free(body);
+    }
+}
+
 /* After SIGTERM every store is closed and holds the big message. */
 static void
 check_after_exit(const char *dir)
@@ -949,6 +1020,7 @@ main(int argc, char **argv)
     test_verify(daemon.endpoint);
     test_unuser(daemon.endpoint);
     test_big_message(&daemon, dir);
+    test_resend_message(daemon.endpoint, dir);
     test_compact_and_reload(&daemon);
     status = test_daemon_stop(&daemon, SIGTERM);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
