@@ -220,12 +220,16 @@ def multi_user_reserves(lab, transcript):
 FILE_HEADER = re.compile(rb"%\{(\S+) ([0-9a-f]{40}) (\d+)\}")
 
 
+def batch_of(client, offset):
+    """The batch ([(verb, offset)]) holding the command at offset."""
+    return next(b for b in batches(client) if b[0][1] <= offset <= b[-1][1])
+
+
 def batch_summary(client, start):
     """One line per command of the batch that holds offset start: the
     RESERVE whole, the bodies of an APPLY MESSAGE (GUID and size), the
     name and record GUIDs of an APPLY MAILBOX."""
-    batch = next(b for b in batches(client)
-                 if b[0][1] <= start <= b[-1][1])
+    batch = batch_of(client, start)
     lines = []
     for n, (verb, offset) in enumerate(batch):
         end = batch[n + 1][1] if n + 1 < len(batch) else len(client)
@@ -414,9 +418,15 @@ def rolling_pass(lab, source, cluster, relay):
            "sync_client, %s" % (len(transcript), len(client), counts))
     reserves = multi_user_reserves(lab, transcript)
     for line, names, users, guids, lookups in reserves:
+        start = client.index(line.encode())
+        applied = sum(1 for verb, offset in batch_of(client, start)
+                      if verb == "APPLY MAILBOX" and offset > start)
         figure("step 3: multi-user RESERVE for %s: %d mailboxes, %d GUIDs, "
-               "GET MAILBOXES before it in its batch: %s"
-               % (users, len(names), len(guids), lookups or "none"))
+               "GET MAILBOXES before it in its batch: %s; the batch went on "
+               "with %d APPLY MAILBOX%s"
+               % (users, len(names), len(guids), lookups or "none", applied,
+                  "" if applied else " (refused: sync_client promotes the "
+                  "group's users to per-user syncs)"))
     for line, *_ in reserves[:1]:
         print("# the first multi-user batch, as sync_client sent it:\n#   "
               + "\n#   ".join(batch_summary(client, client.index(
