@@ -3,8 +3,10 @@
 ways:
 
 1. cairn writes user001's backup from recorded sync_client traffic
-   (data/*.apply); Debian's `ctl_backups verify` and `cyr_backup list all`
-   must accept it, and the same backup after cairn compacted it.
+   (data/*.apply), then data/resend.apply (held bodies resent, and a new
+   one twice in one record), which must add that new body once and no
+   other; Debian's `ctl_backups verify` and `cyr_backup list all` must
+   accept it, and the same backup after cairn compacted it.
 2. Files written by a real backupd (data/backupd/, see its manifest.json):
    cairn verifies them at every level, and cairn's reindex of each data
    file gives exactly the index backupd itself wrote. Cyrus's own
@@ -15,7 +17,9 @@ ways:
 usage: test_cyrus_tools.py NODE_TOOL
 Exit 0 pass, 1 fail, 77 skip (not root / no Cyrus tools).
 """
+import gzip
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -30,6 +34,9 @@ import cyruslab  # noqa: E402
 TABLES = ("chunk", "message", "mailbox", "mailbox_message", "subscription",
           "seen", "sieve")
 SESSIONS = ("01", "02", "03", "04", "05", "06", "07", "09")
+# data/resend.apply is made by hand (not by extract_apply.py): bodies of
+# 01.apply and 02.apply resent, and this one, new, twice in one record
+RESENT_NEW = b"b4cebfdd4675d10a2b9dc0f0c93c0a7767cdd897"
 
 
 def dump_index(path):
@@ -69,11 +76,25 @@ def run(argv):
     return r
 
 
+def body_literals(data):
+    """The GUIDs of the FILE literals in the data file, in order."""
+    with open(data, "rb") as f:
+        log = gzip.decompress(f.read())
+    return re.findall(rb"%\{default ([0-9a-f]{40}) [0-9]+\}\r\n", log)
+
+
 def cairn_writes_cyrus_reads(tool, tmp):
     data = os.path.join(tmp, "cairn", "user001")
     os.makedirs(os.path.dirname(data))
     run([tool, "apply", data, "1795668600"]
-        + [os.path.join(HERE, "data", "%s.apply" % s) for s in SESSIONS])
+        + [os.path.join(HERE, "data", "%s.apply" % s) for s in SESSIONS]
+        + [os.path.join(HERE, "data", "resend.apply")])
+    guids = body_literals(data)
+    print("cairn-written user001: %d body literals, %d distinct GUIDs"
+          % (len(guids), len(set(guids))))
+    if len(guids) != 5 or len(set(guids)) != 5 or RESENT_NEW not in guids:
+        print("a resent body was stored twice or the new one not at all")
+        return False
     # cairn-node's private tables hold rows too (the last committed
     # sequence): Cyrus's tools must not mind them.
     db = sqlite3.connect(data + ".index")
@@ -81,13 +102,14 @@ def cairn_writes_cyrus_reads(tool, tmp):
                " VALUES (1, 42)")
     db.commit()
     db.close()
-    if not cyrus_accepts(data, "written"):
+    if not cyrus_accepts(data, "written", (RESENT_NEW.decode(),)):
         return False
+    # compaction drops the new body: no mailbox record refers to it
     print(run([tool, "compact", data]).stdout.strip())
-    return cyrus_accepts(data, "compacted")
+    return cyrus_accepts(data, "compacted", ())
 
 
-def cyrus_accepts(data, how):
+def cyrus_accepts(data, how, more_guids):
     report = backupcheck.check_backup_files({"user001": data})
     check = report.users["user001"]
     print("cairn-%s user001: verify %s; cyr_backup list all: exit %d"
@@ -98,7 +120,7 @@ def cyrus_accepts(data, how):
         return False
     listing = check.list_result.stdout
     for guid in ("e9a6894fc65be05aed31b2daa065cd996b9126a6",
-                 "3f92d71a8e4af087089400708ba686ad609f6b88"):
+                 "3f92d71a8e4af087089400708ba686ad609f6b88") + more_guids:
         if guid not in listing:
             print("cyr_backup list all lacks message %s" % guid)
             return False
