@@ -3,7 +3,8 @@
  * byte-exact worked example of cyrus-backups.md §2.7, recorded sync_client
  * traffic appended and answered back byte for byte as backupd did, verify,
  * reindex equality, locking, failed records and group commit, and each
- * message body stored once per user whatever is resent.
+ * message body stored once per user whatever is resent (and a log that
+ * holds bodies twice, as backupd writes a resend, reindexed and compacted).
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "check.h"
@@ -13,6 +14,8 @@
 #include <openssl/sha.h>
 #include <sys/stat.h>
 #include <zlib.h>
+
+#define CHUNK_HEADER "# cyrus backup: chunk start\r\n"
 
 static void
 test_names(void)
@@ -878,6 +881,121 @@ test_dedupe(const char *dir)
     free_dedupe_bodies(&set);
 }
 
+/* Appends text to the file at path as one gzip member: one chunk. */
+static int
+write_member(const char *path, const char *text, size_t len)
+{
+    z_stream z = {0};
+    unsigned char *out = NULL;
+    FILE *file = NULL;
+    int rc = CAIRN_EIO;
+
+    if (deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return CAIRN_EIO;
+    if ((out = malloc(deflateBound(&z, len))) == NULL)
+        goto out;
+    z.next_in = (unsigned char *)text;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)deflateBound(&z, len);
+    if (deflate(&z, Z_FINISH) == Z_STREAM_END &&
+        (file = fopen(path, "ab")) != NULL &&
+        fwrite(out, 1, z.total_out, file) == z.total_out)
+        rc = 0;
+out:
+    if (file && fclose(file) != 0)
+        rc = CAIRN_EIO;
+    deflateEnd(&z);
+    free(out);
+    return rc;
+}
+
+/* "<ts> APPLY MESSAGE (...)\r\n" of the bodies named in files. */
+static void
+print_message_line(struct cairn_buf *text, const struct dedupe_bodies *set,
+                   int64_t ts, const char *files)
+{
+    cairn_buf_printf(text, "%lld APPLY MESSAGE (", (long long)ts);
+    for (const char *name = files; *name; name++) {
+        const struct test_body *body = &set->bodies[body_index(*name)];
+
+        cairn_buf_printf(text, "%s%%{default %s %zu}\r\n",
+                         name == files ? "" : " ",
+                         set->guids[body_index(*name)], body->len);
+        cairn_buf_append(text, body->data, body->len);
+    }
+    cairn_buf_append_str(text, ")\r\n");
+}
+
+/*
+ * A log that holds bodies more than once, as backupd writes a resend:
+ * reindex points each GUID at its last copy (as Cyrus's index does),
+ * verify passes, a resend adds nothing, and compaction keeps one copy.
+ */
+static void
+test_log_with_duplicates(const char *dir)
+{
+    struct cairn_compact_policy policy = {0, 1u << 30, 0, 1, 1900000000};
+    struct cairn_compact_result result;
+    struct cairn_store *store = NULL;
+    struct dedupe_bodies set;
+    struct log_figures figures;
+    struct cairn_buf text;
+    char path[512], index[600], sql[160], chunk_id[32];
+
+    snprintf(path, sizeof(path), "%s/duplicates", dir);
+    snprintf(index, sizeof(index), "%s.index", path);
+    make_dedupe_bodies(&set);
+    cairn_buf_init(&text, 1 << 20);
+    cairn_buf_append_str(&text, CHUNK_HEADER);
+    print_message_line(&text, &set, 1700000000, "A");
+    CHECK_INT(write_member(path, text.data, text.len), 0);
+    cairn_buf_reset(&text);
+    cairn_buf_append_str(&text, CHUNK_HEADER);
+    print_message_line(&text, &set, 1700000100, "ABCC");
+    cairn_buf_printf(&text,
+                     "1700000100 APPLY MAILBOX %%(UNIQUEID dup1 MBOXNAME "
+                     "user.dup LAST_UID 3 HIGHESTMODSEQ 3 RECENTUID 0 "
+                     "RECENTTIME 0 LAST_APPENDDATE 0 POP3_LAST_LOGIN 0 "
+                     "UIDVALIDITY 1 PARTITION default ACL \"\" OPTIONS P "
+                     "RECORD (");
+    for (int i = 0; i < 3; i++)
+        cairn_buf_printf(&text,
+                         "%s%%(UID %d MODSEQ %d LAST_UPDATED 1 FLAGS () "
+                         "INTERNALDATE 1 SIZE %zu GUID %s)",
+                         i ? " " : "", i + 1, i + 1, set.bodies[i].len,
+                         set.guids[i]);
+    cairn_buf_append_str(&text, "))\r\n");
+    CHECK_INT(write_member(path, text.data, text.len), 0);
+    cairn_buf_release(&text);
+    /* no index: open rebuilds it from the log */
+    CHECK_INT(cairn_store_open(path, 0, &store), 0);
+    if (store == NULL)
+        goto out;
+    CHECK_U64(query_count(index, "message"), 3);
+    snprintf(sql, sizeof(sql), "SELECT chunk_id FROM message WHERE guid = '%s'",
+             set.guids[0]);
+    query_text(index, sql, chunk_id, sizeof(chunk_id));
+    CHECK_STR(chunk_id, "2");
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    CHECK_INT(read_log(path, &figures), 0);
+    CHECK_U64(figures.literals, 5);
+    set.reads = 0;
+    CHECK_INT(append_files(store, &set, "CBA", 1700000200), 0);
+    CHECK_INT(set.reads, 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    CHECK_U64(query_count(index, "chunk"), 2);
+    CHECK_INT(cairn_store_compact(store, &policy, &result), 0);
+    CHECK(result.compacted);
+    CHECK_INT(read_log(path, &figures), 0);
+    CHECK_U64(figures.literals, 3); /* one copy of each */
+    CHECK_U64(query_count(index, "message"), 3);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    cairn_store_close(store);
+out:
+    free_dedupe_bodies(&set);
+}
+
 int
 main(void)
 {
@@ -895,6 +1013,7 @@ main(void)
     test_lock_and_failures(dir);
     test_group_commit(dir);
     test_dedupe(dir);
+    test_log_with_duplicates(dir);
     test_remove_dir(dir);
     free(dir);
     return check_exit("test_store");
