@@ -1,8 +1,9 @@
 /*
  * node_test_util.h - what the node's tests and benchmark share: feeding
  * recorded "APPLY ..." commands into a store (bodies held in memory, test
- * data only), temp directories, and a dump of an index's Cyrus tables for
- * comparing two indexes.
+ * data only), temp directories, a dump of an index's Cyrus tables for
+ * comparing two indexes, and reading or writing a data file's gzip members
+ * directly.
  */
 #ifndef CAIRN_NODE_TEST_UTIL_H
 #define CAIRN_NODE_TEST_UTIL_H
@@ -13,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 struct test_body {
     char *data;
@@ -249,6 +252,81 @@ test_remove_dir(const char *dir)
     if (dir && asprintf(&cmd, "rm -rf '%s'", dir) >= 0 && system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);
     free(cmd);
+}
+
+/* What a data file holds, all its chunks inflated. */
+struct test_log_figures {
+    uint64_t length;   /* uncompressed bytes */
+    uint64_t literals; /* FILE literals of APPLY MESSAGE lines */
+    uint64_t file_size;
+};
+
+/* Inflates the data file at path (gzread goes on from member to member). */
+static inline int
+test_read_log(const char *path, struct test_log_figures *figures)
+{
+    static const char mark[] = "%{default ";
+    struct cairn_buf text;
+    struct stat st;
+    char piece[65536];
+    gzFile in = NULL;
+    int got = 0, rc = 0;
+
+    memset(figures, 0, sizeof(*figures));
+    cairn_buf_init(&text, 16u << 20);
+    if (stat(path, &st) < 0 || (in = gzopen(path, "rb")) == NULL) {
+        rc = CAIRN_EIO;
+        goto out;
+    }
+    figures->file_size = (uint64_t)st.st_size;
+    while (rc == 0 && (got = gzread(in, piece, sizeof(piece))) > 0)
+        rc = cairn_buf_append(&text, piece, (size_t)got);
+    if (rc == 0 && got < 0)
+        rc = CAIRN_ECORRUPT;
+    figures->length = text.len;
+    for (size_t at = 0; rc == 0 && text.data && at < text.len; at++) {
+        const char *found =
+            memmem(text.data + at, text.len - at, mark, sizeof(mark) - 1);
+
+        if (found == NULL)
+            break;
+        figures->literals++;
+        at = (size_t)(found - text.data);
+    }
+out:
+    if (in)
+        gzclose(in);
+    cairn_buf_release(&text);
+    return rc;
+}
+
+/* Appends text to the file at path as one gzip member: one chunk. */
+static inline int
+test_write_member(const char *path, const char *text, size_t len)
+{
+    z_stream z = {0};
+    unsigned char *out = NULL;
+    FILE *file = NULL;
+    int rc = CAIRN_EIO;
+
+    if (deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return CAIRN_EIO;
+    if ((out = malloc(deflateBound(&z, len))) == NULL)
+        goto out;
+    z.next_in = (unsigned char *)text;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)deflateBound(&z, len);
+    if (deflate(&z, Z_FINISH) == Z_STREAM_END &&
+        (file = fopen(path, "ab")) != NULL &&
+        fwrite(out, 1, z.total_out, file) == z.total_out)
+        rc = 0;
+out:
+    if (file && fclose(file) != 0)
+        rc = CAIRN_EIO;
+    deflateEnd(&z);
+    free(out);
+    return rc;
 }
 
 #endif /* CAIRN_NODE_TEST_UTIL_H */

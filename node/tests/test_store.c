@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <openssl/sha.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
 #define CHUNK_HEADER "# cyrus backup: chunk start\r\n"
 
@@ -677,51 +676,6 @@ append_files(struct cairn_store *store, struct dedupe_bodies *set,
     return rc;
 }
 
-/* The whole log inflated (gzread goes on from member to member). */
-struct log_figures {
-    uint64_t length;   /* uncompressed bytes */
-    uint64_t literals; /* FILE literals of APPLY MESSAGE lines */
-    uint64_t file_size;
-};
-
-static int
-read_log(const char *path, struct log_figures *figures)
-{
-    static const char mark[] = "%{default ";
-    struct cairn_buf text;
-    struct stat st;
-    char piece[65536];
-    gzFile in = NULL;
-    int got = 0, rc = 0;
-
-    memset(figures, 0, sizeof(*figures));
-    cairn_buf_init(&text, 16u << 20);
-    if (stat(path, &st) < 0 || (in = gzopen(path, "rb")) == NULL) {
-        rc = CAIRN_EIO;
-        goto out;
-    }
-    figures->file_size = (uint64_t)st.st_size;
-    while (rc == 0 && (got = gzread(in, piece, sizeof(piece))) > 0)
-        rc = cairn_buf_append(&text, piece, (size_t)got);
-    if (rc == 0 && got < 0)
-        rc = CAIRN_ECORRUPT;
-    figures->length = text.len;
-    for (size_t at = 0; rc == 0 && text.data && at < text.len; at++) {
-        const char *found =
-            memmem(text.data + at, text.len - at, mark, sizeof(mark) - 1);
-
-        if (found == NULL)
-            break;
-        figures->literals++;
-        at = (size_t)(found - text.data);
-    }
-out:
-    if (in)
-        gzclose(in);
-    cairn_buf_release(&text);
-    return rc;
-}
-
 struct dedupe_step {
     const char *files;   /* the MESSAGE record */
     const char *written; /* the bodies it must add to the log */
@@ -745,12 +699,12 @@ query_count(const char *index, const char *table)
 /* Checks what the committed steps since the last commit added. */
 static void
 check_growth(const char *path, const struct dedupe_bodies *set,
-             const char *written, size_t lines, struct log_figures *last)
+             const char *written, size_t lines, struct test_log_figures *last)
 {
-    struct log_figures now;
+    struct test_log_figures now;
     uint64_t bytes = 0, grew;
 
-    CHECK_INT(read_log(path, &now), 0);
+    CHECK_INT(test_read_log(path, &now), 0);
     for (const char *name = written; *name; name++)
         bytes += set->bodies[body_index(*name)].len;
     grew = now.length - last->length;
@@ -772,7 +726,7 @@ run_dedupe_case(const char *path, struct dedupe_bodies *set,
                 uint64_t messages, uint64_t chunks)
 {
     struct cairn_store *store = NULL;
-    struct log_figures last = {0, 0, 0};
+    struct test_log_figures last = {0, 0, 0};
     char written[16] = "", index[600];
     char *before = NULL, *after = NULL;
     size_t lines = 0;
@@ -881,35 +835,6 @@ test_dedupe(const char *dir)
     free_dedupe_bodies(&set);
 }
 
-/* Appends text to the file at path as one gzip member: one chunk. */
-static int
-write_member(const char *path, const char *text, size_t len)
-{
-    z_stream z = {0};
-    unsigned char *out = NULL;
-    FILE *file = NULL;
-    int rc = CAIRN_EIO;
-
-    if (deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return CAIRN_EIO;
-    if ((out = malloc(deflateBound(&z, len))) == NULL)
-        goto out;
-    z.next_in = (unsigned char *)text;
-    z.avail_in = (uInt)len;
-    z.next_out = out;
-    z.avail_out = (uInt)deflateBound(&z, len);
-    if (deflate(&z, Z_FINISH) == Z_STREAM_END &&
-        (file = fopen(path, "ab")) != NULL &&
-        fwrite(out, 1, z.total_out, file) == z.total_out)
-        rc = 0;
-out:
-    if (file && fclose(file) != 0)
-        rc = CAIRN_EIO;
-    deflateEnd(&z);
-    free(out);
-    return rc;
-}
-
 /* "<ts> APPLY MESSAGE (...)\r\n" of the bodies named in files. */
 static void
 print_message_line(struct cairn_buf *text, const struct dedupe_bodies *set,
@@ -939,7 +864,7 @@ test_log_with_duplicates(const char *dir)
     struct cairn_compact_result result;
     struct cairn_store *store = NULL;
     struct dedupe_bodies set;
-    struct log_figures figures;
+    struct test_log_figures figures;
     struct cairn_buf text;
     char path[512], index[600], sql[160], chunk_id[32];
 
@@ -949,7 +874,7 @@ test_log_with_duplicates(const char *dir)
     cairn_buf_init(&text, 1 << 20);
     cairn_buf_append_str(&text, CHUNK_HEADER);
     print_message_line(&text, &set, 1700000000, "A");
-    CHECK_INT(write_member(path, text.data, text.len), 0);
+    CHECK_INT(test_write_member(path, text.data, text.len), 0);
     cairn_buf_reset(&text);
     cairn_buf_append_str(&text, CHUNK_HEADER);
     print_message_line(&text, &set, 1700000100, "ABCC");
@@ -966,7 +891,7 @@ test_log_with_duplicates(const char *dir)
                          i ? " " : "", i + 1, i + 1, set.bodies[i].len,
                          set.guids[i]);
     cairn_buf_append_str(&text, "))\r\n");
-    CHECK_INT(write_member(path, text.data, text.len), 0);
+    CHECK_INT(test_write_member(path, text.data, text.len), 0);
     cairn_buf_release(&text);
     /* no index: open rebuilds it from the log */
     CHECK_INT(cairn_store_open(path, 0, &store), 0);
@@ -978,7 +903,7 @@ test_log_with_duplicates(const char *dir)
     query_text(index, sql, chunk_id, sizeof(chunk_id));
     CHECK_STR(chunk_id, "2");
     CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
-    CHECK_INT(read_log(path, &figures), 0);
+    CHECK_INT(test_read_log(path, &figures), 0);
     CHECK_U64(figures.literals, 5);
     set.reads = 0;
     CHECK_INT(append_files(store, &set, "CBA", 1700000200), 0);
@@ -987,7 +912,7 @@ test_log_with_duplicates(const char *dir)
     CHECK_U64(query_count(index, "chunk"), 2);
     CHECK_INT(cairn_store_compact(store, &policy, &result), 0);
     CHECK(result.compacted);
-    CHECK_INT(read_log(path, &figures), 0);
+    CHECK_INT(test_read_log(path, &figures), 0);
     CHECK_U64(figures.literals, 3); /* one copy of each */
     CHECK_U64(query_count(index, "message"), 3);
     CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
