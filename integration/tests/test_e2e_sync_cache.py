@@ -493,8 +493,12 @@ def check_outcome(lab, source, cluster):
     figure("step 4: %d GUIDs on the source, %d held by several users"
            % (len(owners), len(shared)))
     placement = cluster.ring_replicas(USERS)
+    holders = cluster.holders()
     files = cluster.user_files()
     for user in USERS:
+        check(holders.get(user) == sorted(placement[user]), "step 4: %s is "
+              "on exactly its ring replicas %s" % (user, placement[user]),
+              "catalogs say %r" % holders.get(user))
         want = cairncluster.comparable_snapshot(
             {n: b for n, b in snapshot.items()
              if lab.mailbox_owner(n) == user})
@@ -533,9 +537,11 @@ def backupd_contrast(lab, source, backup):
     for user, path in sorted(backup.backup_files().items()):
         state = cairncluster.index_state(path)
         stored = cairncluster.message_bodies(path)
-        unreferred = set(stored) - index_record_guids(state)
+        referred = index_record_guids(state) | log_record_guids(path)
         figure("step 5: backupd's %s: %d bodies, %d not referred to by its "
-               "records" % (user, len(stored), len(unreferred)))
+               "records, %d referred to without a body"
+               % (user, len(stored), len(set(stored) - referred),
+                  len(referred - set(stored))))
 
 
 def main():
