@@ -6,7 +6,25 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+int
+cairn_raise_open_files_limit(uint64_t *limit)
+{
+    struct rlimit files;
+
+    if (getrlimit(RLIMIT_NOFILE, &files) < 0)
+        return CAIRN_EIO;
+    if (files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &files) < 0 &&
+            getrlimit(RLIMIT_NOFILE, &files) < 0)
+            return CAIRN_EIO;
+    }
+    *limit = (uint64_t)files.rlim_cur;
+    return CAIRN_OK;
+}
 
 int
 cairn_write_all(int fd, const void *data, size_t len)

@@ -130,7 +130,13 @@ mailboxes_owner(const struct cairn_dlist *list,
     return resolution->has_owner ? CAIRN_ROUTER_FORWARD : CAIRN_ROUTER_IGNORE;
 }
 
-/* APPLY RESERVE: may span users (backupd reserves in each); first wins. */
+/*
+ * APPLY RESERVE: one user per request. backupd reserves in the backup of
+ * every user named; cairn refuses a RESERVE naming several, as it refuses
+ * such a GET MAILBOXES, and sync_client then replicates each user alone
+ * (do_mailboxes() promotes the mailboxes to USER). Only a rolling batch
+ * whose names all hit sync_client's replication cache sends one.
+ */
 static enum cairn_router_action
 reserve_owner(const struct cairn_dlist *list,
               const struct cairn_router_namespace *names,
@@ -145,8 +151,9 @@ reserve_owner(const struct cairn_dlist *list,
         if (!resolution->has_owner) {
             resolution->owner = owner;
             resolution->has_owner = true;
-        } else if (strcmp(owner.userid, resolution->owner.userid) != 0) {
-            resolution->several_users = true;
+        } else if (owner.shared != resolution->owner.shared ||
+                   strcmp(owner.userid, resolution->owner.userid) != 0) {
+            return CAIRN_ROUTER_BAD_PARAMETERS;
         }
     }
     return resolution->has_owner ? CAIRN_ROUTER_FORWARD

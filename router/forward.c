@@ -5,9 +5,11 @@
  * of its (user, node) stream, and are answered OK once the destination's
  * ack policy is met (all, quorum, one); a replica that misses an update
  * answered OK is reported as needing repair. GETs go to the first replica
- * and on to the next when a node is down or times out. Message bodies go
- * from the spool files straight to the node client, which streams them in
- * bounded frames; a dlist larger than one frame is cut by the node client
+ * and on to the next when a node is down or times out. The APPLY MESSAGE
+ * bodies staged for an APPLY MAILBOX (session.c, stage.c) go ahead of it
+ * in the same user's streams, answered together. Bodies go from the spool
+ * files straight to the node client, which streams them in bounded
+ * frames; a dlist larger than one frame is cut by the node client
  * (Envelope.dlist_frames).
  *
  * One destination per forward: main.c fans a channel's writes out over
@@ -31,6 +33,7 @@
 #include "placement.h"
 #include "router_int.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,14 +69,22 @@ struct cairn_router_forward {
 
 struct pending;
 
+/* What one node request carries: the user, the key (static), the tree. */
+struct request_part {
+    const char *userid;
+    const char *key;
+    const struct cairn_dlist *value;
+};
+
 /*
- * One write fanned out over several destinations (a channel with several
- * destinations): answered OK when every destination met its policy; the
- * MISSING of a RESERVE is the union over the destinations.
+ * One write made of several node requests (a channel with several
+ * destinations; an APPLY MAILBOX with its staged bodies): answered OK when
+ * every one met its destination's policy; the MISSING of a RESERVE is the
+ * union over the destinations.
  */
 struct group {
     struct cairn_router_reply *reply;
-    size_t outstanding; /* destinations not answered yet */
+    size_t outstanding; /* requests not answered yet */
     bool ok;
     char text[320];
     unsigned code;
@@ -93,10 +104,10 @@ struct target {
 struct pending {
     struct cairn_router_forward *forward;
     struct cairn_router_reply *reply; /* NULL when grouped */
-    struct group *group;              /* several destinations, or NULL */
+    struct group *group;              /* several requests, or NULL */
     bool is_get, is_reserve;
     bool answered, answered_ok;
-    const char *key; /* static (command table) */
+    const char *key; /* static (command table or "MESSAGE") */
     char userid[CAIRN_ROUTER_USERID_MAX];
     uint64_t epoch;
     struct target targets[CAIRN_RING_MAX_REPLICAS];
@@ -485,6 +496,13 @@ open_bodies(struct pending *pending, const struct cairn_dlist *value)
             continue;
         path = cairn_router_spool_file_path(handle);
         fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+            report(pending->forward,
+                   "APPLY %s of %s: too many open files for its %zu bodies "
+                   "(raise ulimit -n)",
+                   pending->key, pending->userid, files);
+            return CAIRN_ENOSPACE;
+        }
         if (fd < 0)
             return CAIRN_EIO; /* bodies are only forwarded from a spool */
         pending->fds[pending->fd_count++] = fd;
@@ -603,9 +621,9 @@ route(struct pending *pending, int *rc)
  * when answered now, or an error with nothing answered.
  */
 static int
-start(struct cairn_router_forward *forward,
-      const struct cairn_router_request *request,
-      struct cairn_router_reply *reply, struct group *group)
+start(struct cairn_router_forward *forward, enum cairn_csync_verb verb,
+      const struct request_part *part, struct cairn_router_reply *reply,
+      struct group *group)
 {
     struct cairn_dlist_body_writer writer = {.write_body = no_body};
     struct pending *pending = calloc(1, sizeof(*pending));
@@ -618,12 +636,11 @@ start(struct cairn_router_forward *forward,
     pending->forward = forward;
     pending->reply = reply;
     pending->group = group;
-    pending->is_get = request->verb == CAIRN_CSYNC_GET;
-    pending->key = request->resolution->key;
+    pending->is_get = verb == CAIRN_CSYNC_GET;
+    pending->key = part->key;
     pending->is_reserve =
         !pending->is_get && strcmp(pending->key, "RESERVE") == 0;
-    snprintf(pending->userid, sizeof(pending->userid), "%s",
-             request->resolution->owner.userid);
+    snprintf(pending->userid, sizeof(pending->userid), "%s", part->userid);
     ring = route(pending, &rc);
     if (ring == NULL) {
         /* Being moved (cairnctl rebalance): a NO sync_client retries. */
@@ -639,14 +656,20 @@ start(struct cairn_router_forward *forward,
         rc = CAIRN_ENOMEM;
         goto out;
     }
-    rc = cairn_dlist_print(request->value, true, &pending->printed, &writer);
+    rc = cairn_dlist_print(part->value, true, &pending->printed, &writer);
     if (rc == CAIRN_ETOOBIG) {
         snprintf(pending->text, sizeof(pending->text),
                  "cairn router: command larger than 256 MiB, not stored");
         goto refuse;
     }
     if (rc == 0 && !pending->is_get)
-        rc = open_bodies(pending, request->value);
+        rc = open_bodies(pending, part->value);
+    if (rc == CAIRN_ENOSPACE) {
+        pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+        snprintf(pending->text, sizeof(pending->text),
+                 "cairn router: too many open files, try again later");
+        goto refuse;
+    }
     if (rc == 0)
         rc = find_targets(pending, ring);
     if (rc < 0)
@@ -674,7 +697,21 @@ cairn_router_forward_request(void *arg,
                              const struct cairn_router_request *request,
                              struct cairn_router_reply *reply)
 {
-    return start(arg, request, reply, NULL);
+    struct cairn_router_forward *forward = arg;
+
+    return cairn_router_forward_request_all(&forward, 1, request, reply);
+}
+
+/* Starts one request on forward for the group; the group hears of it. */
+static void
+start_grouped(struct cairn_router_forward *forward, enum cairn_csync_verb verb,
+              const struct request_part *part, struct group *group)
+{
+    int rc = start(forward, verb, part, NULL, group);
+
+    if (rc < 0 && rc != CAIRN_EAGAIN)
+        group_result(group, false, NULL, CAIRN_CSYNC_CODE_NONE,
+                     cairn_strerror(rc));
 }
 
 int
@@ -683,11 +720,22 @@ cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
                                  const struct cairn_router_request *request,
                                  struct cairn_router_reply *reply)
 {
+    const struct request_part part = {
+        .userid = request->resolution->owner.userid,
+        .key = request->resolution->key,
+        .value = request->value,
+    };
+    const struct request_part bodies = {
+        .userid = part.userid,
+        .key = "MESSAGE",
+        .value = request->message,
+    };
+    size_t starts = request->message != NULL ? 2 : 1;
     struct group *group;
 
     /* State comes from the first destination (see router.h). */
-    if (count == 1 || request->verb == CAIRN_CSYNC_GET)
-        return start(forwards[0], request, reply, NULL);
+    if (request->verb == CAIRN_CSYNC_GET || (count == 1 && starts == 1))
+        return start(forwards[0], request->verb, &part, reply, NULL);
     if ((group = calloc(1, sizeof(*group))) == NULL ||
         (group->missing = cairn_dlist_new_list("MISSING")) == NULL) {
         free(group);
@@ -695,13 +743,14 @@ cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
     }
     group->reply = reply;
     group->ok = true;
-    group->outstanding = count + 1; /* until every destination is started */
+    /* One result per start, and one more until every start was made. */
+    group->outstanding = count * starts + 1;
     for (size_t i = 0; i < count; i++) {
-        int rc = start(forwards[i], request, NULL, group);
-
-        if (rc < 0 && rc != CAIRN_EAGAIN)
-            group_result(group, false, NULL, CAIRN_CSYNC_CODE_NONE,
-                         cairn_strerror(rc));
+        /* Same user, same replicas: the sequence numbers keep the bodies
+         * ahead of the mailbox that names them. */
+        if (request->message != NULL)
+            start_grouped(forwards[i], request->verb, &bodies, group);
+        start_grouped(forwards[i], request->verb, &part, group);
     }
     group_result(group, true, NULL, CAIRN_CSYNC_CODE_NONE, "");
     return CAIRN_EAGAIN;

@@ -78,6 +78,7 @@ conn_free(struct cairn_router_conn *conn)
         conn->next->prev = conn->prev;
     router->conn_count--;
     cairn_csync_reader_free(conn->reader);
+    cairn_router_stage_free(conn->stage); /* NULL when a reply took it */
     cairn_compress_free(conn->compress);
     cairn_router_auth_session_release(&conn->auth);
     cairn_buf_release(&conn->input);
@@ -345,6 +346,8 @@ conn_new(struct cairn_router_channel *channel, int fd,
     rc = cairn_csync_reader_new(router->max_line, &router->limits,
                                 router->spool ? &router->spool_sink : NULL,
                                 &conn->reader);
+    if (rc == 0)
+        rc = cairn_router_stage_new(&conn->stage);
     if (rc == 0)
         rc = cairn_loop_add_fd(router->loop, fd, CAIRN_LOOP_READ, on_conn_ready,
                                conn);

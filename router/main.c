@@ -457,8 +457,15 @@ serve(const char *config_path, const struct cairn_config *config,
     struct cairn_loop *loop = NULL;
     struct cairn_router *router = NULL;
     char error[512] = "";
+    uint64_t open_files = 0;
     int rc;
 
+    /* Each body in flight to the nodes is read through a descriptor of
+     * its own; a MAILBOX may carry thousands (sync_batchsize). */
+    if (cairn_raise_open_files_limit(&open_files) == 0 && open_files < 65536)
+        cairn_log_warn("only %llu open files allowed (ulimit -n): an APPLY "
+                       "MAILBOX with more bodies than that fails",
+                       (unsigned long long)open_files);
     if ((rc = cairn_loop_new(&loop)) < 0 ||
         (rc = cairn_loop_watch_signals(loop, on_signal, &daemon)) < 0)
         goto out;

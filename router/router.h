@@ -99,18 +99,17 @@ struct cairn_router_resolution {
     const char *key;                 /* canonical key, "MAILBOX" (static) */
     struct cairn_router_owner owner; /* valid when has_owner */
     bool has_owner;
-    /* APPLY RESERVE may name several users (backupd reserves for each);
-     * true when it did. owner is then the first user named. */
-    bool several_users;
 };
 
 /*
  * Looks the command (verb GET or APPLY; value is the command's tree, whose
  * name is the key) up in the table and finds its user. current_user (may
- * be NULL) is the user of the last user-naming request on the connection,
- * used for APPLY MESSAGE. Unknown keys resolve to PROTOCOL_ERROR; a GET
- * MAILBOXES spanning several users, a NIL or unsafe userid, or a missing
- * key resolve to BAD_PARAMETERS. Returns 0 (the outcome is in *resolution)
+ * be NULL) is the user of the last user-naming request on the connection:
+ * an APPLY MESSAGE before any is a protocol error, as in backupd (its
+ * bodies then wait for the APPLY MAILBOX that names them). Unknown keys
+ * resolve to PROTOCOL_ERROR; a GET MAILBOXES or APPLY RESERVE spanning
+ * several users, a NIL or unsafe userid, or a missing key resolve to
+ * BAD_PARAMETERS. Returns 0 (the outcome is in *resolution)
  * or CAIRN_EINVAL for another verb.
  */
 int cairn_router_resolve(enum cairn_csync_verb verb,
@@ -173,8 +172,9 @@ typedef void (*cairn_router_event_fn)(void *arg,
 
 /*
  * APPLY MESSAGE bodies: with a spool, each FILE node's handle (see
- * cairn_dlist_file_info) is a spooled body, a file that lives until the
- * request is answered. Its path (borrowed), and whether its SHA-1 matched
+ * cairn_dlist_file_info) is a spooled body, a file the session keeps
+ * until the APPLY MAILBOX naming it was answered OK or the next APPLY
+ * RESERVE starts a batch. Its path (borrowed), and whether its SHA-1 matched
  * the GUID (the router refuses the request as backupd does when not).
  */
 const char *cairn_router_spool_file_path(const void *handle);
@@ -187,6 +187,11 @@ struct cairn_router_request {
     enum cairn_csync_verb verb; /* GET or APPLY */
     const struct cairn_router_resolution *resolution;
     const struct cairn_dlist *value; /* the command's tree (borrowed) */
+    /*
+     * APPLY MAILBOX: the staged APPLY MESSAGE bodies its records name, as
+     * a "MESSAGE" list to store on the same replicas first; else NULL.
+     */
+    const struct cairn_dlist *message;
 };
 
 struct cairn_router_reply;
@@ -307,7 +312,9 @@ void cairn_router_forward_free(struct cairn_router_forward *forward);
  * or times out), its items relayed; when the policy cannot be met, "NO
  * IMAP_MAILBOX_LOCKED" for a node that is down or slow, which sync_client
  * retries. A command larger than one frame travels cut in several (up to
- * 256 MiB). Needs the router's spool for APPLY MESSAGE bodies.
+ * 256 MiB). A request's MESSAGE bodies go to the same replicas first (the
+ * sequence numbers keep the order); OK needs both to meet the policy.
+ * Needs the router's spool for APPLY MESSAGE bodies.
  */
 int cairn_router_forward_request(void *forward,
                                  const struct cairn_router_request *request,

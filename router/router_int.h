@@ -108,6 +108,41 @@ uint64_t cairn_router_spool_used(const struct cairn_router_spool *spool);
 void cairn_router_spool_sink(struct cairn_router_spool *spool,
                              struct cairn_dlist_file_sink *sink);
 
+/* --- stage.c: bodies waiting for the MAILBOX that names them ---------- */
+
+struct cairn_router_stage;
+
+/* Creates an empty stage; the caller owns *stage. */
+int cairn_router_stage_new(struct cairn_router_stage **stage);
+/* Frees the stage and every command it keeps (NULL-safe). */
+void cairn_router_stage_free(struct cairn_router_stage *stage);
+/*
+ * Keeps an APPLY MESSAGE command: takes ownership of what *cmd holds (its
+ * tree and spooled bodies) and zeroes *cmd; *added is its body count.
+ */
+int cairn_router_stage_add(struct cairn_router_stage *stage,
+                           struct cairn_csync_command *cmd, size_t *added);
+/*
+ * The staged bodies the RECORD list of mailbox (an APPLY MAILBOX tree)
+ * names, each once, as a new "MESSAGE" list whose FILE nodes borrow the
+ * stage's spooled files (valid until they are released). *message is NULL
+ * when none is staged; otherwise the caller owns it. *count: its bodies.
+ */
+int cairn_router_stage_collect(struct cairn_router_stage *stage,
+                               const struct cairn_dlist *mailbox,
+                               struct cairn_dlist **message, size_t *count);
+/*
+ * The MAILBOX the last collect served was answered: when stored, its
+ * bodies are delivered, and commands all of whose bodies are go (their
+ * spool files with them; requests in flight read through descriptors of
+ * their own). When not, the bodies stay for sync_client's retry.
+ */
+void cairn_router_stage_settle(struct cairn_router_stage *stage, bool stored);
+/* Drops every kept command (a new batch, RESTART, the end). */
+void cairn_router_stage_clear(struct cairn_router_stage *stage);
+/* Bodies kept now. */
+size_t cairn_router_stage_body_count(const struct cairn_router_stage *stage);
+
 /* --- listener.c / session.c -------------------------------------------- */
 
 /*
@@ -149,6 +184,7 @@ struct cairn_router_conn {
     bool read_closed;                         /* the peer sent EOF */
     uint64_t last_activity_ms;
     char current_user[CAIRN_ROUTER_USERID_MAX]; /* "" until one is named */
+    struct cairn_router_stage *stage; /* APPLY MESSAGE bodies (stage.c) */
 };
 
 struct cairn_router {
@@ -201,7 +237,8 @@ int cairn_router_session_start(struct cairn_router_conn *conn);
  */
 int cairn_router_session_process(struct cairn_router_conn *conn);
 
-/* The connection of a pending reply is closing: forget it. */
+/* The connection of a pending reply is closing: forget it (the reply
+ * takes over the connection's stage until it is completed). */
 void cairn_router_reply_detach(struct cairn_router_reply *reply);
 
 /* listener.c: what the session calls. */

@@ -48,6 +48,8 @@ struct cairn_router_reply {
     bool completed;
     bool pending;
     struct cairn_csync_command cmd; /* owned while pending */
+    struct cairn_dlist *message;    /* staged bodies sent with it, owned */
+    struct cairn_router_stage *orphaned_stage; /* its connection's, owned */
 };
 
 static int
@@ -222,8 +224,10 @@ cmd_noop(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 static int
 cmd_restart(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
-    /* backupd closes every backup it opened; we forget the current user. */
+    /* backupd closes every backup it opened; we forget the current user
+     * and the bodies of the batch. */
     conn->current_user[0] = '\0';
+    cairn_router_stage_clear(conn->stage);
     return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
                       "Restarting");
 }
@@ -248,10 +252,15 @@ cairn_router_reply_untagged(struct cairn_router_reply *reply,
     return cairn_csync_write_untagged(&reply->conn->reply, item, NULL);
 }
 
-/* The connection closed while a handler held its reply. */
+/*
+ * The connection closed while a handler held its reply: the reply keeps
+ * the stage, whose bodies its request's message borrows, until completed.
+ */
 void
 cairn_router_reply_detach(struct cairn_router_reply *reply)
 {
+    reply->orphaned_stage = reply->conn->stage;
+    reply->conn->stage = NULL;
     reply->conn = NULL;
 }
 
@@ -266,6 +275,8 @@ cairn_router_reply_complete(struct cairn_router_reply *reply,
     if (reply->completed)
         return CAIRN_ESTATE;
     reply->completed = true;
+    if (conn != NULL && reply->message != NULL)
+        cairn_router_stage_settle(conn->stage, status == CAIRN_CSYNC_OK);
     if (conn != NULL) {
         rc = cairn_csync_write_response(&conn->reply, status, code, "%s",
                                         text != NULL ? text : "");
@@ -276,6 +287,8 @@ cairn_router_reply_complete(struct cairn_router_reply *reply,
         return rc;
     /* A deferred answer: free the request, let the session go on. */
     cairn_csync_command_release(&reply->cmd);
+    cairn_dlist_free(reply->message);
+    cairn_router_stage_free(reply->orphaned_stage);
     free(reply);
     if (conn != NULL) {
         conn->pending_reply = NULL;
@@ -286,9 +299,14 @@ cairn_router_reply_complete(struct cairn_router_reply *reply,
     return rc;
 }
 
+/*
+ * Hands the request to the handler; message (staged bodies for an APPLY
+ * MAILBOX, or NULL) is taken over whatever happens.
+ */
 static int
 forward(struct cairn_router_conn *conn, struct cairn_csync_command *cmd,
-        const struct cairn_router_resolution *resolution)
+        const struct cairn_router_resolution *resolution,
+        struct cairn_dlist *message)
 {
     struct cairn_router_request request = {
         .channel = conn->channel->name,
@@ -296,23 +314,35 @@ forward(struct cairn_router_conn *conn, struct cairn_csync_command *cmd,
         .verb = cmd->verb,
         .resolution = resolution,
         .value = cmd->value,
+        .message = message,
     };
     struct cairn_router *router = conn->router;
     struct cairn_router_reply *reply;
     int rc;
 
-    if (resolution->rule != CAIRN_ROUTER_USER_CURRENT)
-        snprintf(conn->current_user, sizeof(conn->current_user), "%s",
-                 resolution->owner.userid);
-    cairn_router_event(router, conn, CAIRN_ROUTER_EVENT_DEBUG, "%s %s user=%s",
-                       cairn_csync_verb_name(cmd->verb), resolution->key,
-                       resolution->owner.userid);
-    if (router->request_fn == NULL)
+    snprintf(conn->current_user, sizeof(conn->current_user), "%s",
+             resolution->owner.userid);
+    if (message != NULL)
+        cairn_router_event(router, conn, CAIRN_ROUTER_EVENT_DEBUG,
+                           "%s %s user=%s with %zu staged bodies",
+                           cairn_csync_verb_name(cmd->verb), resolution->key,
+                           resolution->owner.userid,
+                           cairn_dlist_count(message));
+    else
+        cairn_router_event(router, conn, CAIRN_ROUTER_EVENT_DEBUG,
+                           "%s %s user=%s", cairn_csync_verb_name(cmd->verb),
+                           resolution->key, resolution->owner.userid);
+    if (router->request_fn == NULL) {
+        cairn_dlist_free(message);
         return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
                           NOT_FORWARDED);
-    if ((reply = calloc(1, sizeof(*reply))) == NULL)
+    }
+    if ((reply = calloc(1, sizeof(*reply))) == NULL) {
+        cairn_dlist_free(message);
         return CAIRN_ENOMEM;
+    }
     reply->conn = conn;
+    reply->message = message;
     rc = router->request_fn(router->request_arg, &request, reply);
     if (!reply->completed && rc == CAIRN_EAGAIN) {
         /* The handler answers later: the command goes with the reply. */
@@ -328,8 +358,54 @@ forward(struct cairn_router_conn *conn, struct cairn_csync_command *cmd,
         cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
                                     CAIRN_CSYNC_CODE_NONE, "Unknown error");
     }
+    cairn_dlist_free(reply->message);
     free(reply);
     return rc < 0 && rc != CAIRN_ENOMEM ? CAIRN_OK : rc;
+}
+
+/*
+ * APPLY MESSAGE: the bodies wait in the stage for the APPLY MAILBOX whose
+ * records name them (stage.c), so each reaches only its own user's
+ * backup. OK now is what backupd and sync_server answer too: nothing is
+ * durable before the MAILBOX, whose OK waits for the nodes.
+ */
+static int
+stage_message(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
+{
+    size_t added = 0;
+    int rc = cairn_router_stage_add(conn->stage, cmd, &added);
+
+    if (rc < 0)
+        return rc;
+    cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_DEBUG,
+                       "APPLY MESSAGE user=%s: %zu bodies staged (%zu kept)",
+                       conn->current_user, added,
+                       cairn_router_stage_body_count(conn->stage));
+    return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE, "Success");
+}
+
+/* A resolved APPLY or GET for one user: stage, collect, forward. */
+static int
+user_request(struct cairn_router_conn *conn, struct cairn_csync_command *cmd,
+             const struct cairn_router_resolution *resolution)
+{
+    struct cairn_dlist *message = NULL;
+    size_t count = 0;
+    int rc;
+
+    if (cmd->verb != CAIRN_CSYNC_APPLY)
+        return forward(conn, cmd, resolution, NULL);
+    if (strcmp(resolution->key, "MESSAGE") == 0)
+        return stage_message(conn, cmd);
+    /* A RESERVE starts sync_client's next batch, which uploads again
+     * whatever it still needs. */
+    if (strcmp(resolution->key, "RESERVE") == 0)
+        cairn_router_stage_clear(conn->stage);
+    if (strcmp(resolution->key, "MAILBOX") == 0 &&
+        (rc = cairn_router_stage_collect(conn->stage, cmd->value, &message,
+                                         &count)) < 0)
+        return rc;
+    return forward(conn, cmd, resolution, message);
 }
 
 /*
@@ -373,7 +449,7 @@ cmd_request(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
         resolution.action = CAIRN_ROUTER_PROTOCOL_ERROR;
     switch (resolution.action) {
     case CAIRN_ROUTER_FORWARD:
-        return forward(conn, cmd, &resolution);
+        return user_request(conn, cmd, &resolution);
     case CAIRN_ROUTER_IGNORE:
         return reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
                           "Success");

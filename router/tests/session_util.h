@@ -205,6 +205,10 @@ run_exchanges(struct fixture *fixture, int fd, struct cairn_compress *compress,
 /* sha1("hello") and a wrong GUID. */
 #define HELLO_GUID "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
 #define WRONG_GUID "0123456789012345678901234567890123456789"
+/* An APPLY MAILBOX of anne's whose one record names guid (a literal). */
+#define MAILBOX_NAMING(mailbox, guid)                                          \
+    "APPLY MAILBOX %(UNIQUEID u1 MBOXNAME " mailbox                            \
+    " RECORD (%(UID 1 GUID " guid ")))\r\n"
 
 /* Drives the loop for ms milliseconds, draining what fd receives. */
 static inline bool

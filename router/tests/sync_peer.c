@@ -34,8 +34,8 @@ on_request(void *arg, const struct cairn_router_request *request,
     const struct cairn_router_resolution *resolution = request->resolution;
     int files = 0, verified = 0;
 
-    /* APPLY MESSAGE: how many bodies were spooled, and matched their GUID. */
-    for (const struct cairn_dlist *item = cairn_dlist_first(request->value);
+    /* APPLY MAILBOX: how many staged bodies came with it, and matched. */
+    for (const struct cairn_dlist *item = cairn_dlist_first(request->message);
          item != NULL; item = cairn_dlist_next(item)) {
         void *handle = NULL;
 
@@ -44,10 +44,9 @@ on_request(void *arg, const struct cairn_router_request *request,
         files++;
         verified += cairn_router_spool_file_verified(handle);
     }
-    printf("REQUEST %s %s user=%s%s files=%d verified=%d\n",
+    printf("REQUEST %s %s user=%s files=%d verified=%d\n",
            cairn_csync_verb_name(request->verb), resolution->key,
-           resolution->owner.userid,
-           resolution->several_users ? " several" : "", files, verified);
+           resolution->owner.userid, files, verified);
     fflush(stdout);
     if (request->verb == CAIRN_CSYNC_GET)
         return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,

@@ -20,6 +20,20 @@
     "SYNC_CRC_ANNOT 0 RECORD (%(UID 1 MODSEQ 2 LAST_UPDATED 1795668590 "       \
     "FLAGS () INTERNALDATE 1795668590 SIZE 5 GUID " HELLO_GUID ")))\r\n"
 
+/* sha1("world"): a second body. */
+#define WORLD_GUID "7c211433f02071597741e6ff5a8ea34789abbf43"
+/* One user's mailbox whose one record names guid (a 5-byte body). */
+#define USER_MAILBOX(user, guid)                                               \
+    "APPLY MAILBOX %(UNIQUEID u-" user " MBOXNAME user." user " LAST_UID 1 "   \
+    "HIGHESTMODSEQ 2 RECENTUID 1 RECENTTIME 1795668590 LAST_APPENDDATE "       \
+    "1795668590 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 1795668591 "   \
+    "PARTITION default ACL \"" user "\tlrswipkxtecdan\t\" OPTIONS P "          \
+    "SYNC_CRC 0 SYNC_CRC_ANNOT 0 RECORD (%(UID 1 MODSEQ 2 LAST_UPDATED "       \
+    "1795668590 FLAGS () INTERNALDATE 1795668590 SIZE 5 GUID " guid ")))\r\n"
+#define RESERVE_OF(user, guid)                                                 \
+    "APPLY RESERVE %(PARTITION default MBOXNAME (user." user ") GUID (" guid   \
+    "))\r\n"
+
 struct node_fixture {
     char dir[64];
     char ring_path[128];
@@ -136,6 +150,60 @@ test_store_and_read_back(void)
     stop_node(&fixture, &node);
 }
 
+/*
+ * Never mix users: a body uploaded after anne's MAILBOX belongs to bob's
+ * next MAILBOX (sync_client uploads a mailbox's bodies right before it),
+ * so it must reach bob's backup and not anne's (backupd writes it into
+ * every backup open on the connection). The node's RESERVE answers say
+ * who holds what.
+ */
+static void
+test_users_kept_apart(void)
+{
+    static const struct exchange_case exchanges[] = {
+        {RESERVE_OF("anne", HELLO_GUID),
+         "* MISSING (" HELLO_GUID ")\r\nOK Success\r\n"},
+        {"APPLY MESSAGE (%{default " HELLO_GUID " 5}\r\nhello)\r\n",
+         "OK Success\r\n"},
+        {USER_MAILBOX("anne", HELLO_GUID), "OK Success\r\n"},
+        /* bob's body arrives while anne is the last user named */
+        {"APPLY MESSAGE (%{default " WORLD_GUID " 5}\r\nworld)\r\n",
+         "OK Success\r\n"},
+        {USER_MAILBOX("bob", WORLD_GUID), "OK Success\r\n"},
+        {RESERVE_OF("anne", HELLO_GUID " " WORLD_GUID),
+         "* MISSING (" WORLD_GUID ")\r\nOK Success\r\n"},
+        {RESERVE_OF("bob", HELLO_GUID " " WORLD_GUID),
+         "* MISSING (" HELLO_GUID ")\r\nOK Success\r\n"},
+        /* A body no MAILBOX names is stored nowhere. */
+        {"APPLY MESSAGE (%{default " HELLO_GUID " 5}\r\nhello)\r\n",
+         "OK Success\r\n"},
+        {"APPLY SUB %(USERID bob MBOXNAME user.bob)\r\n", "OK Success\r\n"},
+        {RESERVE_OF("bob", HELLO_GUID),
+         "* MISSING (" HELLO_GUID ")\r\nOK Success\r\n"},
+    };
+    struct node_fixture node = {.dir = "/tmp/cairn-test-forward-XXXXXX"};
+    char spool[96];
+    struct fixture fixture;
+    struct cairn_buf text;
+    bool closed = false;
+    int fd;
+
+    CHECK(mkdtemp(node.dir) != NULL);
+    snprintf(spool, sizeof(spool), "%s/spool", node.dir);
+    CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, spool, 1 << 20), 0);
+    CHECK_INT(start_node(&fixture, &node, NULL, 0), 0);
+    cairn_buf_init(&text, 1 << 16);
+    fd = client_connect(fixture.port);
+    receive(&fixture, fd, NULL, &text, &closed);
+    send_text(fd, NULL, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n");
+    receive(&fixture, fd, NULL, &text, &closed);
+    run_exchanges(&fixture, fd, NULL, exchanges,
+                  sizeof(exchanges) / sizeof(exchanges[0]));
+    close(fd);
+    cairn_buf_release(&text);
+    stop_node(&fixture, &node);
+}
+
 static void
 test_node_down(void)
 {
@@ -198,6 +266,7 @@ int
 main(void)
 {
     test_store_and_read_back();
+    test_users_kept_apart();
     test_node_down();
     test_too_big();
     return check_exit("test_forward");

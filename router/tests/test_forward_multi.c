@@ -226,9 +226,9 @@ message_batch(struct cairn_buf *out, size_t first, size_t last)
     CHECK_INT(cairn_buf_append_str(out, ")\r\n"), 0);
 }
 
-/* APPLY MAILBOX user.anne with count records, UIDs 1..count. */
+/* APPLY MAILBOX user.anne with the records of UIDs first..count. */
 static void
-big_mailbox(struct cairn_buf *out, size_t count)
+big_mailbox(struct cairn_buf *out, size_t first, size_t count)
 {
     char record[256], body[64], guid[41];
 
@@ -243,13 +243,14 @@ big_mailbox(struct cairn_buf *out, size_t count)
                   "SYNC_CRC_ANNOT 0 RECORD (",
                   count, count + 1),
               0);
-    for (size_t uid = 1; uid <= count; uid++) {
+    for (size_t uid = first; uid <= count; uid++) {
         size_t len = body_of(uid, body);
 
         snprintf(record, sizeof(record),
                  "%s%%(UID %zu MODSEQ %zu LAST_UPDATED 1795668590 FLAGS () "
                  "INTERNALDATE 1795668590 SIZE %zu GUID %s)",
-                 uid > 1 ? " " : "", uid, uid + 1, len, guid_of(body, guid));
+                 uid > first ? " " : "", uid, uid + 1, len,
+                 guid_of(body, guid));
         CHECK_INT(cairn_buf_append_str(out, record), 0);
     }
     CHECK_INT(cairn_buf_append_str(out, "))\r\n"), 0);
@@ -300,17 +301,23 @@ test_big_mailbox(void)
                        " 5}\r\nhello)\r\n",
                        &text),
               0);
-    /* The bodies first, in batches as sync_client sends them. */
+    /* The bodies first, in batches as sync_client sends them: each
+     * MESSAGE waits for the MAILBOX naming its bodies. */
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (size_t first_uid = 1; first_uid <= RECORDS; first_uid += 500) {
         message_batch(&command, first_uid, first_uid + 499);
         send_all(&cluster, fd, command.data, command.len);
         receive_long(&cluster, fd, &text, 20000);
         CHECK_STR(text.data ? text.data : "", "OK Success\r\n");
+        big_mailbox(&command, first_uid, first_uid + 499);
+        send_all(&cluster, fd, command.data, command.len);
+        receive_long(&cluster, fd, &text, 20000);
+        CHECK_STR(text.data ? text.data : "", "OK Success\r\n");
     }
     printf("big mailbox: %d bodies stored on 2 replicas in %.2f s\n", RECORDS,
            seconds_since(&start));
-    big_mailbox(&command, RECORDS);
+    /* Every body went with its batch: this one carries none. */
+    big_mailbox(&command, 1, RECORDS);
     CHECK(command.len > 2 * (1 << 20)); /* 3 frames of 1 MiB */
     clock_gettime(CLOCK_MONOTONIC, &start);
     send_all(&cluster, fd, command.data, command.len);

@@ -182,7 +182,7 @@ on_deferred_request(void *arg, const struct cairn_router_request *request,
                     struct cairn_router_reply *reply)
 {
     struct deferred *deferred = arg;
-    const struct cairn_dlist *item = cairn_dlist_first(request->value);
+    const struct cairn_dlist *item = cairn_dlist_first(request->message);
     void *handle = NULL;
 
     deferred->reply = reply;
@@ -195,7 +195,8 @@ on_deferred_request(void *arg, const struct cairn_router_request *request,
 /*
  * A deferred answer: commands pipelined behind it wait, then both answers
  * arrive in order; a connection that closes while its answer is pending
- * keeps the spooled body until the handler completes, then frees it.
+ * keeps the staged body its MAILBOX carries until the handler completes,
+ * then frees it.
  */
 static void
 test_deferred_reply(void)
@@ -231,8 +232,13 @@ test_deferred_reply(void)
     deferred.reply = NULL;
     send_text(fd, NULL,
               "APPLY MESSAGE (%{default " HELLO_GUID " 5}\r\nhello)\r\n");
+    receive(&fixture, fd, NULL, &text, &closed);
+    CHECK_STR(text.data, "OK Success\r\n"); /* staged */
+    CHECK(deferred.reply == NULL);
+    send_text(fd, NULL, MAILBOX_NAMING("user.anne", HELLO_GUID));
     CHECK(quiet(&fixture, fd, 50));
     CHECK(deferred.reply != NULL);
+    CHECK(deferred.path[0] != '\0'); /* the body came with the MAILBOX */
     close(fd);
     for (int i = 0; i < 100 && cairn_router_connection_count(fixture.router);
          i++)

@@ -80,6 +80,7 @@ struct handler_log {
     int calls;
     char userid[CAIRN_ROUTER_USERID_MAX];
     char key[32];
+    size_t message_files; /* staged bodies that came with the request */
 };
 
 static int
@@ -94,7 +95,8 @@ on_request(void *arg, const struct cairn_router_request *request,
     snprintf(log->userid, sizeof(log->userid), "%s",
              request->resolution->owner.userid);
     snprintf(log->key, sizeof(log->key), "%s", request->resolution->key);
-    if (strcmp(request->resolution->key, "MESSAGE") == 0) {
+    log->message_files = cairn_dlist_count(request->message);
+    if (strcmp(request->resolution->key, "MAILBOX") == 0) {
         cairn_dlist_free(lsub);
         return CAIRN_EIO; /* no completion: the router says Unknown error */
     }
@@ -115,7 +117,8 @@ test_compress_and_handler(void)
         {"GET USER anne\r\n", "* LSUB (user.anne.Sent)\r\nOK Success\r\n"},
         {"APPLY MESSAGE (%{default 0123456789012345678901234567890123456789 "
          "5}\r\nhello)\r\n",
-         "NO Unknown error\r\n"},
+         "OK Success\r\n"},
+        {MAILBOX_NAMING("user.anne", WRONG_GUID), "NO Unknown error\r\n"},
         {"COMPRESS DEFLATE\r\n", "NO Compression already active: DEFLATE\r\n"},
     };
     struct fixture fixture;
@@ -139,9 +142,10 @@ test_compress_and_handler(void)
     CHECK_INT(cairn_compress_new(&compress), 0);
     run_exchanges(&fixture, fd, compress, compressed,
                   sizeof(compressed) / sizeof(compressed[0]));
-    CHECK_INT(log.calls, 2);
-    CHECK_STR(log.userid, "anne"); /* MESSAGE went to the current user */
-    CHECK_STR(log.key, "MESSAGE");
+    CHECK_INT(log.calls, 2); /* GET USER, MAILBOX: MESSAGE is staged */
+    CHECK_STR(log.userid, "anne");
+    CHECK_STR(log.key, "MAILBOX");
+    CHECK_U64(log.message_files, 1); /* the body its record names */
     cairn_compress_free(compress);
     cairn_buf_release(&text);
     close(fd);
@@ -402,9 +406,10 @@ on_spooled_request(void *arg, const struct cairn_router_request *request,
                    struct cairn_router_reply *reply)
 {
     struct spool_log *log = arg;
+    const char *mailbox = NULL;
 
     log->calls++;
-    for (const struct cairn_dlist *item = cairn_dlist_first(request->value);
+    for (const struct cairn_dlist *item = cairn_dlist_first(request->message);
          item != NULL; item = cairn_dlist_next(item)) {
         void *handle = NULL;
         FILE *file;
@@ -424,10 +429,21 @@ on_spooled_request(void *arg, const struct cairn_router_request *request,
             fclose(file);
         }
     }
+    /* The nodes refusing a mailbox: the bodies must stay for the retry. */
+    if (cairn_dlist_get_atom(request->value, "MBOXNAME", &mailbox) &&
+        strcmp(mailbox, "user.anne.refused") == 0)
+        return cairn_router_reply_complete(reply, CAIRN_CSYNC_NO,
+                                           CAIRN_CSYNC_CODE_MAILBOX_LOCKED,
+                                           "node down");
     return cairn_router_reply_complete(reply, CAIRN_CSYNC_OK,
                                        CAIRN_CSYNC_CODE_NONE, "Success");
 }
 
+/*
+ * Bodies are spooled, checked against their GUID, staged until the APPLY
+ * MAILBOX that names them is answered OK (kept over a NO for the retry,
+ * dropped by the next RESERVE), and counted against the spool's budget.
+ */
 static void
 test_spool(void)
 {
@@ -441,11 +457,22 @@ test_spool(void)
          "NO IMAP_PROTOCOL_ERROR Protocol error\r\n"},
         {"APPLY MESSAGE (NIL)\r\n",
          "NO IMAP_PROTOCOL_ERROR Protocol error\r\n"},
-        /* 40 bytes do not fit a 32-byte spool: retryable NO, then on. */
+        /* 40 bytes do not fit beside the staged 5 in a 32-byte spool:
+         * retryable NO, then on. */
         {"APPLY MESSAGE (%{default " HELLO_GUID
          " 40}\r\n0123456789012345678901234567890123456789)\r\n",
          "NO IMAP_MAILBOX_LOCKED message spool full, try again later\r\n"},
+        {MAILBOX_NAMING("user.anne.refused", HELLO_GUID),
+         "NO IMAP_MAILBOX_LOCKED node down\r\n"},
+        {MAILBOX_NAMING("user.anne", HELLO_GUID), "OK Success\r\n"},
         {"NOOP\r\n", "OK Noop completed\r\n"},
+    };
+    static const struct exchange_case next_batch[] = {
+        {"APPLY MESSAGE (%{default " HELLO_GUID " 5}\r\nhello)\r\n",
+         "OK Success\r\n"},
+        {"APPLY RESERVE %(PARTITION default MBOXNAME (user.anne) GUID ())\r\n",
+         "OK Success\r\n"},
+        {MAILBOX_NAMING("user.anne", HELLO_GUID), "OK Success\r\n"},
     };
     char dir[] = "/tmp/cairn-test-spool-XXXXXX";
     struct spool_log log = {0};
@@ -462,11 +489,20 @@ test_spool(void)
     receive(&fixture, fd, NULL, &text, &closed);
     run_exchanges(&fixture, fd, NULL, exchanges,
                   sizeof(exchanges) / sizeof(exchanges[0]));
-    CHECK_INT(log.calls, 2); /* GET USER, the good MESSAGE */
-    CHECK_INT(log.files, 1);
+    /* GET USER and both MAILBOXes; the body went with each of them. */
+    CHECK_INT(log.calls, 3);
+    CHECK_INT(log.files, 2);
     CHECK(log.verified);
     CHECK_STR(log.content, "hello");
-    CHECK(access(log.path, F_OK) != 0); /* removed after the reply */
+    CHECK(access(log.path, F_OK) != 0); /* removed after the OK */
+    CHECK_U64(cairn_router_spool_used(fixture.router->spool), 0);
+
+    /* A RESERVE starts the next batch: what was staged before it goes. */
+    log = (struct spool_log){0};
+    run_exchanges(&fixture, fd, NULL, next_batch,
+                  sizeof(next_batch) / sizeof(next_batch[0]));
+    CHECK_INT(log.calls, 2); /* RESERVE, MAILBOX */
+    CHECK_INT(log.files, 0);
     CHECK_U64(cairn_router_spool_used(fixture.router->spool), 0);
     close(fd);
     cairn_buf_release(&text);

@@ -119,14 +119,23 @@ def replicate(peer_path, unixhierarchysep, users):
                         if r.split()[2] == "user=" + user]
                 expect(mine and mine[0].startswith("GET USER user=%s " % user),
                        "%s: GET USER %s comes first" % (label, user), log)
-                for wanted in ("APPLY MESSAGE", "APPLY MAILBOX"):
-                    expect(any(r.startswith(wanted + " ") for r in mine),
-                           "%s: %s resolved to %s" % (label, wanted, user),
-                           log)
-                bodies = [r for r in mine if r.startswith("APPLY MESSAGE ")]
-                expect(all(r.endswith("files=2 verified=2") for r in bodies),
-                       "%s: both bodies of %s spooled, SHA-1 = GUID"
+                mailboxes = [r for r in mine
+                             if r.startswith("APPLY MAILBOX ")]
+                expect(mailboxes, "%s: APPLY MAILBOX resolved to %s"
                        % (label, user), log)
+                # The bodies wait in the stage and come with the MAILBOX
+                # whose records name them.
+                files = sum(int(r.split("files=")[1].split()[0])
+                            for r in mailboxes)
+                verified = sum(int(r.split("verified=")[1])
+                               for r in mailboxes)
+                expect(files == 2 and verified == 2,
+                       "%s: both bodies of %s staged and sent with its "
+                       "MAILBOX, SHA-1 = GUID (%d, %d)"
+                       % (label, user, files, verified), log)
+                expect(not any(r.startswith("APPLY MESSAGE ") for r in mine),
+                       "%s: APPLY MESSAGE is not forwarded alone" % label,
+                       log)
             known = ["user=" + u for u in users]
             expect(all(r.split()[2] in known for r in requests),
                    "%s: every request resolved to a replicated user" % label,
