@@ -26,10 +26,12 @@ contrast.  Steps:
  2. New mail: a message delivered by one LMTP transaction to carol and dave
     (one GUID in both), a 250 KB message for dave, new messages for alice
     and bob each copied to their Archive, which the other (and carol, from
-    alice's) then copies into their own INBOX from the shared folder.  Each
-    copy logs DOUBLEMAILBOX, so alice's and bob's groups span users; they
-    are symmetric so whichever group sync_client takes first carries
-    bodies another user's mailbox refers to.
+    alice's) then copies into their own INBOX from the shared folder along
+    with the Archive's first (already backed up) message.  Each copy logs
+    DOUBLEMAILBOX, so alice's and bob's groups span users; they are
+    symmetric so whichever group sync_client takes first (hash order,
+    which changes from run to run) carries bodies that another user's
+    mailbox refers to, new ones and ones only the first-named user holds.
  3. One rolling pass into cairn: the transcript holds an APPLY RESERVE
     whose MBOXNAME list names mailboxes of 2+ users, with no GET MAILBOXES
     for them before it in that batch.
@@ -365,7 +367,9 @@ def uid_of(conn, message_id):
 
 def cross_user_copy(lab, source, owner, index, copiers):
     """A new message for owner, copied to owner's Archive and from there
-    (shared with each copier, lrs) into each copier's INBOX."""
+    (shared with each copier, lrs) into each copier's INBOX, together with
+    the Archive's first message (populate's copy of uid 1: a body owner's
+    backup already holds and the copier's does not)."""
     archive = "INBOX%sArchive" % lab.separator
     message_id = "%s.%d@cyruslab.example" % (owner, index)
     source.deliver(owner, cyruslab.make_message(owner, index, 3000))
@@ -380,8 +384,9 @@ def cross_user_copy(lab, source, owner, index, copiers):
         with source.imap(copier) as conn:
             cyruslab.check_ok(*conn.select('"%s"' % shared, readonly=True),
                               "EXAMINE shared")
-            cyruslab.check_ok(*conn.uid("COPY", uid_of(conn, message_id),
-                                        "INBOX"), "COPY from shared")
+            cyruslab.check_ok(*conn.uid(
+                "COPY", "1," + uid_of(conn, message_id), "INBOX"),
+                "COPY from shared")
 
 
 def new_mail(lab, source):
