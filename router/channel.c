@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,26 +21,50 @@
 
 #define DEFAULT_IDLE_TIMEOUT_MS (30ull * 60 * 1000)
 
-/* "a.b.c.d:port" or "*:port" (IPv4 only so far). */
+/*
+ * "host:port" (a name resolves to its first address), "*:port" (every
+ * IPv4 address) or "[ipv6]:port", as the config's address type documents;
+ * *length is the address's size.
+ */
 static int
-parse_listen(const char *listen, struct sockaddr_in *address)
+parse_listen(const char *listen, struct sockaddr_storage *address,
+             socklen_t *length)
 {
+    const struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                   .ai_flags = AI_PASSIVE};
     const char *colon = strrchr(listen, ':');
-    char host[64];
+    size_t host_length = colon != NULL ? (size_t)(colon - listen) : 0;
+    struct addrinfo *found = NULL;
+    char host[256];
+    const char *name = host;
     uint64_t port;
 
-    if (colon == NULL || (size_t)(colon - listen) >= sizeof(host))
+    if (colon == NULL || host_length == 0 || host_length >= sizeof(host))
         return CAIRN_ECONFIG;
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
+    memcpy(host, listen, host_length);
+    host[host_length] = '\0';
     if (cairn_parse_u64_str(colon + 1, 0, 65535, &port) < 0)
         return CAIRN_ECONFIG;
+    if (host[0] == '[') {
+        if (host_length < 3 || host[host_length - 1] != ']' ||
+            strchr(host, ':') == NULL)
+            return CAIRN_ECONFIG;
+        host[host_length - 1] = '\0';
+        name = host + 1;
+    } else if (strcmp(host, "*") == 0) {
+        name = "0.0.0.0";
+    }
+    if (getaddrinfo(name, NULL, &hints, &found) != 0 || found == NULL)
+        return CAIRN_ECONFIG;
     memset(address, 0, sizeof(*address));
-    address->sin_family = AF_INET;
-    address->sin_port = htons((uint16_t)port);
-    if (strcmp(host, "*") == 0)
-        snprintf(host, sizeof(host), "0.0.0.0");
-    if (inet_pton(AF_INET, host, &address->sin_addr) != 1)
+    memcpy(address, found->ai_addr, found->ai_addrlen);
+    *length = found->ai_addrlen;
+    freeaddrinfo(found);
+    if (address->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)address)->sin6_port = htons((uint16_t)port);
+    else if (address->ss_family == AF_INET)
+        ((struct sockaddr_in *)address)->sin_port = htons((uint16_t)port);
+    else
         return CAIRN_ECONFIG;
     return CAIRN_OK;
 }
@@ -48,25 +73,35 @@ static int
 open_listener(struct cairn_router_channel *channel, char *error,
               size_t error_size)
 {
-    struct sockaddr_in address;
-    socklen_t length = sizeof(address);
+    struct sockaddr_storage address;
+    socklen_t length = 0;
     int one = 1, fd;
 
-    if (parse_listen(channel->listen, &address) < 0) {
-        snprintf(error, error_size, "channel %s: bad listen address '%s'",
+    if (parse_listen(channel->listen, &address, &length) < 0) {
+        snprintf(error, error_size,
+                 "channel %s: bad listen address '%s' (HOST:PORT, *:PORT or "
+                 "[IPv6]:PORT)",
                  channel->name, channel->listen);
         return CAIRN_ECONFIG;
     }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                0);
     if (fd < 0)
         goto fail;
     channel->listen_fd = fd;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 ||
-        listen(fd, 128) < 0 ||
-        getsockname(fd, (struct sockaddr *)&address, &length) < 0)
+    /* [::] means IPv6 alone: "*" is the way to say every IPv4 address. */
+    if (address.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&address, length) < 0 ||
+        listen(fd, 128) < 0)
         goto fail;
-    channel->port = ntohs(address.sin_port);
+    length = sizeof(address);
+    if (getsockname(fd, (struct sockaddr *)&address, &length) < 0)
+        goto fail;
+    channel->port = address.ss_family == AF_INET6
+                        ? ntohs(((struct sockaddr_in6 *)&address)->sin6_port)
+                        : ntohs(((struct sockaddr_in *)&address)->sin_port);
     return CAIRN_OK;
 fail:
     snprintf(error, error_size, "channel %s: cannot listen on %s: %s",

@@ -291,21 +291,32 @@ on_conn_ready(struct cairn_loop *loop, int fd, unsigned events, void *arg)
     update_interest(conn);
 }
 
+/* "host:port" of either end of fd, and SASL's "host;port" form. */
 static void
 peer_name(int fd, char *peer, size_t size, char *sasl_ip, size_t sasl_size,
           bool local)
 {
-    struct sockaddr_in address;
+    struct sockaddr_storage address;
     socklen_t length = sizeof(address);
-    char host[INET_ADDRSTRLEN] = "?";
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
     int rc = local ? getsockname(fd, (struct sockaddr *)&address, &length)
                    : getpeername(fd, (struct sockaddr *)&address, &length);
 
-    if (rc == 0)
-        inet_ntop(AF_INET, &address.sin_addr, host, sizeof(host));
+    if (rc == 0 && address.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *ipv6 = (const struct sockaddr_in6 *)&address;
+
+        inet_ntop(AF_INET6, &ipv6->sin6_addr, host, sizeof(host));
+        port = ntohs(ipv6->sin6_port);
+    } else if (rc == 0) {
+        const struct sockaddr_in *ipv4 = (const struct sockaddr_in *)&address;
+
+        inet_ntop(AF_INET, &ipv4->sin_addr, host, sizeof(host));
+        port = ntohs(ipv4->sin_port);
+    }
     if (peer != NULL)
-        snprintf(peer, size, "%s:%u", host, ntohs(address.sin_port));
-    snprintf(sasl_ip, sasl_size, "%s;%u", host, ntohs(address.sin_port));
+        snprintf(peer, size, "%s:%u", host, port);
+    snprintf(sasl_ip, sasl_size, "%s;%u", host, port);
 }
 
 static int

@@ -73,6 +73,55 @@ test_two_channels(void)
 }
 
 /*
+ * Listen addresses: a malformed one is refused at start with the channel,
+ * the address and the forms that work. ("*", names and IPv6 "[addr]:port"
+ * go through the same getaddrinfo(); tests bind nothing but 127.0.0.1.)
+ */
+static void
+test_listen_addresses(void)
+{
+    static const struct {
+        const char *listen;
+        bool ok;
+    } cases[] = {
+        {"127.0.0.1:0", true},      {"[::1", false},
+        {"[::1]", false},           {"[]:0", false},
+        {"[zz::1]:0", false},       {"127.0.0.1", false},
+        {"127.0.0.1:65536", false}, {":0", false},
+        {"256.1.1.1:0", false},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cairn_router_channel_settings channel = {
+            .name = "backup",
+            .listen = cases[i].listen,
+            .sasl_user = "repluser",
+            .sasl_password = "replpass",
+        };
+        struct cairn_router_settings settings = {
+            .servername = SERVERNAME, .channels = &channel, .channel_count = 1};
+        struct cairn_loop *loop = NULL;
+        struct cairn_router *router = NULL;
+        char error[256] = "";
+        int rc;
+
+        CHECK_INT(cairn_loop_new(&loop), 0);
+        rc = cairn_router_new(loop, &settings, &router, error, sizeof(error));
+        CHECK_INT(rc == 0, cases[i].ok);
+        if (!cases[i].ok) {
+            CHECK(strstr(error, "bad listen address") != NULL);
+            CHECK(strstr(error, cases[i].listen) != NULL);
+        } else if (router != NULL) {
+            CHECK(cairn_router_port(router, 0) != 0);
+        }
+        if ((rc == 0) != cases[i].ok)
+            fprintf(stderr, "  listen '%s': %s\n", cases[i].listen, error);
+        cairn_router_free(router);
+        cairn_loop_free(loop);
+    }
+}
+
+/*
  * Reload: credentials change for new connections, an open session goes on,
  * a new channel starts listening, a bad reload changes nothing, and a
  * dropped channel stops accepting while its session stays up.
@@ -271,6 +320,7 @@ int
 main(void)
 {
     timed("two_channels", test_two_channels);
+    timed("listen_addresses", test_listen_addresses);
     timed("reload", test_reload);
     timed("deferred_reply", test_deferred_reply);
     return check_exit("test_router_lifecycle");
