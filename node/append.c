@@ -210,6 +210,10 @@ keep_new_bodies(struct cairn_store *store, const struct cairn_dlist *record,
     if ((list = cairn_dlist_new_list("MESSAGE")) == NULL)
         goto out;
     rc = 0;
+    /* One transaction for all the lookups: alone, each SELECT would lock
+     * and check the index file again (15 us a body here, 1 us inside). */
+    if (!store->in_chunk && (rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
+        goto out;
     for (const struct cairn_dlist *child = cairn_dlist_first(record);
          child && rc == 0; child = cairn_dlist_next(child), position++) {
         const char *partition, *guid;
@@ -224,6 +228,11 @@ keep_new_bodies(struct cairn_store *store, const struct cairn_dlist *record,
             continue;
         rc = cairn_dlist_add_file(list, NULL, partition, guid, size, handle,
                                   NULL, NULL);
+    }
+    if (!store->in_chunk) {
+        int ended = sql_run(store->stmts[STMT_ROLLBACK]); /* read only */
+
+        rc = rc < 0 ? rc : ended;
     }
     if (rc == 0 && cairn_dlist_count(list) > 0) {
         *kept = list;
