@@ -81,17 +81,24 @@ send_messages(int fd, struct cairn_compress *compress, const char *body,
               const char *guid, struct cairn_buf *text, struct cairn_buf *wire,
               int *failures)
 {
-    char header[128];
+    char header[128], mailbox[256];
     double started = seconds_now();
 
     for (int i = 0; i < BODIES; i++) {
         int n =
             snprintf(header, sizeof(header),
                      "APPLY MESSAGE (%%{default %s %d}\r\n", guid, BODY_SIZE);
+        /* The MAILBOX naming the body takes it from the stage. */
+        int m = snprintf(mailbox, sizeof(mailbox),
+                         "APPLY MAILBOX %%(UNIQUEID u1 MBOXNAME user.anne "
+                         "RECORD (%%(UID %d GUID %s)))\r\n",
+                         i + 1, guid);
 
         if (send_all(fd, compress, header, (size_t)n, false, wire) < 0 ||
             send_all(fd, compress, body, BODY_SIZE, false, wire) < 0 ||
             send_all(fd, compress, ")\r\n", 3, true, wire) < 0 ||
+            read_reply(fd, compress, text) < 0 ||
+            send_all(fd, compress, mailbox, (size_t)m, true, wire) < 0 ||
             read_reply(fd, compress, text) < 0)
             (*failures)++;
     }
@@ -161,19 +168,27 @@ run_client(void *arg)
     return NULL;
 }
 
+/* What the handler saw of the bodies: staged, then sent with a MAILBOX. */
+struct delivered {
+    int verified, unverified;
+};
+
 static int
 accept_all(void *arg, const struct cairn_router_request *request,
            struct cairn_router_reply *reply)
 {
-    int *bad = arg;
+    struct delivered *delivered = arg;
 
-    for (const struct cairn_dlist *item = cairn_dlist_first(request->value);
+    for (const struct cairn_dlist *item = cairn_dlist_first(request->message);
          item != NULL; item = cairn_dlist_next(item)) {
         void *handle = NULL;
 
-        if (cairn_dlist_file_info(item, NULL, NULL, NULL, &handle) &&
-            !cairn_router_spool_file_verified(handle))
-            (*bad)++;
+        if (!cairn_dlist_file_info(item, NULL, NULL, NULL, &handle))
+            continue;
+        if (cairn_router_spool_file_verified(handle))
+            delivered->verified++;
+        else
+            delivered->unverified++;
     }
     return cairn_router_reply_complete(reply, CAIRN_CSYNC_OK,
                                        CAIRN_CSYNC_CODE_NONE, "Success");
@@ -202,13 +217,13 @@ main(void)
     struct rusage usage;
     pthread_t thread;
     char error[256] = "";
-    int unverified = 0;
+    struct delivered delivered = {0};
 
     CHECK(mkdtemp(dir) != NULL);
     CHECK_INT(cairn_loop_new(&loop), 0);
     CHECK_INT(cairn_router_new(loop, &settings, &router, error, sizeof(error)),
               0);
-    cairn_router_set_request_handler(router, accept_all, &unverified);
+    cairn_router_set_request_handler(router, accept_all, &delivered);
     client.port = cairn_router_port(router, 0);
     pthread_create(&thread, NULL, run_client, &client);
     while (!atomic_load(&client.done))
@@ -217,7 +232,8 @@ main(void)
     getrusage(RUSAGE_SELF, &usage);
     printf("NOOP round trips: %.0f/s (%d sequential)\n",
            client.noops_per_second, NOOPS);
-    printf("APPLY MESSAGE into the spool, %d x 1 MiB, SHA-1 checked: "
+    printf("APPLY MESSAGE into the spool (SHA-1 checked, staged) and out "
+           "with its APPLY MAILBOX, %d x 1 MiB: "
            "%.0f MiB/s plain, %.0f MiB/s with COMPRESS DEFLATE "
            "(incompressible bodies)\n",
            BODIES, client.plain_mib_per_second,
@@ -225,7 +241,9 @@ main(void)
     printf("peak RSS of router + client: %ld MiB (bodies sent: %d MiB)\n",
            usage.ru_maxrss / 1024, 2 * BODIES);
     CHECK_INT(client.failures, 0);
-    CHECK_INT(unverified, 0);
+    CHECK_INT(delivered.verified, 2 * BODIES);
+    CHECK_INT(delivered.unverified, 0);
+    CHECK_U64(cairn_router_spool_used(router->spool), 0);
     cairn_router_free(router);
     cairn_loop_free(loop);
     CHECK_INT(rmdir(dir), 0);
