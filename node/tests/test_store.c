@@ -661,14 +661,14 @@ append_files(struct cairn_store *store, struct dedupe_bodies *set,
     int rc = record ? 0 : CAIRN_ENOMEM;
 
     for (const char *name = files; *name && rc == 0; name++) {
-        struct test_body *body = &set->bodies[body_index(*name)];
+        size_t i = body_index(*name);
 
         if (*name == 'N')
             rc = cairn_dlist_add_nil(record, NULL);
         else
-            rc = cairn_dlist_add_file(record, NULL, "default",
-                                      set->guids[body_index(*name)], body->len,
-                                      body, NULL, NULL);
+            rc = cairn_dlist_add_file(record, NULL, "default", set->guids[i],
+                                      set->bodies[i].len, &set->bodies[i], NULL,
+                                      NULL);
     }
     if (rc == 0)
         rc = cairn_store_append(store, ts, record, &bodies);
