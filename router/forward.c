@@ -22,7 +22,8 @@
  * (MAX_REPAIR_MARKS); a GET of a user with a marked replica asks that
  * replica first (the next one when it does not answer), so the client
  * resends the delta to every replica; replicas that have it already
- * re-apply it (the node upserts; only its log grows). A GET the marked
+ * re-apply it (the node upserts, and stores no body it holds again; only
+ * the log's records grow). A GET the marked
  * node answered makes the mark "asked"; any failed write to it makes it
  * "behind" again. The mark is cleared at the next GET USER of the user
  * (sync_client's next pass over it) while still "asked": the node then
