@@ -148,8 +148,9 @@ int cairn_store_commit_many(struct cairn_store *const *stores, size_t count,
                             int *results);
 /*
  * The node daemon's last sequenced APPLY, in a cairn-private table of the
- * index. set: only after an append, in its transaction, so it is durable
- * exactly when the update is (CAIRN_EINVAL with no append open). get:
+ * index. set: after an append, in its transaction, so it is durable
+ * exactly when the update is; with no append open (the update stored
+ * nothing: a resent body, QUOTA), committed at once on its own. get:
  * CAIRN_ENOENT (and 0) when none was recorded.
  */
 int cairn_store_set_sequence(struct cairn_store *store, uint64_t sequence);

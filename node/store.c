@@ -594,10 +594,21 @@ int
 cairn_store_set_sequence(struct cairn_store *store, uint64_t sequence)
 {
     const struct sql_value value = SQL_INT_VALUE(":sequence", sequence);
+    int rc;
 
-    if (!store->in_chunk)
-        return CAIRN_EINVAL; /* only inside the transaction it belongs to */
-    return sql_exec(store->stmts[STMT_SEQUENCE_SET], &value, 1);
+    if (store->in_chunk) /* in the transaction of the update it numbers */
+        return sql_exec(store->stmts[STMT_SEQUENCE_SET], &value, 1);
+    /* An update that stored nothing (a resent body, QUOTA): nothing of the
+     * user is pending, so its number commits alone, or a restart would
+     * take the next update for a gap. */
+    if ((rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
+        return rc;
+    if ((rc = sql_exec(store->stmts[STMT_SEQUENCE_SET], &value, 1)) < 0 ||
+        (rc = sql_run(store->stmts[STMT_COMMIT])) < 0) {
+        sql_run(store->stmts[STMT_ROLLBACK]);
+        return rc;
+    }
+    return CAIRN_OK;
 }
 
 int

@@ -921,6 +921,38 @@ out:
     free_dedupe_bodies(&set);
 }
 
+/*
+ * The daemon's sequence numbers: one set inside an append commits with it;
+ * one set with nothing appended (a resend that stored nothing) commits on
+ * its own, so a reopened store still knows it.
+ */
+static void
+test_sequence_alone(const char *dir)
+{
+    static const char sub[] = "APPLY SUB %(USERID a MBOXNAME user.a.x)\r\n";
+    struct cairn_store *store = NULL;
+    struct test_apply apply = {NULL, 100, 0};
+    char path[512];
+    uint64_t sequence = 0;
+
+    snprintf(path, sizeof(path), "%s/sequence", dir);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    apply.store = store;
+    CHECK_INT(test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &apply), 0);
+    CHECK_INT(cairn_store_set_sequence(store, 1), 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    CHECK_INT(cairn_store_set_sequence(store, 2), 0); /* nothing appended */
+    cairn_store_close(store);
+    store = NULL;
+    CHECK_INT(cairn_store_open(path, 0, &store), 0);
+    CHECK_INT(cairn_store_get_sequence(store, &sequence), 0);
+    CHECK_U64(sequence, 2);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    cairn_store_close(store);
+}
+
 int
 main(void)
 {
@@ -939,6 +971,7 @@ main(void)
     test_group_commit(dir);
     test_dedupe(dir);
     test_log_with_duplicates(dir);
+    test_sequence_alone(dir);
     test_remove_dir(dir);
     free(dir);
     return check_exit("test_store");
