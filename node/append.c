@@ -110,28 +110,6 @@ out:
     return rc;
 }
 
-/*
- * Whether the index holds a body for guid. It asks the store's own
- * connection, so rows appended earlier in the open transaction count.
- */
-static int
-body_held(struct cairn_store *store, const char *guid, bool *held)
-{
-    sqlite3_stmt *stmt = store->stmts[STMT_MESSAGE_ID];
-    int rc, step;
-
-    *held = false;
-    if ((rc = sql_bind_text(stmt, ":guid", guid)) == 0) {
-        step = sqlite3_step(stmt);
-        if (step == SQLITE_ROW)
-            *held = true;
-        else if (step != SQLITE_DONE)
-            rc = CAIRN_EDB;
-    }
-    sql_reset(stmt);
-    return rc;
-}
-
 struct file_ref {
     const char *guid;
     size_t position; /* among the record's children */
@@ -209,10 +187,7 @@ keep_new_bodies(struct cairn_store *store, const struct cairn_dlist *record,
     rc = CAIRN_ENOMEM;
     if ((list = cairn_dlist_new_list("MESSAGE")) == NULL)
         goto out;
-    rc = 0;
-    /* One transaction for all the lookups: alone, each SELECT would lock
-     * and check the index file again (15 us a body here, 1 us inside). */
-    if (!store->in_chunk && (rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
+    if ((rc = store_lookups_begin(store)) < 0)
         goto out;
     for (const struct cairn_dlist *child = cairn_dlist_first(record);
          child && rc == 0; child = cairn_dlist_next(child), position++) {
@@ -224,16 +199,12 @@ keep_new_bodies(struct cairn_store *store, const struct cairn_dlist *record,
         if (!cairn_dlist_file_info(child, &partition, &guid, &size, &handle) ||
             repeated[position])
             continue;
-        if ((rc = body_held(store, guid, &held)) < 0 || held)
+        if ((rc = store_message_held(store, guid, &held)) < 0 || held)
             continue;
         rc = cairn_dlist_add_file(list, NULL, partition, guid, size, handle,
                                   NULL, NULL);
     }
-    if (!store->in_chunk) {
-        int ended = sql_run(store->stmts[STMT_ROLLBACK]); /* read only */
-
-        rc = rc < 0 ? rc : ended;
-    }
+    rc = store_lookups_end(store, rc);
     if (rc == 0 && cairn_dlist_count(list) > 0) {
         *kept = list;
         list = NULL;

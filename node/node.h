@@ -187,8 +187,15 @@ int cairn_store_get_mailboxes(struct cairn_store *store,
 /* GET FULLMAILBOX: with every record; CAIRN_ENOENT when unknown. */
 int cairn_store_get_fullmailbox(struct cairn_store *store, const char *mboxname,
                                 cairn_store_emit emit, void *ctx);
-/* Whether the index holds a body for guid (for RESERVE / MISSING). */
+/* Whether the index holds a body for guid. */
 bool cairn_store_has_message(struct cairn_store *store, const char *guid);
+/*
+ * APPLY RESERVE: appends to missing (a list) each GUID of guids (a list of
+ * GUID atoms) the index holds no body for, in order; one read transaction.
+ */
+int cairn_store_find_missing(struct cairn_store *store,
+                             const struct cairn_dlist *guids,
+                             struct cairn_dlist *missing);
 /*
  * Streams the body of guid out of its chunk to put (bounded memory), and
  * checks its SHA-1. CAIRN_ENOENT when unknown.

@@ -295,22 +295,14 @@ await_commit(struct cairn_node_server *server, struct node_request *request)
 static int
 find_missing(struct node_request *request, const struct cairn_dlist *record)
 {
-    const struct cairn_dlist *guids = NULL, *item;
-    int rc = 0;
+    const struct cairn_dlist *guids = NULL;
 
     if (!cairn_dlist_get_list(record, "GUID", &guids))
         return 0;
     if ((request->missing = cairn_dlist_new_list("MISSING")) == NULL)
         return CAIRN_ENOMEM;
-    for (item = cairn_dlist_first(guids); item && rc == 0;
-         item = cairn_dlist_next(item)) {
-        const char *guid;
-
-        if (cairn_dlist_as_guid(item, &guid) &&
-            !cairn_store_has_message(request->user->store, guid))
-            rc = cairn_dlist_add_atom(request->missing, NULL, guid);
-    }
-    return rc;
+    return cairn_store_find_missing(request->user->store, guids,
+                                    request->missing);
 }
 
 static bool

@@ -364,14 +364,47 @@ cairn_store_get_fullmailbox(struct cairn_store *store, const char *mboxname,
     return found > 0 ? 0 : CAIRN_ENOENT;
 }
 
+int
+store_message_held(struct cairn_store *store, const char *guid, bool *held)
+{
+    sqlite3_stmt *stmt = store->stmts[STMT_MESSAGE_ID];
+    int rc, step;
+
+    *held = false;
+    if ((rc = sql_bind_text(stmt, ":guid", guid)) == 0) {
+        step = sqlite3_step(stmt);
+        if (step == SQLITE_ROW)
+            *held = true;
+        else if (step != SQLITE_DONE)
+            rc = CAIRN_EDB;
+    }
+    sql_reset(stmt);
+    return rc;
+}
+
 bool
 cairn_store_has_message(struct cairn_store *store, const char *guid)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_MESSAGE_ID];
-    bool found = false;
+    bool held = false;
 
-    if (sql_bind_text(stmt, ":guid", guid) == 0)
-        found = sqlite3_step(stmt) == SQLITE_ROW;
-    sql_reset(stmt);
-    return found;
+    return store_message_held(store, guid, &held) == 0 && held;
+}
+
+int
+cairn_store_find_missing(struct cairn_store *store,
+                         const struct cairn_dlist *guids,
+                         struct cairn_dlist *missing)
+{
+    int rc = store_lookups_begin(store);
+
+    for (const struct cairn_dlist *item = cairn_dlist_first(guids);
+         item != NULL && rc == 0; item = cairn_dlist_next(item)) {
+        const char *guid;
+        bool held = false;
+
+        if (cairn_dlist_as_guid(item, &guid) &&
+            (rc = store_message_held(store, guid, &held)) == 0 && !held)
+            rc = cairn_dlist_add_atom(missing, NULL, guid);
+    }
+    return store_lookups_end(store, rc);
 }

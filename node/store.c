@@ -591,6 +591,23 @@ out:
 }
 
 int
+store_lookups_begin(struct cairn_store *store)
+{
+    return store->in_chunk ? CAIRN_OK : sql_run(store->stmts[STMT_BEGIN]);
+}
+
+int
+store_lookups_end(struct cairn_store *store, int rc)
+{
+    int ended;
+
+    if (store->in_chunk)
+        return rc;
+    ended = sql_run(store->stmts[STMT_ROLLBACK]); /* it only read */
+    return rc < 0 ? rc : ended;
+}
+
+int
 cairn_store_set_sequence(struct cairn_store *store, uint64_t sequence)
 {
     const struct sql_value value = SQL_INT_VALUE(":sequence", sequence);
