@@ -42,7 +42,13 @@ static const struct command_entry command_table[] = {
      CAIRN_ROUTER_USER_MAILBOX, NULL},
     {CAIRN_CSYNC_APPLY, "MESSAGE", CAIRN_ROUTER_FORWARD,
      CAIRN_ROUTER_USER_CURRENT, NULL},
-    /* backupd builds the rename check from the old name only (§5.7). */
+    /*
+     * backupd means to refuse a rename to another user but builds the
+     * check from the old name only (§5.7), and files the mailbox under
+     * the old user. cairn refuses it: sync_client then replicates both
+     * users alone (the old user's copy goes, the new one's is uploaded).
+     * It sends one only when its replication cache spares the GETs.
+     */
     {CAIRN_CSYNC_APPLY, "RENAME", CAIRN_ROUTER_FORWARD,
      CAIRN_ROUTER_USER_KEY_MBOX, "OLDMBOXNAME"},
     {CAIRN_CSYNC_APPLY, "RESERVE", CAIRN_ROUTER_FORWARD,
@@ -199,6 +205,16 @@ find_owner(const struct command_entry *entry, const struct cairn_dlist *value,
         snprintf(resolution->owner.userid, sizeof(resolution->owner.userid),
                  "%s", current_user);
         break;
+    }
+    /* RENAME: the new name must be the same user's (see the table). */
+    if (resolution->has_owner && strcmp(entry->key, "RENAME") == 0) {
+        struct cairn_router_owner other;
+
+        if (!owner_of(cairn_dlist_get(value, "NEWMBOXNAME"), false, names,
+                      &other) ||
+            other.shared != resolution->owner.shared ||
+            strcmp(other.userid, resolution->owner.userid) != 0)
+            return CAIRN_ROUTER_BAD_PARAMETERS;
     }
     return resolution->has_owner ? entry->action : CAIRN_ROUTER_BAD_PARAMETERS;
 }

@@ -67,9 +67,28 @@ static const struct resolve_case cases[] = {
     {APPLY, "UNMAILBOX user.anne.Old", NULL, FORWARD, "anne"},
     {APPLY, "UNMAILBOX shared.old", NULL, FORWARD, CAIRN_ROUTER_SHARED_USER},
     {APPLY,
-     "RENAME %(OLDMBOXNAME user.anne.A NEWMBOXNAME user.bob.B PARTITION "
+     "RENAME %(OLDMBOXNAME user.anne.A NEWMBOXNAME user.anne.B PARTITION "
      "default UIDVALIDITY 1)",
      NULL, FORWARD, "anne"},
+    /* To another user, or a user rename: refused (backupd's dead check). */
+    {APPLY,
+     "RENAME %(OLDMBOXNAME user.anne.A NEWMBOXNAME user.bob.B PARTITION "
+     "default UIDVALIDITY 1)",
+     NULL, BAD, NULL},
+    {APPLY,
+     "RENAME %(OLDMBOXNAME user.anne NEWMBOXNAME user.bob PARTITION "
+     "default UIDVALIDITY 1)",
+     NULL, BAD, NULL},
+    {APPLY,
+     "RENAME %(OLDMBOXNAME user.anne.A NEWMBOXNAME shared.A PARTITION "
+     "default UIDVALIDITY 1)",
+     NULL, BAD, NULL},
+    {APPLY, "RENAME %(OLDMBOXNAME user.anne.A PARTITION default)", NULL, BAD,
+     NULL},
+    {APPLY,
+     "RENAME %(OLDMBOXNAME shared.A NEWMBOXNAME shared.B PARTITION "
+     "default UIDVALIDITY 1)",
+     NULL, FORWARD, CAIRN_ROUTER_SHARED_USER},
     {APPLY,
      "RESERVE %(PARTITION default MBOXNAME (user.anne user.anne.Sent) "
      "GUID (0123456789012345678901234567890123456789))",
