@@ -83,6 +83,7 @@ struct cairn_config_router {
     enum cairn_log_level log_level; /* lines below this are dropped */
     char *pid_file;                 /* NULL: none written */
     char *ring_dir;                 /* default home of the ring files */
+    char *state_dir;                /* repair marks kept across restarts */
 };
 
 /* Write acknowledgement policy of a destination. */

@@ -53,6 +53,8 @@ static const struct config_key router_keys[] = {
      "file the router writes its pid into"},
     {"ring_dir", CONFIG_PATH, ROUTER(ring_dir), 0, 0, "cairn-data/rings", 0,
      NULL, "directory of the ring files"},
+    {"state_dir", CONFIG_PATH, ROUTER(state_dir), 0, 0, "cairn-data/router", 0,
+     NULL, "repair marks kept across restarts"},
 };
 
 #define CHANNEL(field) offsetof(struct cairn_config_channel, field)

@@ -28,6 +28,9 @@
  * "behind" again. The mark is cleared at the next GET USER of the user
  * (sync_client's next pass over it) while still "asked": the node then
  * answered the state the client resent from and took every write since.
+ * With a state directory the marks outlive the process: they are kept in
+ * <state_dir>/repair-marks.<destination> (forward_marks.c), read back
+ * when the forward is made, so a restart forgets no lagging replica.
  */
 #include "forward_int.h"
 #include "node_client.h"
@@ -44,14 +47,6 @@
 
 /* Largest command forwarded: what the node client and node accept. */
 #define MAX_COMMAND_BYTES (256u * 1024 * 1024)
-/* Repair marks kept at most; past it a failure is only reported. */
-#define MAX_REPAIR_MARKS 65536u
-
-/* The value of a repair mark (see the header comment). */
-enum repair_mark {
-    MARK_BEHIND = 1,
-    MARK_ASKED = 2,
-};
 
 struct cairn_router_forward {
     struct cairn_node_client *client;
@@ -61,7 +56,7 @@ struct cairn_router_forward {
     size_t max_frame;
     enum cairn_router_ack ack;
     struct cairn_router_sequences *sequences;
-    struct cairn_router_sequences *marks; /* (user, node) -> repair_mark */
+    struct cairn_router_marks *marks; /* (user, node) -> repair mark */
     uint64_t repairs;
     cairn_router_event_fn event_fn;
     void *event_arg;
@@ -305,21 +300,22 @@ mark_failed(struct pending *pending)
 
     for (size_t i = 0; i < pending->target_count; i++) {
         const struct target *target = &pending->targets[i];
-        uint64_t mark;
+        enum cairn_router_mark mark;
 
         if (target->status >= 0)
             continue;
-        if (!cairn_router_sequences_get(forward->marks, pending->userid,
-                                        target->node, &mark) &&
-            cairn_router_sequences_count(forward->marks) >= MAX_REPAIR_MARKS) {
+        if (!cairn_router_marks_get(forward->marks, pending->userid,
+                                    target->node, &mark) &&
+            cairn_router_marks_count(forward->marks) >=
+                CAIRN_ROUTER_MAX_REPAIR_MARKS) {
             report(forward,
                    "user %s on node %s missed APPLY %s; too many repair marks"
                    " to keep, cairnctl verify shows it",
                    pending->userid, target->name, pending->key);
             continue;
         }
-        if (cairn_router_sequences_set(forward->marks, pending->userid,
-                                       target->node, MARK_BEHIND) < 0)
+        if (cairn_router_marks_set(forward->marks, pending->userid,
+                                   target->node, CAIRN_ROUTER_MARK_BEHIND) < 0)
             report(forward,
                    "user %s on node %s missed APPLY %s; no memory "
                    "to mark it for repair",
@@ -459,15 +455,17 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
                        cairn_strerror(rc));
         }
     } else {
-        uint64_t mark;
+        enum cairn_router_mark mark;
 
         target->status = 0;
         pending->acks++;
+        /* Failing to save it keeps "behind": asked first once more. */
         if (pending->is_get &&
-            cairn_router_sequences_get(pending->forward->marks, pending->userid,
-                                       target->node, &mark))
-            cairn_router_sequences_set(pending->forward->marks, pending->userid,
-                                       target->node, MARK_ASKED);
+            cairn_router_marks_get(pending->forward->marks, pending->userid,
+                                   target->node, &mark))
+            (void)cairn_router_marks_set(pending->forward->marks,
+                                         pending->userid, target->node,
+                                         CAIRN_ROUTER_MARK_ASKED);
     }
     settle(pending);
 }
@@ -571,20 +569,20 @@ find_targets(struct pending *pending, const struct cairn_ring *ring)
 static void
 prefer_marked(struct pending *pending)
 {
-    struct cairn_router_sequences *marks = pending->forward->marks;
+    struct cairn_router_marks *marks = pending->forward->marks;
     struct target ordered[CAIRN_RING_MAX_REPLICAS];
     bool marked[CAIRN_RING_MAX_REPLICAS];
     size_t count = 0;
 
     for (size_t i = 0; i < pending->target_count; i++) {
         const struct target *target = &pending->targets[i];
-        uint64_t mark = 0;
+        enum cairn_router_mark mark = 0;
 
-        marked[i] = cairn_router_sequences_get(marks, pending->userid,
-                                               target->node, &mark);
-        if (marked[i] && mark == MARK_ASKED &&
+        marked[i] =
+            cairn_router_marks_get(marks, pending->userid, target->node, &mark);
+        if (marked[i] && mark == CAIRN_ROUTER_MARK_ASKED &&
             strcmp(pending->key, "USER") == 0) {
-            cairn_router_sequences_reset(marks, pending->userid, target->node);
+            cairn_router_marks_clear(marks, pending->userid, target->node);
             marked[i] = false;
         }
     }
@@ -757,6 +755,53 @@ cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
     return CAIRN_EAGAIN;
 }
 
+/* Connects a node; the marks file names it (NULL index: not needed). */
+static int
+add_node(struct cairn_router_forward *forward, const char *name,
+         const char *endpoint, size_t *index)
+{
+    size_t added = 0;
+    int rc =
+        cairn_node_client_add_node(forward->client, name, endpoint, &added);
+
+    if (rc == 0)
+        rc = cairn_router_marks_name_node(forward->marks, added, name);
+    if (rc == 0 && index != NULL)
+        *index = added;
+    return rc;
+}
+
+/* Connects the nodes of settings the client does not know yet. */
+static int
+add_new_nodes(struct cairn_router_forward *forward,
+              const struct cairn_router_forward_settings *settings)
+{
+    int rc = 0;
+
+    for (size_t j = 0, known; j < settings->node_count && rc == 0; j++)
+        if (cairn_node_client_find_node(forward->client,
+                                        settings->nodes[j].name,
+                                        &known) == CAIRN_ENOENT)
+            rc = add_node(forward, settings->nodes[j].name,
+                          settings->nodes[j].endpoint, NULL);
+    return rc;
+}
+
+/* The marks file's news: its summary at start (INFO), its problems. */
+static void
+marks_news(void *arg, bool warning, const char *message)
+{
+    struct cairn_router_forward *forward = arg;
+    struct cairn_router_event event = {
+        .level = warning ? CAIRN_ROUTER_EVENT_WARN : CAIRN_ROUTER_EVENT_INFO,
+        .channel = forward->destination,
+        .message = message,
+    };
+
+    if (forward->event_fn != NULL)
+        forward->event_fn(forward->event_arg, &event);
+}
+
 int
 cairn_router_forward_new(struct cairn_loop *loop,
                          const struct cairn_router_forward_settings *settings,
@@ -778,13 +823,21 @@ cairn_router_forward_new(struct cairn_loop *loop,
         return CAIRN_ENOMEM;
     forward->max_frame = settings->max_frame ? settings->max_frame : 1 << 20;
     forward->ack = settings->ack;
-    if ((rc = cairn_router_sequences_new(&forward->sequences)) < 0 ||
-        (rc = cairn_router_sequences_new(&forward->marks)) < 0)
+    forward->event_fn = settings->event_fn;
+    forward->event_arg = settings->event_arg;
+    if ((rc = cairn_router_sequences_new(&forward->sequences)) < 0)
         goto out;
     rc = CAIRN_ENOMEM;
     forward->destination = strdup(settings->destination);
     if (forward->destination == NULL)
         goto out;
+    rc = cairn_router_marks_new(loop, settings->state_dir, forward->destination,
+                                marks_news, forward, &forward->marks);
+    if (rc < 0) {
+        snprintf(error, error_size, "cannot use state directory %s: %s",
+                 settings->state_dir, cairn_strerror(rc));
+        goto out;
+    }
     if ((rc = cairn_ring_load(settings->ring_file, &forward->ring)) < 0) {
         snprintf(error, error_size, "cannot load ring %s: %s",
                  settings->ring_file, cairn_strerror(rc));
@@ -810,17 +863,14 @@ cairn_router_forward_new(struct cairn_loop *loop,
             rc = CAIRN_ECONFIG;
             break;
         }
-        rc = cairn_node_client_add_node(forward->client, info.name, endpoint,
-                                        &forward->client_node[i]);
+        rc = add_node(forward, info.name, endpoint, &forward->client_node[i]);
     }
     /* Nodes a future ring may use (rebalance switches users to them). */
-    for (size_t j = 0, known; j < settings->node_count && rc == 0; j++)
-        if (cairn_node_client_find_node(forward->client,
-                                        settings->nodes[j].name,
-                                        &known) == CAIRN_ENOENT)
-            rc = cairn_node_client_add_node(forward->client,
-                                            settings->nodes[j].name,
-                                            settings->nodes[j].endpoint, NULL);
+    if (rc == 0)
+        rc = add_new_nodes(forward, settings);
+    /* An unreadable file loses the marks, not the destination. */
+    if (rc == 0)
+        (void)cairn_router_marks_load(forward->marks);
 out:
     if (rc < 0) {
         cairn_router_forward_free(forward);
@@ -835,13 +885,20 @@ cairn_router_forward_free(struct cairn_router_forward *forward)
 {
     if (forward == NULL)
         return;
+    /* Saves what changed since the last save (a clean shutdown). */
+    cairn_router_marks_free(forward->marks);
     cairn_node_client_free(forward->client);
     cairn_ring_free(forward->ring);
     cairn_router_sequences_free(forward->sequences);
-    cairn_router_sequences_free(forward->marks);
     free(forward->client_node);
     free(forward->destination);
     free(forward);
+}
+
+int
+cairn_router_forward_flush_marks(struct cairn_router_forward *forward)
+{
+    return cairn_router_marks_flush(forward->marks);
 }
 
 void
@@ -861,24 +918,7 @@ cairn_router_forward_repairs(const struct cairn_router_forward *forward)
 size_t
 cairn_router_forward_repair_marks(const struct cairn_router_forward *forward)
 {
-    return cairn_router_sequences_count(forward->marks);
-}
-
-/* Connects the nodes of settings the client does not know yet. */
-static int
-add_new_nodes(struct cairn_router_forward *forward,
-              const struct cairn_router_forward_settings *settings)
-{
-    int rc = 0;
-
-    for (size_t j = 0, known; j < settings->node_count && rc == 0; j++)
-        if (cairn_node_client_find_node(forward->client,
-                                        settings->nodes[j].name,
-                                        &known) == CAIRN_ENOENT)
-            rc = cairn_node_client_add_node(forward->client,
-                                            settings->nodes[j].name,
-                                            settings->nodes[j].endpoint, NULL);
-    return rc;
+    return cairn_router_marks_count(forward->marks);
 }
 
 int

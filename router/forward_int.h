@@ -1,10 +1,13 @@
 /*
  * forward_int.h - internals of the forwarder (forward*.c): the per (user,
- * node) sequence numbers of the node wire contract. Not installed; tests
- * may include it.
+ * node) sequence numbers of the node wire contract, and the repair marks
+ * with the file that keeps them across restarts. Not installed; tests may
+ * include it.
  */
 #ifndef CAIRN_ROUTER_FORWARD_INT_H
 #define CAIRN_ROUTER_FORWARD_INT_H
+
+#include "loop.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,5 +41,76 @@ int cairn_router_sequences_set(struct cairn_router_sequences *table,
                                const char *user, size_t node, uint64_t value);
 /* Streams the table knows (one per user and node). */
 size_t cairn_router_sequences_count(const struct cairn_router_sequences *table);
+/* Calls fn for every entry, in no order, until fn returns non-zero. */
+typedef int (*cairn_router_sequences_fn)(void *arg, const char *user,
+                                         size_t node, uint64_t value);
+int cairn_router_sequences_each(const struct cairn_router_sequences *table,
+                                cairn_router_sequences_fn fn, void *arg);
+
+/* --- repair marks (forward_marks.c; semantics in forward.c) ------------ */
+
+/* Repair marks kept at most; past it a failure is only reported. */
+#define CAIRN_ROUTER_MAX_REPAIR_MARKS 65536u
+/* Marks saved at most once per this many milliseconds while they change. */
+#define CAIRN_ROUTER_MARKS_SAVE_MS 1000u
+
+enum cairn_router_mark {
+    CAIRN_ROUTER_MARK_BEHIND = 1, /* a write to the replica failed */
+    CAIRN_ROUTER_MARK_ASKED = 2,  /* it answered a GET since */
+};
+
+/*
+ * (user, node) -> mark, node being a node client index. With a file, the
+ * marks are saved there as lines "<user> <node name> behind|asked"
+ * (written to a temporary file, fsynced, renamed, the directory fsynced),
+ * at most once per CAIRN_ROUTER_MARKS_SAVE_MS while they change (a loop
+ * timer), and at once by flush and free: a router restarted after a
+ * crash has the marks of at most the last second before it.
+ */
+struct cairn_router_marks;
+
+/* News of the file: warning (a line skipped, a save failed) or not (how
+ * many marks the last run left). */
+typedef void (*cairn_router_marks_news_fn)(void *arg, bool warning,
+                                           const char *message);
+
+/*
+ * Creates an empty set; with state_dir (NULL: memory only) the file is
+ * <state_dir>/repair-marks.<destination>, the directory made when
+ * missing; loop (borrowed) runs the save timer; news (may be NULL) hears
+ * about the file. The caller owns *marks.
+ */
+int cairn_router_marks_new(struct cairn_loop *loop, const char *state_dir,
+                           const char *destination,
+                           cairn_router_marks_news_fn news, void *news_arg,
+                           struct cairn_router_marks **marks);
+/* Saves unsaved changes (see flush), then frees (NULL-safe). */
+void cairn_router_marks_free(struct cairn_router_marks *marks);
+/* Names node (a node client index) in the file; name is copied. */
+int cairn_router_marks_name_node(struct cairn_router_marks *marks, size_t node,
+                                 const char *name);
+/*
+ * Reads the file (after every node is named) and tells news how many
+ * marks it held: a missing file is an empty set; a malformed line, a
+ * mark for a node not named, or marks past CAIRN_ROUTER_MAX_REPAIR_MARKS
+ * are skipped with a warning, never an error. CAIRN_EIO (also told) when
+ * the file exists and cannot be read.
+ */
+int cairn_router_marks_load(struct cairn_router_marks *marks);
+/* The file's path, NULL when memory only (borrowed). */
+const char *cairn_router_marks_path(const struct cairn_router_marks *marks);
+/* The mark of (user, node): false when it has none. */
+bool cairn_router_marks_get(const struct cairn_router_marks *marks,
+                            const char *user, size_t node,
+                            enum cairn_router_mark *mark);
+int cairn_router_marks_set(struct cairn_router_marks *marks, const char *user,
+                           size_t node, enum cairn_router_mark mark);
+void cairn_router_marks_clear(struct cairn_router_marks *marks,
+                              const char *user, size_t node);
+size_t cairn_router_marks_count(const struct cairn_router_marks *marks);
+/* Writes the file now if the marks changed since the last save. */
+int cairn_router_marks_flush(struct cairn_router_marks *marks);
+/* Files written since the start (what the save timer spares). */
+uint64_t cairn_router_marks_saves(const struct cairn_router_marks *marks);
 
 #endif /* CAIRN_ROUTER_FORWARD_INT_H */

@@ -185,3 +185,16 @@ cairn_router_sequences_count(const struct cairn_router_sequences *table)
 {
     return table->count;
 }
+
+int
+cairn_router_sequences_each(const struct cairn_router_sequences *table,
+                            cairn_router_sequences_fn fn, void *arg)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < table->bucket_count && rc == 0; i++)
+        for (const struct stream *stream = table->buckets[i];
+             stream != NULL && rc == 0; stream = stream->next)
+            rc = fn(arg, stream->user, stream->node, stream->last);
+    return rc;
+}

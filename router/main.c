@@ -11,7 +11,9 @@
  * destination without a loadable ring answers NO and stores nothing.
  * SIGHUP also reads the ring files again (a higher epoch is taken) and
  * connects new nodes; new destinations need a restart. Replicas that
- * miss an update answered OK are logged "needs repair".
+ * miss an update answered OK are logged "needs repair"; the repair marks
+ * are kept in [router] state_dir, saved at shutdown (SIGTERM) and read
+ * back at the next start (the count is logged).
  */
 #include "config.h"
 #include "loop.h"
@@ -239,11 +241,16 @@ route_request(void *arg, const struct cairn_router_request *request,
         "one), nothing stored");
 }
 
-/* A replica that missed an update answered OK: the admin's log line. */
+/* A replica that missed an update answered OK, the repair marks of the
+ * last run: the admin's log line. */
 static void
 on_forward_event(void *arg, const struct cairn_router_event *event)
 {
-    cairn_log_warn("destination %s: %s", event->channel, event->message);
+    if (event->level == CAIRN_ROUTER_EVENT_WARN ||
+        event->level == CAIRN_ROUTER_EVENT_ERROR)
+        cairn_log_warn("destination %s: %s", event->channel, event->message);
+    else
+        cairn_log_info("destination %s: %s", event->channel, event->message);
 }
 
 static const enum cairn_router_ack ack_policies[] = {
@@ -275,6 +282,8 @@ forward_settings(const struct cairn_config *config,
         .user_window = (size_t)router->user_window,
         .max_frame = (size_t)cairn_config_limits(config)->max_frame,
         .ack = ack_policies[destination->ack],
+        .state_dir = router->state_dir,
+        .event_fn = on_forward_event,
     };
 }
 
@@ -312,9 +321,6 @@ open_forwards(struct cairn_loop *loop, const struct cairn_config *config,
             cairn_log_error("destination %s: %s; its requests are answered "
                             "NO",
                             forward->name, error);
-        else
-            cairn_router_forward_set_event_handler(forward->forward,
-                                                   on_forward_event, NULL);
         free(nodes);
     }
     return CAIRN_OK;

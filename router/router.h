@@ -289,6 +289,13 @@ struct cairn_router_forward_settings {
     size_t user_window;        /* 0: 4 */
     size_t max_frame;          /* 0: 1 MiB; larger commands travel cut */
     enum cairn_router_ack ack; /* when a write may be answered OK */
+    /* Repair marks are kept in <state_dir>/repair-marks.<destination> and
+     * read back at start (made when missing); NULL: in memory only. */
+    const char *state_dir;
+    /* Events from the start on (the marks of the last run); may be NULL.
+     * cairn_router_forward_set_event_handler replaces it. */
+    cairn_router_event_fn event_fn;
+    void *event_arg;
 };
 
 struct cairn_router_forward;
@@ -346,6 +353,12 @@ cairn_router_forward_repairs(const struct cairn_router_forward *forward);
  */
 size_t
 cairn_router_forward_repair_marks(const struct cairn_router_forward *forward);
+/*
+ * Saves the repair marks now if they changed since the last save (they
+ * are saved at most once a second while they change, and by
+ * cairn_router_forward_free). 0 without a state directory.
+ */
+int cairn_router_forward_flush_marks(struct cairn_router_forward *forward);
 /*
  * SIGHUP: reads settings->ring_file again and, when its epoch is higher
  * than the ring in use, routes new requests with it (requests in flight
