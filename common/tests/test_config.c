@@ -98,6 +98,11 @@ static const struct {
     {"[router]\n", "[router]\nnode_timeout = 2h\n", 2,
      "'2h' is out of range 100ms..1h"},
     {"[router]\n", "[router]\nspool_max = 1Q\n", 2, "not a size"},
+    /* state_dir: a path takes any text; misplaced or twice is refused */
+    {"[router]\n", "[router]\nstate_dir = a\nstate_dir = b\n", 3,
+     "duplicate key 'state_dir' in [router] (first set on line 2)"},
+    {"replicas = 2", "replicas = 2\nstate_dir = s", 13,
+     "unknown key 'state_dir' in [destination main]"},
     {"[router]\n", "[router]\nlog_level = loud\n", 2,
      "'loud' is not one of: error, warn, info, debug"},
     {"replicas = 2", "replicas = 2\nack = some", 13,
@@ -233,6 +238,8 @@ test_defaults(void)
               "/srv/cairn/cairn-data/spool");
     CHECK_U64(cairn_config_router(config)->node_timeout_ms, 30000);
     CHECK(cairn_config_router(config)->pid_file == NULL);
+    CHECK_STR(cairn_config_router(config)->state_dir,
+              "/srv/cairn/cairn-data/router");
     CHECK_INT(cairn_config_router(config)->log_level, CAIRN_LOG_INFO);
     node = cairn_config_find_node(config, "node2");
     CHECK(node != NULL);
@@ -283,6 +290,7 @@ test_values(void)
         "\tspool_max =  2G \r\n"
         "log_level = debug\r\n"
         "pid_file = /run/cairn/router.pid\r\n"
+        "state_dir = state\r\n"
         "[channel a]\nlisten = [::1]:2005\nsasl_user = u\n"
         "sasl_password = p#;x\nsasl_mechanisms = SCRAM-SHA-256 PLAIN\n"
         "tls_cert = c.pem\ntls_key = k.pem\nrequire_tls = yes\n"
@@ -312,6 +320,7 @@ test_values(void)
     CHECK_U64(cairn_config_router(config)->spool_max, 2ull << 30);
     CHECK_INT(cairn_config_router(config)->log_level, CAIRN_LOG_DEBUG);
     CHECK_STR(cairn_config_router(config)->pid_file, "/run/cairn/router.pid");
+    CHECK_STR(cairn_config_router(config)->state_dir, "state"); /* as is */
     channel = cairn_config_find_channel(config, "a");
     CHECK(channel != NULL);
     if (channel != NULL) {
@@ -479,6 +488,7 @@ test_format_json(void)
         "{\"file\":\"(built-in cluster.example.conf)\",\"router\":{",
         "\"node_timeout_ms\":30000,",
         "\"pid_file\":null,",
+        "\"state_dir\":\"cairn-data/router\"",
         "\"channels\":[{\"name\":\"backup\",\"listen\":\"127.0.0.1:2005\"",
         "\"sasl_password\":\"********\"",
         "\"destinations\":[\"main\"]",
