@@ -42,6 +42,19 @@ contrast.  Steps:
     verify and `cairnctl verify` accept everything.
  5. Contrast: the same rolling pass into backupd, and how many bodies it
     stored in a backup whose records do not refer to them.
+ 6. A cross-user rename: alice gets a folder Projects (3 messages, cached
+    by a rolling pass), the admin renames it to user.bob.Projects (and
+    gives its ACL to bob), one rolling pass.  The cache holds the old name
+    and no message needs reserving, so sync_client sends APPLY RENAME
+    user.alice.Projects -> user.bob.Projects; cairn refuses it (NO
+    IMAP_PROTOCOL_BAD_PARAMETERS), sync_client promotes both users and
+    syncs each alone (GET USER alice: UNMAILBOX of the old name; GET USER
+    bob: the folder uploaded whole).  The transcript is printed command by
+    command with the router's completions.  Then step 4's checks again
+    (Projects' bodies stay in alice's append-only backup as her history),
+    alice's replicas hold no live user.bob.* and no live Projects, bob's
+    hold Projects with every record; and the same pass into backupd, which
+    accepts the RENAME and keeps user.bob.Projects live in alice's backup.
 
 usage: test_e2e_sync_cache.py [--router P] [--node P] [--cairnctl P]
 Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
@@ -118,16 +131,20 @@ class CsyncRelay:
                 client.close()
                 continue
             server.settimeout(None)
-            record = {"client": bytearray(), "server": bytearray()}
+            record = {"client": bytearray(), "server": bytearray(),
+                      "turns": []}
             with self.lock:
                 self.connections.append(record)
                 self.sockets += [client, server]
             for source, sink, key in ((client, server, "client"),
                                       (server, client, "server")):
                 threading.Thread(target=self._pump, daemon=True,
-                                 args=(source, sink, record[key])).start()
+                                 args=(source, sink, record, key)).start()
 
-    def _pump(self, source, sink, recorded):
+    def _pump(self, source, sink, record, key):
+        # Recorded before it is passed on: a reply is always recorded after
+        # the command it answers, so the turns keep the dialogue's order.
+        turns = record["turns"]
         while True:
             try:
                 data = source.recv(65536)
@@ -136,7 +153,11 @@ class CsyncRelay:
             if not data:
                 break
             with self.lock:
-                recorded += data
+                record[key] += data
+                if turns and turns[-1][0] == key:
+                    turns[-1][1].extend(data)
+                else:
+                    turns.append((key, bytearray(data)))
             try:
                 sink.sendall(data)
             except OSError:
@@ -150,8 +171,15 @@ class CsyncRelay:
     def take(self):
         """The connections recorded since the last take(): [(client bytes,
         server bytes)]."""
+        return [(c, s) for c, s, _ in self.take_dialogues()]
+
+    def take_dialogues(self):
+        """As take(), with each connection's turns: [(client bytes, server
+        bytes, [("client" or "server", bytes)])], consecutive bytes of one
+        side joined into one turn."""
         with self.lock:
-            taken = [(bytes(c["client"]), bytes(c["server"]))
+            taken = [(bytes(c["client"]), bytes(c["server"]),
+                      [(who, bytes(data)) for who, data in c["turns"]])
                      for c in self.connections]
             self.connections = []
         return taken
@@ -452,10 +480,11 @@ def rolling_pass(lab, source, cluster, relay):
     return reserves
 
 
-def check_user_replica(user, node, path, want, source_guids, owners,
+def check_user_replica(step, user, node, path, want, source_guids, owners,
                        bodies):
-    """Step 4 for one user on one replica; returns (bodies, bytes)."""
-    where = "step 4: %s on %s" % (user, node)
+    """Step 4 (or 6) for one user on one replica; returns (bodies,
+    bytes)."""
+    where = "%s: %s on %s" % (step, user, node)
     state = cairncluster.index_state(path)
     stored = cairncluster.message_bodies(path)
     indexed = set(state["messages"])
@@ -487,22 +516,26 @@ def check_user_replica(user, node, path, want, source_guids, owners,
     return len(stored), sum(len(b) for b in stored.values())
 
 
-def check_outcome(lab, source, cluster):
-    """Step 4."""
+def check_outcome(lab, source, cluster, step="step 4", former_owners=None):
+    """Step 4 (and step 6 after the rename).  former_owners: {guid: users
+    who held it before}: an append-only backup keeps those bodies, they
+    are not another user's."""
     snapshot, bodies = source_bodies(lab, source, USERS)
     owners = {}
     for user, by_guid in bodies.items():
         for guid in by_guid:
             owners.setdefault(guid, set()).add(user)
+    for guid, users in (former_owners or {}).items():
+        owners.setdefault(guid, set()).update(users)
     shared = sorted(g for g, users in owners.items() if len(users) > 1)
-    figure("step 4: %d GUIDs on the source, %d held by several users"
-           % (len(owners), len(shared)))
+    figure("%s: %d GUIDs on the source, %d held by several users"
+           % (step, len(owners), len(shared)))
     placement = cluster.ring_replicas(USERS)
     holders = cluster.holders()
     files = cluster.user_files()
     for user in USERS:
-        check(holders.get(user) == sorted(placement[user]), "step 4: %s is "
-              "on exactly its ring replicas %s" % (user, placement[user]),
+        check(holders.get(user) == sorted(placement[user]), "%s: %s is on"
+              " exactly its ring replicas %s" % (step, user, placement[user]),
               "catalogs say %r" % holders.get(user))
         want = cairncluster.comparable_snapshot(
             {n: b for n, b in snapshot.items()
@@ -510,25 +543,26 @@ def check_outcome(lab, source, cluster):
         for node in placement[user]:
             path = files[node].get(user)
             if path is None:
-                check(False, "step 4: %s on %s: the node holds the user"
-                      % (user, node))
+                check(False, "%s: %s on %s: the node holds the user"
+                      % (step, user, node))
                 continue
             count, size = check_user_replica(
-                user, node, path, want, set(bodies[user]), owners, bodies)
-            figure("step 4: %s on %s: %d bodies, %d bytes (data file %d "
-                   "bytes)" % (user, node, count, size,
+                step, user, node, path, want, set(bodies[user]), owners,
+                bodies)
+            figure("%s: %s on %s: %d bodies, %d bytes (data file %d "
+                   "bytes)" % (step, user, node, count, size,
                                os.path.getsize(path)))
     r = cluster.cairnctl("verify", "-q", "-r", cluster.ring_file, *USERS)
-    check(r.returncode == 0, "step 4: cairnctl verify -r ring: all replicas "
-          "ok and agree", r.stdout + r.stderr)
+    check(r.returncode == 0, "%s: cairnctl verify -r ring: all replicas "
+          "ok and agree" % step, r.stdout + r.stderr)
     for node in cluster.node_names:
         mapping = {u: p for u, p in files[node].items() if u in USERS}
         if not mapping:
             continue
         report = backupcheck.check_backup_files(mapping)
-        check(report.accepted, "step 4: Cyrus's ctl_backups verify + "
+        check(report.accepted, "%s: Cyrus's ctl_backups verify + "
               "cyr_backup list accept %s's files of %s"
-              % (node, sorted(mapping)),
+              % (step, node, sorted(mapping)),
               "\n".join("%s: %s" % (u, c.verify_status)
                         for u, c in report.users.items()))
 
@@ -547,6 +581,236 @@ def backupd_contrast(lab, source, backup):
                "records, %d referred to without a body"
                % (user, len(stored), len(set(stored) - referred),
                   len(referred - set(stored))))
+
+
+# ------------------------------------------- step 6: a cross-user rename
+
+PROJECTS_MESSAGES = (50, 51, 52)
+COMMAND_VERB = re.compile(rb"^(?:(APPLY|GET) (\S+)|(RESTART|EXIT|NOOP)\b)")
+RENAME_NAMES = re.compile(rb"APPLY RENAME %\(OLDMBOXNAME (\S+) NEWMBOXNAME "
+                          rb"(\S+)")
+REPLY_MAILBOX = re.compile(rb"(?m)^\* MAILBOX %\(.*?\bMBOXNAME (\S+)")
+COMPLETION = re.compile(rb"(?m)^(?:OK|NO|BAD)\b[^\r\n]*")
+
+
+def projects_names(lab):
+    return lab.user_mailbox("alice", "Projects"), \
+        lab.user_mailbox("bob", "Projects")
+
+
+def prepare_projects(lab, source, relay, cache_path):
+    """Step 6a: alice's folder Projects with 3 messages (one flagged),
+    replicated by a rolling pass into both channels, so that the cairn
+    channel's cache names it.  Returns the folder's GUIDs."""
+    old, new = projects_names(lab)
+    folder = "INBOX%sProjects" % lab.separator
+    with source.imap("alice") as conn:
+        cyruslab.check_ok(*conn.create(folder), "CREATE")
+        for index in PROJECTS_MESSAGES:
+            cyruslab.check_ok(*conn.append(
+                folder, r"(\Flagged)" if index == 51 else None, None,
+                cyruslab.make_message("alice", index, 2000)), "APPEND")
+    for channel in ("cairn", "backup"):
+        r = source.sync_client(channel=channel, rolling_once=True)
+        expect(r.ok, "step 6: a rolling pass replicates %s into the %s "
+               "channel" % (old, channel), r)
+    relay.take()
+    names = cache_entries(source, cache_path)
+    expect(old in names and new not in names, "step 6: the cairn cache "
+           "names %s, not %s" % (old, new), str(names))
+    snapshot = source.snapshot(users=["alice"])
+    return {m["guid"] for m in snapshot[old]["messages"]}
+
+
+def rename_across_users(lab, source):
+    """Step 6b: the admin renames alice's Projects into bob's namespace
+    (and hands its ACL to bob); Cyrus logs RENAME old new (and MAILBOX old,
+    MAILBOX new), which puts both names into both users' groups
+    (sync_do_reader)."""
+    old, new = projects_names(lab)
+    with source.imap() as conn:
+        cyruslab.check_ok(*conn.rename(old, new), "admin RENAME")
+        # the ACL moves with the folder: give it to its new owner
+        cyruslab.check_ok(*conn.setacl(new, "bob", "lrswipkxtecda"),
+                          "SETACL")
+        cyruslab.check_ok(*conn.deleteacl(new, "alice"), "DELETEACL")
+    with open(os.path.join(source.dir, "conf", "sync", "cairn", "log")) as f:
+        log = f.read()
+    print("# step 6: the cairn channel's sync log after the rename:\n#   "
+          + "\n#   ".join(log.splitlines()))
+    expect(re.search(r"(?m)^RENAME %s %s$" % (re.escape(old),
+                                               re.escape(new)), log),
+           "step 6: admin RENAME %s %s, logged as RENAME" % (old, new), log)
+
+
+def exchanges(turns):
+    """[(command, reply)]: each client turn with the server turn after it
+    (sync_client waits for every reply, a command is one turn)."""
+    result = []
+    for n, (who, data) in enumerate(turns):
+        if who != "client":
+            continue
+        follows = n + 1 < len(turns) and turns[n + 1][0] == "server"
+        result.append((data, turns[n + 1][1] if follows else b""))
+    return result
+
+
+def command_names(command):
+    """The mailbox names a command's first line names."""
+    first = command.split(b"\r\n", 1)[0]
+    for pattern, group in ((RENAME_NAMES, None), (LOOKUP_NAMES, 1),
+                           (RESERVE, 2)):
+        m = pattern.match(first)
+        if m and group is None:
+            return [n.decode().strip('"') for n in m.groups()]
+        if m:
+            return split_names(m.group(group))
+    m = re.search(rb"\bMBOXNAME (\S+)", first)
+    return [m.group(1).decode().strip('"')] if m else []
+
+
+def describe(verb, command):
+    """A command in one short line for the printed transcript."""
+    first = command.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+    if verb == "APPLY MESSAGE":
+        return "APPLY MESSAGE (%d bodies)" % len(FILE_HEADER.findall(command))
+    if verb == "APPLY MAILBOX":
+        return "APPLY MAILBOX %s (%d records)" % (
+            " ".join(command_names(command)),
+            len(RECORD_GUID.findall(command)))
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def read_rename_pass(lab, dialogues):
+    """[{"verb", "text", "users", "reply", "reply_mailboxes"}] of every
+    csync command of the pass, in order; printed as it goes."""
+    commands = []
+    print("# step 6: the rolling pass as the relay recorded it (command ->"
+          " mailboxes in the reply, completion):")
+    for n, (_, _, turns) in enumerate(dialogues):
+        for command, reply in exchanges(turns):
+            m = COMMAND_VERB.match(command)
+            if not m:
+                continue  # SASL
+            verb = (b" ".join(g for g in m.groups() if g)).decode()
+            names = command_names(command)
+            done = COMPLETION.findall(reply)
+            entry = {"verb": verb, "text": describe(verb, command),
+                     "users": sorted({lab.mailbox_owner(x) for x in names}
+                                     - {None}),
+                     "names": names,
+                     "reply": done[-1].decode() if done else "(no reply)",
+                     "reply_mailboxes": [x.decode() for x in
+                                         REPLY_MAILBOX.findall(reply)]}
+            commands.append(entry)
+            print("#   [%d] %s -> %s%s" % (
+                n, entry["text"], " ".join(entry["reply_mailboxes"]) + " "
+                if entry["reply_mailboxes"] else "", entry["reply"]))
+    return commands
+
+
+def rename_pass(lab, source, cluster, relay):
+    """Step 6c: one rolling pass; what crossed users and what the router
+    said to it, then the per-user syncs."""
+    old, new = projects_names(lab)
+    offset = len(cluster.router_log())
+    r = source.sync_client(channel="cairn", rolling_once=True)
+    expect(r.ok, "step 6: sync_client -R -1 -n cairn exits 0 after the "
+           "rename (%.2fs)" % r.seconds, r)
+    print("# step 6: sync_client -v says:\n#   " + "\n#   ".join(
+        line for line in r.stdout.splitlines() if line.strip()))
+    commands = read_rename_pass(lab, relay.take_dialogues())
+    print("# step 6: where the router sent each command:\n#   " +
+          "\n#   ".join(routing_lines(cluster.router_log()[offset:])))
+    crossing = [(n, c) for n, c in enumerate(commands)
+                if len(c["users"]) >= 2]
+    renames = [c for _, c in crossing if c["verb"] == "APPLY RENAME"]
+    for _, c in crossing:
+        figure("step 6: sync_client sent %s naming %s; the router answered "
+               "%s" % (c["verb"], c["users"], c["reply"]))
+    if crossing and not renames:
+        figure("step 6: sync_client sent no cross-user APPLY RENAME: its "
+               "first command naming both users was %s, refused before any "
+               "rename" % crossing[0][1]["verb"])
+    check(any(c["names"] == [old, new] for c in renames), "step 6: "
+          "sync_client sent APPLY RENAME %s -> %s (the cache spared the "
+          "lookup of %s, and no RESERVE was needed)" % (old, new, old),
+          "\n".join(c["text"] for c in commands))
+    refused = [c for _, c in crossing
+               if c["reply"].startswith("NO IMAP_PROTOCOL_BAD_PARAMETERS")]
+    check(crossing and len(refused) == len(crossing), "step 6: the router "
+          "refused every command naming both users with NO "
+          "IMAP_PROTOCOL_BAD_PARAMETERS (%d)" % len(crossing),
+          "\n".join("%s -> %s" % (c["text"], c["reply"])
+                    for _, c in crossing))
+    after = commands[crossing[0][0] + 1:] if crossing else []
+    user_syncs = [c["text"].split()[-1] for c in after
+                  if c["verb"] == "GET USER"]
+    check({"alice", "bob"} <= set(user_syncs), "step 6: then sync_client "
+          "synced the users alone: GET USER %s" % " ".join(user_syncs),
+          "\n".join(c["text"] for c in after))
+
+
+def check_rename_outcome(lab, cluster, projects_guids):
+    """Step 6d, beyond check_outcome: alice's replicas hold no live
+    mailbox of bob's and no live Projects; bob's hold Projects whole."""
+    old, new = projects_names(lab)
+    placement = cluster.ring_replicas(["alice", "bob"])
+    files = cluster.user_files()
+    for user in ("alice", "bob"):
+        for node in placement[user]:
+            path = files[node].get(user)
+            if path is None:
+                continue  # check_outcome says so
+            state = cairncluster.index_state(path)
+            live = cairncluster.snapshot_from_index(state)
+            where = "step 6: %s on %s" % (user, node)
+            others = sorted(n for n in live
+                            if lab.mailbox_owner(n) != user)
+            check(not others, "%s: no live mailbox of another user"
+                  % where, "live: %s" % others)
+            if user == "alice":
+                gone = [b for b in state["mailboxes"].values()
+                        if b["mboxname"] == old]
+                check(old not in live, "%s: %s is not live (%s)" % (
+                    where, old, "deleted in the index" if gone else
+                    "absent"), "live: %s" % sorted(live))
+                continue
+            box = live.get(new, {"messages": []})
+            guids = {m["guid"] for m in box["messages"]}
+            check(guids == projects_guids, "%s: %s holds all %d records "
+                  "(GUIDs) of alice's Projects" % (where, new,
+                                                   len(projects_guids)),
+                  "holds %s\nwant %s" % (sorted(guids),
+                                         sorted(projects_guids)))
+
+
+def backupd_rename_contrast(lab, source, backup):
+    """Step 6e: the same pass into backupd; where the mailbox ends up."""
+    old, new = projects_names(lab)
+    r = source.sync_client(channel="backup", rolling_once=True)
+    figure("step 6: sync_client -R -1 -n backup exits %d; it sent: %s"
+           % (r.returncode, "; ".join(
+               line.strip() for line in r.stdout.splitlines()
+               if re.search(r"RENAME|Promoting|^USER|MAILBOXES", line))))
+    files = backup.backup_files()
+    for user in ("alice", "bob"):
+        live = cairncluster.snapshot_from_index(
+            cairncluster.index_state(files[user]))
+        figure("step 6: backupd's %s: live mailboxes %s; %s: %s" % (
+            user, sorted(live), new, "%d records" % len(
+                live[new]["messages"]) if new in live else "none"))
+
+
+def rename_phase(lab, source, cluster, relay, backup, cache_path):
+    """Step 6."""
+    projects_guids = prepare_projects(lab, source, relay, cache_path)
+    rename_across_users(lab, source)
+    rename_pass(lab, source, cluster, relay)
+    check_outcome(lab, source, cluster, "step 6",
+                  {g: {"alice"} for g in projects_guids})
+    check_rename_outcome(lab, cluster, projects_guids)
+    backupd_rename_contrast(lab, source, backup)
 
 
 def main():
@@ -579,6 +843,8 @@ def main():
             rolling_pass(lab, source, cluster, relay)
             check_outcome(lab, source, cluster)
             backupd_contrast(lab, source, backup)
+            rename_phase(lab, source, cluster, relay, backup,
+                         cache_paths["cairn"])
         finally:
             relay.close()
         statuses = cluster.stop()
