@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from labproc import Watchdog, kill_group
+from labproc import Watchdog, free_port, kill_group
 
 __all__ = ["Binaries", "Cluster", "ClusterError", "binaries_from_argv",
            "csync_banner"]
@@ -78,12 +78,6 @@ def binaries_from_argv(argv=None):
                         default=os.path.join(build, "ops", "cairnctl"))
     args, rest = parser.parse_known_args(argv)
     return Binaries(args.router, args.node, args.cairnctl), rest
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def csync_banner(port, timeout=2.0):

@@ -43,7 +43,8 @@ import time
 from labmail import (LabError, ManageSieve, check_ok, list_name,
                      mailbox_state, make_message, populate)
 from labproc import (TIMED_OUT, SyslogSink, ToolResult, Watchdog,
-                     run_logged, spawn, stop_process, with_private_devlog)
+                     free_port, run_logged, spawn, stop_process,
+                     with_private_devlog)
 
 # The public API (with what it re-exports from labmail and labproc).
 __all__ = [
@@ -94,13 +95,6 @@ def skip_unless_runnable():
     if reason:
         print("SKIP: %s" % reason)
         sys.exit(SKIP_EXIT_CODE)
-
-
-def free_port():
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chown_cyrus(path):

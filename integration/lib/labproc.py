@@ -12,6 +12,7 @@ Python 3 standard library only.
 """
 import dataclasses
 import os
+import random
 import selectors
 import signal
 import socket
@@ -23,6 +24,30 @@ import time
 
 TIMED_OUT = -9       # ToolResult.returncode of a tool killed at its timeout
 STOP_TIMEOUT = 5.0
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on right now, taken
+    below the kernel's ephemeral range: a daemon a test stops and starts
+    again must get its port back, and the kernel may hand an ephemeral port
+    to any outgoing connection meanwhile (a router reconnecting to a
+    stopped node can even connect to itself on the node's port)."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    candidates = (random.randrange(max(1024, low - 16384), low)
+                  for _ in range(200)) if low > 2048 else ()
+    for port in list(candidates) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free TCP port on 127.0.0.1")
 
 
 class SyslogSink:
