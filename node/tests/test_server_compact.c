@@ -149,7 +149,10 @@ test_verify_alongside(struct cairn_loop *loop, struct cairn_node_client *client,
     uint64_t start, deadline, next_send;
     char name[32];
 
-    deadline = cairn_loop_now_ms() + 30000;
+    /* Generous limits that only stop a hung run: creating the users
+     * takes seconds under ASan on a busy machine, so the VERIFY gets its
+     * own limit once they exist. */
+    deadline = cairn_loop_now_ms() + 180000;
     for (size_t i = 0; i < users; i++) {
         snprintf(name, sizeof(name), "user%zu", i);
         CHECK_INT(send_seen(client, name, 1), 0);
@@ -157,6 +160,7 @@ test_verify_alongside(struct cairn_loop *loop, struct cairn_node_client *client,
             run_until_acked(loop, 1, deadline);
     }
     run_until_acked(loop, 1, deadline);
+    deadline = cairn_loop_now_ms() + 120000;
     memset(&watch, 0, sizeof(watch));
     verify.kind = CAIRN__KIND__VERIFY_REQUEST; /* no frame: every user */
     CHECK_INT(
