@@ -54,7 +54,9 @@ contrast.  Steps:
     (Projects' bodies stay in alice's append-only backup as her history),
     alice's replicas hold no live user.bob.* and no live Projects, bob's
     hold Projects with every record; and the same pass into backupd, which
-    accepts the RENAME and keeps user.bob.Projects live in alice's backup.
+    accepts the RENAME and keeps user.bob.Projects live in alice's backup
+    (a file Cyrus's own ctl_backups verify then fails: the rename's chunk
+    has no APPLY MAILBOX under the new name, lcb_verify.c).
 
 usage: test_e2e_sync_cache.py [--router P] [--node P] [--cairnctl P]
 Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
@@ -800,6 +802,9 @@ def backupd_rename_contrast(lab, source, backup):
         figure("step 6: backupd's %s: live mailboxes %s; %s: %s" % (
             user, sorted(live), new, "%d records" % len(
                 live[new]["messages"]) if new in live else "none"))
+    r = backup.ctl_backups("verify", "alice", "bob")
+    figure("step 6: Cyrus's ctl_backups verify of backupd's files: %s"
+           % backupcheck.verify_statuses(r.stdout))
 
 
 def rename_phase(lab, source, cluster, relay, backup, cache_path):
