@@ -404,6 +404,11 @@ start_next_user(struct cairn_node_server *server, struct admin_job *job)
         slot->result.text = "updates in progress";
         return false;
     }
+    if (rc == 0 && !job->verify && node_transfer_exporting(user)) {
+        slot->result.code = CAIRN_ELOCKED;
+        slot->result.text = "being exported (rebalance)";
+        return false;
+    }
     if (rc == 0 && (rc = node_user_open(server, user, false)) == 0) {
         node_compact_policy(server, &job->policy);
         rc =

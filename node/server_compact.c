@@ -49,7 +49,7 @@ try_user(void *ctx, const char *userid)
     if (node_user_get(server, userid, &user) < 0)
         return 0;
     if (user->in_round || user->applied != NULL || user->queue != NULL ||
-        user->appending)
+        user->appending || node_transfer_exporting(user))
         return 0; /* busy: retried on a later tick */
     if (node_user_open(server, user, false) < 0)
         return 0;

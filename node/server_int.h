@@ -59,6 +59,9 @@ struct node_user {
     struct node_request *applied_tail;
     bool in_round;  /* in server->round_users */
     bool appending; /* the worker thread holds the store */
+    /* a TRANSFER export read the data file: no compaction before this
+     * (loop clock), or the bytes cairnctl relays would change under it */
+    uint64_t exporting_until_ms;
 };
 
 struct cairn_node_server {
@@ -213,6 +216,8 @@ void node_admin_progress(struct cairn_node_server *server);
 void node_admin_release(struct cairn_node_server *server);
 
 /* transfer.c: TRANSFER_BEGIN/CHUNK/END (export, import, remove a user). */
+/* Whether a TRANSFER export of user is under way (see node_user). */
+bool node_transfer_exporting(const struct node_user *user);
 void node_transfer(struct cairn_node_server *server,
                    struct node_request *request);
 

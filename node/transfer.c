@@ -24,7 +24,8 @@
  *   TRANSFER_END "REMOVE"    -> ACK; drops the user from the catalog and
  *                               deletes its files (CAIRN_ELOCKED if busy)
  * The source is quiet while exported: the router holds the user's writes
- * (rebalance) before the executor asks.
+ * (rebalance) before the executor asks, and the node starts no compaction
+ * of the user while an export reads it (hold_for_export).
  */
 #include "common.h"
 #include "server_int.h"
@@ -88,14 +89,38 @@ parse_offset(const struct node_request *request, uint64_t *offset)
     return cairn_parse_u64_str(key, 0, UINT64_MAX / 2, offset);
 }
 
-/* Commits the user's pending appends, so the file holds whole chunks. */
-static void
-settle_user(struct cairn_node_server *server, const char *userid)
+/*
+ * How long an export keeps compaction off the user after its last read: a
+ * relay that dies leaves the user compactable again after this.
+ */
+#define EXPORT_HOLD_MS (5 * 60 * 1000)
+
+bool
+node_transfer_exporting(const struct node_user *user)
+{
+    return cairn_loop_now_ms() < user->exporting_until_ms;
+}
+
+/*
+ * An export reads the data file as it is: the user's pending appends are
+ * committed first (whole chunks), a compaction running now refuses the
+ * export (CAIRN_ELOCKED, cairnctl says so), and none starts until the
+ * export has been idle for EXPORT_HOLD_MS.
+ */
+static int
+hold_for_export(struct cairn_node_server *server, const char *userid)
 {
     struct node_user *user = NULL;
+    int rc = node_user_get(server, userid, &user);
 
-    if (node_user_get(server, userid, &user) == 0 && user->in_round)
+    if (rc < 0)
+        return rc;
+    if (user->appending)
+        return CAIRN_ELOCKED;
+    if (user->in_round)
         node_commit_round(server);
+    user->exporting_until_ms = cairn_loop_now_ms() + EXPORT_HOLD_MS;
+    return CAIRN_OK;
 }
 
 static int
@@ -107,8 +132,8 @@ export_begin(struct cairn_node_server *server, struct node_request *request)
     int rc;
 
     cairn_buf_init(&frame, 4096);
-    settle_user(server, request->envelope->user);
-    if ((rc = cairn_catalog_lookup(server->catalog, request->envelope->user,
+    if ((rc = hold_for_export(server, request->envelope->user)) < 0 ||
+        (rc = cairn_catalog_lookup(server->catalog, request->envelope->user,
                                    &data_path)) < 0 ||
         (rc = hash_file(data_path, hex, &begin.total_bytes)) < 0 ||
         (rc = cairn_buf_reserve(
@@ -135,6 +160,7 @@ export_chunk(struct cairn_node_server *server, struct node_request *request)
 
     cairn_buf_init(&frame, server->settings.max_frame);
     if ((rc = parse_offset(request, &offset)) < 0 ||
+        (rc = hold_for_export(server, request->envelope->user)) < 0 ||
         (rc = cairn_catalog_lookup(server->catalog, request->envelope->user,
                                    &data_path)) < 0 ||
         (rc = cairn_buf_reserve(&frame, server->settings.max_frame)) < 0)
@@ -340,11 +366,13 @@ remove_user(struct cairn_node_server *server, struct node_request *request)
 
     if ((rc = node_user_get(server, userid, &user)) < 0)
         goto out;
-    if (user->queue != NULL || user->applied != NULL || user->in_round) {
+    if (user->queue != NULL || user->applied != NULL || user->in_round ||
+        user->appending) {
         rc = CAIRN_ELOCKED;
         goto out;
     }
     node_user_close(server, user);
+    user->exporting_until_ms = 0; /* moved away: nothing left to hold */
     if ((rc = cairn_catalog_lookup(server->catalog, userid, &data_path)) < 0 ||
         (rc = cairn_catalog_remove(server->catalog, userid)) < 0)
         goto out;
