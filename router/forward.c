@@ -922,6 +922,21 @@ cairn_router_forward_repair_marks(const struct cairn_router_forward *forward)
 }
 
 int
+cairn_router_forward_ping(struct cairn_router_forward *forward,
+                          const char *node_name, cairn_node_reply_fn fn,
+                          void *arg)
+{
+    struct cairn_node_request ping = {.kind = CAIRN__KIND__PING};
+    size_t node;
+    int rc = cairn_node_client_find_node(forward->client, node_name, &node);
+
+    if (rc == 0)
+        rc =
+            cairn_node_client_send(forward->client, node, &ping, fn, arg, NULL);
+    return rc;
+}
+
+int
 cairn_router_forward_reload(
     struct cairn_router_forward *forward,
     const struct cairn_router_forward_settings *settings, bool *replaced,

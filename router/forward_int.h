@@ -8,6 +8,7 @@
 #define CAIRN_ROUTER_FORWARD_INT_H
 
 #include "loop.h"
+#include "node_client.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -112,5 +113,15 @@ size_t cairn_router_marks_count(const struct cairn_router_marks *marks);
 int cairn_router_marks_flush(struct cairn_router_marks *marks);
 /* Files written since the start (what the save timer spares). */
 uint64_t cairn_router_marks_saves(const struct cairn_router_marks *marks);
+
+/*
+ * Sends a PING to node_name through the forward's own node connection:
+ * fn hears PONG (status 0) once that connection works, which is what a
+ * test that restarted a node waits for. fn is called from the loop.
+ */
+struct cairn_router_forward;
+int cairn_router_forward_ping(struct cairn_router_forward *forward,
+                              const char *node_name, cairn_node_reply_fn fn,
+                              void *arg);
 
 #endif /* CAIRN_ROUTER_FORWARD_INT_H */

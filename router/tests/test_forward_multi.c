@@ -5,8 +5,9 @@
  * back identical from each (the second through the GET fallback once the
  * first is stopped); the ack policies with replicas down; the per (user,
  * node) sequence table; a replica that missed a write marked, asked
- * first by the next GET USER and cleared once it took the resend; a ring
- * file reload with a higher epoch; a channel with two destinations.
+ * first by the next GET USER and cleared once it took the resend, also
+ * across a restart of the forward (the marks file); a ring file reload
+ * with a higher epoch; a channel with two destinations.
  */
 #include "forward_int.h"
 #include "node_server.h"
@@ -27,6 +28,11 @@ struct cluster {
     char endpoints[MAX_NODES][64];
     struct cairn_router_forward *forward;
     struct fixture fixture;
+    enum cairn_router_ack ack;
+    uint64_t timeout_ms;
+    bool keep_marks; /* set before cluster_start: marks in <dir>/state */
+    char state_dir[96];
+    char events[4][512]; /* the forward's last events, newest first */
 };
 
 static const char *const node_names[MAX_NODES] = {"n1", "n2", "n3"};
@@ -49,20 +55,56 @@ save_ring(struct cluster *cluster, size_t replicas, uint64_t epoch)
     return rc;
 }
 
-/* Starts node_count nodes, a ring of replicas, a router with a spool. */
+static void
+keep_event(void *arg, const struct cairn_router_event *event)
+{
+    struct cluster *cluster = arg;
+
+    memmove(cluster->events[1], cluster->events[0],
+            sizeof(cluster->events) - sizeof(cluster->events[0]));
+    snprintf(cluster->events[0], sizeof(cluster->events[0]), "%s",
+             event->message);
+}
+
+/* The forward of the cluster's nodes, installed on the router (as a
+ * router start makes it: again after a free is a restart). */
 static int
-cluster_start(struct cluster *cluster, size_t node_count, size_t replicas,
-              enum cairn_router_ack ack, uint64_t timeout_ms)
+forward_open(struct cluster *cluster)
 {
     struct cairn_router_forward_node nodes[MAX_NODES];
     struct cairn_router_forward_settings forward = {
         .destination = "main",
         .ring_file = cluster->ring_path,
         .nodes = nodes,
-        .node_count = node_count,
-        .timeout_ms = timeout_ms,
-        .ack = ack,
+        .node_count = cluster->node_count,
+        .timeout_ms = cluster->timeout_ms,
+        .ack = cluster->ack,
+        .state_dir = cluster->keep_marks ? cluster->state_dir : NULL,
+        .event_fn = keep_event,
+        .event_arg = cluster,
     };
+    char error[256] = "";
+    int rc;
+
+    for (size_t i = 0; i < cluster->node_count; i++)
+        nodes[i] = (struct cairn_router_forward_node){node_names[i],
+                                                      cluster->endpoints[i]};
+    rc = cairn_router_forward_new(cluster->fixture.loop, &forward,
+                                  &cluster->forward, error, sizeof(error));
+    if (rc == 0)
+        cairn_router_set_request_handler(cluster->fixture.router,
+                                         cairn_router_forward_request,
+                                         cluster->forward);
+    if (rc < 0)
+        fprintf(stderr, "forward_open: %s %s\n", error, cairn_strerror(rc));
+    return rc;
+}
+
+/* Starts node_count nodes, a ring of replicas, a router with a spool. */
+static int
+cluster_start(struct cluster *cluster, size_t node_count, size_t replicas,
+              enum cairn_router_ack ack, uint64_t timeout_ms)
+{
     char spool[96], error[256] = "";
     int rc;
 
@@ -71,6 +113,10 @@ cluster_start(struct cluster *cluster, size_t node_count, size_t replicas,
     if (mkdtemp(cluster->dir) == NULL)
         return CAIRN_EIO;
     cluster->node_count = node_count;
+    cluster->ack = ack;
+    cluster->timeout_ms = timeout_ms;
+    snprintf(cluster->state_dir, sizeof(cluster->state_dir), "%s/state",
+             cluster->dir);
     snprintf(cluster->ring_path, sizeof(cluster->ring_path), "%s/main.ring",
              cluster->dir);
     snprintf(spool, sizeof(spool), "%s/spool", cluster->dir);
@@ -92,19 +138,10 @@ cluster_start(struct cluster *cluster, size_t node_count, size_t replicas,
         if (rc == 0)
             snprintf(cluster->endpoints[i], sizeof(cluster->endpoints[i]), "%s",
                      cairn_node_server_endpoint(cluster->servers[i]));
-        nodes[i] = (struct cairn_router_forward_node){node_names[i],
-                                                      cluster->endpoints[i]};
     }
-    if (rc == 0)
-        rc = cairn_router_forward_new(cluster->fixture.loop, &forward,
-                                      &cluster->forward, error, sizeof(error));
-    if (rc == 0)
-        cairn_router_set_request_handler(cluster->fixture.router,
-                                         cairn_router_forward_request,
-                                         cluster->forward);
     if (rc < 0)
         fprintf(stderr, "cluster_start: %s %s\n", error, cairn_strerror(rc));
-    return rc;
+    return rc == 0 ? forward_open(cluster) : rc;
 }
 
 static void
@@ -429,16 +466,77 @@ restart_node(struct cluster *cluster, size_t index)
     return rc;
 }
 
-/* Runs the loop until the forward holds marks repair marks (5 s at most). */
+/* Runs the loop until the forward holds marks repair marks (20 s at most:
+ * a failed write is marked when its node timeout expires). */
 static void
 await_marks(struct cluster *cluster, size_t marks)
 {
-    uint64_t deadline = cairn_loop_now_ms() + 5000;
+    uint64_t deadline = cairn_loop_now_ms() + 20000;
 
     while (cairn_router_forward_repair_marks(cluster->forward) != marks &&
            cairn_loop_now_ms() < deadline)
         cairn_loop_run_once(cluster->fixture.loop, 10);
     CHECK_U64(cairn_router_forward_repair_marks(cluster->forward), marks);
+}
+
+/*
+ * SMALL_MAILBOX twice, both OK: every replica's stream of anne is at 2.
+ * Two, not one: a node whose last sequence of a user is 1 takes the 1
+ * that starts the router's next stream (after a failure or a restart)
+ * for a replay, ACKs it and does not apply it (node/server_apply.c), so
+ * the resend of a replica that had taken a single write is lost. That is
+ * a node bug (reported); these tests are about the marks.
+ */
+static void
+take_two_writes(struct cluster *cluster, int fd, struct cairn_buf *text)
+{
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(exchange(cluster, fd, SMALL_MAILBOX, text), 0);
+        CHECK_STR(text->data, "OK Success\r\n");
+    }
+}
+
+static void
+on_pong(void *arg, const struct cairn_node_reply *reply)
+{
+    int *status = arg;
+
+    *status = reply->status;
+}
+
+/*
+ * Waits until the forward's own connection reaches node index again (a
+ * PING answered through it), 20 s at most: a restarted node is asked only
+ * once it is back, however loaded the machine, instead of racing the
+ * reconnect against the node timeout.
+ */
+static void
+await_node(struct cluster *cluster, size_t index)
+{
+    uint64_t deadline = cairn_loop_now_ms() + 20000;
+    int status = CAIRN_EUNAVAILABLE;
+
+    while (status != 0 && cairn_loop_now_ms() < deadline) {
+        int answer = 1; /* 1: not answered yet */
+
+        if (cairn_router_forward_ping(cluster->forward, node_names[index],
+                                      on_pong, &answer) < 0)
+            break;
+        /* The node client answers every request, by its timeout at the
+         * latest. */
+        while (answer == 1)
+            cairn_loop_run_once(cluster->fixture.loop, 10);
+        status = answer;
+        for (uint64_t until = cairn_loop_now_ms() + 50;
+             status != 0 && cairn_loop_now_ms() < until;)
+            cairn_loop_run_once(cluster->fixture.loop, 10);
+    }
+    if (status != 0)
+        fprintf(stderr,
+                "await_node: node %s not reachable through the forward "
+                "within 20 s (%s)\n",
+                node_names[index], cairn_strerror(status));
+    CHECK_INT(status, 0);
 }
 
 /*
@@ -466,14 +564,14 @@ test_lagging_replica(void)
         struct cairn_buf text;
         int fd;
 
-        CHECK_INT(cluster_start(&cluster, 2, 2, cases[i].ack, 1000), 0);
+        /* A node timeout no loaded machine's fsync gets near. */
+        CHECK_INT(cluster_start(&cluster, 2, 2, cases[i].ack, 2000), 0);
         CHECK_INT(cairn_ring_load(cluster.ring_path, &ring), 0);
         cairn_ring_lookup(ring, "anne", 4, replicas);
         cairn_ring_free(ring);
         cairn_buf_init(&text, 1 << 20);
         fd = connect_logged_in(&cluster, &text);
-        CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX, &text), 0);
-        CHECK_STR(text.data, "OK Success\r\n");
+        take_two_writes(&cluster, fd, &text);
         await_marks(&cluster, 0);
         /* The second replica misses the change. */
         stop_replica(&cluster, "anne", 1);
@@ -482,17 +580,10 @@ test_lagging_replica(void)
                       strlen(cases[i].missed_reply)) == 0);
         await_marks(&cluster, 1);
         CHECK_INT(restart_node(&cluster, replicas[1]), 0);
-        /* Answered by the lagging replica (once it is reachable again, up to
-         * 20 s on a loaded machine;
-         * the first replica answers meanwhile): sync_client resends. */
-        for (int tries = 0; tries < 100; tries++) {
-            CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
-            if (strstr(text.data, " HIGHESTMODSEQ 1 ") != NULL)
-                break;
-            for (uint64_t until = cairn_loop_now_ms() + 200;
-                 cairn_loop_now_ms() < until;)
-                cairn_loop_run_once(cluster.fixture.loop, 10);
-        }
+        await_node(&cluster, replicas[1]);
+        /* Answered by the lagging replica, though it is the second one:
+         * sync_client resends what it lacks. */
+        CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
         CHECK(strstr(text.data, " HIGHESTMODSEQ 1 ") != NULL);
         CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX_CHANGED, &text), 0);
         CHECK_STR(text.data, "OK Success\r\n");
@@ -501,14 +592,109 @@ test_lagging_replica(void)
         CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
         CHECK(strstr(text.data, " HIGHESTMODSEQ 7 ") != NULL);
         await_marks(&cluster, 0);
-        /* The first replica alone answers now and has the change too. */
-        stop_replica(&cluster, "anne", 1);
+        /* The lagging replica alone answers now: it caught up. */
+        stop_replica(&cluster, "anne", 0);
         CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
         CHECK(strstr(text.data, " HIGHESTMODSEQ 7 ") != NULL);
         close(fd);
         cairn_buf_release(&text);
         cluster_stop(&cluster);
     }
+}
+
+/* Whether the marks file holds line (a whole line). */
+static bool
+marks_file_has(const struct cluster *cluster, const char *line)
+{
+    char path[160], text[4096] = "\n", wanted[256];
+    size_t got = 0;
+    FILE *file;
+
+    snprintf(path, sizeof(path), "%s/repair-marks.main", cluster->state_dir);
+    if ((file = fopen(path, "r")) == NULL)
+        return false;
+    got = fread(text + 1, 1, sizeof(text) - 2, file);
+    text[got + 1] = '\0';
+    fclose(file);
+    snprintf(wanted, sizeof(wanted), "\n%s\n", line);
+    return strstr(text, wanted) != NULL;
+}
+
+/* Runs the loop until the marks file holds line or not (5 s at most). */
+static void
+await_marks_file(struct cluster *cluster, const char *line, bool present)
+{
+    uint64_t deadline = cairn_loop_now_ms() + 5000;
+
+    while (marks_file_has(cluster, line) != present &&
+           cairn_loop_now_ms() < deadline)
+        cairn_loop_run_once(cluster->fixture.loop, 10);
+    if (marks_file_has(cluster, line) != present)
+        fprintf(stderr, "marks file: line '%s' %s\n", line,
+                present ? "missing" : "still there");
+    CHECK(marks_file_has(cluster, line) == present);
+}
+
+/*
+ * The marks outlive the forward: under ack quorum the third replica
+ * misses a write answered OK; the forward is freed and made again from
+ * the same state directory (what a router restart does); the next GET
+ * USER is answered by the marked replica first, the resend catches it
+ * up, and once the mark is cleared the file says so too.
+ */
+static void
+test_marks_survive_restart(void)
+{
+    struct cluster cluster = {.keep_marks = true};
+    struct cairn_ring *ring = NULL;
+    uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
+    char line[64];
+    struct cairn_buf text;
+    int fd;
+
+    CHECK_INT(cluster_start(&cluster, 3, 3, CAIRN_ROUTER_ACK_QUORUM, 2000), 0);
+    CHECK_INT(cairn_ring_load(cluster.ring_path, &ring), 0);
+    cairn_ring_lookup(ring, "anne", 4, replicas);
+    cairn_ring_free(ring);
+    snprintf(line, sizeof(line), "anne %s behind", node_names[replicas[2]]);
+    cairn_buf_init(&text, 1 << 20);
+    fd = connect_logged_in(&cluster, &text);
+    take_two_writes(&cluster, fd, &text);
+    stop_replica(&cluster, "anne", 2);
+    CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX_CHANGED, &text), 0);
+    CHECK_STR(text.data, "OK Success\r\n");
+    await_marks(&cluster, 1);
+    /* Saved by the timer, before any shutdown. */
+    await_marks_file(&cluster, line, true);
+    /* The restart. */
+    cairn_router_forward_free(cluster.forward);
+    cluster.forward = NULL;
+    CHECK_INT(forward_open(&cluster), 0);
+    CHECK_U64(cairn_router_forward_repair_marks(cluster.forward), 1);
+    CHECK(strstr(cluster.events[0],
+                 "1 users marked for repair from the last run") != NULL);
+    CHECK_INT(restart_node(&cluster, replicas[2]), 0);
+    await_node(&cluster, replicas[2]);
+    /* Asked first though it is the third replica: its older state. */
+    CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+    CHECK(strstr(text.data, " HIGHESTMODSEQ 1 ") != NULL);
+    CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX_CHANGED, &text), 0);
+    CHECK_STR(text.data, "OK Success\r\n");
+    snprintf(line, sizeof(line), "anne %s asked", node_names[replicas[2]]);
+    await_marks_file(&cluster, line, true);
+    /* The next pass clears the mark, in the file too. */
+    CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+    CHECK(strstr(text.data, " HIGHESTMODSEQ 7 ") != NULL);
+    await_marks(&cluster, 0);
+    await_marks_file(&cluster, line, false);
+    /* The lagging replica alone answers now: it caught up. */
+    stop_replica(&cluster, "anne", 0);
+    stop_replica(&cluster, "anne", 1);
+    CHECK_INT(exchange(&cluster, fd, "GET USER anne\r\n", &text), 0);
+    CHECK(strstr(text.data, " HIGHESTMODSEQ 7 ") != NULL);
+    close(fd);
+    cairn_buf_release(&text);
+    cluster_stop(&cluster);
 }
 
 /* Sequence numbers per (user, node), restarted at 1 after a reset. */
@@ -714,13 +900,8 @@ main(void)
     test_sequences();
     test_ordered_stream();
     test_ack_policies();
-    /* test_lagging_replica() is not run: in process, one loop drives the
-     * forward and the restarted node, and whether the node's reconnect
-     * beats the 1 s node timeout depends on the machine's load, so its
-     * checks failed now and then in both builds for reasons of timing,
-     * not of the logic. integration_e2e_lagging_replica checks the same
-     * behaviour with the real binaries in both builds. */
-    (void)test_lagging_replica;
+    test_lagging_replica();
+    test_marks_survive_restart();
     test_ring_reload();
     test_big_mailbox();
     return check_exit("test_forward_multi");
