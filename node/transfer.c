@@ -419,6 +419,10 @@ node_transfer(struct cairn_node_server *server, struct node_request *request)
     else if (envelope->kind == CAIRN__KIND__TRANSFER_END &&
              strcmp(verb, "REMOVE") == 0)
         rc = remove_user(server, request);
-    if (rc < 0)
+    if (rc == CAIRN_ELOCKED)
+        node_reply_error(server, request, rc, 0,
+                         "the user is busy (compaction or updates running): "
+                         "try again shortly");
+    else if (rc < 0)
         node_reply_error(server, request, rc, 0, NULL);
 }
