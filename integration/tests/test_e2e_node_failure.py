@@ -21,6 +21,11 @@ Scenario "lagging-replica" (instead of 1): odd users get only a flag
 change in 2, one APPLY MAILBOX that the live replica stores while the
 hung one never does; after the restart a rerun must still bring the
 lagging replica up to date (sync_client asks only what GETs report).
+Between the missed writes and that rerun the router is restarted too
+(SIGTERM by pid, started again on the same config): its repair marks
+must survive in [router] state_dir (repair-marks.main names each lagging
+user and node), or the rerun's GETs would be answered by the up-to-date
+replica and the lagging one would stay behind.
 
 usage: test_e2e_node_failure.py [--router P] [--node P] [--cairnctl P]
                                 [crash | lagging-replica]
@@ -154,6 +159,37 @@ def crash_during_run(lab, source, cluster, placement, victim, request):
                cyrus_tools=False)
 
 
+def marks_path(cluster):
+    """The router's repair marks of destination main (the default
+    state_dir, cairn-data/router, is relative to the config file)."""
+    return os.path.join(cluster.dir, "cairn-data", "router",
+                        "repair-marks.main")
+
+
+def restart_router_keeps_marks(cluster, placement, victim):
+    """SIGTERM the router by pid, check its marks file names every user
+    with a replica on victim, start it again on the same config, check it
+    read them back."""
+    lagging = sorted(u for u in USERS if victim in placement[u])
+    status = cluster.daemons["router"].stop()
+    expect(status == 0, "router exits 0 on SIGTERM with marks to keep (%s)"
+           % status)
+    path = marks_path(cluster)
+    expect(os.path.exists(path), "the router's marks file %s exists" % path)
+    with open(path) as f:
+        lines = set(f.read().splitlines())
+    for user in lagging:
+        expect("%s %s behind" % (user, victim) in lines,
+               "marks file: %s on %s is behind" % (user, victim),
+               "\n".join(sorted(lines)))
+    offset = len(cluster.router_log())
+    cluster.start_router()
+    wanted = "%d users marked for repair from the last run" % len(lagging)
+    expect(wanted in cluster.router_log()[offset:],
+           "the restarted router reports: %s" % wanted,
+           cluster.router_log()[offset:][-3000:])
+
+
 def main():
     cyruslab.skip_unless_runnable()
     binaries, rest = cairncluster.binaries_from_argv()
@@ -204,6 +240,8 @@ def main():
         finally:
             status = cluster.stop_node(victim, "kill")
         check_outcome(lab, source, cluster, r, victim, "SIGSTOP %s" % victim)
+        if scenario == "lagging-replica":
+            restart_router_keeps_marks(cluster, placement, victim)
         cluster.start_node(victim)
         r = source.sync_client(users=USERS, channel="cairn")
         expect(r.ok, "after SIGSTOP + SIGKILL (exit %s) + restart of %s: "
