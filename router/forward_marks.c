@@ -13,6 +13,7 @@
  */
 #include "common.h"
 #include "forward_int.h"
+#include "router.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +24,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Longest line read back; user names are at most 256 bytes, nodes 64. */
-#define MAX_LINE 1024
+/* Longest line read back: a user name, a node name (64) and a word. */
+#define MAX_LINE (CAIRN_ROUTER_USERID_MAX + 128)
 /* Malformed lines reported one by one at most; the rest are counted. */
 #define MAX_LINE_WARNINGS 5
 /* Room for the file: every mark with the longest names. */
-#define MAX_FILE_BYTES                                                         \
-    ((size_t)CAIRN_ROUTER_MAX_REPAIR_MARKS * (256 + 64 + 10) + 128)
+#define MAX_FILE_BYTES ((size_t)CAIRN_ROUTER_MAX_REPAIR_MARKS * MAX_LINE + 128)
 
 static const char *const mark_words[] = {
     [CAIRN_ROUTER_MARK_BEHIND] = "behind",
@@ -187,7 +187,7 @@ user_storable(const char *user)
 
 /* What reading the file found, for the warnings. */
 struct load_counts {
-    size_t malformed, unknown_node, over_limit, loaded;
+    size_t malformed, unknown_node, over_limit;
     struct cairn_router_sequences *users; /* (user, 0): users loaded */
     char unknown_name[65];
 };
@@ -215,7 +215,7 @@ load_line(struct cairn_router_marks *marks, char *line, unsigned number,
     else
         mark = 0;
     if (mark == 0 || extra != NULL || !user_storable(user) ||
-        strlen(user) >= 256) {
+        strlen(user) >= CAIRN_ROUTER_USERID_MAX) {
         if (counts->malformed++ < MAX_LINE_WARNINGS)
             tell(marks, true, "repair marks %s:%u: malformed line skipped",
                  marks->path, number);
@@ -233,8 +233,6 @@ load_line(struct cairn_router_marks *marks, char *line, unsigned number,
         return 0;
     }
     if ((rc = cairn_router_sequences_set(marks->table, user, node, mark)) == 0)
-        counts->loaded++;
-    if (rc == 0)
         rc = cairn_router_sequences_set(counts->users, user, 0, 1);
     return rc;
 }
@@ -310,13 +308,13 @@ cairn_router_marks_load(struct cairn_router_marks *marks)
     /* What was dropped goes from the file at the next save. */
     marks->changed =
         counts.malformed + counts.unknown_node + counts.over_limit > 0;
-    if (counts.loaded > 0)
+    if (cairn_router_marks_count(marks) > 0)
         tell(marks, false,
              "%zu users marked for repair from the last run (%zu user/node "
              "marks in %s): the next GET of each asks its lagging replica "
              "first",
-             cairn_router_sequences_count(counts.users), counts.loaded,
-             marks->path);
+             cairn_router_sequences_count(counts.users),
+             cairn_router_marks_count(marks), marks->path);
     cairn_router_sequences_free(counts.users);
     return rc;
 }

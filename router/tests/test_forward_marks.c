@@ -322,14 +322,22 @@ test_burst(struct cairn_loop *loop)
     printf("marks burst: %d failures in %llu ms, %llu saves\n", FAILURES,
            (unsigned long long)(cairn_loop_now_ms() - start),
            (unsigned long long)saves);
-    CHECK(saves >= 1 && saves <= 2);
-    /* The rest follows within a second, without a flush. */
-    while (cairn_router_marks_saves(marks) == saves &&
-           cairn_loop_now_ms() < start + 5000)
+    /* One at once, then one a second: 2 when the burst took a second
+     * (a loaded machine may stretch it, and earn more). */
+    CHECK(saves >= 1 && saves <= 1 + (cairn_loop_now_ms() - start) /
+                                         CAIRN_ROUTER_MARKS_SAVE_MS);
+    /* The last changes are saved within a second, without a flush, and
+     * by one more save at most. */
+    text = NULL;
+    while (cairn_loop_now_ms() < start + 5000) {
+        free(text);
+        text = read_text(path);
+        if (text != NULL && strstr(text, "\nuser999 n2 behind\n") != NULL)
+            break;
         cairn_loop_run_once(loop, 10);
-    CHECK_U64(cairn_router_marks_saves(marks), saves + 1);
-    text = read_text(path);
+    }
     CHECK(text != NULL && strstr(text, "\nuser999 n2 behind\n") != NULL);
+    CHECK(cairn_router_marks_saves(marks) <= saves + 1);
     free(text);
     cairn_router_marks_free(marks);
 }
