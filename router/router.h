@@ -348,8 +348,9 @@ cairn_router_forward_set_event_handler(struct cairn_router_forward *forward,
 uint64_t
 cairn_router_forward_repairs(const struct cairn_router_forward *forward);
 /*
- * (user, node) pairs marked as behind now: a write to them failed; GETs
- * of the user ask them first so sync_client resends (forward.c).
+ * (user, node) pairs marked now (behind, or asked and not yet cleared): a
+ * write to them failed; GETs of the user ask them first so sync_client
+ * resends (forward.c). Includes the marks read back from state_dir.
  */
 size_t
 cairn_router_forward_repair_marks(const struct cairn_router_forward *forward);
