@@ -109,28 +109,49 @@ out:
     return 0;
 }
 
+static uint64_t
+bytes_of(const struct plan_chunk *chunks, size_t count)
+{
+    uint64_t total = 0;
+
+    for (size_t i = 0; i < count; i++)
+        total += chunks[i].length;
+    return total;
+}
+
+/*
+ * Cyrus's rule (backup_compact_work_threshold): enough chunks plainly need
+ * work, dead or to be combined or split. cairn's work_percent adds: and
+ * they hold that share of the log's bytes, so a big log is not rewritten
+ * for one small dead chunk.
+ */
 static bool
 compaction_needed(const struct cairn_compact_policy *policy,
-                  const struct plan_chunk *keep, size_t keep_count,
-                  size_t all_count)
+                  const struct plan_chunk *all, size_t all_count,
+                  const struct plan_chunk *keep, size_t keep_count)
 {
     unsigned threshold = policy->work_threshold ? policy->work_threshold : 1;
     unsigned work = (unsigned)(all_count - keep_count);
+    uint64_t total = bytes_of(all, all_count);
+    uint64_t work_bytes = total - bytes_of(keep, keep_count);
+    bool sizes_apply = !(policy->min_chunk && policy->max_chunk &&
+                         policy->min_chunk >= policy->max_chunk);
 
-    if (work >= threshold)
-        return true;
-    if (policy->min_chunk && policy->max_chunk &&
-        policy->min_chunk >= policy->max_chunk)
-        return false; /* contradictory sizes: only dead chunks count */
-    for (size_t i = 0; i < keep_count; i++) {
+    /* contradictory sizes: only dead chunks count */
+    for (size_t i = 0; sizes_apply && i < keep_count; i++) {
         const struct plan_chunk *next =
             i + 1 < keep_count ? &keep[i + 1] : NULL;
 
         if (want_combine(policy, keep[i].length, next) ||
-            want_split(policy, keep[i].length, policy->max_chunk))
+            want_split(policy, keep[i].length, policy->max_chunk)) {
             work++;
+            work_bytes += keep[i].length;
+        }
     }
-    return work >= threshold;
+    if (work < threshold)
+        return false;
+    return policy->work_percent == 0 ||
+           work_bytes * 100 >= (uint64_t)policy->work_percent * total;
 }
 
 /* --- what to keep ------------------------------------------------------- */
@@ -538,7 +559,7 @@ cairn_store_compact(struct cairn_store *store,
         goto out;
     result->chunks_before = result->chunks_after = all_count;
     result->bytes_after = result->bytes_before;
-    if (!compaction_needed(policy, keep, keep_count, all_count))
+    if (!compaction_needed(policy, all, all_count, keep, keep_count))
         goto out; /* nothing to do is success */
     rc = CAIRN_ENOMEM;
     if (asprintf(&fresh_path, "%s.compact", store->data_path) < 0 ||

@@ -105,6 +105,7 @@ settings_from_config(const struct cairn_config *config,
     settings->min_chunk = compaction->min_chunk;
     settings->max_chunk = compaction->max_chunk;
     settings->work_threshold = 1;
+    settings->work_percent = (unsigned)compaction->work_threshold;
     settings->compaction_enabled = compaction->enabled;
     settings->compaction_interval_ms = compaction->interval_ms;
     return 0;

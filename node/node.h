@@ -249,6 +249,9 @@ struct cairn_compact_policy {
     uint64_t max_chunk;        /* split chunks larger (0: never) */
     unsigned work_threshold;   /* chunks needing work before acting (>=1) */
     int64_t now;               /* the clock (seconds) */
+    /* and at least this percentage of the log's bytes would be reclaimed
+     * or rewritten (cluster.conf work_threshold; 0: no such bound) */
+    unsigned work_percent;
 };
 
 struct cairn_compact_result {

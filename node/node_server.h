@@ -38,7 +38,8 @@ struct cairn_node_server_settings {
     /* COMPACT_REQUEST policy (now is taken at the time of the request) */
     int64_t retention_seconds;
     uint64_t min_chunk, max_chunk;
-    unsigned work_threshold;
+    unsigned work_threshold; /* chunks needing work, as Cyrus (>= 1) */
+    unsigned work_percent;   /* and this % of the log's bytes (0: any) */
     /* scheduled compaction: each user whose last compaction is older than
      * compaction_interval_ms is compacted on the background thread, one
      * user at a time (parallel_users above 1 is treated as 1: there is

@@ -36,6 +36,7 @@ node_compact_policy(const struct cairn_node_server *server,
     policy->max_chunk = server->settings.max_chunk;
     policy->work_threshold =
         server->settings.work_threshold ? server->settings.work_threshold : 1;
+    policy->work_percent = server->settings.work_percent;
     policy->now = time(NULL);
 }
 

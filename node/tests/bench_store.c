@@ -467,7 +467,7 @@ main(int argc, char **argv)
     const char *base = argc > 1 ? argv[1] : "/tmp";
     uint64_t total_mb = 24, count;
     struct cairn_store *store = NULL;
-    struct cairn_compact_policy policy = {0, 64u << 20, 0, 1, 1900000000};
+    struct cairn_compact_policy policy = {0, 64u << 20, 0, 1, 1900000000, 0};
     struct cairn_compact_result result;
     char path[512], *dir = NULL, guids[BATCH][41];
     double start, append_s, verify_s, compact_s, base_deflate, base_gen,

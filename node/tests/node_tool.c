@@ -77,7 +77,7 @@ cmd_reindex(int argc, char **argv)
 static int
 cmd_compact(int argc, char **argv)
 {
-    struct cairn_compact_policy policy = {0, 1u << 30, 0, 1, 1900000000};
+    struct cairn_compact_policy policy = {0, 1u << 30, 0, 1, 1900000000, 0};
     struct cairn_compact_result result;
     struct cairn_store *store = NULL;
     int rc;

@@ -115,11 +115,11 @@ answers(struct cairn_store *store, const char *const *names, size_t count)
     return text;
 }
 
-static const struct cairn_compact_policy keep_forever = {0, 0, 0, 1,
-                                                         1900000000};
+static const struct cairn_compact_policy keep_forever = {0, 0,          0,
+                                                         1, 1900000000, 0};
 /* Coalesces everything into as few chunks as possible. */
-static const struct cairn_compact_policy coalesce = {0, 1 << 20, 0, 1,
-                                                     1900000000};
+static const struct cairn_compact_policy coalesce = {0, 1 << 20,    0,
+                                                     1, 1900000000, 0};
 
 /* Recorded traffic: compaction keeps every answer and verifies. */
 static void
@@ -241,7 +241,7 @@ test_retention(const char *dir)
         " 3}\r\nxyz)\r\n";
     struct cairn_store *store = NULL;
     struct cairn_compact_result result;
-    struct cairn_compact_policy policy = {86400, 0, 0, 1, 0};
+    struct cairn_compact_policy policy = {86400, 0, 0, 1, 0, 0};
     char path[512], stale[600], records[512];
     char *live_abc = record(1, GUID_ABC, "");
     char *gone_xyz = record(2, GUID_XYZ, "\\Expunged");
@@ -286,7 +286,7 @@ test_sizes(const char *dir)
 {
     struct cairn_store *store = NULL;
     struct cairn_compact_result result;
-    struct cairn_compact_policy policy = {0, 4096, 0, 1, 1900000000};
+    struct cairn_compact_policy policy = {0, 4096, 0, 1, 1900000000, 0};
     char path[512];
 
     snprintf(path, sizeof(path), "%s/sizes", dir);
@@ -305,6 +305,47 @@ test_sizes(const char *dir)
     CHECK_INT(cairn_store_compact(store, &policy, &result), 0);
     CHECK(result.compacted);
     CHECK_U64(result.chunks_before, 5);
+    CHECK_U64(result.chunks_after, 1);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    cairn_store_close(store);
+}
+
+/*
+ * work_percent (cluster.conf's work_threshold): one small chunk that would
+ * be merged into a big one is not worth rewriting the log for at 50 %,
+ * and is at 1 %.
+ */
+static void
+test_work_percent(const char *dir)
+{
+    struct cairn_store *store = NULL;
+    struct cairn_compact_result result;
+    struct cairn_compact_policy policy = {0, 1024, 0, 1, 1900000000, 50};
+    struct cairn_buf big;
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/percent", dir);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    CHECK_INT(apply_text(store, 100,
+                         "APPLY SUB %(USERID a MBOXNAME user.a.small)\r\n"),
+              0);
+    /* One commit of many lines: a chunk well past min_chunk. */
+    cairn_buf_init(&big, 1 << 20);
+    for (int i = 0; i < 60; i++)
+        cairn_buf_printf(&big,
+                         "APPLY SUB %%(USERID a MBOXNAME user.a.f%d-%08x)\r\n",
+                         i, (unsigned)(i * 2654435761u));
+    CHECK_INT(apply_text(store, 101, big.data), 0);
+    cairn_buf_release(&big);
+    CHECK_INT(cairn_store_compact(store, &policy, &result), 0);
+    CHECK(!result.compacted);
+    CHECK_U64(result.chunks_after, 2);
+    CHECK(result.bytes_before > 2048); /* the small chunk is a few % */
+    policy.work_percent = 1;
+    CHECK_INT(cairn_store_compact(store, &policy, &result), 0);
+    CHECK(result.compacted);
     CHECK_U64(result.chunks_after, 1);
     CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
     cairn_store_close(store);
@@ -329,7 +370,7 @@ test_unuser(const char *dir)
     static const char sub[] = "APPLY SUB %(USERID a MBOXNAME user.a)\r\n";
     struct cairn_catalog *catalog = NULL;
     struct cairn_store *store = NULL, *other = NULL;
-    struct cairn_compact_policy policy = {86400, 0, 0, 1, 5000};
+    struct cairn_compact_policy policy = {86400, 0, 0, 1, 5000, 0};
     char catalog_path[512];
     char *rec = record(1, GUID_ABC, "");
     char *left;
@@ -385,6 +426,7 @@ main(void)
     test_deletions_survive(dir);
     test_retention(dir);
     test_sizes(dir);
+    test_work_percent(dir);
     test_unuser(dir);
     test_remove_dir(dir);
     free(dir);

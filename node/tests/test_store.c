@@ -860,7 +860,7 @@ print_message_line(struct cairn_buf *text, const struct dedupe_bodies *set,
 static void
 test_log_with_duplicates(const char *dir)
 {
-    struct cairn_compact_policy policy = {0, 1u << 30, 0, 1, 1900000000};
+    struct cairn_compact_policy policy = {0, 1u << 30, 0, 1, 1900000000, 0};
     struct cairn_compact_result result;
     struct cairn_store *store = NULL;
     struct dedupe_bodies set;
