@@ -362,7 +362,8 @@ read_payload(struct cairn_node_server *server, struct node_request *request,
 static bool
 kind_is_user_request(Cairn__Kind kind)
 {
-    return kind == CAIRN__KIND__APPLY || kind == CAIRN__KIND__STATE_REQUEST;
+    return kind == CAIRN__KIND__APPLY || kind == CAIRN__KIND__STATE_REQUEST ||
+           node_restore_request(kind);
 }
 
 /* Queues a user request; it runs when complete and first in line. */

@@ -215,6 +215,12 @@ void node_admin_progress(struct cairn_node_server *server);
 /* Drops unanswered VERIFY / COMPACT requests (shutdown). */
 void node_admin_release(struct cairn_node_server *server);
 
+/* server_restore.c: BODY_REQUEST / SIEVE_REQUEST (cairnctl restore). */
+bool node_restore_request(Cairn__Kind kind);
+/* Answers one (a user request, first in its user's queue); takes it. */
+void node_restore_read(struct cairn_node_server *server,
+                       struct node_request *request);
+
 /* transfer.c: TRANSFER_BEGIN/CHUNK/END (export, import, remove a user). */
 /* Whether a TRANSFER export of user is under way (see node_user). */
 bool node_transfer_exporting(const struct node_user *user);

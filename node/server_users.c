@@ -201,6 +201,8 @@ node_user_progress(struct cairn_node_server *server, struct node_user *user)
             node_reply_error(server, request, request->failure, 0,
                              request->failure_text);
             node_request_free(request);
+        } else if (node_restore_request(request->envelope->kind)) {
+            node_restore_read(server, request);
         } else {
             node_state(server, request);
         }

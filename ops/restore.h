@@ -4,9 +4,10 @@
  * (sync-protocol.md §7), plus the pieces it is made of so tests can drive
  * each one alone:
  *
- *  - a source: where a backup is read from. Today a user's files in a
- *    node's data directory (cairn_restore_source_open_store); later the
- *    cluster's nodes through the node client, behind the same operations;
+ *  - a source: where a backup is read from: a user's files in a node's
+ *    data directory (cairn_restore_source_open_store), or the running
+ *    cluster's nodes through the node client, behind the same operations
+ *    (cairn_restore_source_open_remote);
  *  - a plan: what will be sent, built from a source without any network
  *    (mailboxes chosen and renamed, records sorted by UID, the GUIDs to
  *    reserve per partition, seen / subscriptions / sieve scripts);
@@ -78,6 +79,38 @@ int cairn_restore_source_open_file(const char *data_path, const char *userid,
                                    struct cairn_restore_source **source);
 /* Closes and frees (NULL-safe). */
 void cairn_restore_source_free(struct cairn_restore_source *source);
+
+struct cairn_config;
+
+struct cairn_restore_remote_options {
+    const struct cairn_config *config; /* borrowed: nodes, destinations */
+    const char *destination;           /* NULL: the config's only destination */
+    const char *node;         /* NULL: the user's replicas in ring order;
+                                 else only this node is asked */
+    uint64_t ping_timeout_ms; /* is a replica up at all; 0: 5 s */
+    uint64_t timeout_ms;      /* each read from the serving node; 0: 60 s */
+};
+
+/*
+ * Opens userid's backup on the running cluster: the user's replicas on
+ * the destination's ring (its ring file), or the one node forced, are
+ * asked in order; the first that answers a PING and holds the user (GET
+ * USER) serves every read of the source (restore_remote.c; the node
+ * reads its own open store, under its own lock). Bodies are checked
+ * against their GUIDs as they arrive (CAIRN_EMISMATCH after the last
+ * byte); a body over the node's 64 MiB BODY limit fails (CAIRN_ETOOBIG).
+ * Returns the owned source (cairn_restore_source_free), or CAIRN_ENOENT
+ * when every replica answered and none holds the user,
+ * CAIRN_EUNAVAILABLE when none holds it and some did not answer,
+ * CAIRN_ECONFIG for a config or ring that does not fit, CAIRN_EBADNAME.
+ * error (may be NULL) gets why, per node ("node1: not answering; ...").
+ */
+int cairn_restore_source_open_remote(
+    const struct cairn_restore_remote_options *options, const char *userid,
+    struct cairn_restore_source **source, char *error, size_t error_size);
+/* The node serving a remote source (borrowed); NULL for a local one. */
+const char *
+cairn_restore_source_node(const struct cairn_restore_source *source);
 
 /* --- the plan ----------------------------------------------------------- */
 

@@ -1,0 +1,366 @@
+/*
+ * server_restore.c - the node daemon's answers to `cairnctl restore`
+ * reading a user from the cluster instead of a node's local files:
+ * BODY_REQUEST (a message body by GUID) and SIEVE_REQUEST (the text of a
+ * live sieve script). Both are user requests: they wait in the user's
+ * queue behind its updates and run on the daemon's own open store, so the
+ * user's lock stays the daemon's and no append or compaction runs under
+ * them.
+ *
+ * A body inside a gzip chunk cannot be read from an offset without
+ * inflating everything before it, so a stateless READ at an offset (as
+ * TRANSFER does for whole files) would cost O(n^2) for a big body. The
+ * node instead reads the whole body once, checks its SHA-1 against the
+ * GUID, and answers with it cut into max_frame frames of one reply. That
+ * holds the body in memory while it is sent, so bodies over BODY_REPLY_MAX
+ * (64 MiB; Cyrus's default maxmessagesize is far below) are refused with
+ * CAIRN_ETOOBIG. Bodies of BODY_BACKGROUND_MIN or more are read on the
+ * worker thread when it is idle, so other users are not held up while
+ * megabytes inflate.
+ */
+#include "common.h"
+#include "node_int.h"
+#include "server_int.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Largest body a BODY_REQUEST is answered with (held while sent). */
+#define BODY_REPLY_MAX (64u * 1024 * 1024)
+/* Longest SIEVE record line read back (Cyrus caps scripts far below). */
+#define SIEVE_LINE_MAX (4u * 1024 * 1024)
+#define READ_SIZE (64 * 1024)
+
+/* A reply's payload while it is read: frames of at most max_frame. */
+struct reply_frames {
+    struct cairn_buf *frames;
+    size_t count, cap;
+    size_t max_frame;
+    uint64_t total, limit;
+};
+
+static void
+reply_frames_release(struct reply_frames *reply)
+{
+    for (size_t i = 0; i < reply->count; i++)
+        cairn_buf_release(&reply->frames[i]);
+    free(reply->frames);
+    memset(reply, 0, sizeof(*reply));
+}
+
+/* Appends bytes to the reply, opening a new frame when the last is full. */
+static int
+put_reply(void *ctx, const void *data, size_t len)
+{
+    struct reply_frames *reply = ctx;
+    const char *bytes = data;
+    int rc;
+
+    if (len > reply->limit - reply->total)
+        return CAIRN_ETOOBIG;
+    reply->total += len;
+    while (len > 0) {
+        struct cairn_buf *last =
+            reply->count ? &reply->frames[reply->count - 1] : NULL;
+        size_t room, take;
+
+        if (last == NULL || last->len == reply->max_frame) {
+            if (reply->count == reply->cap) {
+                size_t cap = reply->cap ? reply->cap * 2 : 8;
+                struct cairn_buf *grown =
+                    realloc(reply->frames, cap * sizeof(*grown));
+
+                if (grown == NULL)
+                    return CAIRN_ENOMEM;
+                reply->frames = grown;
+                reply->cap = cap;
+            }
+            last = &reply->frames[reply->count++];
+            cairn_buf_init(last, reply->max_frame);
+        }
+        room = reply->max_frame - last->len;
+        take = len < room ? len : room;
+        if ((rc = cairn_buf_append(last, bytes, take)) < 0)
+            return rc;
+        bytes += take;
+        len -= take;
+    }
+    return 0;
+}
+
+/* --- BODY ------------------------------------------------------------------
+ */
+
+static bool
+is_guid(const char *text, size_t len)
+{
+    if (len != 40)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((text[i] >= '0' && text[i] <= '9') ||
+              (text[i] >= 'a' && text[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A BODY read, on the loop or the worker, until it is answered. */
+struct body_read {
+    struct node_request *request; /* owned */
+    struct reply_frames reply;
+    int rc;
+};
+
+static int
+read_body(void *arg, struct cairn_store *store)
+{
+    struct body_read *read = arg;
+
+    read->rc = cairn_store_read_message(store, read->request->dlist, put_reply,
+                                        &read->reply);
+    return read->rc;
+}
+
+static void
+answer_body(struct cairn_node_server *server, struct body_read *read, int rc)
+{
+    if (rc == 0)
+        node_reply(server, read->request, CAIRN__KIND__BODY_REPLY,
+                   read->reply.frames, read->reply.count, false);
+    else if (rc == CAIRN_ENOENT)
+        node_reply_error(server, read->request, rc, 0,
+                         "no message with this GUID in the user's backup");
+    else if (rc == CAIRN_ETOOBIG)
+        node_reply_error(server, read->request, rc, 0,
+                         "message body over the node's 64 MiB BODY limit");
+    else if (rc == CAIRN_EMISMATCH)
+        node_reply_error(server, read->request, rc, 0,
+                         "stored body fails its GUID (SHA-1)");
+    else
+        node_reply_error(server, read->request, rc, 0, NULL);
+    reply_frames_release(&read->reply);
+    node_request_free(read->request);
+    free(read);
+}
+
+static void
+body_done(struct cairn_node_server *server, struct node_user *user, void *arg,
+          int rc)
+{
+    (void)user;
+    answer_body(server, arg, rc);
+}
+
+/* Whether the body is big enough to be worth the worker thread. */
+static bool
+body_is_big(struct cairn_store *store, const char *guid)
+{
+    static const char sql[] = "SELECT length FROM message WHERE guid = ?1";
+    sqlite3_stmt *stmt = NULL;
+    bool big = false;
+
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_bind_text(stmt, 1, guid, -1, SQLITE_STATIC) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        big = sqlite3_column_int64(stmt, 0) >= 4 * 1024 * 1024;
+    sqlite3_finalize(stmt);
+    return big;
+}
+
+/* Takes request. */
+static void
+node_body(struct cairn_node_server *server, struct node_request *request)
+{
+    struct node_user *user = request->user;
+    struct body_read *read = NULL;
+    int rc;
+
+    if (!is_guid(request->dlist, request->dlist_len)) {
+        node_reply_error(server, request, CAIRN_EINVAL, 0,
+                         "BODY needs a GUID (40 hex digits) in frame 1");
+        goto fail;
+    }
+    if ((rc = node_user_open(server, user, false)) < 0) {
+        node_reply_error(server, request, rc, 0,
+                         rc == CAIRN_ENOENT ? "no such user on this node"
+                                            : cairn_strerror(rc));
+        goto fail;
+    }
+    if ((read = calloc(1, sizeof(*read))) == NULL) {
+        node_reply_error(server, request, CAIRN_ENOMEM, 0, NULL);
+        goto fail;
+    }
+    read->request = request;
+    read->reply.max_frame = server->settings.max_frame;
+    read->reply.limit = BODY_REPLY_MAX;
+    if (!server->worker_running && body_is_big(user->store, request->dlist) &&
+        node_job_start(server, user, read_body, body_done, read) == 0)
+        return; /* answered by body_done, on the loop */
+    answer_body(server, read, read_body(read, user->store));
+    return;
+fail:
+    node_request_free(request);
+}
+
+/* --- SIEVE -----------------------------------------------------------------
+ */
+
+/* Where the live SIEVE line of filename is, as the index records it. */
+static int
+find_sieve_line(struct cairn_store *store, const char *filename,
+                int64_t *chunk_offset, int64_t *line_offset)
+{
+    static const char sql[] = "SELECT c.offset, s.offset FROM sieve AS s"
+                              " JOIN chunk AS c ON c.id = s.chunk_id"
+                              " WHERE s.filename = ?1 AND s.deleted IS NULL"
+                              " ORDER BY s.id DESC LIMIT 1";
+    sqlite3_stmt *stmt = NULL;
+    int rc = CAIRN_EDB, step;
+
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 1, filename, -1, SQLITE_STATIC) != SQLITE_OK)
+        goto out;
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_DONE) {
+        rc = CAIRN_ENOENT;
+    } else if (step == SQLITE_ROW) {
+        *chunk_offset = sqlite3_column_int64(stmt, 0);
+        *line_offset = sqlite3_column_int64(stmt, 1);
+        rc = *chunk_offset >= 0 && *line_offset >= 0 ? 0 : CAIRN_ECORRUPT;
+    }
+out:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/*
+ * Parses the record line at line_offset of the chunk at chunk_offset,
+ * from after "<ts> APPLY " until the dlist is complete (literals may hold
+ * line ends, so only the parser knows where the line ends). *record is
+ * owned by the caller.
+ */
+static int
+read_record(struct cairn_store *store, int64_t chunk_offset,
+            int64_t line_offset, struct cairn_dlist **record)
+{
+    struct cairn_dlist_parser *parser = NULL;
+    struct cairn_dlist_limits limits;
+    struct chunk_reader reader;
+    unsigned char *buffer = NULL;
+    int spaces = 0, rc;
+    bool complete = false;
+
+    *record = NULL;
+    cairn_dlist_limits_default(&limits);
+    limits.max_bytes = SIEVE_LINE_MAX;
+    limits.max_literal = SIEVE_LINE_MAX;
+    if ((rc = chunk_reader_open(&reader, store->fd, (uint64_t)chunk_offset)) <
+        0)
+        goto out;
+    if ((buffer = malloc(READ_SIZE)) == NULL) {
+        rc = CAIRN_ENOMEM;
+        goto out;
+    }
+    if ((rc = cairn_dlist_parser_new(
+             &limits, NULL, CAIRN_DLIST_PARSE_KEY | CAIRN_DLIST_PARSE_EOL,
+             &parser)) < 0 ||
+        (rc = chunk_reader_skip(&reader, (uint64_t)line_offset)) < 0)
+        goto out;
+    while (!complete) {
+        size_t got = 0, at = 0, consumed = 0;
+
+        if ((rc = chunk_reader_read(&reader, buffer, READ_SIZE, &got)) < 0)
+            goto out;
+        rc = CAIRN_ECORRUPT;
+        if (got == 0)
+            goto out; /* the line runs past its member */
+        for (; at < got && spaces < 2; at++)
+            if (buffer[at] == ' ')
+                spaces++;
+            else if (buffer[at] == '\n')
+                goto out;
+        if (at == got)
+            continue;
+        rc = cairn_dlist_parser_feed(parser, buffer + at, got - at, &consumed);
+        if (rc < 0 && rc != CAIRN_EAGAIN)
+            goto out;
+        complete = rc == 0;
+    }
+    *record = cairn_dlist_parser_take(parser);
+    rc = *record != NULL ? 0 : CAIRN_ECORRUPT;
+out:
+    cairn_dlist_parser_free(parser);
+    chunk_reader_close(&reader);
+    free(buffer);
+    return rc;
+}
+
+static int
+read_sieve(struct cairn_store *store, const char *filename,
+           struct reply_frames *reply)
+{
+    struct cairn_dlist *record = NULL;
+    int64_t chunk_offset = 0, line_offset = 0;
+    const char *content;
+    size_t len;
+    int rc;
+
+    if ((rc = find_sieve_line(store, filename, &chunk_offset, &line_offset)) <
+            0 ||
+        (rc = read_record(store, chunk_offset, line_offset, &record)) < 0)
+        goto out;
+    rc = CAIRN_ECORRUPT;
+    if (strcmp(cairn_dlist_name(record), "SIEVE") != 0 ||
+        !cairn_dlist_get_map(record, "CONTENT", &content, &len))
+        goto out;
+    rc = put_reply(reply, content, len);
+out:
+    cairn_dlist_free(record);
+    return rc;
+}
+
+/* Takes request. */
+static void
+node_sieve(struct cairn_node_server *server, struct node_request *request)
+{
+    struct reply_frames reply = {0};
+    int rc;
+
+    reply.max_frame = server->settings.max_frame;
+    reply.limit = SIEVE_LINE_MAX;
+    if (request->dlist_len == 0 || strlen(request->dlist) != request->dlist_len)
+        rc = CAIRN_EINVAL;
+    else if ((rc = node_user_open(server, request->user, false)) == 0)
+        rc = read_sieve(request->user->store, request->dlist, &reply);
+    if (rc == 0)
+        node_reply(server, request, CAIRN__KIND__SIEVE_REPLY, reply.frames,
+                   reply.count, false);
+    else
+        node_reply_error(server, request, rc, 0,
+                         rc == CAIRN_ENOENT
+                             ? "no such user or live sieve script"
+                             : cairn_strerror(rc));
+    reply_frames_release(&reply);
+    node_request_free(request);
+}
+
+bool
+node_restore_request(Cairn__Kind kind)
+{
+    return kind == CAIRN__KIND__BODY_REQUEST ||
+           kind == CAIRN__KIND__SIEVE_REQUEST;
+}
+
+void
+node_restore_read(struct cairn_node_server *server,
+                  struct node_request *request)
+{
+    /* what this user appended in the open round is readable once
+     * committed, as for a state answer */
+    if (request->user->in_round)
+        node_commit_round(server);
+    if (request->envelope->kind == CAIRN__KIND__BODY_REQUEST)
+        node_body(server, request);
+    else
+        node_sieve(server, request);
+}

@@ -1,0 +1,484 @@
+/*
+ * restore_remote.c - reading a backup for restore from the running
+ * cluster instead of a node's local files, so `cairnctl restore` works
+ * from an admin host: the user's replicas come from the destination's
+ * ring, the first that answers serves every read over the node client
+ * (GET USER, GET FULLMAILBOX, BODY_REQUEST, SIEVE_REQUEST; see
+ * node/node_client.h). Nodes that are down cost one short PING timeout,
+ * not a request timeout, before the next replica is tried.
+ */
+#include "config.h"
+#include "node_client.h"
+#include "placement.h"
+#include "restore_int.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_PING_TIMEOUT_MS 5000
+#define DEFAULT_TIMEOUT_MS 60000
+/* A state answer (GET FULLMAILBOX of a big folder) is parsed whole. */
+#define STATE_ITEM_MAX (256u * 1024 * 1024)
+/* The node never sends a longer script (node/server_restore.c). */
+#define SIEVE_MAX (4u * 1024 * 1024)
+
+struct remote_source {
+    struct cairn_loop *loop;
+    struct cairn_node_client *client;
+    size_t node; /* the serving replica, in the client */
+    char node_name[128];
+    char *userid;
+};
+
+/* One request while its reply is awaited; frames go to on_frame. */
+struct call_state {
+    bool done;
+    int status;
+    int (*on_frame)(void *ctx, const void *data, size_t len);
+    void *frame_ctx;
+    char error_text[256];
+};
+
+static void
+on_reply(void *arg, const struct cairn_node_reply *reply)
+{
+    struct call_state *state = arg;
+
+    state->done = true;
+    state->status = reply->status;
+    if (reply->status < 0 && reply->envelope != NULL &&
+        reply->envelope->error_text != NULL)
+        snprintf(state->error_text, sizeof(state->error_text), "%s",
+                 reply->envelope->error_text);
+    for (size_t i = 0; state->status == 0 && i < reply->frame_count; i++)
+        state->status = state->on_frame(state->frame_ctx, reply->frames[i].data,
+                                        reply->frames[i].len);
+}
+
+/* Sends one request to the serving replica and waits for its reply. */
+static int
+remote_call(struct remote_source *remote, Cairn__Kind kind, const char *key,
+            const void *frame_data, size_t frame_len,
+            int (*on_frame)(void *ctx, const void *data, size_t len),
+            void *frame_ctx)
+{
+    struct cairn_node_frame frame = {frame_data, frame_len};
+    struct cairn_node_request request = {0};
+    struct call_state state = {false, 0, on_frame, frame_ctx, ""};
+    int rc;
+
+    request.kind = kind;
+    request.user = remote->userid;
+    request.destination = ""; /* the client copies it: never NULL */
+    request.verb = kind == CAIRN__KIND__STATE_REQUEST ? "GET" : "";
+    request.key = key != NULL ? key : "";
+    request.frames = &frame;
+    request.frame_count = 1;
+    rc = cairn_node_client_send(remote->client, remote->node, &request,
+                                on_reply, &state, NULL);
+    /* the client times requests out itself: this ends */
+    while (rc == 0 && !state.done)
+        rc = cairn_loop_run_once(remote->loop, 100);
+    return rc < 0 ? rc : state.status;
+}
+
+/* --- state answers ---------------------------------------------------------
+ */
+
+static int
+parse_item(const void *data, size_t len, struct cairn_dlist **item)
+{
+    struct cairn_dlist_limits limits;
+
+    cairn_dlist_limits_default(&limits);
+    limits.max_bytes = STATE_ITEM_MAX;
+    limits.max_literal = STATE_ITEM_MAX;
+    return cairn_dlist_parse(data, len, CAIRN_DLIST_PARSE_KEY, &limits, NULL,
+                             item, NULL, 0);
+}
+
+/* GET key what: each item of the reply goes to emit. */
+static int
+remote_get(struct remote_source *remote, const char *key, const char *what,
+           int (*on_frame)(void *ctx, const void *data, size_t len),
+           void *frame_ctx)
+{
+    struct cairn_dlist *request = cairn_dlist_new_atom(key, what);
+    struct cairn_buf text;
+    int rc;
+
+    cairn_buf_init(&text, 64 * 1024);
+    if (request == NULL) {
+        rc = CAIRN_ENOMEM;
+        goto out;
+    }
+    if ((rc = cairn_dlist_print(request, true, &text, NULL)) < 0)
+        goto out;
+    rc = remote_call(remote, CAIRN__KIND__STATE_REQUEST, key, text.data,
+                     text.len, on_frame, frame_ctx);
+out:
+    cairn_dlist_free(request);
+    cairn_buf_release(&text);
+    return rc;
+}
+
+struct emit_items {
+    cairn_store_emit emit;
+    void *emit_ctx;
+};
+
+static int
+emit_frame(void *ctx, const void *data, size_t len)
+{
+    struct emit_items *items = ctx;
+    struct cairn_dlist *item = NULL;
+    int rc;
+
+    if ((rc = parse_item(data, len, &item)) < 0)
+        return CAIRN_EPROTO;
+    rc = items->emit(items->emit_ctx, item);
+    cairn_dlist_free(item);
+    return rc;
+}
+
+static int
+remote_user(void *ctx, cairn_store_emit emit, void *emit_ctx)
+{
+    struct remote_source *remote = ctx;
+    struct emit_items items = {emit, emit_ctx};
+
+    return remote_get(remote, "USER", remote->userid, emit_frame, &items);
+}
+
+/* Keeps the first MAILBOX item of the reply (owned by *ctx). */
+static int
+keep_mailbox(void *ctx, const void *data, size_t len)
+{
+    struct cairn_dlist **mailbox = ctx;
+    struct cairn_dlist *item = NULL;
+
+    if (*mailbox != NULL)
+        return 0;
+    if (parse_item(data, len, &item) < 0)
+        return CAIRN_EPROTO;
+    *mailbox = item;
+    return 0;
+}
+
+static int
+remote_mailbox(void *ctx, const char *mboxname, struct cairn_dlist **mailbox)
+{
+    struct remote_source *remote = ctx;
+    int rc;
+
+    *mailbox = NULL;
+    rc = remote_get(remote, "FULLMAILBOX", mboxname, keep_mailbox, mailbox);
+    if (rc == 0 && *mailbox == NULL)
+        rc = CAIRN_ENOENT;
+    if (rc < 0) {
+        cairn_dlist_free(*mailbox);
+        *mailbox = NULL;
+    }
+    return rc;
+}
+
+/* --- bodies and sieve scripts ----------------------------------------------
+ */
+
+/* A body as it arrives: passed on, and hashed to check it is the GUID's. */
+struct body_stream {
+    EVP_MD_CTX *sha1;
+    int (*put)(void *put_ctx, const void *data, size_t len);
+    void *put_ctx;
+};
+
+static int
+body_frame(void *ctx, const void *data, size_t len)
+{
+    struct body_stream *stream = ctx;
+
+    if (EVP_DigestUpdate(stream->sha1, data, len) != 1)
+        return CAIRN_ENOMEM;
+    return stream->put(stream->put_ctx, data, len);
+}
+
+static int
+remote_message(void *ctx, const char *guid,
+               int (*put)(void *put_ctx, const void *data, size_t len),
+               void *put_ctx)
+{
+    struct remote_source *remote = ctx;
+    struct body_stream stream = {NULL, put, put_ctx};
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    char hex[41];
+    int rc = CAIRN_ENOMEM;
+
+    if ((stream.sha1 = EVP_MD_CTX_new()) == NULL ||
+        EVP_DigestInit_ex(stream.sha1, EVP_sha1(), NULL) != 1)
+        goto out;
+    if ((rc = remote_call(remote, CAIRN__KIND__BODY_REQUEST, NULL, guid,
+                          strlen(guid), body_frame, &stream)) < 0)
+        goto out;
+    rc = CAIRN_ENOMEM;
+    if (EVP_DigestFinal_ex(stream.sha1, digest, &digest_len) != 1 ||
+        digest_len != 20)
+        goto out;
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    rc = strcmp(hex, guid) == 0 ? 0 : CAIRN_EMISMATCH;
+out:
+    EVP_MD_CTX_free(stream.sha1);
+    return rc;
+}
+
+static int
+sieve_frame(void *ctx, const void *data, size_t len)
+{
+    return cairn_buf_append(ctx, data, len);
+}
+
+static int
+remote_sieve(void *ctx, const char *filename, char **content, size_t *len)
+{
+    struct remote_source *remote = ctx;
+    struct cairn_buf text;
+    int rc;
+
+    *content = NULL;
+    *len = 0;
+    cairn_buf_init(&text, SIEVE_MAX);
+    if ((rc = remote_call(remote, CAIRN__KIND__SIEVE_REQUEST, NULL, filename,
+                          strlen(filename), sieve_frame, &text)) == 0)
+        rc = cairn_buf_detach(&text, content, len);
+    cairn_buf_release(&text);
+    return rc;
+}
+
+static void
+remote_close(void *ctx)
+{
+    struct remote_source *remote = ctx;
+
+    if (remote == NULL)
+        return;
+    cairn_node_client_free(remote->client);
+    cairn_loop_free(remote->loop);
+    free(remote->userid);
+    free(remote);
+}
+
+static const struct cairn_restore_source_ops remote_ops = {
+    remote_user,  remote_mailbox, remote_message,
+    remote_sieve, remote_close,   NULL,
+};
+
+/* --- choosing the replica --------------------------------------------------
+ */
+
+static int
+count_items(void *ctx, const void *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
+/* The destination named, or the config's only one. */
+static int
+find_destination(const struct cairn_restore_remote_options *options,
+                 const struct cairn_config_destination **destination,
+                 char *error, size_t error_size)
+{
+    size_t count = cairn_config_destination_count(options->config);
+
+    if (options->destination != NULL) {
+        *destination = cairn_config_find_destination(options->config,
+                                                     options->destination);
+        if (*destination != NULL)
+            return 0;
+        snprintf(error, error_size, "no destination '%s' in the config",
+                 options->destination);
+        return CAIRN_ECONFIG;
+    }
+    if (count != 1) {
+        snprintf(error, error_size,
+                 "the config has %zu destinations: name one (--destination)",
+                 count);
+        return CAIRN_ECONFIG;
+    }
+    *destination = cairn_config_destination_at(options->config, 0);
+    return 0;
+}
+
+/* The nodes to ask, in order: the forced one, or the user's replicas. */
+static int
+candidate_nodes(const struct cairn_restore_remote_options *options,
+                const char *userid, const struct cairn_config_node **nodes,
+                size_t *count, char *error, size_t error_size)
+{
+    const struct cairn_config_destination *destination = NULL;
+    uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
+    struct cairn_ring *ring = NULL;
+    int rc;
+
+    *count = 0;
+    if (options->node != NULL) {
+        if ((nodes[0] = cairn_config_find_node(options->config,
+                                               options->node)) == NULL) {
+            snprintf(error, error_size, "no node '%s' in the config",
+                     options->node);
+            return CAIRN_ECONFIG;
+        }
+        *count = 1;
+        return 0;
+    }
+    if ((rc = find_destination(options, &destination, error, error_size)) < 0)
+        return rc;
+    if ((rc = cairn_ring_load(destination->ring_file, &ring)) < 0) {
+        snprintf(error, error_size, "ring file %s: %s", destination->ring_file,
+                 cairn_strerror(rc));
+        return CAIRN_ECONFIG;
+    }
+    cairn_ring_lookup(ring, userid, strlen(userid), replicas);
+    for (unsigned r = 0; r < cairn_ring_replicas(ring) && rc == 0; r++) {
+        struct cairn_ring_node_info info;
+
+        if ((rc = cairn_ring_node_info(ring, replicas[r], &info)) < 0)
+            break;
+        if ((nodes[*count] =
+                 cairn_config_find_node(options->config, info.name)) == NULL) {
+            snprintf(error, error_size,
+                     "the ring names node '%s', which the"
+                     " config lacks",
+                     info.name);
+            rc = CAIRN_ECONFIG;
+            break;
+        }
+        (*count)++;
+    }
+    cairn_ring_free(ring);
+    return rc;
+}
+
+/* Whether node answers a PING within the short timeout. */
+static bool
+node_alive(const struct cairn_config_node *node, uint64_t timeout_ms)
+{
+    struct cairn_node_request ping = {.kind = CAIRN__KIND__PING,
+                                      .destination = ""};
+    struct cairn_node_result result = {0};
+    int rc = cairn_node_client_call(node->endpoint, &ping, timeout_ms, &result);
+
+    cairn_node_result_release(&result);
+    return rc == 0;
+}
+
+/*
+ * Asks candidates in order: the first that is up and holds the user
+ * serves. Each failure is added to error ("node2: down; ...").
+ */
+static int
+choose_replica(struct remote_source *remote,
+               const struct cairn_restore_remote_options *options,
+               const struct cairn_config_node *const *nodes, size_t count,
+               char *error, size_t error_size)
+{
+    bool unreachable = false;
+    size_t used = 0;
+    int rc = CAIRN_ENOENT;
+
+    error[0] = '\0';
+    for (size_t i = 0; i < count; i++) {
+        size_t items = 0;
+        const char *why;
+
+        if (!node_alive(nodes[i], options->ping_timeout_ms)) {
+            unreachable = true;
+            why = "not answering";
+        } else if ((rc = cairn_node_client_add_node(
+                        remote->client, nodes[i]->origin.name,
+                        nodes[i]->endpoint, &remote->node)) < 0) {
+            return rc;
+        } else if ((rc = remote_get(remote, "USER", remote->userid, count_items,
+                                    &items)) == 0) {
+            snprintf(remote->node_name, sizeof(remote->node_name), "%s",
+                     nodes[i]->origin.name);
+            return 0;
+        } else {
+            unreachable |= rc == CAIRN_EUNAVAILABLE || rc == CAIRN_ETIMEOUT;
+            why = rc == CAIRN_ENOENT ? "does not hold the user"
+                                     : cairn_strerror(rc);
+        }
+        used += (size_t)snprintf(error + used, error_size - used, "%s%s: %s",
+                                 used ? "; " : "", nodes[i]->origin.name, why);
+        if (used >= error_size)
+            used = error_size - 1;
+    }
+    return unreachable ? CAIRN_EUNAVAILABLE : CAIRN_ENOENT;
+}
+
+int
+cairn_restore_source_open_remote(
+    const struct cairn_restore_remote_options *options, const char *userid,
+    struct cairn_restore_source **source, char *error, size_t error_size)
+{
+    const struct cairn_config_node *nodes[CAIRN_RING_MAX_REPLICAS];
+    struct cairn_restore_remote_options settings = *options;
+    struct cairn_node_client_settings client_settings = {0};
+    struct cairn_restore_source *result = NULL;
+    struct remote_source *remote = NULL;
+    char scratch[8];
+    size_t count = 0;
+    int rc;
+
+    *source = NULL;
+    if (error == NULL || error_size == 0) {
+        error = scratch;
+        error_size = sizeof(scratch);
+    }
+    error[0] = '\0';
+    if (settings.ping_timeout_ms == 0)
+        settings.ping_timeout_ms = DEFAULT_PING_TIMEOUT_MS;
+    if (settings.timeout_ms == 0)
+        settings.timeout_ms = DEFAULT_TIMEOUT_MS;
+    client_settings.timeout_ms = settings.timeout_ms;
+    if ((rc = cairn_node_check_userid(userid)) < 0 ||
+        strlen(userid) >= sizeof(result->userid))
+        return CAIRN_EBADNAME;
+    if ((rc = candidate_nodes(&settings, userid, nodes, &count, error,
+                              error_size)) < 0)
+        return rc;
+    rc = CAIRN_ENOMEM;
+    if ((result = calloc(1, sizeof(*result))) == NULL ||
+        (remote = calloc(1, sizeof(*remote))) == NULL ||
+        (remote->userid = strdup(userid)) == NULL)
+        goto out;
+    if ((rc = cairn_loop_new(&remote->loop)) < 0 ||
+        (rc = cairn_node_client_new(remote->loop, NULL, &client_settings,
+                                    &remote->client)) < 0 ||
+        (rc = choose_replica(remote, &settings, nodes, count, error,
+                             error_size)) < 0)
+        goto out;
+    snprintf(result->userid, sizeof(result->userid), "%s", userid);
+    result->ops = &remote_ops;
+    result->ctx = remote;
+    remote = NULL;
+    *source = result;
+    result = NULL;
+out:
+    remote_close(remote);
+    free(result);
+    return rc;
+}
+
+const char *
+cairn_restore_source_node(const struct cairn_restore_source *source)
+{
+    if (source == NULL || source->ops != &remote_ops)
+        return NULL;
+    return ((const struct remote_source *)source->ctx)->node_name;
+}
