@@ -58,6 +58,7 @@ struct cairn_router_forward {
     struct cairn_router_sequences *sequences;
     struct cairn_router_marks *marks; /* (user, node) -> repair mark */
     uint64_t repairs;
+    size_t in_flight; /* requests started and not freed */
     cairn_router_event_fn event_fn;
     void *event_arg;
     struct cairn_router_moves *moves; /* rebalance (control.c); NULL: none */
@@ -134,6 +135,7 @@ pending_free(struct pending *pending)
     cairn_buf_release(&pending->printed);
     if (pending->user != NULL)
         cairn_router_moves_finished(pending->forward->moves, pending->user);
+    pending->forward->in_flight--;
     free(pending->user);
     free(pending);
 }
@@ -632,6 +634,7 @@ start(struct cairn_router_forward *forward, enum cairn_csync_verb verb,
     if (pending == NULL)
         return CAIRN_ENOMEM;
     cairn_buf_init(&pending->printed, MAX_COMMAND_BYTES);
+    forward->in_flight++;
     pending->forward = forward;
     pending->reply = reply;
     pending->group = group;
@@ -919,6 +922,12 @@ size_t
 cairn_router_forward_repair_marks(const struct cairn_router_forward *forward)
 {
     return cairn_router_marks_count(forward->marks);
+}
+
+size_t
+cairn_router_forward_in_flight(const struct cairn_router_forward *forward)
+{
+    return forward->in_flight;
 }
 
 int

@@ -123,5 +123,12 @@ struct cairn_router_forward;
 int cairn_router_forward_ping(struct cairn_router_forward *forward,
                               const char *node_name, cairn_node_reply_fn fn,
                               void *arg);
+/*
+ * Requests started and not finished: a write answered OK under ack quorum
+ * or one is still waiting for its other replicas. Freeing the forward
+ * drops them, so a test that frees it (a restart) waits for 0 first.
+ */
+size_t
+cairn_router_forward_in_flight(const struct cairn_router_forward *forward);
 
 #endif /* CAIRN_ROUTER_FORWARD_INT_H */
