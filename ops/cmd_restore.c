@@ -18,7 +18,8 @@
 #define PASSWORD_MAX 1024
 
 static const char usage[] =
-    "usage: cairnctl restore (--data-dir dir | --file datafile) --user user\n"
+    "usage: cairnctl restore [--data-dir dir | --file datafile |\n"
+    "           --destination name | --node name] --user user\n"
     "           [--server host:port --authname name\n"
     "            (--password-file file | env CAIRN_RESTORE_PASSWORD)]\n"
     "           [--realm realm] [--mechanism mech] [--no-compress]\n"
@@ -28,12 +29,17 @@ static const char usage[] =
     "           [--activate-sieve script] [--mode restore|apply]\n"
     "           [--dry-run] [--quiet] [--json]\n"
     "\n"
-    "Restores the user's backup (from a node's data directory, or one data\n"
-    "file + .index) into the Cyrus sync_server at host:port, authenticating\n"
-    "as a Cyrus admin. By default every live mailbox is restored with its\n"
-    "uniqueid, UIDVALIDITY, UIDs, MODSEQs, UIDNEXT kept (where it is new on\n"
-    "the target), plus subscriptions, seen state and sieve scripts (whole-\n"
-    "user restores only).\n"
+    "Restores the user's backup into the Cyrus sync_server at host:port,\n"
+    "authenticating as a Cyrus admin. The backup is read from the running\n"
+    "cluster (cairnctl -c config): the first of the user's replicas on the\n"
+    "destination's ring that answers serves it; or from a node's data\n"
+    "directory, or one data file + .index, when given. By default every\n"
+    "live mailbox is restored with its uniqueid, UIDVALIDITY, UIDs, MODSEQs,\n"
+    "UIDNEXT kept (where it is new on the target), plus subscriptions, seen\n"
+    "state and sieve scripts (whole-user restores only).\n"
+    "  --destination  the destination whose ring places the user (default:\n"
+    "                 the config's only one)\n"
+    "  --node         read from this node only\n"
     "  --mailbox      only this mailbox (internal name, or INBOX, Work, ...)\n"
     "  --into         restore the one --mailbox under this name (new ids)\n"
     "  --new-uids     let the server assign uniqueid, UIDVALIDITY and UIDs\n"
@@ -52,10 +58,12 @@ static const char usage[] =
     "  --dry-run      show what would be sent, connect to nothing\n"
     "Exit: 0 done, 1 the server refused something, authentication failed\n"
     "or the user stayed locked for --timeout,\n"
-    "64 usage, 66 no such backup, 69 server unreachable, 74 I/O, 70 other.\n";
+    "64 usage, 66 no such backup, 69 server or every replica unreachable,\n"
+    "74 I/O, 70 other.\n";
 
 struct restore_args {
-    const char *data_dir, *file, *user, *server, *authname, *password_file;
+    const char *data_dir, *file, *destination, *node, *user, *server, *authname,
+        *password_file;
     const char *realm, *mechanism, *into, *partition, *mode;
     const char *activate_sieve;
     const char *mailboxes[MAILBOXES_MAX];
@@ -85,6 +93,8 @@ static const struct {
     }
     TEXT_OPTION("data-dir", data_dir),
     TEXT_OPTION("file", file),
+    TEXT_OPTION("destination", destination),
+    TEXT_OPTION("node", node),
     TEXT_OPTION("user", user),
     TEXT_OPTION("server", server),
     TEXT_OPTION("authname", authname),
@@ -170,7 +180,9 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
             return cairn_ops_usage(context, &cairn_ops_cmd_restore);
     }
     if (optind != argc || args->user == NULL ||
-        (args->data_dir == NULL) == (args->file == NULL) ||
+        (args->data_dir != NULL) + (args->file != NULL) > 1 ||
+        ((args->data_dir != NULL || args->file != NULL) &&
+         (args->destination != NULL || args->node != NULL)) ||
         (args->mode != NULL && strcmp(args->mode, "restore") != 0 &&
          strcmp(args->mode, "apply") != 0) ||
         (!args->dry_run && (args->server == NULL || args->authname == NULL))) {
@@ -226,6 +238,7 @@ exit_code(int rc)
     case CAIRN_EDB:
         return CAIRN_EXIT_IOERR;
     case CAIRN_EAUTH:
+    case CAIRN_ECONFIG:
     case CAIRN_EPROTO:
     case CAIRN_ELOCKED:
         return CAIRN_EXIT_PROBLEM;
@@ -416,6 +429,36 @@ out:
 }
 
 /*
+ * Opens the user on the cluster named by the config: the first replica
+ * that answers serves (said on stderr). *source is owned by the caller.
+ */
+static int
+open_remote(struct cairn_ops_context *context, const struct restore_args *args,
+            struct cairn_restore_source **source)
+{
+    struct cairn_restore_remote_options options = {0};
+    struct cairn_config *config = NULL;
+    char error[1024];
+    int rc;
+
+    if (cairn_ops_load_config(context, NULL, &config) != 0)
+        return CAIRN_ECONFIG;
+    options.config = config;
+    options.destination = args->destination;
+    options.node = args->node;
+    options.timeout_ms = args->timeout * 1000;
+    rc = cairn_restore_source_open_remote(&options, args->user, source, error,
+                                          sizeof(error));
+    if (rc < 0 && error[0] != '\0')
+        fprintf(context->err, "cairnctl restore: %s: %s\n", args->user, error);
+    else if (rc == 0 && !args->quiet)
+        fprintf(context->err, "restore: reading %s from node %s\n", args->user,
+                cairn_restore_source_node(*source));
+    cairn_config_free(config);
+    return rc;
+}
+
+/*
  * Opens the backup, retrying for up to --timeout while the user's lock is
  * held (a running cairn-node closes idle users after a while). *source is
  * owned by the caller.
@@ -428,6 +471,8 @@ open_source(struct cairn_ops_context *context, const struct restore_args *args,
     uint64_t waited_ms = 0;
     int rc;
 
+    if (args->data_dir == NULL && args->file == NULL)
+        return open_remote(context, args, source);
     for (;;) {
         rc = args->data_dir != NULL
                  ? cairn_restore_source_open_store(args->data_dir, args->user,
