@@ -447,6 +447,8 @@ open_remote(struct cairn_ops_context *context, const struct restore_args *args,
     options.destination = args->destination;
     options.node = args->node;
     options.timeout_ms = args->timeout * 1000;
+    /* a replica that is down costs this, not a whole request timeout */
+    options.ping_timeout_ms = args->timeout < 5 ? args->timeout * 1000 : 5000;
     rc = cairn_restore_source_open_remote(&options, args->user, source, error,
                                           sizeof(error));
     if (rc < 0 && error[0] != '\0')

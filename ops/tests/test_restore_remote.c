@@ -1,0 +1,595 @@
+/*
+ * test_restore_remote.c - the restore source that reads a user from the
+ * running cluster (restore_remote.c, node/server_restore.c) against three
+ * real cairn-node processes on 127.0.0.1: it must give byte for byte what
+ * the local store source gives for the same files (GET USER, every
+ * mailbox, every body including one of several MiB that spans frames, the
+ * sieve script), fall back to the second replica when the first is down,
+ * and `cairnctl restore` without --data-dir must exit 66 for an unknown
+ * user and 69 when no replica answers. Alice is Cyrus backupd's own file
+ * from the repo, imported onto her two replicas, plus the big body.
+ *
+ * usage: test_restore_remote CAIRN_NODE_BINARY [bench]   (from ops/tests)
+ * bench: only the BODY throughput of a 20 MiB body and the node's memory.
+ */
+#include "check.h"
+#include "config.h"
+#include "node.h"
+#include "ops.h"
+#include "placement.h"
+#include "restore.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TESTDATA "../../node/tests/data/backupd"
+#define NODES 3
+#define READY_TIMEOUT_MS 30000
+#define BIG_BODY_BYTES (3u * 1024 * 1024 + 17) /* 4 frames of 1 MiB */
+#define BENCH_BODY_BYTES (20u * 1024 * 1024)
+#define SNAPSHOT_MAX (64u * 1024 * 1024)
+
+static const char *node_binary;
+static char temp_dir[] = "/tmp/cairn-test-remote-XXXXXX";
+static char config_path[512];
+static char endpoints[NODES][256];
+static pid_t pids[NODES];
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static void
+write_config(void)
+{
+    FILE *file = fopen(config_path, "w");
+
+    CHECK(file != NULL);
+    if (file == NULL)
+        return;
+    fprintf(file,
+            "[router]\n[channel backup]\nlisten = 127.0.0.1:1\nsasl_user = u\n"
+            "sasl_password = p\ndestinations = main\n"
+            "[destination main]\nnodes = node1, node2, node3\n"
+            "replicas = 2\nring_file = %s/main.ring\n",
+            temp_dir);
+    for (int i = 0; i < NODES; i++) {
+        char endpoint[300];
+
+        snprintf(endpoint, sizeof(endpoint), "%s", endpoints[i]);
+        if (endpoint[0] == '\0')
+            snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", i + 1);
+        fprintf(file, "[node node%d]\nendpoint = %s\ndata_dir = %s/n%d\n",
+                i + 1, endpoint, temp_dir, i + 1);
+    }
+    CHECK(fclose(file) == 0);
+}
+
+/* Runs cairnctl -c config with the words of line; stderr to *err (owned). */
+static int
+cairnctl(const char *line, char **err_out)
+{
+    char *copy = strdup(line), *argv[40], *save = NULL, *out = NULL;
+    char *errors = NULL;
+    size_t out_size = 0, err_size = 0;
+    FILE *stream = open_memstream(&out, &out_size);
+    FILE *err = open_memstream(&errors, &err_size);
+    int argc = 0, status;
+
+    argv[argc++] = "cairnctl";
+    argv[argc++] = "-c";
+    argv[argc++] = config_path;
+    for (char *word = strtok_r(copy, " ", &save); word && argc < 39;
+         word = strtok_r(NULL, " ", &save))
+        argv[argc++] = word;
+    argv[argc] = NULL;
+    status = cairn_ops_main(argc, argv, stream, err);
+    fclose(stream);
+    fclose(err);
+    free(out);
+    free(copy);
+    if (err_out != NULL)
+        *err_out = errors;
+    else
+        free(errors);
+    return status;
+}
+
+static void
+start_node(int i)
+{
+    char name[16], endpoint_file[600], log_path[600];
+    uint64_t deadline = now_ms() + READY_TIMEOUT_MS;
+    FILE *file = NULL;
+
+    snprintf(name, sizeof(name), "node%d", i + 1);
+    snprintf(endpoint_file, sizeof(endpoint_file), "%s/endpoint%d", temp_dir,
+             i + 1);
+    snprintf(log_path, sizeof(log_path), "%s/node%d.log", temp_dir, i + 1);
+    unlink(endpoint_file);
+    if ((pids[i] = fork()) == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(node_binary, "cairn-node", "-f", "-c", config_path, "-n", name,
+              "-e", "tcp://127.0.0.1:*", "-w", endpoint_file, (char *)NULL);
+        _exit(127);
+    }
+    CHECK(pids[i] > 0);
+    while (now_ms() < deadline && (file = fopen(endpoint_file, "r")) == NULL &&
+           waitpid(pids[i], NULL, WNOHANG) == 0)
+        usleep(20000);
+    CHECK(file != NULL);
+    if (file == NULL)
+        return;
+    CHECK(fgets(endpoints[i], sizeof(endpoints[i]), file) != NULL);
+    endpoints[i][strcspn(endpoints[i], "\n")] = '\0';
+    fclose(file);
+    write_config();
+}
+
+static void
+stop_node(int i)
+{
+    int status = 0;
+
+    if (pids[i] <= 0)
+        return;
+    kill(pids[i], SIGTERM);
+    CHECK(waitpid(pids[i], &status, 0) == pids[i]);
+    pids[i] = 0;
+}
+
+/* --- the user's data ------------------------------------------------------ */
+
+struct body {
+    char *data;
+    size_t len;
+    char guid[41];
+};
+
+static void
+make_body(struct body *body, size_t len, unsigned seed)
+{
+    unsigned char digest[SHA_DIGEST_LENGTH];
+
+    body->data = malloc(len);
+    body->len = len;
+    CHECK(body->data != NULL);
+    if (body->data == NULL)
+        return;
+    /* text-like but not very compressible, as mail bodies are */
+    for (size_t i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        body->data[i] = (i % 78 == 77) ? '\n' : (char)(' ' + (seed >> 16) % 90);
+    }
+    SHA1((const unsigned char *)body->data, len, digest);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(body->guid + 2 * i, 3, "%02x", digest[i]);
+}
+
+static int
+read_body(void *ctx, const struct cairn_dlist *file,
+          int (*put)(void *put_ctx, const void *data, size_t len),
+          void *put_ctx)
+{
+    const struct body *body = ctx;
+
+    (void)file;
+    for (size_t at = 0; at < body->len; at += 65536) {
+        size_t piece = body->len - at < 65536 ? body->len - at : 65536;
+        int rc = put(put_ctx, body->data + at, piece);
+
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Appends an APPLY MESSAGE of body to user's backup on node i (stopped). */
+static void
+append_body(int node, const char *user, const struct body *body)
+{
+    char catalog_path[700], root[600];
+    struct cairn_catalog *catalog = NULL;
+    struct cairn_store *store = NULL;
+    struct cairn_dlist *record = cairn_dlist_new_list("MESSAGE");
+    struct cairn_store_bodies bodies = {read_body, (void *)body};
+
+    snprintf(root, sizeof(root), "%s/n%d", temp_dir, node + 1);
+    snprintf(catalog_path, sizeof(catalog_path), "%s/catalog.db", root);
+    CHECK(record != NULL);
+    CHECK_INT(cairn_catalog_open(catalog_path, &catalog), 0);
+    CHECK_INT(cairn_store_open_user(catalog, root, user, 0, &store), 0);
+    CHECK_INT(cairn_dlist_add_file(record, NULL, "default", body->guid,
+                                   body->len, NULL, NULL, NULL),
+              0);
+    CHECK_INT(cairn_store_append(store, time(NULL), record, &bodies), 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    cairn_store_close(store);
+    cairn_catalog_free(catalog);
+    cairn_dlist_free(record);
+}
+
+static void
+import_user(int node, const char *user, const char *file)
+{
+    char line[1024];
+
+    snprintf(line, sizeof(line), "import --data-dir %s/n%d --user %s %s/%s",
+             temp_dir, node + 1, user, TESTDATA, file);
+    CHECK_INT(cairnctl(line, NULL), 0);
+}
+
+/* --- what a source gives, as one text ---------------------------------- */
+
+struct snapshot {
+    struct cairn_buf text;
+    char mailboxes[32][256];
+    size_t mailbox_count;
+    char guids[64][41];
+    size_t guid_count;
+};
+
+static int
+print_item(struct snapshot *snapshot, const struct cairn_dlist *item)
+{
+    int rc = cairn_dlist_print(item, true, &snapshot->text, NULL);
+
+    return rc < 0 ? rc : cairn_buf_append(&snapshot->text, "\n", 1);
+}
+
+static int
+keep_user_item(void *ctx, const struct cairn_dlist *item)
+{
+    struct snapshot *snapshot = ctx;
+    const char *name = NULL;
+
+    if (strcmp(cairn_dlist_name(item), "MAILBOX") == 0 &&
+        cairn_dlist_get_atom(item, "MBOXNAME", &name) && name &&
+        snapshot->mailbox_count < 32)
+        snprintf(snapshot->mailboxes[snapshot->mailbox_count++], 256, "%s",
+                 name);
+    return print_item(snapshot, item);
+}
+
+static void
+add_guid(struct snapshot *snapshot, const char *guid)
+{
+    for (size_t i = 0; i < snapshot->guid_count; i++)
+        if (strcmp(snapshot->guids[i], guid) == 0)
+            return;
+    if (snapshot->guid_count < 64)
+        snprintf(snapshot->guids[snapshot->guid_count++], 41, "%s", guid);
+}
+
+static void
+note_guids(struct snapshot *snapshot, const struct cairn_dlist *mailbox)
+{
+    const struct cairn_dlist *records = NULL;
+    const char *guid = NULL;
+
+    if (!cairn_dlist_get_list(mailbox, "RECORD", &records) || records == NULL)
+        return;
+    for (const struct cairn_dlist *r = cairn_dlist_first(records); r != NULL;
+         r = cairn_dlist_next(r))
+        if (cairn_dlist_get_atom(r, "GUID", &guid) && guid)
+            add_guid(snapshot, guid);
+}
+
+static int
+put_text(void *ctx, const void *data, size_t len)
+{
+    return cairn_buf_append(ctx, data, len);
+}
+
+/* GET USER, each mailbox, each body (and extra_guid's), sieve "cairn". */
+static void
+take_snapshot(struct cairn_restore_source *source, const char *extra_guid,
+              struct snapshot *snapshot)
+{
+    char *script = NULL;
+    size_t script_len = 0;
+
+    memset(snapshot, 0, sizeof(*snapshot));
+    cairn_buf_init(&snapshot->text, SNAPSHOT_MAX);
+    CHECK_INT(source->ops->user(source->ctx, keep_user_item, snapshot), 0);
+    CHECK(snapshot->mailbox_count >= 3);
+    for (size_t i = 0; i < snapshot->mailbox_count; i++) {
+        struct cairn_dlist *mailbox = NULL;
+
+        CHECK_INT(
+            source->ops->mailbox(source->ctx, snapshot->mailboxes[i], &mailbox),
+            0);
+        if (mailbox == NULL)
+            continue;
+        CHECK_INT(print_item(snapshot, mailbox), 0);
+        note_guids(snapshot, mailbox);
+        cairn_dlist_free(mailbox);
+    }
+    CHECK(snapshot->guid_count >= 4);
+    if (extra_guid != NULL)
+        add_guid(snapshot, extra_guid);
+    for (size_t i = 0; i < snapshot->guid_count; i++) {
+        cairn_buf_printf(&snapshot->text, "BODY %s\n", snapshot->guids[i]);
+        CHECK_INT(source->ops->message(source->ctx, snapshot->guids[i],
+                                       put_text, &snapshot->text),
+                  0);
+    }
+    CHECK_INT(
+        source->ops->sieve(source->ctx, "cairn.script", &script, &script_len),
+        0);
+    CHECK(script_len > 10);
+    cairn_buf_printf(&snapshot->text, "SIEVE %zu\n", script_len);
+    cairn_buf_append(&snapshot->text, script, script_len);
+    free(script);
+}
+
+static int
+open_remote(const char *node, struct cairn_restore_source **source, char *error,
+            size_t error_size)
+{
+    struct cairn_restore_remote_options options = {0};
+    struct cairn_config *config = NULL;
+    struct cairn_config_error config_error;
+    int rc;
+
+    CHECK_INT(cairn_config_load(config_path, &config, &config_error), 0);
+    options.config = config;
+    options.node = node;
+    options.ping_timeout_ms = 2000;
+    rc = cairn_restore_source_open_remote(&options, "alice", source, error,
+                                          error_size);
+    cairn_config_free(config);
+    return rc;
+}
+
+/* --- the tests ----------------------------------------------------------- */
+
+static void
+test_same_as_local(const struct snapshot *local, const char *first,
+                   const char *big_guid)
+{
+    struct cairn_restore_source *source = NULL;
+    struct snapshot remote;
+    char error[512] = "";
+    char *content = NULL;
+    size_t len = 0;
+
+    CHECK_INT(open_remote(NULL, &source, error, sizeof(error)), 0);
+    if (source == NULL) {
+        fprintf(stderr, "open_remote: %s\n", error);
+        return;
+    }
+    CHECK_STR(cairn_restore_source_node(source), first);
+    take_snapshot(source, big_guid, &remote);
+    CHECK_U64(remote.text.len, local->text.len);
+    CHECK(remote.text.len == local->text.len &&
+          memcmp(remote.text.data, local->text.data, local->text.len) == 0);
+    /* unknown GUID and script: the node's ENOENT comes through */
+    CHECK_INT(source->ops->message(source->ctx,
+                                   "0123456789abcdef0123456789abcdef01234567",
+                                   put_text, &remote.text),
+              CAIRN_ENOENT);
+    CHECK_INT(
+        source->ops->message(source->ctx, "not-a-guid", put_text, &remote.text),
+        CAIRN_EINVAL);
+    CHECK_INT(source->ops->sieve(source->ctx, "nosuch", &content, &len),
+              CAIRN_ENOENT);
+    CHECK(content == NULL);
+    cairn_buf_release(&remote.text);
+    cairn_restore_source_free(source);
+}
+
+static void
+test_fallback(const struct snapshot *local, int first, const char *second,
+              const char *big_guid)
+{
+    struct cairn_restore_source *source = NULL;
+    struct snapshot remote;
+    char error[512] = "", line[256];
+    char *err = NULL;
+
+    stop_node(first);
+    CHECK_INT(open_remote(NULL, &source, error, sizeof(error)), 0);
+    CHECK(strstr(error, "not answering") != NULL);
+    if (source != NULL) {
+        CHECK_STR(cairn_restore_source_node(source), second);
+        take_snapshot(source, big_guid, &remote);
+        CHECK(remote.text.len == local->text.len &&
+              memcmp(remote.text.data, local->text.data, local->text.len) == 0);
+        cairn_buf_release(&remote.text);
+        cairn_restore_source_free(source);
+    }
+    /* cairnctl: the plan from the cluster, and which replica served */
+    CHECK_INT(cairnctl("restore --user alice --dry-run --timeout 1", &err), 0);
+    CHECK(err != NULL && strstr(err, "reading alice from node") != NULL &&
+          strstr(err, second) != NULL);
+    free(err);
+    CHECK_INT(cairnctl("restore --user nobody --dry-run --timeout 1", &err),
+              66);
+    free(err);
+    /* a forced node that is down: no other replica is asked */
+    snprintf(line, sizeof(line),
+             "restore --user alice --dry-run --timeout 1 --node node%d",
+             first + 1);
+    CHECK_INT(cairnctl(line, &err), 69);
+    free(err);
+    CHECK_INT(cairnctl("restore --user alice --dry-run --node node9", &err), 1);
+    CHECK(err != NULL && strstr(err, "no node 'node9'") != NULL);
+    free(err);
+}
+
+static void
+test_all_down(int second)
+{
+    char *err = NULL;
+
+    stop_node(second);
+    CHECK_INT(cairnctl("restore --user alice --dry-run --timeout 1", &err), 69);
+    CHECK(err != NULL && strstr(err, "not answering") != NULL);
+    free(err);
+}
+
+static long
+node_memory_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    long value = -1;
+    FILE *file;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if ((file = fopen(path, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), file) != NULL)
+        if (strncmp(line, field, strlen(field)) == 0)
+            value = strtol(line + strlen(field) + 1, NULL, 10);
+    fclose(file);
+    return value;
+}
+
+static int
+count_bytes(void *ctx, const void *data, size_t len)
+{
+    (void)data;
+    *(uint64_t *)ctx += len;
+    return 0;
+}
+
+/* BODY throughput of a 20 MiB body and the node's peak memory: figures. */
+static void
+bench_body(int node, const char *guid)
+{
+    struct cairn_restore_source *source = NULL;
+    char name[16], error[512] = "";
+    long before = node_memory_kib(pids[node], "VmHWM:");
+    uint64_t start, bytes = 0;
+
+    snprintf(name, sizeof(name), "node%d", node + 1);
+    CHECK_INT(open_remote(name, &source, error, sizeof(error)), 0);
+    if (source == NULL)
+        return;
+    for (int round = 0; round < 3; round++) {
+        bytes = 0;
+        start = now_ms();
+        CHECK_INT(source->ops->message(source->ctx, guid, count_bytes, &bytes),
+                  0);
+        CHECK_U64(bytes, BENCH_BODY_BYTES);
+        printf("bench BODY 20 MiB round %d: %llu ms, %.1f MB/s\n", round + 1,
+               (unsigned long long)(now_ms() - start),
+               (double)bytes / 1e6 / ((double)(now_ms() - start + 1) / 1000.0));
+    }
+    printf("bench node VmHWM before %ld KiB, after %ld KiB, VmRSS now %ld "
+           "KiB\n",
+           before, node_memory_kib(pids[node], "VmHWM:"),
+           node_memory_kib(pids[node], "VmRSS:"));
+    cairn_restore_source_free(source);
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* alice's replicas in ring order (config indices). */
+static void
+ring_order(int order[2])
+{
+    static const struct cairn_ring_node_spec specs[NODES] = {
+        {"node1", 100, "node1"},
+        {"node2", 100, "node2"},
+        {"node3", 100, "node3"}};
+    struct cairn_ring *ring = NULL;
+    uint16_t replicas[CAIRN_RING_MAX_REPLICAS];
+    char ring_path[600];
+
+    snprintf(ring_path, sizeof(ring_path), "%s/main.ring", temp_dir);
+    CHECK_INT(cairn_ring_new("main", 2, CAIRN_RING_MIN_PARTITION_POWER, specs,
+                             NODES, &ring),
+              0);
+    CHECK_INT(cairn_ring_save(ring, ring_path), 0);
+    cairn_ring_lookup(ring, "alice", 5, replicas);
+    for (int r = 0; r < 2; r++) {
+        struct cairn_ring_node_info info;
+
+        CHECK_INT(cairn_ring_node_info(ring, replicas[r], &info), 0);
+        order[r] = info.name[4] - '1';
+    }
+    cairn_ring_free(ring);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct cairn_restore_source *local = NULL;
+    struct snapshot expected = {0};
+    struct body big = {0};
+    char data_dir[600], first_name[16], second_name[16];
+    int order[2] = {0, 1};
+    bool bench = argc == 3 && strcmp(argv[2], "bench") == 0;
+
+    if (argc != 2 && !bench) {
+        fprintf(stderr, "usage: test_restore_remote CAIRN_NODE [bench]\n");
+        return 64;
+    }
+    node_binary = argv[1];
+    if (mkdtemp(temp_dir) == NULL)
+        return 1;
+    snprintf(config_path, sizeof(config_path), "%s/cluster.conf", temp_dir);
+    write_config();
+    ring_order(order);
+    make_body(&big, bench ? BENCH_BODY_BYTES : BIG_BODY_BYTES, 7);
+    for (int r = 0; r < 2; r++) {
+        import_user(order[r], "alice", "alice");
+        append_body(order[r], "alice", &big);
+    }
+    snprintf(first_name, sizeof(first_name), "node%d", order[0] + 1);
+    snprintf(second_name, sizeof(second_name), "node%d", order[1] + 1);
+    if (!bench) {
+        /* the local source, before any node holds alice's lock */
+        snprintf(data_dir, sizeof(data_dir), "%s/n%d", temp_dir, order[1] + 1);
+        CHECK_INT(cairn_restore_source_open_store(data_dir, "alice", &local),
+                  0);
+        if (local != NULL)
+            take_snapshot(local, big.guid, &expected);
+        cairn_restore_source_free(local);
+    }
+    for (int i = 0; i < NODES; i++)
+        start_node(i);
+    if (bench) {
+        bench_body(order[0], big.guid);
+    } else {
+        test_same_as_local(&expected, first_name, big.guid);
+        test_fallback(&expected, order[0], second_name, big.guid);
+        test_all_down(order[1]);
+    }
+    for (int i = 0; i < NODES; i++)
+        stop_node(i);
+    cairn_buf_release(&expected.text);
+    free(big.data);
+    if (check_failures == 0)
+        nftw(temp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    else
+        fprintf(stderr, "kept %s for inspection\n", temp_dir);
+    return check_exit("test_restore_remote");
+}
