@@ -94,6 +94,22 @@
  *   equal on replicas that hold the same updates.
  * COMPACT_REQUEST: as VERIFY, with the node's [compaction] policy. Reply
  *   COMPACT_REPLY, frame 1 = UserResults with bytes_before/bytes_after.
+ * BODY_REQUEST / SIEVE_REQUEST (cairnctl restore -> node; user set,
+ *   sequence 0): frame 1 = a message GUID (40 lowercase hex digits) /
+ *   a sieve script's filename ("lab.script"). They are user requests:
+ *   queued behind the user's earlier APPLYs, answered from the daemon's
+ *   own open store (server_restore.c). Reply BODY_REPLY / SIEVE_REPLY
+ *   whose frames, concatenated, are the body / the live script's text,
+ *   each frame at most max_frame, no frame for an empty one. The node
+ *   reads the body whole (a body inside a gzip chunk cannot be read from
+ *   an offset cheaply) and checks its SHA-1 against the GUID before
+ *   answering, so the reply is one multipart message the size of the
+ *   body: bodies over 64 MiB are refused with ERROR CAIRN_ETOOBIG (Cyrus's
+ *   default maxmessagesize is far below). ERROR CAIRN_ENOENT ("no such
+ *   user on this node", "no message with this GUID in the user's
+ *   backup", "no such user or live sieve script"), CAIRN_EINVAL for a
+ *   frame 1 that is not a GUID, CAIRN_EMISMATCH for a stored body that
+ *   fails its GUID.
  * PING -> PONG (no payload).
  * TRANSFER_* (cairnctl rebalance relays a user between nodes; see
  *   node/transfer.c for the verbs): EXPORT/READ read a user's data file,
