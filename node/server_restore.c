@@ -22,9 +22,11 @@
 #include "node_int.h"
 #include "server_int.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 /* Largest body a BODY_REQUEST is answered with (held while sent). */
 #define BODY_REPLY_MAX (64u * 1024 * 1024)
@@ -89,6 +91,91 @@ put_reply(void *ctx, const void *data, size_t len)
     return 0;
 }
 
+static void
+free_frame(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+/* One frame; data is handed to ZeroMQ (freed by it, also on failure). */
+static int
+send_owned(void *socket, void *data, size_t len, bool more)
+{
+    zmq_msg_t msg;
+
+    if (data == NULL)
+        return CAIRN_ENOMEM;
+    if (zmq_msg_init_data(&msg, data, len, free_frame, NULL) != 0) {
+        free(data);
+        return CAIRN_ENOMEM;
+    }
+    if (zmq_msg_send(&msg, socket, more ? ZMQ_SNDMORE : 0) < 0) {
+        zmq_msg_close(&msg);
+        return errno == EHOSTUNREACH ? CAIRN_EUNAVAILABLE : CAIRN_EIO;
+    }
+    return 0;
+}
+
+static void *
+copy_bytes(const void *data, size_t len)
+{
+    void *copy = malloc(len ? len : 1);
+
+    if (copy != NULL && len > 0)
+        memcpy(copy, data, len);
+    return copy;
+}
+
+/*
+ * Sends the reply of kind with reply's frames handed to ZeroMQ instead of
+ * copied (node_reply copies), so a body is held once while it goes out.
+ * Empties reply. A failure is logged: the reply is then lost.
+ */
+static void
+reply_owned(struct cairn_node_server *server,
+            const struct node_request *request, Cairn__Kind kind,
+            struct reply_frames *reply)
+{
+    Cairn__Envelope envelope = CAIRN__ENVELOPE__INIT;
+    void *packed = NULL;
+    size_t size;
+    int rc = CAIRN_ENOMEM;
+
+    envelope.kind = kind;
+    envelope.request_id = request->envelope->request_id;
+    envelope.user = request->envelope->user;
+    envelope.sequence = request->envelope->sequence;
+    envelope.ring_epoch = request->envelope->ring_epoch;
+    envelope.payload_frames = (uint32_t)reply->count;
+    envelope.payload_bytes = reply->total;
+    size = cairn__envelope__get_packed_size(&envelope);
+    if ((packed = malloc(size ? size : 1)) == NULL)
+        goto out;
+    cairn__envelope__pack(&envelope, packed);
+    if ((rc = send_owned(
+             server->socket,
+             copy_bytes(request->routing_id, request->routing_id_len),
+             request->routing_id_len, true)) < 0)
+        goto out;
+    rc = send_owned(server->socket, packed, size, reply->count > 0);
+    packed = NULL;
+    for (size_t i = 0; rc == 0 && i < reply->count; i++) {
+        char *data = NULL;
+        size_t len = 0;
+
+        /* after a failure the rest are still freed below */
+        if ((rc = cairn_buf_detach(&reply->frames[i], &data, &len)) == 0)
+            rc = send_owned(server->socket, data, len, i + 1 < reply->count);
+    }
+out:
+    free(packed);
+    if (rc < 0)
+        node_event(server, CAIRN_LOG_WARN, request, "reply lost: %s",
+                   cairn_strerror(rc));
+    reply_frames_release(reply);
+}
+
 /* --- BODY ------------------------------------------------------------------
  */
 
@@ -125,8 +212,8 @@ static void
 answer_body(struct cairn_node_server *server, struct body_read *read, int rc)
 {
     if (rc == 0)
-        node_reply(server, read->request, CAIRN__KIND__BODY_REPLY,
-                   read->reply.frames, read->reply.count, false);
+        reply_owned(server, read->request, CAIRN__KIND__BODY_REPLY,
+                    &read->reply);
     else if (rc == CAIRN_ENOENT)
         node_reply_error(server, read->request, rc, 0,
                          "no message with this GUID in the user's backup");
