@@ -472,6 +472,43 @@ count_bytes(void *ctx, const void *data, size_t len)
     return 0;
 }
 
+/*
+ * The same body read in this process, as the baseline of bench_body: the
+ * store's own read (what the node runs for BODY) and the local restore
+ * source's. Before the nodes start: they would hold the user's lock.
+ */
+static void
+bench_local(int node, const char *guid)
+{
+    struct cairn_restore_source *local = NULL;
+    struct cairn_catalog *catalog = NULL;
+    struct cairn_store *store = NULL;
+    char root[600], catalog_path[700];
+    uint64_t start, bytes = 0;
+
+    snprintf(root, sizeof(root), "%s/n%d", temp_dir, node + 1);
+    snprintf(catalog_path, sizeof(catalog_path), "%s/catalog.db", root);
+    CHECK_INT(cairn_catalog_open(catalog_path, &catalog), 0);
+    CHECK_INT(cairn_store_open_user(catalog, root, "alice", 0, &store), 0);
+    start = now_ms();
+    CHECK_INT(cairn_store_read_message(store, guid, count_bytes, &bytes), 0);
+    printf("bench local cairn_store_read_message 20 MiB: %llu ms, %.1f MB/s\n",
+           (unsigned long long)(now_ms() - start),
+           (double)bytes / 1e6 / ((double)(now_ms() - start + 1) / 1000.0));
+    cairn_store_close(store);
+    cairn_catalog_free(catalog);
+    CHECK_INT(cairn_restore_source_open_store(root, "alice", &local), 0);
+    if (local == NULL)
+        return;
+    bytes = 0;
+    start = now_ms();
+    CHECK_INT(local->ops->message(local->ctx, guid, count_bytes, &bytes), 0);
+    printf("bench local restore source 20 MiB: %llu ms, %.1f MB/s\n",
+           (unsigned long long)(now_ms() - start),
+           (double)bytes / 1e6 / ((double)(now_ms() - start + 1) / 1000.0));
+    cairn_restore_source_free(local);
+}
+
 /* BODY throughput of a 20 MiB body and the node's peak memory: figures. */
 static void
 bench_body(int node, const char *guid)
@@ -574,6 +611,8 @@ main(int argc, char **argv)
             take_snapshot(local, big.guid, &expected);
         cairn_restore_source_free(local);
     }
+    if (bench)
+        bench_local(order[0], big.guid);
     for (int i = 0; i < NODES; i++)
         start_node(i);
     if (bench) {
