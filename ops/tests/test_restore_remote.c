@@ -164,6 +164,7 @@ struct body {
     char guid[41];
 };
 
+/* seed 0: one repeated line (cheap to compress, for the limit test) */
 static void
 make_body(struct body *body, size_t len, unsigned seed)
 {
@@ -176,7 +177,7 @@ make_body(struct body *body, size_t len, unsigned seed)
         return;
     /* text-like but not very compressible, as mail bodies are */
     for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
+        seed = seed == 0 ? 0 : seed * 1103515245u + 12345u;
         body->data[i] = (i % 78 == 77) ? '\n' : (char)(' ' + (seed >> 16) % 90);
     }
     SHA1((const unsigned char *)body->data, len, digest);
@@ -364,7 +365,7 @@ open_remote(const char *node, struct cairn_restore_source **source, char *error,
 
 static void
 test_same_as_local(const struct snapshot *local, const char *first,
-                   const char *big_guid)
+                   const char *big_guid, const char *huge_guid)
 {
     struct cairn_restore_source *source = NULL;
     struct snapshot remote;
@@ -392,6 +393,10 @@ test_same_as_local(const struct snapshot *local, const char *first,
         CAIRN_EINVAL);
     CHECK_INT(source->ops->sieve(source->ctx, "nosuch", &content, &len),
               CAIRN_ENOENT);
+    /* one byte over the node's BODY limit: refused, not sent */
+    CHECK_INT(
+        source->ops->message(source->ctx, huge_guid, put_text, &remote.text),
+        CAIRN_ETOOBIG);
     CHECK(content == NULL);
     cairn_buf_release(&remote.text);
     cairn_restore_source_free(source);
@@ -433,6 +438,12 @@ test_fallback(const struct snapshot *local, int first, const char *second,
     free(err);
     CHECK_INT(cairnctl("restore --user alice --dry-run --node node9", &err), 1);
     CHECK(err != NULL && strstr(err, "no node 'node9'") != NULL);
+    free(err);
+    /* local files and a node to ask do not go together */
+    CHECK_INT(cairnctl("restore --user alice --dry-run --data-dir /tmp "
+                       "--node node1",
+                       &err),
+              64);
     free(err);
 }
 
@@ -580,7 +591,7 @@ main(int argc, char **argv)
 {
     struct cairn_restore_source *local = NULL;
     struct snapshot expected = {0};
-    struct body big = {0};
+    struct body big = {0}, huge = {0};
     char data_dir[600], first_name[16], second_name[16];
     int order[2] = {0, 1};
     bool bench = argc == 3 && strcmp(argv[2], "bench") == 0;
@@ -600,6 +611,11 @@ main(int argc, char **argv)
         import_user(order[r], "alice", "alice");
         append_body(order[r], "alice", &big);
     }
+    if (!bench) {
+        make_body(&huge, 64u * 1024 * 1024 + 1, 0);
+        append_body(order[0], "alice", &huge);
+        free(huge.data);
+    }
     snprintf(first_name, sizeof(first_name), "node%d", order[0] + 1);
     snprintf(second_name, sizeof(second_name), "node%d", order[1] + 1);
     if (!bench) {
@@ -618,7 +634,7 @@ main(int argc, char **argv)
     if (bench) {
         bench_body(order[0], big.guid);
     } else {
-        test_same_as_local(&expected, first_name, big.guid);
+        test_same_as_local(&expected, first_name, big.guid, huge.guid);
         test_fallback(&expected, order[0], second_name, big.guid);
         test_all_down(order[1]);
     }
