@@ -446,7 +446,9 @@ open_remote(struct cairn_ops_context *context, const struct restore_args *args,
     options.config = config;
     options.destination = args->destination;
     options.node = args->node;
-    options.timeout_ms = args->timeout * 1000;
+    /* a node answers in seconds; a dead one costs this before the next
+     * replica serves the bodies */
+    options.timeout_ms = (args->timeout < 60 ? args->timeout : 60) * 1000;
     /* a replica that is down costs this, not a whole request timeout */
     options.ping_timeout_ms = args->timeout < 5 ? args->timeout * 1000 : 5000;
     rc = cairn_restore_source_open_remote(&options, args->user, source, error,

@@ -96,8 +96,12 @@ struct cairn_restore_remote_options {
  * the destination's ring (its ring file), or the one node forced, are
  * asked in order; the first that answers a PING and holds the user (GET
  * USER) serves every read of the source (restore_remote.c; the node
- * reads its own open store, under its own lock). Bodies are checked
- * against their GUIDs as they arrive (CAIRN_EMISMATCH after the last
+ * reads its own open store, under its own lock). A body the serving node
+ * does not answer (down since: CAIRN_EUNAVAILABLE / CAIRN_ETIMEOUT after
+ * timeout_ms) is asked of the next replica that answers a PING, which
+ * serves from then on (bodies are named by their SHA-1: any copy is the
+ * same bytes; nothing was passed on, as a reply arrives whole). Bodies are
+ * checked against their GUIDs as they arrive (CAIRN_EMISMATCH after the last
  * byte); a body over the node's 64 MiB BODY limit fails (CAIRN_ETOOBIG).
  * Returns the owned source (cairn_restore_source_free), or CAIRN_ENOENT
  * when every replica answered and none holds the user,

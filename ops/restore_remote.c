@@ -24,12 +24,21 @@
 /* The node never sends a longer script (node/server_restore.c). */
 #define SIEVE_MAX (4u * 1024 * 1024)
 
+/* A node that may serve: a replica of the user, or the forced node. */
+struct remote_replica {
+    char *name, *endpoint;
+};
+
 struct remote_source {
     struct cairn_loop *loop;
     struct cairn_node_client *client;
     size_t node; /* the serving replica, in the client */
     char node_name[128];
     char *userid;
+    struct remote_replica replicas[CAIRN_RING_MAX_REPLICAS];
+    size_t replica_count;
+    size_t serving; /* in replicas */
+    uint64_t ping_timeout_ms;
 };
 
 /* One request while its reply is awaited; frames go to on_frame. */
@@ -192,6 +201,7 @@ struct body_stream {
     EVP_MD_CTX *sha1;
     int (*put)(void *put_ctx, const void *data, size_t len);
     void *put_ctx;
+    uint64_t put_bytes; /* passed on: after any, never ask again */
 };
 
 static int
@@ -201,7 +211,40 @@ body_frame(void *ctx, const void *data, size_t len)
 
     if (EVP_DigestUpdate(stream->sha1, data, len) != 1)
         return CAIRN_ENOMEM;
+    stream->put_bytes += len;
     return stream->put(stream->put_ctx, data, len);
+}
+
+static bool node_alive(const char *endpoint, uint64_t timeout_ms);
+
+/*
+ * The serving node went away in the middle of the restore: the next
+ * replica that answers a PING serves from now on. Bodies are named by
+ * their SHA-1, so any replica's copy is the same bytes.
+ */
+static int
+next_replica(struct remote_source *remote)
+{
+    for (size_t step = 1; step < remote->replica_count; step++) {
+        size_t at = (remote->serving + step) % remote->replica_count;
+        const struct remote_replica *replica = &remote->replicas[at];
+        size_t node = 0;
+        int rc;
+
+        if (!node_alive(replica->endpoint, remote->ping_timeout_ms))
+            continue;
+        if (cairn_node_client_find_node(remote->client, replica->name, &node) <
+                0 &&
+            (rc = cairn_node_client_add_node(remote->client, replica->name,
+                                             replica->endpoint, &node)) < 0)
+            return rc;
+        remote->serving = at;
+        remote->node = node;
+        snprintf(remote->node_name, sizeof(remote->node_name), "%s",
+                 replica->name);
+        return 0;
+    }
+    return CAIRN_EUNAVAILABLE;
 }
 
 static int
@@ -210,7 +253,7 @@ remote_message(void *ctx, const char *guid,
                void *put_ctx)
 {
     struct remote_source *remote = ctx;
-    struct body_stream stream = {NULL, put, put_ctx};
+    struct body_stream stream = {NULL, put, put_ctx, 0};
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_len = 0;
     char hex[41];
@@ -219,8 +262,14 @@ remote_message(void *ctx, const char *guid,
     if ((stream.sha1 = EVP_MD_CTX_new()) == NULL ||
         EVP_DigestInit_ex(stream.sha1, EVP_sha1(), NULL) != 1)
         goto out;
-    if ((rc = remote_call(remote, CAIRN__KIND__BODY_REQUEST, NULL, guid,
-                          strlen(guid), body_frame, &stream)) < 0)
+    rc = remote_call(remote, CAIRN__KIND__BODY_REQUEST, NULL, guid,
+                     strlen(guid), body_frame, &stream);
+    /* a reply arrives whole, so a node that did not answer put nothing */
+    if ((rc == CAIRN_EUNAVAILABLE || rc == CAIRN_ETIMEOUT) &&
+        stream.put_bytes == 0 && next_replica(remote) == 0)
+        rc = remote_call(remote, CAIRN__KIND__BODY_REQUEST, NULL, guid,
+                         strlen(guid), body_frame, &stream);
+    if (rc < 0)
         goto out;
     rc = CAIRN_ENOMEM;
     if (EVP_DigestFinal_ex(stream.sha1, digest, &digest_len) != 1 ||
@@ -266,6 +315,10 @@ remote_close(void *ctx)
         return;
     cairn_node_client_free(remote->client);
     cairn_loop_free(remote->loop);
+    for (size_t i = 0; i < remote->replica_count; i++) {
+        free(remote->replicas[i].name);
+        free(remote->replicas[i].endpoint);
+    }
     free(remote->userid);
     free(remote);
 }
@@ -364,14 +417,14 @@ candidate_nodes(const struct cairn_restore_remote_options *options,
     return rc;
 }
 
-/* Whether node answers a PING within the short timeout. */
+/* Whether the node at endpoint answers a PING within the short timeout. */
 static bool
-node_alive(const struct cairn_config_node *node, uint64_t timeout_ms)
+node_alive(const char *endpoint, uint64_t timeout_ms)
 {
     struct cairn_node_request ping = {.kind = CAIRN__KIND__PING,
                                       .destination = ""};
     struct cairn_node_result result = {0};
-    int rc = cairn_node_client_call(node->endpoint, &ping, timeout_ms, &result);
+    int rc = cairn_node_client_call(endpoint, &ping, timeout_ms, &result);
 
     cairn_node_result_release(&result);
     return rc == 0;
@@ -392,11 +445,21 @@ choose_replica(struct remote_source *remote,
     int rc = CAIRN_ENOENT;
 
     error[0] = '\0';
+    remote->ping_timeout_ms = options->ping_timeout_ms;
+    for (size_t i = 0; i < count; i++) {
+        struct remote_replica *replica = &remote->replicas[i];
+
+        replica->name = strdup(nodes[i]->origin.name);
+        replica->endpoint = strdup(nodes[i]->endpoint);
+        remote->replica_count++; /* freed at close, also when NULL */
+        if (replica->name == NULL || replica->endpoint == NULL)
+            return CAIRN_ENOMEM;
+    }
     for (size_t i = 0; i < count; i++) {
         size_t items = 0;
         const char *why;
 
-        if (!node_alive(nodes[i], options->ping_timeout_ms)) {
+        if (!node_alive(nodes[i]->endpoint, options->ping_timeout_ms)) {
             unreachable = true;
             why = "not answering";
         } else if ((rc = cairn_node_client_add_node(
@@ -407,6 +470,7 @@ choose_replica(struct remote_source *remote,
                                     &items)) == 0) {
             snprintf(remote->node_name, sizeof(remote->node_name), "%s",
                      nodes[i]->origin.name);
+            remote->serving = i;
             return 0;
         } else {
             unreachable |= rc == CAIRN_EUNAVAILABLE || rc == CAIRN_ETIMEOUT;

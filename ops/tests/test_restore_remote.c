@@ -355,6 +355,7 @@ open_remote(const char *node, struct cairn_restore_source **source, char *error,
     options.config = config;
     options.node = node;
     options.ping_timeout_ms = 2000;
+    options.timeout_ms = 3000;
     rc = cairn_restore_source_open_remote(&options, "alice", source, error,
                                           error_size);
     cairn_config_free(config);
@@ -445,6 +446,32 @@ test_fallback(const struct snapshot *local, int first, const char *second,
                        &err),
               64);
     free(err);
+}
+
+/* The serving node dies between two bodies: the other replica goes on. */
+static void
+test_failover(int first, const char *first_name, const char *second_name,
+              const char *big_guid)
+{
+    struct cairn_restore_source *source = NULL;
+    struct cairn_buf body;
+    char error[512] = "";
+
+    cairn_buf_init(&body, 8u * 1024 * 1024);
+    start_node(first);
+    CHECK_INT(open_remote(NULL, &source, error, sizeof(error)), 0);
+    if (source == NULL)
+        return;
+    CHECK_STR(cairn_restore_source_node(source), first_name);
+    CHECK_INT(source->ops->message(source->ctx, big_guid, put_text, &body), 0);
+    CHECK_U64(body.len, BIG_BODY_BYTES);
+    stop_node(first);
+    cairn_buf_reset(&body);
+    CHECK_INT(source->ops->message(source->ctx, big_guid, put_text, &body), 0);
+    CHECK_U64(body.len, BIG_BODY_BYTES);
+    CHECK_STR(cairn_restore_source_node(source), second_name);
+    cairn_buf_release(&body);
+    cairn_restore_source_free(source);
 }
 
 static void
@@ -636,6 +663,7 @@ main(int argc, char **argv)
     } else {
         test_same_as_local(&expected, first_name, big.guid, huge.guid);
         test_fallback(&expected, order[0], second_name, big.guid);
+        test_failover(order[0], first_name, second_name, big.guid);
         test_all_down(order[1]);
     }
     for (int i = 0; i < NODES; i++)
