@@ -153,6 +153,8 @@ stop_node(int i)
         return;
     kill(pids[i], SIGTERM);
     CHECK(waitpid(pids[i], &status, 0) == pids[i]);
+    /* clean exit: also no sanitizer report in an ASan build */
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     pids[i] = 0;
 }
 
