@@ -137,6 +137,9 @@ def main():
                                           sorted(got_sieve)))
         for line in figures:
             print("# restore from the cluster: %s" % line)
+        statuses = cluster.stop()
+        expect(all(s == 0 for s in statuses.values()),
+               "router and nodes exit 0 on SIGTERM %s" % statuses)
     print("test_restore_remote: passed in %.1fs" % (time.monotonic() - STARTED))
     return 0
 
