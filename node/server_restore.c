@@ -30,6 +30,8 @@
 
 /* Largest body a BODY_REQUEST is answered with (held while sent). */
 #define BODY_REPLY_MAX (64u * 1024 * 1024)
+/* Bodies at least this big are read on the worker thread when it is idle. */
+#define BODY_BACKGROUND_MIN (4 * 1024 * 1024)
 /* Longest SIEVE record line read back (Cyrus caps scripts far below). */
 #define SIEVE_LINE_MAX (4u * 1024 * 1024)
 #define READ_SIZE (64 * 1024)
@@ -249,14 +251,15 @@ body_is_big(struct cairn_store *store, const char *guid)
     if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
         sqlite3_bind_text(stmt, 1, guid, -1, SQLITE_STATIC) == SQLITE_OK &&
         sqlite3_step(stmt) == SQLITE_ROW)
-        big = sqlite3_column_int64(stmt, 0) >= 4 * 1024 * 1024;
+        big = sqlite3_column_int64(stmt, 0) >= BODY_BACKGROUND_MIN;
     sqlite3_finalize(stmt);
     return big;
 }
 
 /* Takes request. */
 static void
-node_body(struct cairn_node_server *server, struct node_request *request)
+answer_body_request(struct cairn_node_server *server,
+                    struct node_request *request)
 {
     struct node_user *user = request->user;
     struct body_read *read = NULL;
@@ -408,7 +411,8 @@ out:
 
 /* Takes request. */
 static void
-node_sieve(struct cairn_node_server *server, struct node_request *request)
+answer_sieve_request(struct cairn_node_server *server,
+                     struct node_request *request)
 {
     struct reply_frames reply = {0};
     int rc;
@@ -447,7 +451,7 @@ node_restore_read(struct cairn_node_server *server,
     if (request->user->in_round)
         node_commit_round(server);
     if (request->envelope->kind == CAIRN__KIND__BODY_REQUEST)
-        node_body(server, request);
+        answer_body_request(server, request);
     else
-        node_sieve(server, request);
+        answer_sieve_request(server, request);
 }
