@@ -64,10 +64,13 @@
  *   tool's one-off request). The first sequence the node sees for a user
  *   since it started is accepted as is; then sequence == last + 1 is
  *   applied, sequence == last is a replay and is re-ACKed without being
- *   applied again (if last was acked; else ERROR), sequence == 1 starts a
- *   new stream (the router restarted); anything else is ERROR CAIRN_EPROTO
- *   ("sequence gap" / "replay") and is not applied. A client that lost
- *   track (timeout) restarts the user's stream at 1.
+ *   applied again (if last was acked; else ERROR), sequence == 1 or a
+ *   request marked stream_start starts a new stream; anything else is
+ *   ERROR CAIRN_EPROTO ("sequence gap" / "replay") and is not applied. A
+ *   client that lost track (timeout, restart) starts a new stream with a
+ *   number it never used for that user and node, marked stream_start (the
+ *   router takes wall-clock milliseconds << 20): restarting at 1 would be
+ *   taken for a replay by a node whose last number was 1.
  *
  * STATE_REQUEST (router -> node): verb "GET", key "USER", "META",
  *   "MAILBOXES", "FULLMAILBOX" (or "UNIQUEIDS", answered with no items,
@@ -173,6 +176,7 @@ struct cairn_node_request {
     const char *verb;        /* "APPLY", "GET"; NULL: none */
     const char *key;         /* "MAILBOX", "USER"; NULL: none */
     uint64_t sequence;       /* per user, 0: unordered */
+    bool stream_start;       /* sequence starts a new stream (see above) */
     uint64_t ring_epoch;
     /* frame 1..n, each <= max_frame, except that frame 1 of an APPLY or
      * STATE_REQUEST (the dlist) is cut into dlist_frames when larger */

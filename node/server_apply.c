@@ -480,6 +480,7 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
         return;
     }
     if (sequence > 0 && user->has_sequence && sequence != 1 &&
+        !request->envelope->stream_start &&
         sequence != user->last_sequence + 1) {
         char message[96];
 

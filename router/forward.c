@@ -415,7 +415,8 @@ send_to(struct target *target)
     /* GETs are unordered (0): the node answers them after earlier APPLYs. */
     if (!pending->is_get)
         rc = cairn_router_sequences_next(forward->sequences, pending->userid,
-                                         target->node, &request.sequence);
+                                         target->node, &request.sequence,
+                                         &request.stream_start);
     if (rc == 0)
         rc = cairn_node_client_send(forward->client, target->node, &request,
                                     on_node_reply, target, NULL);

@@ -17,17 +17,22 @@
 /*
  * The last sequence number sent per (user, node): the next request gets
  * last + 1; a stream that lost track (a timeout, a node error) is reset
- * and restarts at 1, which a node always accepts as a new stream.
+ * and starts again with a new number marked stream_start.
  */
 struct cairn_router_sequences;
 
 /* Creates an empty table; the caller owns *table. */
 int cairn_router_sequences_new(struct cairn_router_sequences **table);
 void cairn_router_sequences_free(struct cairn_router_sequences *table);
-/* The number for the next request of user to node (1, 2, 3, ...). */
+/*
+ * The number for the next request of user to node: last + 1, or, for a
+ * new or reset stream, a number never issued before (wall-clock ms << 20,
+ * above every number this table issued) with *stream_start set, so a node
+ * never takes a new stream's first request for a replay of its last.
+ */
 int cairn_router_sequences_next(struct cairn_router_sequences *table,
                                 const char *user, size_t node,
-                                uint64_t *sequence);
+                                uint64_t *sequence, bool *stream_start);
 /* The next request of user to node starts a new stream (sequence 1). */
 void cairn_router_sequences_reset(struct cairn_router_sequences *table,
                                   const char *user, size_t node);

@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct stream {
     struct stream *next;
@@ -20,6 +21,7 @@ struct cairn_router_sequences {
     struct stream **buckets;
     size_t bucket_count; /* a power of two */
     size_t count;
+    uint64_t issued_max; /* the highest number next() gave */
 };
 
 static size_t
@@ -129,16 +131,40 @@ find_or_add(struct cairn_router_sequences *table, const char *user, size_t node,
     return CAIRN_OK;
 }
 
+/*
+ * The first number of a new stream: wall-clock milliseconds << 20 (a
+ * restarted router starts above what it sent before, unless the clock went
+ * back) and above everything this table issued (two streams started in
+ * one millisecond).
+ */
+static uint64_t
+stream_base(const struct cairn_router_sequences *table)
+{
+    struct timespec now;
+    uint64_t base = 1;
+
+    if (clock_gettime(CLOCK_REALTIME, &now) == 0)
+        base = ((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000)
+               << 20;
+    return base > table->issued_max ? base : table->issued_max + 1;
+}
+
 int
 cairn_router_sequences_next(struct cairn_router_sequences *table,
-                            const char *user, size_t node, uint64_t *sequence)
+                            const char *user, size_t node, uint64_t *sequence,
+                            bool *stream_start)
 {
     struct stream *stream = NULL;
     int rc = find_or_add(table, user, node, &stream);
 
-    if (rc == 0)
-        *sequence = ++stream->last;
-    return rc;
+    if (rc < 0)
+        return rc;
+    *stream_start = stream->last == 0;
+    stream->last = *stream_start ? stream_base(table) : stream->last + 1;
+    if (stream->last > table->issued_max)
+        table->issued_max = stream->last;
+    *sequence = stream->last;
+    return CAIRN_OK;
 }
 
 bool

@@ -327,6 +327,48 @@ open_forwards(struct cairn_loop *loop, const struct cairn_config *config,
 }
 
 /* Each channel to the forwards of its destinations (all of them). */
+/* A node name both rings hold, or NULL. */
+static const char *
+shared_node(const struct cairn_ring *first, const struct cairn_ring *second)
+{
+    for (size_t i = 0; first && second && i < cairn_ring_node_count(first);
+         i++) {
+        struct cairn_ring_node_info one, other;
+
+        cairn_ring_node_info(first, i, &one);
+        for (size_t j = 0; j < cairn_ring_node_count(second); j++) {
+            cairn_ring_node_info(second, j, &other);
+            if (strcmp(one.name, other.name) == 0)
+                return one.name;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Two destinations whose rings share a node write the same user twice into
+ * one store with two sequence streams, which the node refuses as gaps: a
+ * destination is a separate copy, on nodes of its own. Said at start.
+ */
+static void
+warn_shared_nodes(const struct daemon *daemon)
+{
+    for (size_t a = 0; a < daemon->forward_count; a++) {
+        for (size_t b = a + 1; b < daemon->forward_count; b++) {
+            const char *name = shared_node(
+                cairn_router_forward_ring(daemon->forwards[a].forward),
+                cairn_router_forward_ring(daemon->forwards[b].forward));
+
+            if (name != NULL)
+                cairn_log_warn("node %s is in the rings of destinations %s "
+                               "and %s: give each destination nodes of its "
+                               "own",
+                               name, daemon->forwards[a].name,
+                               daemon->forwards[b].name);
+        }
+    }
+}
+
 static int
 open_routes(struct cairn_loop *loop, const struct cairn_config *config,
             struct daemon *daemon)
@@ -336,6 +378,7 @@ open_routes(struct cairn_loop *loop, const struct cairn_config *config,
 
     if ((rc = open_forwards(loop, config, daemon)) < 0)
         return rc;
+    warn_shared_nodes(daemon);
     daemon->routes = calloc(count + 1, sizeof(*daemon->routes));
     if (daemon->routes == NULL)
         return CAIRN_ENOMEM;

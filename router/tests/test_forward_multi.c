@@ -499,21 +499,18 @@ await_marks(struct cluster *cluster, size_t marks)
 }
 
 /*
- * SMALL_MAILBOX twice, both OK: every replica's stream of anne is at 2.
- * Two, not one: a node whose last sequence of a user is 1 takes the 1
- * that starts the router's next stream (after a failure or a restart)
- * for a replay, ACKs it and does not apply it (node/server_apply.c), so
- * the resend of a replica that had taken a single write is lost. That is
- * a node bug (reported); these tests are about the marks.
+ * SMALL_MAILBOX once, OK: every replica's stream of anne holds one
+ * number. One on purpose: the router's next stream (after the failure, or
+ * a restart) must start with a number the node has not seen, marked
+ * stream_start. When streams restarted at 1, a node whose last number
+ * was 1 took the resend for a replay, ACKed it and did not apply it.
  */
 static void
-take_two_writes(struct cluster *cluster, int fd, struct cairn_buf *text)
+take_first_write(struct cluster *cluster, int fd, struct cairn_buf *text)
 {
-    for (int i = 0; i < 2; i++) {
-        CHECK_INT(exchange(cluster, fd, SMALL_MAILBOX, text), 0);
-        CHECK_STR(text->data, "OK Success\r\n");
-    }
-    /* Every replica took them, not only those the policy waited for. */
+    CHECK_INT(exchange(cluster, fd, SMALL_MAILBOX, text), 0);
+    CHECK_STR(text->data, "OK Success\r\n");
+    /* Every replica took it, not only those the policy waited for. */
     await_idle(cluster);
 }
 
@@ -592,7 +589,7 @@ test_lagging_replica(void)
         cairn_ring_free(ring);
         cairn_buf_init(&text, 1 << 20);
         fd = connect_logged_in(&cluster, &text);
-        take_two_writes(&cluster, fd, &text);
+        take_first_write(&cluster, fd, &text);
         await_marks(&cluster, 0);
         /* The second replica misses the change. */
         stop_replica(&cluster, "anne", 1);
@@ -680,7 +677,7 @@ test_marks_survive_restart(void)
     snprintf(line, sizeof(line), "anne %s behind", node_names[replicas[2]]);
     cairn_buf_init(&text, 1 << 20);
     fd = connect_logged_in(&cluster, &text);
-    take_two_writes(&cluster, fd, &text);
+    take_first_write(&cluster, fd, &text);
     stop_replica(&cluster, "anne", 2);
     CHECK_INT(exchange(&cluster, fd, SMALL_MAILBOX_CHANGED, &text), 0);
     CHECK_STR(text.data, "OK Success\r\n");
@@ -723,40 +720,58 @@ test_marks_survive_restart(void)
 static void
 test_sequences(void)
 {
+    /* expect: 0 = a new stream's first number, else first + expect */
     static const struct {
         const char *user;
         size_t node;
         bool reset; /* reset first instead of taking a number */
         uint64_t expect;
     } steps[] = {
-        {"anne", 0, false, 1}, {"anne", 0, false, 2}, {"anne", 1, false, 1},
-        {"bob", 0, false, 1},  {"anne", 0, false, 3}, {"anne", 0, true, 1},
-        {"anne", 0, false, 2}, {"anne", 1, false, 2}, {"bob", 0, true, 1},
+        {"anne", 0, false, 0}, {"anne", 0, false, 1}, {"anne", 1, false, 0},
+        {"bob", 0, false, 0},  {"anne", 0, false, 2}, {"anne", 0, true, 0},
+        {"anne", 0, false, 1}, {"anne", 1, false, 1}, {"bob", 0, true, 0},
     };
     struct cairn_router_sequences *table = NULL;
+    uint64_t first[2][2] = {{0}}, issued = 0; /* [anne|bob][node] */
 
     CHECK_INT(cairn_router_sequences_new(&table), 0);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        size_t who = strcmp(steps[i].user, "bob") == 0;
         uint64_t sequence = 0;
+        bool start = false;
 
         if (steps[i].reset)
             cairn_router_sequences_reset(table, steps[i].user, steps[i].node);
         CHECK_INT(cairn_router_sequences_next(table, steps[i].user,
-                                              steps[i].node, &sequence),
+                                              steps[i].node, &sequence, &start),
                   0);
-        CHECK_U64(sequence, steps[i].expect);
+        CHECK_INT(start, steps[i].expect == 0);
+        if (steps[i].expect == 0) {
+            /* Never a number issued before: a node cannot take the new
+             * stream's first request for a replay. */
+            CHECK(sequence > issued);
+            CHECK(sequence > (uint64_t)1 << 40); /* wall-clock based */
+            first[who][steps[i].node] = sequence;
+        } else {
+            CHECK_U64(sequence, first[who][steps[i].node] + steps[i].expect);
+        }
+        if (sequence > issued)
+            issued = sequence;
     }
     CHECK_U64(cairn_router_sequences_count(table), 3);
     /* Many users: the table grows and keeps every stream. */
     for (size_t i = 0; i < 5000; i++) {
         char user[32];
-        uint64_t sequence = 0;
+        uint64_t sequence = 0, second = 0;
+        bool start = false;
 
         snprintf(user, sizeof(user), "user%zu", i);
-        CHECK_INT(cairn_router_sequences_next(table, user, 2, &sequence), 0);
-        CHECK_INT(cairn_router_sequences_next(table, user, 2, &sequence), 0);
-        if (sequence != 2)
-            CHECK_U64(sequence, 2);
+        CHECK_INT(
+            cairn_router_sequences_next(table, user, 2, &sequence, &start), 0);
+        CHECK_INT(cairn_router_sequences_next(table, user, 2, &second, &start),
+                  0);
+        if (second != sequence + 1 || start)
+            CHECK_U64(second, sequence + 1);
     }
     CHECK_U64(cairn_router_sequences_count(table), 5003);
     cairn_router_sequences_free(table);
@@ -849,13 +864,19 @@ fan_request(void *arg, const struct cairn_router_request *request,
                                             reply);
 }
 
-/* Every write reaches both destinations; OK only when both meet policy. */
+/*
+ * Every write reaches both destinations; OK only when both meet policy.
+ * The second destination has nodes of its own (s1..s3), as an offsite
+ * copy would: a node keeps one stream per user.
+ */
 static void
 test_destinations(void)
 {
+    static const char *const second_names[MAX_NODES] = {"s1", "s2", "s3"};
     struct cluster cluster = {0};
+    struct cairn_node_server *second_servers[MAX_NODES] = {NULL};
     struct cairn_ring_node_spec specs[MAX_NODES] = {
-        {"n1", 1, "z1"}, {"n2", 1, "z2"}, {"n3", 1, "z3"}};
+        {"s1", 1, "z1"}, {"s2", 1, "z2"}, {"s3", 1, "z3"}};
     struct cairn_router_forward_node nodes[MAX_NODES];
     struct cairn_router_forward_settings second = {
         .destination = "second",
@@ -875,9 +896,24 @@ test_destinations(void)
     CHECK_INT(cairn_ring_new("second", 3, 0, specs, 3, &ring), 0);
     CHECK_INT(cairn_ring_save(ring, ring_path), 0);
     cairn_ring_free(ring);
-    for (size_t i = 0; i < 3; i++)
-        nodes[i] = (struct cairn_router_forward_node){node_names[i],
-                                                      cluster.endpoints[i]};
+    for (size_t i = 0; i < 3; i++) {
+        char data[128];
+        struct cairn_node_server_settings settings = {
+            .name = second_names[i],
+            .endpoint = "tcp://127.0.0.1:*",
+            .data_dir = data,
+        };
+
+        snprintf(data, sizeof(data), "%s/%s", cluster.dir, second_names[i]);
+        CHECK_INT(cairn_node_server_new(cluster.fixture.loop, NULL, &settings,
+                                        &second_servers[i], error,
+                                        sizeof(error)),
+                  0);
+        nodes[i] = (struct cairn_router_forward_node){
+            second_names[i], second_servers[i]
+                                 ? cairn_node_server_endpoint(second_servers[i])
+                                 : "tcp://127.0.0.1:1"};
+    }
     second.ring_file = ring_path;
     CHECK_INT(cairn_router_forward_new(cluster.fixture.loop, &second,
                                        &fan.forwards[1], error, sizeof(error)),
@@ -912,6 +948,8 @@ test_destinations(void)
     cairn_router_free(cluster.fixture.router);
     cluster.fixture.router = NULL;
     cairn_router_forward_free(fan.forwards[1]);
+    for (size_t i = 0; i < 3; i++)
+        cairn_node_server_free(second_servers[i]);
     cluster_stop(&cluster);
 }
 
