@@ -197,6 +197,13 @@ int cairn_store_find_missing(struct cairn_store *store,
                              const struct cairn_dlist *guids,
                              struct cairn_dlist *missing);
 /*
+ * The text of the live sieve script filename (as GET USER's SIEVE items
+ * name it): *content is owned (free(); NUL-terminated), *len its length.
+ * CAIRN_ENOENT when there is none.
+ */
+int cairn_store_read_sieve(struct cairn_store *store, const char *filename,
+                           char **content, size_t *len);
+/*
  * Streams the body of guid out of its chunk to put (bounded memory), and
  * checks its SHA-1. CAIRN_ENOENT when unknown.
  */
