@@ -15,6 +15,7 @@
 #include "check.h"
 #include "config.h"
 #include "node.h"
+#include "node_process_util.h"
 #include "ops.h"
 #include "placement.h"
 #include "restore.h"
@@ -32,7 +33,6 @@
 
 #define TESTDATA "../../node/tests/data/backupd"
 #define NODES 3
-#define READY_TIMEOUT_MS 30000
 #define BIG_BODY_BYTES (3u * 1024 * 1024 + 17) /* 4 frames of 1 MiB */
 #define BENCH_BODY_BYTES (20u * 1024 * 1024)
 #define SNAPSHOT_MAX (64u * 1024 * 1024)
@@ -42,15 +42,6 @@ static char temp_dir[] = "/tmp/cairn-test-remote-XXXXXX";
 static char config_path[512];
 static char endpoints[NODES][256];
 static pid_t pids[NODES];
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
 
 static void
 write_config(void)
@@ -108,54 +99,21 @@ cairnctl(const char *line, char **err_out)
     return status;
 }
 
+/* Starts node i on a port of its choosing; waits until it has bound. */
 static void
 start_node(int i)
 {
-    char name[16], endpoint_file[600], log_path[600];
-    uint64_t deadline = now_ms() + READY_TIMEOUT_MS;
-    FILE *file = NULL;
-
-    snprintf(name, sizeof(name), "node%d", i + 1);
-    snprintf(endpoint_file, sizeof(endpoint_file), "%s/endpoint%d", temp_dir,
-             i + 1);
-    snprintf(log_path, sizeof(log_path), "%s/node%d.log", temp_dir, i + 1);
-    unlink(endpoint_file);
-    if ((pids[i] = fork()) == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(node_binary, "cairn-node", "-f", "-c", config_path, "-n", name,
-              "-e", "tcp://127.0.0.1:*", "-w", endpoint_file, (char *)NULL);
-        _exit(127);
-    }
-    CHECK(pids[i] > 0);
-    while (now_ms() < deadline && (file = fopen(endpoint_file, "r")) == NULL &&
-           waitpid(pids[i], NULL, WNOHANG) == 0)
-        usleep(20000);
-    CHECK(file != NULL);
-    if (file == NULL)
-        return;
-    CHECK(fgets(endpoints[i], sizeof(endpoints[i]), file) != NULL);
-    endpoints[i][strcspn(endpoints[i], "\n")] = '\0';
-    fclose(file);
+    CHECK_INT(node_process_start(node_binary, config_path, temp_dir, i,
+                                 &pids[i], endpoints[i], sizeof(endpoints[i])),
+              0);
     write_config();
 }
 
+/* SIGTERM to a node this test started: a clean exit (no ASan report). */
 static void
 stop_node(int i)
 {
-    int status = 0;
-
-    if (pids[i] <= 0)
-        return;
-    kill(pids[i], SIGTERM);
-    CHECK(waitpid(pids[i], &status, 0) == pids[i]);
-    /* clean exit: also no sanitizer report in an ASan build */
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    pids[i] = 0;
+    CHECK_INT(node_process_stop(&pids[i]), 0);
 }
 
 /* --- the user's data ------------------------------------------------------ */

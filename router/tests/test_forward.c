@@ -104,6 +104,28 @@ stop_node(struct fixture *fixture, struct node_fixture *node)
     CHECK_INT(system(command), 0);
 }
 
+/*
+ * A router with a spool in front of one node (node->dir made here), and a
+ * client connected to it past the banner; the caller owns the rest.
+ */
+static int
+connect_to_node(struct fixture *fixture, struct node_fixture *node,
+                struct cairn_buf *text)
+{
+    char spool[96];
+    bool closed = false;
+    int fd;
+
+    CHECK(mkdtemp(node->dir) != NULL);
+    snprintf(spool, sizeof(spool), "%s/spool", node->dir);
+    CHECK_INT(fixture_open_spool(fixture, 0, 0, 0, spool, 1 << 20), 0);
+    CHECK_INT(start_node(fixture, node, NULL, 0), 0);
+    cairn_buf_init(text, 1 << 16);
+    fd = client_connect(fixture->port);
+    receive(fixture, fd, NULL, text, &closed);
+    return fd;
+}
+
 static void
 test_store_and_read_back(void)
 {
@@ -119,19 +141,10 @@ test_store_and_read_back(void)
          "* MISSING (" WRONG_GUID ")\r\nOK Success\r\n"},
     };
     struct node_fixture node = {.dir = "/tmp/cairn-test-forward-XXXXXX"};
-    char spool[96];
     struct fixture fixture;
     struct cairn_buf text;
     bool closed = false;
-    int fd;
-
-    CHECK(mkdtemp(node.dir) != NULL);
-    snprintf(spool, sizeof(spool), "%s/spool", node.dir);
-    CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, spool, 1 << 20), 0);
-    CHECK_INT(start_node(&fixture, &node, NULL, 0), 0);
-    cairn_buf_init(&text, 1 << 16);
-    fd = client_connect(fixture.port);
-    receive(&fixture, fd, NULL, &text, &closed);
+    int fd = connect_to_node(&fixture, &node, &text);
     /* Unknown so far: what backupd answers for a user it has no backup of. */
     send_text(fd, NULL, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n");
     receive(&fixture, fd, NULL, &text, &closed);
@@ -182,19 +195,10 @@ test_users_kept_apart(void)
          "* MISSING (" HELLO_GUID ")\r\nOK Success\r\n"},
     };
     struct node_fixture node = {.dir = "/tmp/cairn-test-forward-XXXXXX"};
-    char spool[96];
     struct fixture fixture;
     struct cairn_buf text;
     bool closed = false;
-    int fd;
-
-    CHECK(mkdtemp(node.dir) != NULL);
-    snprintf(spool, sizeof(spool), "%s/spool", node.dir);
-    CHECK_INT(fixture_open_spool(&fixture, 0, 0, 0, spool, 1 << 20), 0);
-    CHECK_INT(start_node(&fixture, &node, NULL, 0), 0);
-    cairn_buf_init(&text, 1 << 16);
-    fd = client_connect(fixture.port);
-    receive(&fixture, fd, NULL, &text, &closed);
+    int fd = connect_to_node(&fixture, &node, &text);
     send_text(fd, NULL, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n");
     receive(&fixture, fd, NULL, &text, &closed);
     run_exchanges(&fixture, fd, NULL, exchanges,
