@@ -1,14 +1,15 @@
 /*
- * forward_int.h - internals of the forwarder (forward*.c): the per (user,
- * node) sequence numbers of the node wire contract, and the repair marks
- * with the file that keeps them across restarts. Not installed; tests may
- * include it.
+ * forward_int.h - internals of the forwarder (forward*.c): the forwarder
+ * itself, the per (user, node) sequence numbers of the node wire contract,
+ * and the repair marks with the file that keeps them across restarts. Not
+ * installed; tests may include it.
  */
 #ifndef CAIRN_ROUTER_FORWARD_INT_H
 #define CAIRN_ROUTER_FORWARD_INT_H
 
 #include "loop.h"
 #include "node_client.h"
+#include "router.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -135,5 +136,25 @@ int cairn_router_forward_ping(struct cairn_router_forward *forward,
  */
 size_t
 cairn_router_forward_in_flight(const struct cairn_router_forward *forward);
+
+/*
+ * One destination's forwarder, shared by forward.c (requests) and
+ * forward_setup.c (making, reloading, freeing it).
+ */
+struct cairn_router_forward {
+    struct cairn_node_client *client;
+    struct cairn_ring *ring;
+    char *destination;
+    size_t *client_node; /* ring node index -> node client index */
+    size_t max_frame;
+    enum cairn_router_ack ack;
+    struct cairn_router_sequences *sequences;
+    struct cairn_router_marks *marks; /* (user, node) -> repair mark */
+    uint64_t repairs;
+    size_t in_flight; /* requests started and not freed */
+    cairn_router_event_fn event_fn;
+    void *event_arg;
+    struct cairn_router_moves *moves; /* rebalance (control.c); NULL: none */
+};
 
 #endif /* CAIRN_ROUTER_FORWARD_INT_H */
