@@ -19,8 +19,6 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
-#define CALL_TIMEOUT_MS 60000
-
 static const char *node_binary;
 
 /* --- pipelined APPLYs through the asynchronous client --------------------- */
@@ -156,28 +154,6 @@ reply_as_lines(const struct cairn_node_result *result, size_t *len)
     }
     cairn_buf_detach(&out, &text, len);
     return text;
-}
-
-static int
-call_apply_text(const char *endpoint, const char *user, uint64_t sequence,
-                const char *dlist, struct cairn_node_result *result)
-{
-    struct cairn_dlist *record = NULL;
-    struct test_wire wire;
-    struct cairn_node_frame frame;
-    struct cairn_node_request request;
-    int rc;
-
-    if ((rc = cairn_dlist_parse(dlist, strlen(dlist), CAIRN_DLIST_PARSE_KEY,
-                                NULL, &test_sink, &record, NULL, 0)) < 0)
-        return rc;
-    test_wire_from_record(&wire, record);
-    request = test_apply_request(user, sequence, cairn_dlist_name(record),
-                                 &wire, &frame);
-    rc = cairn_node_client_call(endpoint, &request, CALL_TIMEOUT_MS, result);
-    test_wire_release(&wire);
-    cairn_dlist_free(record);
-    return rc;
 }
 
 /* --- the cases ----------------------------------------------------------- */
@@ -442,30 +418,6 @@ test_stats(const char *endpoint)
         }
     }
     cairn__status_reply__free_unpacked(reply, NULL);
-}
-
-static Cairn__UserResults *
-call_users(const char *endpoint, Cairn__Kind kind, bool full)
-{
-    struct cairn_node_request request = {0};
-    struct cairn_node_result result;
-    Cairn__UserRequest asked = CAIRN__USER_REQUEST__INIT;
-    unsigned char packed[64];
-    struct cairn_node_frame frame = {packed, 0};
-    Cairn__UserResults *reply = NULL;
-
-    asked.full = full;
-    frame.len = cairn__user_request__pack(&asked, packed);
-    request.kind = kind;
-    request.frames = &frame;
-    request.frame_count = 1;
-    if (cairn_node_client_call(endpoint, &request, CALL_TIMEOUT_MS, &result) ==
-            0 &&
-        result.frame_count == 1)
-        reply = cairn__user_results__unpack(NULL, result.frames[0].len,
-                                            result.frames[0].data);
-    cairn_node_result_release(&result);
-    return reply;
 }
 
 /* Two users fed the same sessions are replicas: equal digests. */
