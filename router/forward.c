@@ -457,11 +457,38 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
     settle(pending);
 }
 
+/*
+ * The descriptor of the spool file at path: one per file, however many
+ * of the request's bodies it holds (a connection's bodies share files).
+ */
+static int
+spool_fd(struct pending *pending, const char *path, char **paths, int *fd)
+{
+    for (size_t i = 0; i < pending->fd_count; i++)
+        if (strcmp(paths[i], path) == 0) {
+            *fd = pending->fds[i];
+            return CAIRN_OK;
+        }
+    if ((*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        if (errno != EMFILE && errno != ENFILE)
+            return CAIRN_EIO;
+        report(pending->forward,
+               "APPLY %s of %s: too many open files (raise ulimit -n)",
+               pending->key, pending->userid);
+        return CAIRN_ENOSPACE;
+    }
+    paths[pending->fd_count] = (char *)path;
+    pending->fds[pending->fd_count++] = *fd;
+    return CAIRN_OK;
+}
+
 /* Opens the spooled body of every FILE node, in tree order. */
 static int
 open_bodies(struct pending *pending, const struct cairn_dlist *value)
 {
     size_t files = 0;
+    char **paths = NULL;
+    int rc = CAIRN_OK;
 
     for (const struct cairn_dlist *item = cairn_dlist_first(value);
          item != NULL; item = cairn_dlist_next(item))
@@ -469,33 +496,31 @@ open_bodies(struct pending *pending, const struct cairn_dlist *value)
     pending->body_count = 0;
     pending->bodies = calloc(files + 1, sizeof(*pending->bodies));
     pending->fds = calloc(files + 1, sizeof(*pending->fds));
-    if (pending->bodies == NULL || pending->fds == NULL)
+    paths = calloc(files + 1, sizeof(*paths));
+    if (pending->bodies == NULL || pending->fds == NULL || paths == NULL) {
+        free(paths);
         return CAIRN_ENOMEM;
+    }
     for (const struct cairn_dlist *item = cairn_dlist_first(value);
-         item != NULL; item = cairn_dlist_next(item)) {
+         item != NULL && rc == 0; item = cairn_dlist_next(item)) {
         const char *path;
         void *handle = NULL;
         uint64_t size = 0;
-        int fd;
+        int fd = -1;
 
         if (!cairn_dlist_file_info(item, NULL, NULL, &size, &handle))
             continue;
+        /* bodies are only forwarded from a spool */
         path = cairn_router_spool_file_path(handle);
-        fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-            report(pending->forward,
-                   "APPLY %s of %s: too many open files for its %zu bodies "
-                   "(raise ulimit -n)",
-                   pending->key, pending->userid, files);
-            return CAIRN_ENOSPACE;
-        }
-        if (fd < 0)
-            return CAIRN_EIO; /* bodies are only forwarded from a spool */
-        pending->fds[pending->fd_count++] = fd;
-        pending->bodies[pending->body_count++] =
-            (struct cairn_node_body){.fd = fd, .size = size};
+        rc = path != NULL ? spool_fd(pending, path, paths, &fd) : CAIRN_EIO;
+        if (rc == 0)
+            pending->bodies[pending->body_count++] = (struct cairn_node_body){
+                .fd = fd,
+                .offset = cairn_router_spool_file_offset(handle),
+                .size = size};
     }
-    return CAIRN_OK;
+    free(paths);
+    return rc;
 }
 
 /* The FILE nodes print as their header alone; bodies travel as frames. */

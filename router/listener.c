@@ -79,6 +79,8 @@ conn_free(struct cairn_router_conn *conn)
     router->conn_count--;
     cairn_csync_reader_free(conn->reader);
     cairn_router_stage_free(conn->stage); /* NULL when a reply took it */
+    /* Bodies still held (a pending reply's stage) keep their file. */
+    cairn_router_spool_writer_free(conn->spool_writer);
     cairn_compress_free(conn->compress);
     cairn_router_auth_session_release(&conn->auth);
     cairn_buf_release(&conn->input);
@@ -325,8 +327,9 @@ conn_new(struct cairn_router_channel *channel, int fd,
 {
     struct cairn_router *router = channel->router;
     struct cairn_router_conn *conn = calloc(1, sizeof(*conn));
+    struct cairn_dlist_file_sink sink = {0};
     char local[64], remote[64];
-    int rc;
+    int rc = 0;
 
     *out = NULL;
     if (conn == NULL) {
@@ -354,9 +357,13 @@ conn_new(struct cairn_router_channel *channel, int fd,
         router->conns->prev = conn;
     router->conns = conn;
     router->conn_count++;
-    rc = cairn_csync_reader_new(router->max_line, &router->limits,
-                                router->spool ? &router->spool_sink : NULL,
-                                &conn->reader);
+    if (router->spool != NULL && (rc = cairn_router_spool_writer_new(
+                                      router->spool, &conn->spool_writer)) == 0)
+        cairn_router_spool_writer_sink(conn->spool_writer, &sink);
+    if (rc == 0)
+        rc =
+            cairn_csync_reader_new(router->max_line, &router->limits,
+                                   router->spool ? &sink : NULL, &conn->reader);
     if (rc == 0)
         rc = cairn_router_stage_new(&conn->stage);
     if (rc == 0)
@@ -485,7 +492,6 @@ cairn_router_new(struct cairn_loop *loop,
                      settings->spool_dir);
             goto out;
         }
-        cairn_router_spool_sink(router->spool, &router->spool_sink);
     }
     if ((rc = cairn_router_auth_global_init()) < 0) {
         snprintf(error, error_size, "libsasl2 server init failed");

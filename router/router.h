@@ -172,12 +172,15 @@ typedef void (*cairn_router_event_fn)(void *arg,
 
 /*
  * APPLY MESSAGE bodies: with a spool, each FILE node's handle (see
- * cairn_dlist_file_info) is a spooled body, a file the session keeps
- * until the APPLY MAILBOX naming it was answered OK or the next APPLY
- * RESERVE starts a batch. Its path (borrowed), and whether its SHA-1 matched
- * the GUID (the router refuses the request as backupd does when not).
+ * cairn_dlist_file_info) is a spooled body, kept by the session until the
+ * APPLY MAILBOX naming it was answered OK or the next APPLY RESERVE starts
+ * a batch. Its bytes are size bytes at offset of the file at path (a
+ * connection's bodies share files; borrowed), and whether its SHA-1
+ * matched the GUID (the router refuses the request as backupd does when
+ * not).
  */
 const char *cairn_router_spool_file_path(const void *handle);
+uint64_t cairn_router_spool_file_offset(const void *handle);
 bool cairn_router_spool_file_verified(const void *handle);
 
 /* A request that needs the user's backup, handed to the request handler. */

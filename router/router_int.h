@@ -104,9 +104,18 @@ int cairn_router_spool_new(const char *dir, uint64_t max_bytes,
 void cairn_router_spool_free(struct cairn_router_spool *spool);
 /* Bytes reserved by bodies that are spooled now. */
 uint64_t cairn_router_spool_used(const struct cairn_router_spool *spool);
-/* A dlist file sink writing into the spool (ctx is the spool). */
-void cairn_router_spool_sink(struct cairn_router_spool *spool,
-                             struct cairn_dlist_file_sink *sink);
+/*
+ * One connection's way into the spool: its bodies go one after the other
+ * into a shared file (spool.c). The caller owns *writer; freeing it
+ * leaves bodies still held alive until they are released.
+ */
+struct cairn_router_spool_writer;
+int cairn_router_spool_writer_new(struct cairn_router_spool *spool,
+                                  struct cairn_router_spool_writer **writer);
+void cairn_router_spool_writer_free(struct cairn_router_spool_writer *writer);
+/* A dlist file sink writing through writer (ctx is the writer). */
+void cairn_router_spool_writer_sink(struct cairn_router_spool_writer *writer,
+                                    struct cairn_dlist_file_sink *sink);
 
 /* --- stage.c: bodies waiting for the MAILBOX that names them ---------- */
 
@@ -185,6 +194,7 @@ struct cairn_router_conn {
     uint64_t last_activity_ms;
     char current_user[CAIRN_ROUTER_USERID_MAX]; /* "" until one is named */
     struct cairn_router_stage *stage; /* APPLY MESSAGE bodies (stage.c) */
+    struct cairn_router_spool_writer *spool_writer; /* NULL: no spool */
 };
 
 struct cairn_router {
@@ -206,7 +216,6 @@ struct cairn_router {
     uint64_t sweep_timer;
     bool sasl_initialised;
     struct cairn_router_spool *spool; /* NULL: bodies are skipped */
-    struct cairn_dlist_file_sink spool_sink;
 };
 
 /* Reports an event on conn (may be NULL) if a handler is installed. */

@@ -421,10 +421,15 @@ on_spooled_request(void *arg, const struct cairn_router_request *request,
         log->verified = cairn_router_spool_file_verified(handle);
         snprintf(log->path, sizeof(log->path), "%s",
                  cairn_router_spool_file_path(handle));
+        /* The body's bytes within its connection's spool file. */
         file = fopen(log->path, "rb");
         CHECK(file != NULL);
         if (file != NULL) {
-            got = fread(log->content, 1, sizeof(log->content) - 1, file);
+            CHECK_INT(fseeko(file,
+                             (off_t)cairn_router_spool_file_offset(handle),
+                             SEEK_SET),
+                      0);
+            got = fread(log->content, 1, 5, file);
             log->content[got] = '\0';
             fclose(file);
         }
