@@ -141,9 +141,9 @@ int cairn_buf_detach(struct cairn_buf *buf, char **data, size_t *len);
 /* write(2) all of len bytes, retrying on EINTR and short writes. */
 int cairn_write_all(int fd, const void *data, size_t len);
 /*
- * Raises the soft limit of open files to the hard limit (daemons hold a
- * descriptor per message body in flight and per open backup); *limit is
- * the soft limit after the call.
+ * Raises the soft limit of open files to the hard limit (daemons hold
+ * descriptors per connection, request in flight and open backup); *limit
+ * is the soft limit after the call.
  */
 int cairn_raise_open_files_limit(uint64_t *limit);
 /* fsync the directory that holds path, so a rename or create is durable. */

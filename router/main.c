@@ -509,11 +509,12 @@ serve(const char *config_path, const struct cairn_config *config,
     uint64_t open_files = 0;
     int rc;
 
-    /* Each body in flight to the nodes is read through a descriptor of
-     * its own; a MAILBOX may carry thousands (sync_batchsize). */
-    if (cairn_raise_open_files_limit(&open_files) == 0 && open_files < 65536)
-        cairn_log_warn("only %llu open files allowed (ulimit -n): an APPLY "
-                       "MAILBOX with more bodies than that fails",
+    /* Every connection holds a socket and a spool file, every request in
+     * flight a descriptor per spool file it reads: many sync_client
+     * connections need more than the usual 1024. */
+    if (cairn_raise_open_files_limit(&open_files) == 0 && open_files < 4096)
+        cairn_log_warn("only %llu open files allowed (ulimit -n): fewer "
+                       "connections fit; raise the limit",
                        (unsigned long long)open_files);
     if ((rc = cairn_loop_new(&loop)) < 0 ||
         (rc = cairn_loop_watch_signals(loop, on_signal, &daemon)) < 0)
