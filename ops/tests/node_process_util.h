@@ -1,18 +1,21 @@
 /*
  * node_process_util.h - what the ops tests that run real cairn-node
- * processes share: start node i of a config on a port of its choosing
- * (readiness by the endpoint file it writes), stop it by pid, and the
- * monotonic clock their limits use.
+ * processes share: their cluster.conf, cairnctl run in process, start node
+ * i of the config on a port of its choosing (readiness by the endpoint
+ * file it writes), stop it by pid, and the monotonic clock their limits
+ * use.
  */
 #ifndef CAIRN_OPS_NODE_PROCESS_UTIL_H
 #define CAIRN_OPS_NODE_PROCESS_UTIL_H
 
 #include "check.h"
+#include "ops.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -89,6 +92,80 @@ node_process_stop(pid_t *pid)
     CHECK(waitpid(*pid, &status, 0) == *pid);
     *pid = 0;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/*
+ * Writes config_path for count nodes "node1".. of one destination "main"
+ * (replicas 2): endpoints[i] where known, a distinct placeholder before a
+ * node has bound; data under dir/n<i+1>. extra (may be "") is appended to
+ * the destination's section.
+ */
+static inline void
+write_cluster_config(const char *config_path, const char *dir,
+                     char (*endpoints)[256], int count, const char *extra)
+{
+    FILE *file = fopen(config_path, "w");
+
+    CHECK(file != NULL);
+    if (file == NULL)
+        return;
+    fprintf(file,
+            "[router]\n[channel backup]\nlisten = 127.0.0.1:1\nsasl_user = u\n"
+            "sasl_password = p\ndestinations = main\n"
+            "[destination main]\nnodes = node1, node2, node3\n"
+            "replicas = 2\n%s",
+            extra);
+    for (int i = 0; i < count; i++) {
+        char endpoint[300];
+
+        snprintf(endpoint, sizeof(endpoint), "%s", endpoints[i]);
+        if (endpoint[0] == '\0')
+            snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", i + 1);
+        fprintf(file, "[node node%d]\nendpoint = %s\ndata_dir = %s/n%d\n",
+                i + 1, endpoint, dir, i + 1);
+    }
+    CHECK(fclose(file) == 0);
+}
+
+/*
+ * Runs cairnctl -c config_path with the words of line, in process.
+ * *out and *err_out (each may be NULL: dropped; stderr then printed when
+ * not empty) are owned by the caller (free()). Returns the exit status.
+ */
+static inline int
+run_cairnctl(const char *config_path, const char *line, char **out,
+             char **err_out)
+{
+    char *copy = strdup(line), *argv[40], *save = NULL;
+    char *output = NULL, *errors = NULL;
+    size_t out_size = 0, err_size = 0;
+    FILE *stream = open_memstream(&output, &out_size);
+    FILE *err = open_memstream(&errors, &err_size);
+    int argc = 0, status;
+
+    argv[argc++] = "cairnctl";
+    argv[argc++] = "-c";
+    argv[argc++] = (char *)config_path;
+    for (char *word = strtok_r(copy, " ", &save); word && argc < 39;
+         word = strtok_r(NULL, " ", &save))
+        argv[argc++] = word;
+    argv[argc] = NULL;
+    status = cairn_ops_main(argc, argv, stream, err);
+    fclose(stream);
+    fclose(err);
+    if (out != NULL)
+        *out = output;
+    else
+        free(output);
+    if (err_out != NULL) {
+        *err_out = errors;
+        errors = NULL;
+    } else if (errors[0] != '\0') {
+        fprintf(stderr, "[cairnctl %s] stderr: %s", line, errors);
+    }
+    free(errors);
+    free(copy);
+    return status;
 }
 
 #endif /* CAIRN_OPS_NODE_PROCESS_UTIL_H */

@@ -29,7 +29,6 @@
 
 #define TESTDATA "../../node/tests/data/backupd"
 #define NODES 3
-#define PLACEHOLDER "tcp://127.0.0.1:"
 
 static const char *node_binary;
 static char temp_dir[] = "/tmp/cairn-test-cluster-XXXXXX";
@@ -42,27 +41,7 @@ static pid_t pids[NODES];
 static void
 write_config(void)
 {
-    FILE *file = fopen(config_path, "w");
-
-    CHECK(file != NULL);
-    if (file == NULL)
-        return;
-    fprintf(file,
-            "[router]\n[channel backup]\nlisten = 127.0.0.1:1\nsasl_user = u\n"
-            "sasl_password = p\ndestinations = main\n"
-            "[destination main]\nnodes = node1, node2, node3\n"
-            "replicas = 2\n");
-    /* Placeholders (distinct, as the config requires) until started. */
-    for (int i = 0; i < NODES; i++) {
-        char endpoint[300];
-
-        snprintf(endpoint, sizeof(endpoint), "%s", endpoints[i]);
-        if (endpoint[0] == '\0')
-            snprintf(endpoint, sizeof(endpoint), "%s%d", PLACEHOLDER, i + 1);
-        fprintf(file, "[node node%d]\nendpoint = %s\ndata_dir = %s/n%d\n",
-                i + 1, endpoint, temp_dir, i + 1);
-    }
-    CHECK(fclose(file) == 0);
+    write_cluster_config(config_path, temp_dir, endpoints, NODES, "");
 }
 
 /*
@@ -72,31 +51,7 @@ write_config(void)
 static int
 cairnctl_err(const char *line, char **out, char **err_out)
 {
-    char *copy = strdup(line), *argv[40], *save = NULL, *errors = NULL;
-    size_t out_size = 0, err_size = 0;
-    FILE *stream = open_memstream(out, &out_size);
-    FILE *err = open_memstream(&errors, &err_size);
-    int argc = 0, status;
-
-    argv[argc++] = "cairnctl";
-    argv[argc++] = "-c";
-    argv[argc++] = config_path;
-    for (char *word = strtok_r(copy, " ", &save); word && argc < 39;
-         word = strtok_r(NULL, " ", &save))
-        argv[argc++] = word;
-    argv[argc] = NULL;
-    status = cairn_ops_main(argc, argv, stream, err);
-    fclose(stream);
-    fclose(err);
-    if (err_out != NULL) {
-        *err_out = errors;
-        errors = NULL;
-    } else if (errors[0] != '\0') {
-        fprintf(stderr, "[cairnctl %s] stderr: %s", line, errors);
-    }
-    free(errors);
-    free(copy);
-    return status;
+    return run_cairnctl(config_path, line, out, err_out);
 }
 
 static int

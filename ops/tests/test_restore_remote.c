@@ -46,57 +46,17 @@ static pid_t pids[NODES];
 static void
 write_config(void)
 {
-    FILE *file = fopen(config_path, "w");
+    char extra[600];
 
-    CHECK(file != NULL);
-    if (file == NULL)
-        return;
-    fprintf(file,
-            "[router]\n[channel backup]\nlisten = 127.0.0.1:1\nsasl_user = u\n"
-            "sasl_password = p\ndestinations = main\n"
-            "[destination main]\nnodes = node1, node2, node3\n"
-            "replicas = 2\nring_file = %s/main.ring\n",
-            temp_dir);
-    for (int i = 0; i < NODES; i++) {
-        char endpoint[300];
-
-        snprintf(endpoint, sizeof(endpoint), "%s", endpoints[i]);
-        if (endpoint[0] == '\0')
-            snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", i + 1);
-        fprintf(file, "[node node%d]\nendpoint = %s\ndata_dir = %s/n%d\n",
-                i + 1, endpoint, temp_dir, i + 1);
-    }
-    CHECK(fclose(file) == 0);
+    snprintf(extra, sizeof(extra), "ring_file = %s/main.ring\n", temp_dir);
+    write_cluster_config(config_path, temp_dir, endpoints, NODES, extra);
 }
 
 /* Runs cairnctl -c config with the words of line; stderr to *err (owned). */
 static int
 cairnctl(const char *line, char **err_out)
 {
-    char *copy = strdup(line), *argv[40], *save = NULL, *out = NULL;
-    char *errors = NULL;
-    size_t out_size = 0, err_size = 0;
-    FILE *stream = open_memstream(&out, &out_size);
-    FILE *err = open_memstream(&errors, &err_size);
-    int argc = 0, status;
-
-    argv[argc++] = "cairnctl";
-    argv[argc++] = "-c";
-    argv[argc++] = config_path;
-    for (char *word = strtok_r(copy, " ", &save); word && argc < 39;
-         word = strtok_r(NULL, " ", &save))
-        argv[argc++] = word;
-    argv[argc] = NULL;
-    status = cairn_ops_main(argc, argv, stream, err);
-    fclose(stream);
-    fclose(err);
-    free(out);
-    free(copy);
-    if (err_out != NULL)
-        *err_out = errors;
-    else
-        free(errors);
-    return status;
+    return run_cairnctl(config_path, line, NULL, err_out);
 }
 
 /* Starts node i on a port of its choosing; waits until it has bound. */
