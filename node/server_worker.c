@@ -101,6 +101,25 @@ run_append(void *arg)
     return NULL;
 }
 
+/*
+ * Hands work (owned; freed on failure) to the worker thread: its user's
+ * store is the thread's until node_background_finish().
+ */
+static int
+launch(struct cairn_node_server *server, struct node_background *work)
+{
+    server->background = work;
+    work->user->appending = true;
+    server->worker_running = true;
+    if (pthread_create(&server->worker_thread, NULL, run_append, server) == 0)
+        return 0;
+    server->background = NULL;
+    work->user->appending = false;
+    server->worker_running = false;
+    free(work);
+    return CAIRN_EIO;
+}
+
 int
 node_background_start(struct cairn_node_server *server,
                       struct node_request *request, struct cairn_dlist *record)
@@ -113,17 +132,8 @@ node_background_start(struct cairn_node_server *server,
     work->user = request->user;
     work->record = record;
     work->ts = time(NULL);
-    server->background = work;
-    request->user->appending = true;
-    server->worker_running = true;
-    if (pthread_create(&server->worker_thread, NULL, run_append, server) != 0) {
-        server->background = NULL;
-        request->user->appending = false;
-        server->worker_running = false;
-        free(work);
-        return CAIRN_EIO; /* record still belongs to the caller */
-    }
-    return 0;
+    /* On failure the record still belongs to the caller. */
+    return launch(server, work);
 }
 
 int
@@ -140,17 +150,7 @@ node_job_start(struct cairn_node_server *server, struct node_user *user,
     work->job = job;
     work->done = done;
     work->job_arg = arg;
-    server->background = work;
-    user->appending = true;
-    server->worker_running = true;
-    if (pthread_create(&server->worker_thread, NULL, run_append, server) != 0) {
-        server->background = NULL;
-        user->appending = false;
-        server->worker_running = false;
-        free(work);
-        return CAIRN_EIO;
-    }
-    return 0;
+    return launch(server, work);
 }
 
 int
@@ -166,17 +166,7 @@ node_compact_start(struct cairn_node_server *server, struct node_user *user,
     work->user = user;
     work->policy = *policy;
     work->started_ms = cairn_loop_now_ms();
-    server->background = work;
-    user->appending = true;
-    server->worker_running = true;
-    if (pthread_create(&server->worker_thread, NULL, run_append, server) != 0) {
-        server->background = NULL;
-        user->appending = false;
-        server->worker_running = false;
-        free(work);
-        return CAIRN_EIO;
-    }
-    return 0;
+    return launch(server, work);
 }
 
 void

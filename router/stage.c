@@ -169,18 +169,10 @@ collect_record(struct cairn_router_stage *stage,
     uint64_t size;
     void *handle;
 
-    if (!cairn_dlist_get_guid(record, "GUID", &guid) ||
-        (body = find_body(stage, guid)) == NULL)
-        return CAIRN_OK;
     /* Two records of one mailbox may share a body: send it once. */
-    for (const struct cairn_dlist *sent = cairn_dlist_first(message);
-         sent != NULL; sent = cairn_dlist_next(sent)) {
-        const char *sent_guid = NULL;
-
-        if (cairn_dlist_file_info(sent, NULL, &sent_guid, NULL, NULL) &&
-            strcasecmp(sent_guid, guid) == 0)
-            return CAIRN_OK;
-    }
+    if (!cairn_dlist_get_guid(record, "GUID", &guid) ||
+        (body = find_body(stage, guid)) == NULL || body->collected)
+        return CAIRN_OK;
     cairn_dlist_file_info(body->file, &partition, NULL, &size, &handle);
     body->collected = true;
     (*count)++;

@@ -779,6 +779,56 @@ raw_send(void *socket, const Cairn__Envelope *envelope, const char *frame)
     zmq_send(socket, frame, strlen(frame), 0);
 }
 
+/* A node server in this process and a DEALER connected to it. */
+struct inproc {
+    void *context, *dealer;
+    struct cairn_loop *loop;
+    struct cairn_node_server *server;
+};
+
+/*
+ * Starts node name on dir/name (group commit 5 ms; stream_timeout_ms 0:
+ * the default); false when it did not start (the rest stays NULL).
+ */
+static bool
+inproc_open(struct inproc *node, const char *dir, const char *name,
+            uint64_t stream_timeout_ms)
+{
+    struct cairn_node_server_settings settings = {0};
+    char data_dir[600];
+    int zero = 0;
+
+    memset(node, 0, sizeof(*node));
+    node->context = zmq_ctx_new();
+    snprintf(data_dir, sizeof(data_dir), "%s/%s", dir, name);
+    settings.name = name;
+    settings.endpoint = "tcp://127.0.0.1:*";
+    settings.data_dir = data_dir;
+    settings.group_commit_ms = 5;
+    settings.stream_timeout_ms = stream_timeout_ms;
+    CHECK_INT(cairn_loop_new(&node->loop), 0);
+    CHECK_INT(cairn_node_server_new(node->loop, node->context, &settings,
+                                    &node->server, NULL, 0),
+              0);
+    if (node->server == NULL)
+        return false;
+    node->dealer = zmq_socket(node->context, ZMQ_DEALER);
+    zmq_setsockopt(node->dealer, ZMQ_LINGER, &zero, sizeof(zero));
+    CHECK_INT(
+        zmq_connect(node->dealer, cairn_node_server_endpoint(node->server)), 0);
+    return true;
+}
+
+static void
+inproc_close(struct inproc *node)
+{
+    if (node->dealer)
+        zmq_close(node->dealer);
+    cairn_node_server_free(node->server);
+    cairn_loop_free(node->loop);
+    zmq_ctx_term(node->context);
+}
+
 /*
  * In process, with a short stream timeout: a split APPLY whose body never
  * comes fails with ETIMEOUT and the user's next request still runs.
@@ -786,49 +836,33 @@ raw_send(void *socket, const Cairn__Envelope *envelope, const char *frame)
 static void
 test_stalled_stream(const char *dir)
 {
-    struct cairn_node_server_settings settings = {0};
-    struct cairn_loop *loop = NULL;
-    struct cairn_node_server *server = NULL;
-    void *context = zmq_ctx_new(), *dealer = NULL;
     Cairn__Envelope head = CAIRN__ENVELOPE__INIT;
     Cairn__Envelope next = CAIRN__ENVELOPE__INIT;
-    char data_dir[600];
-    int replies = 0, timeouts = 0, acks = 0, zero = 0;
+    struct inproc node;
+    int replies = 0, timeouts = 0, acks = 0;
     uint64_t deadline;
 
-    snprintf(data_dir, sizeof(data_dir), "%s/inproc", dir);
-    settings.name = "inproc";
-    settings.endpoint = "tcp://127.0.0.1:*";
-    settings.data_dir = data_dir;
-    settings.group_commit_ms = 5;
-    settings.stream_timeout_ms = 300;
-    CHECK_INT(cairn_loop_new(&loop), 0);
-    CHECK_INT(cairn_node_server_new(loop, context, &settings, &server, NULL, 0),
-              0);
-    if (server == NULL)
+    if (!inproc_open(&node, dir, "inproc", 300))
         goto out;
-    dealer = zmq_socket(context, ZMQ_DEALER);
-    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof(zero));
-    CHECK_INT(zmq_connect(dealer, cairn_node_server_endpoint(server)), 0);
     head.kind = next.kind = CAIRN__KIND__APPLY;
     head.user = next.user = "stall";
     head.request_id = 1;
     head.sequence = 1;
     head.payload_frames = next.payload_frames = 1;
     head.more = true;
-    raw_send(dealer, &head,
+    raw_send(node.dealer, &head,
              "MESSAGE (%{default 1111111111111111111111111111111111111111 "
              "10}\r\n)");
     next.request_id = 2;
     next.sequence = 2;
-    raw_send(dealer, &next, seen_dlist);
+    raw_send(node.dealer, &next, seen_dlist);
     deadline = cairn_loop_now_ms() + 5000;
     while (replies < 2 && cairn_loop_now_ms() < deadline) {
         zmq_msg_t msg;
 
-        cairn_loop_run_once(loop, 20);
+        cairn_loop_run_once(node.loop, 20);
         zmq_msg_init(&msg);
-        while (zmq_msg_recv(&msg, dealer, ZMQ_DONTWAIT) >= 0) {
+        while (zmq_msg_recv(&msg, node.dealer, ZMQ_DONTWAIT) >= 0) {
             Cairn__Envelope *reply = cairn__envelope__unpack(
                 NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
 
@@ -847,11 +881,7 @@ test_stalled_stream(const char *dir)
     CHECK_INT(timeouts, 1);
     CHECK_INT(acks, 1);
 out:
-    if (dealer)
-        zmq_close(dealer);
-    cairn_node_server_free(server);
-    cairn_loop_free(loop);
-    zmq_ctx_term(context);
+    inproc_close(&node);
 }
 
 /* Sends the envelope alone: a request with no payload frame at all. */
@@ -881,26 +911,10 @@ test_empty_requests(const char *dir)
         {CAIRN__KIND__VERIFY_REQUEST, CAIRN__KIND__VERIFY_REPLY},
         {CAIRN__KIND__COMPACT_REQUEST, CAIRN__KIND__COMPACT_REPLY},
     };
-    struct cairn_node_server_settings settings = {0};
-    struct cairn_loop *loop = NULL;
-    struct cairn_node_server *server = NULL;
-    void *context = zmq_ctx_new(), *dealer = NULL;
-    char data_dir[600];
-    int zero = 0;
+    struct inproc node;
 
-    snprintf(data_dir, sizeof(data_dir), "%s/empty", dir);
-    settings.name = "empty";
-    settings.endpoint = "tcp://127.0.0.1:*";
-    settings.data_dir = data_dir;
-    settings.group_commit_ms = 5;
-    CHECK_INT(cairn_loop_new(&loop), 0);
-    CHECK_INT(cairn_node_server_new(loop, context, &settings, &server, NULL, 0),
-              0);
-    if (server == NULL)
+    if (!inproc_open(&node, dir, "empty", 0))
         goto out;
-    dealer = zmq_socket(context, ZMQ_DEALER);
-    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof(zero));
-    CHECK_INT(zmq_connect(dealer, cairn_node_server_endpoint(server)), 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         Cairn__Envelope envelope = CAIRN__ENVELOPE__INIT;
         uint64_t deadline = cairn_loop_now_ms() + 5000;
@@ -908,15 +922,15 @@ test_empty_requests(const char *dir)
 
         envelope.kind = cases[i].request;
         envelope.request_id = 100 + i;
-        raw_send_bare(dealer, &envelope);
+        raw_send_bare(node.dealer, &envelope);
         while (kind < 0 && cairn_loop_now_ms() < deadline) {
             zmq_msg_t msg;
             int more = 0;
             size_t more_size = sizeof(more);
 
-            cairn_loop_run_once(loop, 20);
+            cairn_loop_run_once(node.loop, 20);
             zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, dealer, ZMQ_DONTWAIT) >= 0) {
+            if (zmq_msg_recv(&msg, node.dealer, ZMQ_DONTWAIT) >= 0) {
                 Cairn__Envelope *reply = cairn__envelope__unpack(
                     NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
 
@@ -925,12 +939,12 @@ test_empty_requests(const char *dir)
                     CHECK_U64(reply->request_id, 100 + i);
                     cairn__envelope__free_unpacked(reply, NULL);
                 }
-                zmq_getsockopt(dealer, ZMQ_RCVMORE, &more, &more_size);
+                zmq_getsockopt(node.dealer, ZMQ_RCVMORE, &more, &more_size);
                 while (more) { /* the reply's payload frames */
                     zmq_msg_close(&msg);
                     zmq_msg_init(&msg);
-                    zmq_msg_recv(&msg, dealer, 0);
-                    zmq_getsockopt(dealer, ZMQ_RCVMORE, &more, &more_size);
+                    zmq_msg_recv(&msg, node.dealer, 0);
+                    zmq_getsockopt(node.dealer, ZMQ_RCVMORE, &more, &more_size);
                 }
             }
             zmq_msg_close(&msg);
@@ -938,11 +952,7 @@ test_empty_requests(const char *dir)
         CHECK_INT(kind, cases[i].reply);
     }
 out:
-    if (dealer)
-        zmq_close(dealer);
-    cairn_node_server_free(server);
-    cairn_loop_free(loop);
-    zmq_ctx_term(context);
+    inproc_close(&node);
 }
 
 int

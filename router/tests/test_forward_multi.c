@@ -766,7 +766,8 @@ test_marks_survive_restart(void)
     cluster_stop(&cluster);
 }
 
-/* Sequence numbers per (user, node), restarted at 1 after a reset. */
+/* Sequence numbers per (user, node); a reset stream starts with a new, marked
+ * number. */
 static void
 test_sequences(void)
 {
