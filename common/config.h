@@ -72,18 +72,19 @@ struct cairn_config_origin {
  */
 struct cairn_config_router {
     struct cairn_config_origin origin;
-    char *control;                  /* zmq endpoint cairnctl connects to */
-    char *spool_dir;                /* bodies staged until the user is known */
-    uint64_t spool_max;             /* bytes the spool may hold */
-    char *servername;               /* shown in the csync banner */
-    uint64_t node_timeout_ms;       /* a node request fails after this */
-    uint64_t node_window;           /* requests in flight per node */
-    uint64_t user_window;           /* requests in flight per user */
-    uint64_t max_connections;       /* csync connections, all channels */
-    enum cairn_log_level log_level; /* lines below this are dropped */
-    char *pid_file;                 /* NULL: none written */
-    char *ring_dir;                 /* default home of the ring files */
-    char *state_dir;                /* repair marks kept across restarts */
+    char *control;                   /* zmq endpoint cairnctl connects to */
+    char *spool_dir;                 /* bodies staged until the user is known */
+    uint64_t spool_max;              /* bytes the spool may hold */
+    char *servername;                /* shown in the csync banner */
+    uint64_t node_timeout_ms;        /* a node request fails after this */
+    uint64_t node_answer_timeout_ms; /* silent this long: node down */
+    uint64_t node_window;            /* requests in flight per node */
+    uint64_t user_window;            /* requests in flight per user */
+    uint64_t max_connections;        /* csync connections, all channels */
+    enum cairn_log_level log_level;  /* lines below this are dropped */
+    char *pid_file;                  /* NULL: none written */
+    char *ring_dir;                  /* default home of the ring files */
+    char *state_dir;                 /* repair marks kept across restarts */
 };
 
 /* Write acknowledgement policy of a destination. */

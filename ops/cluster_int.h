@@ -168,4 +168,30 @@ void cairn_ops_json_user_stats(FILE *out, const Cairn__UserStats *stats);
 /* Whether status means the node did not answer at all. */
 bool cairn_ops_unreachable(int status);
 
+/* --- the router's view of the nodes (status_router.c) ------------------ */
+
+/*
+ * A RING_STATUS_REQUEST sent to the router's control endpoint without
+ * waiting. *view is always set (owned; free it), carrying the error when
+ * the request could not be sent.
+ */
+struct cairn_ops_router_view;
+int cairn_ops_router_view_ask(const char *endpoint,
+                              struct cairn_ops_router_view **view);
+/* Waits up to timeout_ms for the answer (not at all once refused). */
+void cairn_ops_router_view_wait(struct cairn_ops_router_view *view,
+                                uint64_t timeout_ms);
+/* The answer (borrowed), or NULL with *error (borrowed) saying why. */
+const Cairn__RingStatus *
+cairn_ops_router_view_status(const struct cairn_ops_router_view *view,
+                             const char **error);
+/* The router's view of node name (the worst over destinations), or NULL. */
+const Cairn__NodeHealth *
+cairn_ops_router_view_node(const struct cairn_ops_router_view *view,
+                           const char *name);
+/* Its section of `status`: a table per destination, or JSON members. */
+void cairn_ops_router_view_print(FILE *out, bool json,
+                                 const struct cairn_ops_router_view *view);
+void cairn_ops_router_view_free(struct cairn_ops_router_view *view);
+
 #endif /* CAIRN_OPS_CLUSTER_INT_H */

@@ -4,8 +4,12 @@
  * a node that does not answer is shown as down with the reason, never
  * waited on beyond the timeout - then totals; with --users, one row per
  * user and node: the "when was anne last backed up, and where" view.
+ * Beside each node's own answer, the router's view of it (asked of
+ * [router] control at the same time, status_router.c): up, slow or down
+ * with the reason, and the router's counters per node.
  */
 #include "cluster_int.h"
+#include "loop.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -17,8 +21,12 @@ static const char usage[] =
     "\n"
     "Asks every node of the config (-n: only that one) for its status and\n"
     "prints node, endpoint, zone, weight, users, bytes on disk, disk free,\n"
-    "ring epoch, uptime and state (up; down: reason when it does not\n"
-    "answer; error: reason when it answers with an error), then totals.\n"
+    "ring epoch, uptime, the router's view (ROUTER: up, slow, down; - when\n"
+    "the router does not answer) and the node's own state (up; down:\n"
+    "reason when it does not answer; error: reason when it answers with an\n"
+    "error), then totals, then the router's view per destination: state,\n"
+    "time in it, requests waiting, changes, requests refused while down,\n"
+    "abandoned when it went down, failed for want of an answer, reason.\n"
     "  -u, --users    also one row per user and node holding it (only the\n"
     "                 users named, when any): bytes on disk, raw bytes,\n"
     "                 chunks, mailboxes, messages, last backup (UTC) and age\n"
@@ -91,7 +99,8 @@ zone_of(const struct cairn_config_node *node)
 
 static void
 print_node_text(FILE *out, const struct cairn_config_node *node,
-                const struct cairn_ops_node_call *call)
+                const struct cairn_ops_node_call *call,
+                const Cairn__NodeHealth *router)
 {
     const Cairn__NodeStats *stats =
         call->status == 0 ? call->status_reply->node : NULL;
@@ -109,10 +118,10 @@ print_node_text(FILE *out, const struct cairn_config_node *node,
             snprintf(epoch, sizeof(epoch), "%llu",
                      (unsigned long long)stats->ring_epoch);
     }
-    fprintf(out, "%-12s %-24s %-8s %6llu %6s %10s %10s %5s %8s ",
+    fprintf(out, "%-12s %-24s %-8s %6llu %6s %10s %10s %5s %8s %-6s ",
             node->origin.name, node->endpoint, zone_of(node),
             (unsigned long long)node->weight, users, bytes, free_space, epoch,
-            uptime);
+            uptime, router != NULL ? router->state : "-");
     if (stats != NULL)
         fputs("up\n", out);
     else
@@ -123,13 +132,19 @@ print_node_text(FILE *out, const struct cairn_config_node *node,
 
 static void
 print_node_json(FILE *out, const struct cairn_config_node *node,
-                const struct cairn_ops_node_call *call)
+                const struct cairn_ops_node_call *call,
+                const Cairn__NodeHealth *router)
 {
     const Cairn__NodeStats *stats =
         call->status == 0 ? call->status_reply->node : NULL;
 
     fputs("{\"name\":", out);
     cairn_ops_json_string(out, node->origin.name);
+    fputs(",\"router_state\":", out);
+    if (router != NULL)
+        cairn_ops_json_string(out, router->state);
+    else
+        fputs("null", out);
     fputs(",\"endpoint\":", out);
     cairn_ops_json_string(out, node->endpoint);
     fputs(",\"zone\":", out);
@@ -306,7 +321,9 @@ run_status(struct cairn_ops_context *context, int argc, char **argv)
     Cairn__UserRequest ask = CAIRN__USER_REQUEST__INIT;
     struct cairn_config *config = NULL;
     struct cairn_ops_node_call *calls = NULL;
+    struct cairn_ops_router_view *router = NULL;
     struct status_args args;
+    uint64_t asked_ms, elapsed_ms;
     size_t count = 0;
     int status, rc;
 
@@ -325,28 +342,39 @@ run_status(struct cairn_ops_context *context, int argc, char **argv)
         status = CAIRN_EXIT_USAGE;
         goto out;
     }
+    /* the router's view, asked now and read after the nodes */
+    asked_ms = cairn_loop_now_ms();
+    (void)cairn_ops_router_view_ask(cairn_config_router(config)->control,
+                                    &router);
     if ((rc = cairn_ops_call_nodes(config, calls, count, args.timeout_ms)) <
         0) {
         fprintf(context->err, "cairnctl status: %s\n", cairn_strerror(rc));
         status = CAIRN_EXIT_SOFTWARE;
         goto out;
     }
+    elapsed_ms = cairn_loop_now_ms() - asked_ms;
+    cairn_ops_router_view_wait(router, elapsed_ms < args.timeout_ms
+                                           ? args.timeout_ms - elapsed_ms
+                                           : 0);
     if (context->json)
         fputs("{\"nodes\":[", context->out);
     else
-        fprintf(context->out, "%-12s %-24s %-8s %6s %6s %10s %10s %5s %8s %s\n",
-                "NODE", "ENDPOINT", "ZONE", "WEIGHT", "USERS", "DISK", "FREE",
-                "EPOCH", "UPTIME", "STATE");
+        fprintf(context->out,
+                "%-12s %-24s %-8s %6s %6s %10s %10s %5s %8s %-6s %s\n", "NODE",
+                "ENDPOINT", "ZONE", "WEIGHT", "USERS", "DISK", "FREE", "EPOCH",
+                "UPTIME", "ROUTER", "STATE");
     for (size_t c = 0; c < count; c++) {
         const struct cairn_config_node *node =
             cairn_config_node_at(config, calls[c].node);
+        const Cairn__NodeHealth *seen =
+            cairn_ops_router_view_node(router, node->origin.name);
 
         if (context->json) {
             if (c > 0)
                 fputc(',', context->out);
-            print_node_json(context->out, node, &calls[c]);
+            print_node_json(context->out, node, &calls[c], seen);
         } else {
-            print_node_text(context->out, node, &calls[c]);
+            print_node_text(context->out, node, &calls[c], seen);
         }
         if (cairn_ops_unreachable(calls[c].status))
             status = CAIRN_EXIT_UNAVAILABLE;
@@ -354,11 +382,13 @@ run_status(struct cairn_ops_context *context, int argc, char **argv)
             status = CAIRN_EXIT_PROBLEM;
     }
     print_totals(context, calls, count);
+    cairn_ops_router_view_print(context->out, context->json, router);
     if (args.users && print_users(context, config, calls, count) < 0)
         status = CAIRN_EXIT_SOFTWARE;
     if (context->json)
         fputs("}\n", context->out);
 out:
+    cairn_ops_router_view_free(router);
     cairn_ops_node_calls_free(calls, count);
     cairn_config_free(config);
     return status;

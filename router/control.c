@@ -7,8 +7,10 @@
  * Envelope (kind, destination, user, ring_epoch) and optional frame 1;
  * each answer is CONTROL_REPLY with a RingStatus in frame 1, or ERROR.
  *
- *   RING_STATUS_REQUEST        the rings (epoch, prepared epoch) and the
- *                              users held and switched, per destination
+ *   RING_STATUS_REQUEST        the rings (epoch, prepared epoch), the
+ *                              users held and switched, and the router's
+ *                              view of each node (up, slow, down, why,
+ *                              counters; cairnctl status), per destination
  *   RING_PREPARE  frame 1      the next ring's file text; kept beside the
  *                              current one (idempotent for the same ring)
  *   USER_HOLD     user         from now on the user's requests get
@@ -217,11 +219,56 @@ add_string(char ***items, size_t *count, const char *text)
     return 0;
 }
 
+/* The router's view of the destination's nodes (every forward's). */
+static int
+fill_nodes(const struct cairn_router_moves *moves, Cairn__DestinationRing *out)
+{
+    size_t total = 0, used = 0;
+
+    for (size_t f = 0; f < moves->forward_count; f++)
+        total += cairn_router_forward_node_count(moves->forwards[f]);
+    if (total == 0)
+        return 0;
+    out->nodes = calloc(total, sizeof(*out->nodes));
+    if (out->nodes == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t f = 0; f < moves->forward_count; f++) {
+        const struct cairn_router_forward *forward = moves->forwards[f];
+
+        for (size_t i = 0; i < cairn_router_forward_node_count(forward); i++) {
+            struct cairn_router_node_health health;
+            Cairn__NodeHealth *node;
+
+            if (cairn_router_forward_node_health(forward, i, &health) < 0)
+                continue;
+            if ((node = calloc(1, sizeof(*node))) == NULL)
+                return CAIRN_ENOMEM;
+            cairn__node_health__init(node);
+            out->nodes[used++] = node;
+            out->n_nodes = used;
+            node->name = (char *)health.name; /* borrowed while packing */
+            node->state = (char *)cairn_router_node_state_name(health.state);
+            node->reason = (char *)health.reason;
+            node->age_ms = health.age_ms;
+            node->waiting = health.waiting;
+            node->downs = health.counters.downs;
+            node->slows = health.counters.slows;
+            node->recoveries = health.counters.recoveries;
+            node->probes = health.counters.probes;
+            node->probes_missed = health.counters.probes_missed;
+            node->requests_failed = health.counters.requests_failed;
+            node->requests_abandoned = health.counters.requests_abandoned;
+            node->requests_refused = health.counters.requests_refused;
+        }
+    }
+    return 0;
+}
+
 static int
 fill_destination(const struct cairn_router_moves *moves,
                  Cairn__DestinationRing *out)
 {
-    int rc = 0;
+    int rc = fill_nodes(moves, out);
 
     out->destination = moves->destination;
     if (moves->forward_count > 0)
@@ -276,6 +323,9 @@ out:
     for (size_t i = 0; i < count; i++) {
         free(rings[i].held);
         free(rings[i].switched);
+        for (size_t j = 0; j < rings[i].n_nodes; j++)
+            free(rings[i].nodes[j]);
+        free(rings[i].nodes);
     }
     free(rings);
     free(pointers);

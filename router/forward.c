@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,12 +75,17 @@ struct group {
 
 /* One replica of the request's user. */
 struct target {
+    struct cairn_router_waiter waiter; /* in its node's list while waiting */
+    bool waiting;                      /* its answer still counts */
     struct pending *pending;
     size_t node;    /* node client index */
     char name[64];  /* node name, for the logs */
     int status;     /* 0 acknowledged, < 0 failed, 1 not answered yet */
     char text[128]; /* why it failed */
 };
+
+/* A waiter is a target (cairn_router_forward_abandon). */
+_Static_assert(offsetof(struct target, waiter) == 0, "waiter first");
 
 /* One request in flight to one or more nodes. */
 struct pending {
@@ -95,10 +101,13 @@ struct pending {
     size_t target_count;
     size_t next_target; /* GET: the replica to try next */
     size_t required;    /* acks the policy needs */
-    size_t outstanding, acks, failures;
-    int status;                  /* the failure answered, 0 if none */
-    char text[256];              /* its text */
-    unsigned code;               /* its csync code */
+    size_t outstanding; /* node client callbacks still to come */
+    size_t waiting;     /* targets whose answer still counts */
+    size_t acks, failures;
+    bool settled;   /* every target answered or given up: marks done */
+    int status;     /* the failure answered, 0 if none */
+    char text[256]; /* its text */
+    unsigned code;  /* its csync code */
     struct cairn_buf printed;    /* the dlist (frame 1) */
     struct cairn_dlist *missing; /* APPLY RESERVE: union of MISSING GUIDs */
     int *fds;
@@ -131,6 +140,27 @@ static void
 report(struct cairn_router_forward *forward, const char *fmt, ...)
 {
     struct cairn_router_event event = {.level = CAIRN_ROUTER_EVENT_WARN,
+                                       .channel = forward->destination};
+    char message[512];
+    va_list args;
+
+    if (forward->event_fn == NULL)
+        return;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof(message), fmt, args);
+    va_end(args);
+    event.message = message;
+    forward->event_fn(forward->event_arg, &event);
+}
+
+static void report_debug(struct cairn_router_forward *forward, const char *fmt,
+                         ...) __attribute__((format(printf, 2, 3)));
+
+/* A DEBUG event: what happens to each request, for the curious. */
+static void
+report_debug(struct cairn_router_forward *forward, const char *fmt, ...)
+{
+    struct cairn_router_event event = {.level = CAIRN_ROUTER_EVENT_DEBUG,
                                        .channel = forward->destination};
     char message[512];
     va_list args;
@@ -318,23 +348,28 @@ static void
 settle(struct pending *pending)
 {
     bool early = !pending->is_get && !pending->is_reserve;
+    bool hopeless = !pending->is_get &&
+                    pending->acks + pending->waiting < pending->required;
 
     if (!pending->answered) {
         if (early && pending->acks >= pending->required)
             answer(pending, true);
-        else if (early &&
-                 pending->acks + pending->outstanding < pending->required)
+        else if (hopeless)
             answer(pending, false);
-        else if (pending->outstanding == 0)
+        else if (pending->waiting == 0)
             answer(pending, pending->acks >= pending->required);
     }
-    if (pending->outstanding > 0)
+    if (pending->waiting > 0)
         return;
-    if (!pending->is_get)
+    /* A target given up (its node went down) still has a callback to come:
+     * the marks are set now, the memory freed after it. */
+    if (!pending->settled && !pending->is_get)
         mark_failed(pending);
-    if (pending->answered_ok && !pending->is_get)
+    if (!pending->settled && pending->answered_ok && !pending->is_get)
         report_repairs(pending);
-    pending_free(pending);
+    pending->settled = true;
+    if (pending->outstanding == 0)
+        pending_free(pending);
 }
 
 static bool
@@ -344,15 +379,15 @@ node_unreachable(int status)
            status == CAIRN_EAGAIN;
 }
 
-/* Records a replica's failure; the first (a GET: the last) is answered. */
+/*
+ * Records a replica's failure with the node's words (text, csync code);
+ * the first (a GET: the last) is answered.
+ */
 static void
-target_failed(struct target *target, int status,
-              const Cairn__Envelope *envelope)
+target_failed_text(struct target *target, int status, unsigned code,
+                   const char *text)
 {
     struct pending *pending = target->pending;
-    const char *text = envelope != NULL && envelope->error_text != NULL
-                           ? envelope->error_text
-                           : "";
 
     target->status = status;
     snprintf(target->text, sizeof(target->text), "%s",
@@ -364,11 +399,42 @@ target_failed(struct target *target, int status,
     if (pending->status != 0 && !pending->is_get)
         return;
     pending->status = status;
-    pending->code = envelope != NULL ? envelope->csync_code : 0;
+    pending->code = code;
     snprintf(pending->text, sizeof(pending->text), "%s", text);
     /* A node that cannot be reached: a NO sync_client retries. */
     if (node_unreachable(status))
         pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+}
+
+static void
+target_failed(struct target *target, int status,
+              const Cairn__Envelope *envelope)
+{
+    const char *text = envelope != NULL && envelope->error_text != NULL
+                           ? envelope->error_text
+                           : "";
+
+    target_failed_text(target, status,
+                       envelope != NULL ? envelope->csync_code : 0, text);
+}
+
+/* A node held down gets nothing: the target fails at once. */
+static bool
+refused_down(struct target *target)
+{
+    struct pending *pending = target->pending;
+    char reason[192], text[320];
+
+    if (!cairn_router_health_refuses(pending->forward, target->node, reason,
+                                     sizeof(reason)))
+        return false;
+    snprintf(text, sizeof(text), "node %s is down (%s)", target->name, reason);
+    target_failed_text(target, CAIRN_EUNAVAILABLE,
+                       CAIRN_CSYNC_CODE_MAILBOX_LOCKED, text);
+    report_debug(pending->forward, "%s %s of %s: node %s is down, not sent",
+                 pending->is_get ? "GET" : "APPLY", pending->key,
+                 pending->userid, target->name);
+    return true;
 }
 
 static void on_node_reply(void *arg, const struct cairn_node_reply *reply);
@@ -396,6 +462,8 @@ send_to(struct target *target)
     };
     int rc = 0;
 
+    if (refused_down(target))
+        return;
     /* GETs are unordered (0): the node answers them after earlier APPLYs. */
     if (!pending->is_get)
         rc = cairn_router_sequences_next(forward->sequences, pending->userid,
@@ -410,15 +478,48 @@ send_to(struct target *target)
     }
     target->status = 1;
     pending->outstanding++;
+    pending->waiting++;
+    target->waiting = true;
+    cairn_router_health_sent(forward, target->node, &target->waiter);
 }
 
 /* A GET: the next replica that takes the request, if any. */
 static void
 send_get_next(struct pending *pending)
 {
-    while (pending->outstanding == 0 &&
+    while (pending->waiting == 0 &&
            pending->next_target < pending->target_count)
         send_to(&pending->targets[pending->next_target++]);
+}
+
+/* Tells the node's watch how its request ended (forward_health.c). */
+static void
+tell_health(struct target *target, const struct cairn_node_reply *reply)
+{
+    struct pending *pending = target->pending;
+    char detail[400];
+
+    snprintf(detail, sizeof(detail), "%s %s of %s: %s",
+             pending->is_get ? "GET" : "APPLY", pending->key, pending->userid,
+             reply->status == CAIRN_ETIMEOUT
+                 ? "no answer within node_timeout"
+                 : "not sent within node_timeout (no connection)");
+    cairn_router_health_answered(pending->forward, target->node,
+                                 &target->waiter, reply->status,
+                                 reply->envelope != NULL, detail);
+}
+
+/* A GET whose replica failed: the next one, said once. */
+static void
+get_next(struct target *target, const char *why)
+{
+    struct pending *pending = target->pending;
+
+    send_get_next(pending);
+    if (pending->waiting > 0)
+        report(pending->forward,
+               "GET %s of %s: node %s %s, asking the next replica",
+               pending->key, pending->userid, target->name, why);
 }
 
 static void
@@ -429,18 +530,20 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
     int rc = reply->status;
 
     pending->outstanding--;
+    if (!target->waiting) { /* given up when its node went down */
+        settle(pending);
+        return;
+    }
+    target->waiting = false;
+    pending->waiting--;
+    /* may hold the node down, giving up its other waiting requests */
+    tell_health(target, reply);
     if (rc == 0)
         rc = take_items(pending, reply);
     if (rc < 0) {
         target_failed(target, rc, reply->envelope);
-        if (pending->is_get && node_unreachable(rc)) {
-            send_get_next(pending);
-            if (pending->outstanding > 0)
-                report(pending->forward,
-                       "GET %s of %s: node %s %s, asking the next replica",
-                       pending->key, pending->userid, target->name,
-                       cairn_strerror(rc));
-        }
+        if (pending->is_get && node_unreachable(rc))
+            get_next(target, cairn_strerror(rc));
     } else {
         enum cairn_router_mark mark;
 
@@ -455,6 +558,30 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
                                          CAIRN_ROUTER_MARK_ASKED);
     }
     settle(pending);
+}
+
+void
+cairn_router_forward_abandon(struct cairn_router_forward *forward, size_t node,
+                             const char *why)
+{
+    struct cairn_router_waiter *waiter;
+    char text[320];
+
+    /* A down node takes no new request, so the list only shrinks. */
+    while ((waiter = cairn_router_health_first_waiter(forward, node)) != NULL) {
+        struct target *target = (struct target *)waiter;
+        struct pending *pending = target->pending;
+
+        cairn_router_health_unlink(forward, node, waiter, true);
+        target->waiting = false;
+        pending->waiting--;
+        snprintf(text, sizeof(text), "node %s is down (%s)", target->name, why);
+        target_failed_text(target, CAIRN_EUNAVAILABLE,
+                           CAIRN_CSYNC_CODE_MAILBOX_LOCKED, text);
+        if (pending->is_get)
+            get_next(target, "is down");
+        settle(pending); /* never frees: the node client calls back */
+    }
 }
 
 /*

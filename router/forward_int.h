@@ -137,6 +137,72 @@ int cairn_router_forward_ping(struct cairn_router_forward *forward,
 size_t
 cairn_router_forward_in_flight(const struct cairn_router_forward *forward);
 
+/* --- node health (forward_health.c; the model in health_int.h) -------- */
+
+/* A request waiting for a node's answer, in its node's list (oldest
+ * first). Embedded in forward.c's targets. */
+struct cairn_router_waiter {
+    struct cairn_router_waiter *prev, *next;
+    uint64_t sent_ms;
+    bool linked;
+};
+
+/* One node's watch: its health, waiting requests and probe connection. */
+struct cairn_router_node_watch;
+
+/* Default answer deadline, and the probe's backoff while a node is down. */
+#define CAIRN_ROUTER_ANSWER_TIMEOUT_MS 5000u
+#define CAIRN_ROUTER_PROBE_BACKOFF_MIN_MS 200u
+#define CAIRN_ROUTER_PROBE_BACKOFF_MAX_MS 5000u
+/* How often the deadlines are checked. */
+#define CAIRN_ROUTER_HEALTH_TICK_MS 50u
+
+/*
+ * Starts watching: the forward's answer deadline (answer_ms, capped at
+ * timeout_ms) and a tick timer on loop (borrowed).
+ */
+int cairn_router_health_start(struct cairn_router_forward *forward,
+                              struct cairn_loop *loop, uint64_t answer_ms,
+                              uint64_t timeout_ms);
+/* Watches node (a node client index) at endpoint (copied) and probes it
+ * once: a node that does not answer is down from the start. */
+int cairn_router_health_add_node(struct cairn_router_forward *forward,
+                                 size_t node, const char *name,
+                                 const char *endpoint);
+/* Stops the timer, closes the probes, frees the watches (NULL-safe
+ * members). Call before the node client is freed. */
+void cairn_router_health_stop(struct cairn_router_forward *forward);
+/*
+ * Whether node is down now; reason (may be NULL) then gets why. A
+ * request not sent for that is counted (refused).
+ */
+bool cairn_router_health_refuses(struct cairn_router_forward *forward,
+                                 size_t node, char *reason, size_t size);
+/* A request was sent to node: waiter joins its list. */
+void cairn_router_health_sent(struct cairn_router_forward *forward, size_t node,
+                              struct cairn_router_waiter *waiter);
+/*
+ * The node client answered waiter's request with status (envelope: the
+ * node's own answer, or NULL). Leaves the list; a failure for want of an
+ * answer marks the node down, which gives up its other waiting requests
+ * (cairn_router_forward_abandon) before this returns.
+ */
+void cairn_router_health_answered(struct cairn_router_forward *forward,
+                                  size_t node,
+                                  struct cairn_router_waiter *waiter,
+                                  int status, bool heard, const char *detail);
+/* forward.c: fails every request waiting on node (it went down). */
+void cairn_router_forward_abandon(struct cairn_router_forward *forward,
+                                  size_t node, const char *why);
+/* The first waiter of node, NULL when none (forward.c pops them). */
+struct cairn_router_waiter *
+cairn_router_health_first_waiter(struct cairn_router_forward *forward,
+                                 size_t node);
+/* Takes waiter off its list (abandoned: counted). */
+void cairn_router_health_unlink(struct cairn_router_forward *forward,
+                                size_t node, struct cairn_router_waiter *waiter,
+                                bool abandoned);
+
 /*
  * One destination's forwarder, shared by forward.c (requests) and
  * forward_setup.c (making, reloading, freeing it).
@@ -155,6 +221,13 @@ struct cairn_router_forward {
     cairn_router_event_fn event_fn;
     void *event_arg;
     struct cairn_router_moves *moves; /* rebalance (control.c); NULL: none */
+    /* node health (forward_health.c), indexed by node client index */
+    struct cairn_loop *loop;
+    struct cairn_router_node_watch **watches;
+    size_t watch_count;
+    uint64_t answer_ms;
+    uint64_t health_timer;
+    void *probe_context; /* ZeroMQ context of the probe connections */
 };
 
 #endif /* CAIRN_ROUTER_FORWARD_INT_H */

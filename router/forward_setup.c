@@ -1,7 +1,8 @@
 /*
  * forward_setup.c - a forwarder's life around its requests (forward.c):
  * made from a destination's ring and nodes, its marks file read back,
- * reloaded on SIGHUP (a newer ring, new node endpoints), its ring swapped
+ * its nodes watched (forward_health.c), reloaded on SIGHUP (a newer
+ * ring, new node endpoints), its ring swapped
  * by a rebalance (control.c), and freed with its marks saved.
  */
 #include "forward_int.h"
@@ -24,6 +25,8 @@ add_node(struct cairn_router_forward *forward, const char *name,
 
     if (rc == 0)
         rc = cairn_router_marks_name_node(forward->marks, added, name);
+    if (rc == 0)
+        rc = cairn_router_health_add_node(forward, added, name, endpoint);
     if (rc == 0 && index != NULL)
         *index = added;
     return rc;
@@ -85,6 +88,10 @@ cairn_router_forward_new(struct cairn_loop *loop,
     forward->event_arg = settings->event_arg;
     if ((rc = cairn_router_sequences_new(&forward->sequences)) < 0)
         goto out;
+    if ((rc = cairn_router_health_start(forward, loop,
+                                        settings->answer_timeout_ms,
+                                        client_settings.timeout_ms)) < 0)
+        goto out;
     rc = CAIRN_ENOMEM;
     forward->destination = strdup(settings->destination);
     if (forward->destination == NULL)
@@ -145,6 +152,7 @@ cairn_router_forward_free(struct cairn_router_forward *forward)
         return;
     /* Saves what changed since the last save (a clean shutdown). */
     cairn_router_marks_free(forward->marks);
+    cairn_router_health_stop(forward);
     cairn_node_client_free(forward->client);
     cairn_ring_free(forward->ring);
     cairn_router_sequences_free(forward->sequences);

@@ -242,13 +242,16 @@ route_request(void *arg, const struct cairn_router_request *request,
 }
 
 /* A replica that missed an update answered OK, the repair marks of the
- * last run: the admin's log line. */
+ * last run, a node's change of state (down, slow, up): the admin's log
+ * line; what happened to each request at debug level. */
 static void
 on_forward_event(void *arg, const struct cairn_router_event *event)
 {
     if (event->level == CAIRN_ROUTER_EVENT_WARN ||
         event->level == CAIRN_ROUTER_EVENT_ERROR)
         cairn_log_warn("destination %s: %s", event->channel, event->message);
+    else if (event->level == CAIRN_ROUTER_EVENT_DEBUG)
+        cairn_log_debug("destination %s: %s", event->channel, event->message);
     else
         cairn_log_info("destination %s: %s", event->channel, event->message);
 }
@@ -278,6 +281,7 @@ forward_settings(const struct cairn_config *config,
         .nodes = nodes,
         .node_count = destination->nodes.count,
         .timeout_ms = router->node_timeout_ms,
+        .answer_timeout_ms = router->node_answer_timeout_ms,
         .node_window = (size_t)router->node_window,
         .user_window = (size_t)router->user_window,
         .max_frame = (size_t)cairn_config_limits(config)->max_frame,
@@ -296,7 +300,14 @@ open_forwards(struct cairn_loop *loop, const struct cairn_config *config,
               struct daemon *daemon)
 {
     size_t count = cairn_config_destination_count(config);
+    const struct cairn_config_router *router = cairn_config_router(config);
 
+    if (router->node_answer_timeout_ms > router->node_timeout_ms)
+        cairn_log_warn("node_answer_timeout (%llums) is above node_timeout "
+                       "(%llums): a node is found down after %llums",
+                       (unsigned long long)router->node_answer_timeout_ms,
+                       (unsigned long long)router->node_timeout_ms,
+                       (unsigned long long)router->node_timeout_ms);
     daemon->forwards = calloc(count + 1, sizeof(*daemon->forwards));
     if (daemon->forwards == NULL)
         return CAIRN_ENOMEM;

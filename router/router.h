@@ -281,13 +281,52 @@ enum cairn_router_ack {
     CAIRN_ROUTER_ACK_ONE,
 };
 
+/*
+ * The router's view of a node (forward_health.c, health_int.h): up, slow
+ * (answers PINGs, a request has waited longer than the answer deadline)
+ * or down (missed a deadline or lost its connection; requests that need
+ * it are answered at once without it until a probe finds it back).
+ */
+enum cairn_router_node_state {
+    CAIRN_ROUTER_NODE_UP = 0,
+    CAIRN_ROUTER_NODE_SLOW,
+    CAIRN_ROUTER_NODE_DOWN,
+};
+
+/* Counts since the start, for metrics. */
+struct cairn_router_node_counters {
+    uint64_t downs;              /* changes to down */
+    uint64_t slows;              /* changes to slow */
+    uint64_t recoveries;         /* down -> up */
+    uint64_t probes;             /* PINGs sent on the probe path */
+    uint64_t probes_missed;      /* ... not answered in time */
+    uint64_t requests_failed;    /* requests that got no answer in time */
+    uint64_t requests_abandoned; /* waiting when the node went down */
+    uint64_t requests_refused;   /* not sent: the node was down */
+};
+
+/* One node as the forwarder sees it; strings borrowed until the next
+ * call into the forward. */
+struct cairn_router_node_health {
+    const char *name;
+    enum cairn_router_node_state state;
+    const char *reason; /* why it is in that state ("" when up from start) */
+    uint64_t age_ms;    /* time in that state */
+    size_t waiting;     /* requests sent, not answered */
+    struct cairn_router_node_counters counters;
+};
+
 /* Strings are borrowed for the call only. */
 struct cairn_router_forward_settings {
     const char *destination;
     const char *ring_file; /* the destination's ring (cairnctl ring) */
     const struct cairn_router_forward_node *nodes; /* every ring node */
     size_t node_count;
-    uint64_t timeout_ms;       /* per node request; 0: 30 s */
+    uint64_t timeout_ms; /* one node request, bodies included; 0: 30 s */
+    /* A node that answers nothing (not even a PING on a path of its own)
+     * this long while it has requests is down; 0: 5 s; at most timeout_ms
+     * (health_int.h). */
+    uint64_t answer_timeout_ms;
     size_t node_window;        /* 0: 16 */
     size_t user_window;        /* 0: 4 */
     size_t max_frame;          /* 0: 1 MiB; larger commands travel cut */
@@ -321,10 +360,13 @@ void cairn_router_forward_free(struct cairn_router_forward *forward);
  * GET to the first replica that answers (the next one when a node is down
  * or times out), its items relayed; when the policy cannot be met, "NO
  * IMAP_MAILBOX_LOCKED" for a node that is down or slow, which sync_client
- * retries. A command larger than one frame travels cut in several (up to
- * 256 MiB). A request's MESSAGE bodies go to the same replicas first (the
- * sequence numbers keep the order); OK needs both to meet the policy.
- * Needs the router's spool for APPLY MESSAGE bodies.
+ * retries. A node the forward holds down gets no request: a GET asks the
+ * next replica at once, a write counts it failed at once ("NO
+ * IMAP_MAILBOX_LOCKED node2 is down (...)" under ack all; marked for
+ * repair when quorum or one is met without it). A command larger than one frame
+ * travels cut in several (up to 256 MiB). A request's MESSAGE bodies go to the
+ * same replicas first (the sequence numbers keep the order); OK needs both to
+ * meet the policy. Needs the router's spool for APPLY MESSAGE bodies.
  */
 int cairn_router_forward_request(void *forward,
                                  const struct cairn_router_request *request,
@@ -347,6 +389,16 @@ cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
 void
 cairn_router_forward_set_event_handler(struct cairn_router_forward *forward,
                                        cairn_router_event_fn fn, void *arg);
+/* The nodes the forward knows (its ring's and any a reload added). */
+size_t
+cairn_router_forward_node_count(const struct cairn_router_forward *forward);
+/* Node i's health (i < node_count); CAIRN_ENOENT past the end. */
+int cairn_router_forward_node_health(const struct cairn_router_forward *forward,
+                                     size_t i,
+                                     struct cairn_router_node_health *health);
+/* "up", "slow", "down" (static). */
+const char *cairn_router_node_state_name(enum cairn_router_node_state state);
+
 /* Updates answered OK that some replica missed, since the start. */
 uint64_t
 cairn_router_forward_repairs(const struct cairn_router_forward *forward);

@@ -572,6 +572,28 @@ on_pong(void *arg, const struct cairn_node_reply *reply)
     *status = reply->status;
 }
 
+/* Runs the loop until the forward's view of node name is up. */
+static int
+await_node_up(struct cluster *cluster, const char *name, uint64_t deadline)
+{
+    struct cairn_router_node_health health = {0};
+    bool up = false;
+
+    while (!up && cairn_loop_now_ms() < deadline) {
+        for (size_t i = 0; cairn_router_forward_node_health(cluster->forward, i,
+                                                            &health) == 0;
+             i++)
+            if (strcmp(health.name, name) == 0)
+                up = health.state == CAIRN_ROUTER_NODE_UP;
+        if (!up)
+            cairn_loop_run_once(cluster->fixture.loop, 10);
+    }
+    if (!up)
+        fprintf(stderr, "await_node_up: node %s still %s: %s\n", name,
+                cairn_router_node_state_name(health.state), health.reason);
+    return up ? 0 : CAIRN_ETIMEOUT;
+}
+
 /*
  * Waits until the forward's own connection reaches node index again (a
  * PING answered through it), 20 s at most: a restarted node is asked only
@@ -605,6 +627,9 @@ await_node(struct cluster *cluster, size_t index)
                 "within 20 s (%s)\n",
                 node_names[index], cairn_strerror(status));
     CHECK_INT(status, 0);
+    /* ... and the forward holds it up again (its probe found it back):
+     * until then requests that need it are answered without it. */
+    CHECK_INT(await_node_up(cluster, node_names[index], deadline), 0);
 }
 
 /*
