@@ -148,12 +148,16 @@ log_walk_chunk(int fd, uint64_t offset, uint64_t start_at,
         if ((rc = walk_bytes(&walk, buf, got)) != 0)
             goto out;
     }
-    if (walk.state == IN_DLIST || walk.prefix_len > 0 ||
-        walk.state == IN_HEADER) {
-        rc = CAIRN_ECORRUPT; /* the member ends inside a line */
-        goto out;
-    }
     if (member) {
+        /* An unfinished last line (or header) is left out, as Cyrus does. */
+        member->partial_offset = 0;
+        member->partial_bytes = 0;
+        if (walk.state == IN_DLIST || walk.prefix_len > 0) {
+            member->partial_offset = walk.line.offset;
+            member->partial_bytes = walk.position - walk.line.offset;
+        } else if (walk.state == IN_HEADER) {
+            member->partial_bytes = walk.position;
+        }
         SHA1_Final(digest, &sha);
         chunk_sha1_hex(digest, member->data_sha1);
         member->length = reader.produced;

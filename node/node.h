@@ -222,12 +222,36 @@ int cairn_store_read_message(struct cairn_store *store, const char *guid,
  */
 int cairn_store_reindex(struct cairn_store *store);
 
-/* What a rebuild found, for callers that must not accept damage (import). */
+/*
+ * What a rebuild found, for callers that must not accept damage (import).
+ * What is kept and what is dropped, and why (each as backupd's own index
+ * has it for the same file, so an imported index answers as backupd's):
+ *   - a whole member with no record line (backupd's chunk of a sync pass
+ *     that changed nothing: the 29-byte header alone), or with lines
+ *     Cyrus's indexer ignores (QUOTA, ACTIVATE_SIEVE, ...): a chunk row,
+ *     as backupd wrote one when it began the chunk; ts_start and ts_end
+ *     are the last line time before it (the file has no other);
+ *   - a whole member whose content ends inside a line: a chunk row over
+ *     all its bytes; the unfinished line is not indexed (Cyrus's reader
+ *     stops there too) and is counted in partial_lines;
+ *   - a whole member with no content at all (what older zlib writes at
+ *     gzclose): no chunk row (backupd made none), counted in
+ *     empty_members;
+ *   - a member that does not inflate, between whole ones: skipped,
+ *     counted in damaged_members (its bytes stay, unindexed);
+ *   - a member cut short at the end of the file (a crash): cut off.
+ */
 struct cairn_reindex_result {
     uint64_t chunks;          /* chunk rows written */
+    uint64_t line_chunks;     /* of which hold at least one indexed line */
+    uint64_t empty_members;   /* members with no content: no row */
+    uint64_t partial_lines;   /* chunks ending in an unfinished line */
     uint64_t damaged_members; /* members that did not inflate or parse */
     uint64_t skipped_bytes;   /* damaged bytes left between whole members */
     uint64_t cut_bytes;       /* torn tail cut off the end of the file */
+    /* file offsets of the first of each kind (valid when counted) */
+    uint64_t first_partial_chunk, first_partial_line; /* member, in chunk */
+    uint64_t first_damaged, first_empty;
 };
 
 /* cairn_store_reindex, reporting what it skipped and cut. */

@@ -67,6 +67,11 @@ struct chunk_member {
     uint64_t end;
     uint64_t length;
     char data_sha1[41];
+    /* log_walk_chunk only: the content ends inside a line (or inside the
+     * header line), which is not visited; Cyrus's reader ignores it too.
+     * partial_bytes is 0 when the content ends with a whole line. */
+    uint64_t partial_offset; /* where that unfinished line starts */
+    uint64_t partial_bytes;
 };
 
 void chunk_sha1_hex(const unsigned char digest[20], char hex[41]);
@@ -267,6 +272,10 @@ typedef int (*log_visit)(void *ctx, const struct log_line *line);
  * offset start_at (0: the whole chunk, header first; otherwise a line
  * start). sink receives file bodies (NULL: skipped). member, when not
  * NULL and start_at is 0, gets the chunk's end, length and SHA-1.
+ * Content that ends inside a line is not an error (Cyrus's
+ * parse_backup_line stops at EOF there and ignores the unfinished line):
+ * the line is not visited and member->partial_* say where it was. A
+ * member whose gzip stream is cut short is CAIRN_ECORRUPT.
  */
 int log_walk_chunk(int fd, uint64_t offset, uint64_t start_at,
                    const struct cairn_dlist_file_sink *sink, log_visit visit,

@@ -23,12 +23,34 @@ struct reindex {
     bool chunk_open;
 };
 
+/* Inserts the row of the member being read; its end is set after. */
+static int
+begin_chunk_row(struct reindex *state, int64_t ts_start)
+{
+    struct cairn_store *store = state->store;
+    sqlite3_stmt *insert = store->stmts[STMT_CHUNK_INSERT];
+    int rc;
+
+    if ((rc = sql_bind_int(insert, ":ts_start", ts_start)) < 0 ||
+        (rc = sql_bind_int(insert, ":offset", (int64_t)state->member_offset)) <
+            0 ||
+        (rc = sql_bind_text(insert, ":file_sha1", store->writer.file_sha1)) <
+            0) {
+        sql_reset(insert);
+        return rc;
+    }
+    if ((rc = sql_run(insert)) < 0)
+        return rc;
+    store->chunk_id = sqlite3_last_insert_rowid(store->db);
+    state->chunk_open = true;
+    return 0;
+}
+
 static int
 reindex_visit(void *ctx, const struct log_line *line)
 {
     struct reindex *state = ctx;
     struct cairn_store *store = state->store;
-    sqlite3_stmt *insert = store->stmts[STMT_CHUNK_INSERT];
     int rc;
 
     if (strcmp(line->verb, "APPLY") != 0)
@@ -36,18 +58,8 @@ reindex_visit(void *ctx, const struct log_line *line)
     if (!state->chunk_open) {
         if (line->ts < state->previous_first_ts)
             return CAIRN_ECORRUPT;
-        if ((rc = sql_bind_int(insert, ":ts_start", line->ts)) < 0 ||
-            (rc = sql_bind_int(insert, ":offset",
-                               (int64_t)state->member_offset)) < 0 ||
-            (rc = sql_bind_text(insert, ":file_sha1",
-                                store->writer.file_sha1)) < 0) {
-            sql_reset(insert);
+        if ((rc = begin_chunk_row(state, line->ts)) < 0)
             return rc;
-        }
-        if ((rc = sql_run(insert)) < 0)
-            return rc;
-        store->chunk_id = sqlite3_last_insert_rowid(store->db);
-        state->chunk_open = true;
         state->previous_first_ts = line->ts;
     } else if (line->ts < state->previous_first_ts) {
         return CAIRN_ECORRUPT;
@@ -79,6 +91,35 @@ end_chunk_row(struct cairn_store *store, const struct chunk_member *member,
         return rc;
     }
     return sql_run(end);
+}
+
+/*
+ * Ends the row of a whole member (see struct cairn_reindex_result for
+ * what is kept and why). A member with content but no indexed line gets
+ * its row here: backupd wrote one for it when the chunk began.
+ */
+static int
+end_member(struct reindex *state, const struct chunk_member *member,
+           struct cairn_reindex_result *result)
+{
+    uint64_t offset = state->member_offset;
+    int rc;
+
+    if (member->length == 0 && !state->chunk_open) {
+        if (result->empty_members++ == 0)
+            result->first_empty = offset;
+        return 0;
+    }
+    if (member->partial_bytes > 0 && result->partial_lines++ == 0) {
+        result->first_partial_chunk = offset;
+        result->first_partial_line = member->partial_offset;
+    }
+    if (state->chunk_open)
+        result->line_chunks++;
+    else if ((rc = begin_chunk_row(state, state->last_ts)) < 0)
+        return rc;
+    result->chunks++;
+    return end_chunk_row(state->store, member, state->last_ts);
 }
 
 /* Feeds the compressed bytes [from, to) to the running file SHA-1. */
@@ -163,18 +204,18 @@ reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end,
             state.previous_first_ts = first_ts;
             state.last_ts = last_ts;
             state.member_offset = next_member(store->fd, damaged + 1, size);
-            result->damaged_members++;
-            if (state.member_offset < size)
+            /* Damage with no whole member after it is a torn tail. */
+            if (state.member_offset < size) {
+                if (result->damaged_members++ == 0)
+                    result->first_damaged = damaged;
                 result->skipped_bytes += state.member_offset - damaged;
+            }
             continue;
         }
         if (rc < 0)
             return rc;
-        if (state.chunk_open &&
-            (rc = end_chunk_row(store, &member, state.last_ts)) < 0)
+        if ((rc = end_member(&state, &member, result)) < 0)
             return rc;
-        if (state.chunk_open)
-            result->chunks++;
         if ((rc = store_release(store)) < 0 ||
             (rc = hash_range(store, hashed, member.end)) < 0)
             return rc;

@@ -191,15 +191,16 @@ check_file_sha1(struct cairn_store *store, const struct chunk_row *row,
     char hex[41];
 
     if (hash_file_range(store->fd, sha, *hashed, (uint64_t)row->offset) < 0) {
-        describe(error, size, "chunk %lld: file shorter than its offset",
-                 (long long)row->id);
+        describe(error, size,
+                 "chunk %lld at offset %lld: file shorter than its offset",
+                 (long long)row->id, (long long)row->offset);
         return CAIRN_ECORRUPT;
     }
     *hashed = (uint64_t)row->offset;
     chunk_sha1_state_hex(sha, hex);
     if (strcmp(hex, row->file_sha1) != 0) {
-        describe(error, size, "chunk %lld: file_sha1 mismatch",
-                 (long long)row->id);
+        describe(error, size, "chunk %lld at offset %lld: file_sha1 mismatch",
+                 (long long)row->id, (long long)row->offset);
         return CAIRN_EMISMATCH;
     }
     return 0;
@@ -226,14 +227,16 @@ verify_chunk(struct cairn_store *store, const struct chunk_row *row,
         return 0;
     if (rc < 0) {
         if (error && error[0] == '\0')
-            describe(error, size, "chunk %lld: unreadable (%s)",
-                     (long long)row->id, cairn_strerror(rc));
+            describe(error, size, "chunk %lld at offset %lld: unreadable (%s)",
+                     (long long)row->id, (long long)row->offset,
+                     cairn_strerror(rc));
         return rc;
     }
     if (checksums && ((int64_t)member.length != row->length ||
                       strcmp(member.data_sha1, row->data_sha1) != 0)) {
-        describe(error, size, "chunk %lld: length or data_sha1 mismatch",
-                 (long long)row->id);
+        describe(error, size,
+                 "chunk %lld at offset %lld: length or data_sha1 mismatch",
+                 (long long)row->id, (long long)row->offset);
         return CAIRN_EMISMATCH;
     }
     return 0;

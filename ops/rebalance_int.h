@@ -112,6 +112,27 @@ int cairn_rebalance_copy_user(struct cairn_rebalance_link *link,
                               const char *userid, uint64_t *bytes,
                               void (*progress)(void *arg, uint64_t bytes),
                               void *arg, char *text, size_t text_size);
+/*
+ * The size and SHA-1 (hex) of userid's data file on node, as an export
+ * would send it (the node then starts no compaction of the user for a few
+ * minutes). CAIRN_ENOENT when the node does not hold the user.
+ */
+int cairn_rebalance_node_file(struct cairn_rebalance_link *link,
+                              const char *node, const char *userid,
+                              uint64_t *size, char sha1[41], char *text,
+                              size_t text_size);
+/*
+ * Sends the local data file path (size bytes, SHA-1 sha1) to node target
+ * as userid's (IMPORT, WRITE pieces of up to piece bytes, IMPORT end): the
+ * node rebuilds and verifies it before recording it. CAIRN_EEXIST when
+ * target holds the user already (nothing is changed there).
+ */
+int cairn_rebalance_push_file(struct cairn_rebalance_link *link,
+                              const char *target, const char *userid,
+                              const char *path, uint64_t size, const char *sha1,
+                              size_t piece,
+                              void (*progress)(void *arg, uint64_t bytes),
+                              void *arg, char *text, size_t text_size);
 /* Removes userid's copy from node (ENOENT: none). */
 int cairn_rebalance_remove_user(struct cairn_rebalance_link *link,
                                 const char *node, const char *userid);

@@ -10,10 +10,12 @@
 #include "node_client.h"
 #include "rebalance_int.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 /*
@@ -317,6 +319,108 @@ out:
     free(packed);
     if (begin)
         cairn__transfer_begin__free_unpacked(begin, NULL);
+    cairn_node_result_release(&result);
+    return rc;
+}
+
+int
+cairn_rebalance_node_file(struct cairn_rebalance_link *link, const char *node,
+                          const char *userid, uint64_t *size, char sha1[41],
+                          char *text, size_t text_size)
+{
+    Cairn__TransferBegin *begin = NULL;
+    int rc = export_begin(link, node, userid, &begin, text, text_size);
+
+    if (rc == 0) {
+        *size = begin->total_bytes;
+        snprintf(sha1, 41, "%s", begin->data_sha1 ? begin->data_sha1 : "");
+        cairn__transfer_begin__free_unpacked(begin, NULL);
+    }
+    return rc;
+}
+
+/* WRITEs the piece of path at offset (up to piece bytes) to target. */
+static int
+push_piece(struct cairn_rebalance_link *link, const char *target,
+           const char *userid, int fd, uint64_t offset, char *buffer,
+           size_t piece, uint64_t *moved, char *text, size_t text_size)
+{
+    char key[32];
+    struct cairn_node_frame frame = {buffer, 0};
+    struct cairn_node_request write = {.kind = CAIRN__KIND__TRANSFER_CHUNK,
+                                       .user = userid,
+                                       .verb = "WRITE",
+                                       .key = key,
+                                       .frames = &frame,
+                                       .frame_count = 1};
+    struct cairn_node_result written = {0};
+    ssize_t got = pread(fd, buffer, piece, (off_t)offset);
+    int rc;
+
+    *moved = 0;
+    if (got <= 0)
+        return CAIRN_EIO;
+    frame.len = (size_t)got;
+    snprintf(key, sizeof(key), "%" PRIu64, offset);
+    rc = call(link, target, &write, &written, text, text_size);
+    cairn_node_result_release(&written);
+    if (rc == 0)
+        *moved = (uint64_t)got;
+    return rc;
+}
+
+int
+cairn_rebalance_push_file(struct cairn_rebalance_link *link, const char *target,
+                          const char *userid, const char *path, uint64_t size,
+                          const char *sha1, size_t piece,
+                          void (*progress)(void *arg, uint64_t bytes),
+                          void *arg, char *text, size_t text_size)
+{
+    Cairn__TransferBegin begin = CAIRN__TRANSFER_BEGIN__INIT;
+    struct cairn_node_request request = {
+        .kind = CAIRN__KIND__TRANSFER_BEGIN, .user = userid, .verb = "IMPORT"};
+    struct cairn_node_result result = {0};
+    struct cairn_node_frame frame = {NULL, 0};
+    uint8_t *packed = NULL;
+    char *buffer = NULL;
+    uint64_t offset = 0, moved = 0;
+    int fd = -1, rc = CAIRN_ENOMEM;
+
+    if ((buffer = malloc(piece)) == NULL)
+        goto out;
+    rc = CAIRN_EIO;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        goto out;
+    if ((rc = call(link, target, &request, &result, text, text_size)) < 0)
+        goto out;
+    while (offset < size) {
+        rc = push_piece(link, target, userid, fd, offset, buffer,
+                        size - offset < piece ? (size_t)(size - offset) : piece,
+                        &moved, text, text_size);
+        if (rc < 0)
+            goto out;
+        offset += moved;
+        if (progress)
+            progress(arg, moved);
+    }
+    begin.total_bytes = size;
+    begin.data_sha1 = (char *)sha1;
+    rc = CAIRN_ENOMEM;
+    if ((packed = malloc(cairn__transfer_begin__get_packed_size(&begin) + 1)) ==
+        NULL)
+        goto out;
+    frame = (struct cairn_node_frame){
+        packed, cairn__transfer_begin__pack(&begin, packed)};
+    request.kind = CAIRN__KIND__TRANSFER_END;
+    request.frames = &frame;
+    request.frame_count = 1;
+    cairn_node_result_release(&result);
+    rc = call(link, target, &request, &result, text, text_size);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(packed);
+    free(buffer);
     cairn_node_result_release(&result);
     return rc;
 }

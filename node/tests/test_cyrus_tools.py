@@ -37,6 +37,7 @@ SESSIONS = ("01", "02", "03", "04", "05", "06", "07", "09")
 # data/resend.apply is made by hand (not by extract_apply.py): bodies of
 # 01.apply and 02.apply resent, and this one, new, twice in one record
 RESENT_NEW = b"b4cebfdd4675d10a2b9dc0f0c93c0a7767cdd897"
+CHUNK_HEADER_LENGTH = 29  # "# cyrus backup: chunk start\r\n"
 
 
 def dump_index(path):
@@ -158,6 +159,19 @@ def cyrus_reindex(copies):
         lab.close()
 
 
+def without_empty_chunk_times(dump):
+    """The dump with ts_start/ts_end of header-only chunks blanked.
+
+    backupd stamps the empty chunk of an unchanged sync pass with the
+    session's open and close times, which are in no line of the file; a
+    reindex (cairn's) gives it the last line time before it instead."""
+    out = dict(dump)
+    out["chunk"] = [row[:2] + (None, row[3], None) + row[5:]
+                    if row[8] == CHUNK_HEADER_LENGTH else row
+                    for row in dump["chunk"]]
+    return out
+
+
 def cyrus_writes_cairn_reads(tool, tmp):
     source = os.path.join(HERE, "data", "backupd")
     users = sorted(f for f in os.listdir(source)
@@ -184,7 +198,9 @@ def cyrus_writes_cairn_reads(tool, tmp):
     cyrus = cyrus_reindex(copies)
     for user in users:
         ours = dump_index(os.path.join(tmp, "ours", user) + ".index")
-        problems = diff_dumps(ours, dump_index(copies[user] + ".index"))
+        problems = diff_dumps(
+            without_empty_chunk_times(ours),
+            without_empty_chunk_times(dump_index(copies[user] + ".index")))
         print("%s: cairn reindex %s the index backupd wrote"
               % (user, "==" if not problems else "!="))
         for line in problems:

@@ -111,7 +111,7 @@ test_plan_alice(void)
     CHECK_STR(mailbox_name(plan, 0), "user.alice");
     CHECK_STR(mailbox_name(plan, 1), "user.alice.Archive");
     CHECK_STR(mailbox_name(plan, 2), "user.alice.Work");
-    CHECK_STR(atom(plan->mailboxes[0], "UNIQUEID"), "dput7pbyk9db2kyq7efpx97i");
+    CHECK_STR(atom(plan->mailboxes[0], "UNIQUEID"), "sfi6lmmq9ahy2rhg29ae2csz");
     CHECK(records_ascend(plan, &records));
     CHECK_INT(records, 8);
     CHECK_U64(plan->record_count, 8);

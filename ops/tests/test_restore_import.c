@@ -4,7 +4,9 @@
  * second import of the user is refused, a damaged data file is refused
  * and leaves nothing behind, a file backupd holds locked is not copied,
  * --all finds backupd's <user>_XXXXXX names, and the imported user is
- * then restorable (a dry run plans its mailboxes).
+ * then restorable (a dry run plans its mailboxes). backupd's empty chunks
+ * (unchanged sync passes) are kept as chunk rows; a torn last member is
+ * cut and said so; a refusal names the chunk, its offset and the rule.
  */
 #include "check.h"
 #include "ops.h"
@@ -66,11 +68,14 @@ test_import_one(void)
 
     snprintf(from, sizeof(from), "%s/cyrus/alice_Ab3xYz", temp_dir);
     snprintf(line, sizeof(line),
-             "--json import --data-dir %s/data --user alice %s", temp_dir,
-             from);
+             "--json import --strict --data-dir %s/data --user alice %s",
+             temp_dir, from);
     CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_OK);
     CHECK(out && strstr(out, "\"outcome\":\"imported\"") != NULL);
     CHECK(out && strstr(out, "\"compared\":true,\"differences\":0") != NULL);
+    /* backupd's two empty chunks (unchanged passes) are chunk rows */
+    CHECK(out &&
+          strstr(out, "\"chunks\":5,\"chunks_without_lines\":2,") != NULL);
     CHECK(out && strstr(out, "\"mailbox_message\":{\"rows\":8,") != NULL);
     free(out);
     CHECK_INT(count_files("a"), 2); /* data file + rebuilt index */
@@ -158,6 +163,11 @@ test_import_damaged(void)
     snprintf(line, sizeof(line), "import --data-dir %s/data --user bob %s",
              temp_dir, path);
     CHECK(cairnctl(line, &out) != CAIRN_EXIT_OK);
+    /* the refusal names the user, the member's offset and the rule */
+    CHECK(out && strstr(out, "import bob: verify failed") != NULL);
+    CHECK(out && strstr(out, "refused: gzip member at offset 1755 does not"
+                             " inflate") != NULL);
+    CHECK(out && strstr(out, "rule: every member before the last") != NULL);
     free(out);
     CHECK_INT(count_files("b"), 0); /* our copy was removed */
     snprintf(line, sizeof(line),
@@ -167,6 +177,67 @@ test_import_damaged(void)
     /* put bob back for --all below */
     snprintf(line, sizeof(line), "%s/bob", TESTDATA);
     copy_file(line, path);
+}
+
+/* Appends len bytes to the file at path, then cuts cut bytes off. */
+static void
+reshape(const char *path, const char *append, size_t len, long cut)
+{
+    FILE *file = fopen(path, "ab");
+    struct stat st;
+
+    CHECK(file != NULL);
+    if (file == NULL)
+        return;
+    if (append)
+        CHECK(fwrite(append, 1, len, file) == len);
+    fclose(file);
+    if (cut > 0 && stat(path, &st) == 0)
+        CHECK(truncate(path, st.st_size - cut) == 0);
+}
+
+/*
+ * A torn last member (a backupd crash) is cut from the copy and said so;
+ * a chunk of Cyrus's index the file no longer holds refuses the import,
+ * naming the chunk, its offset and the rule.
+ */
+static void
+test_import_tail(void)
+{
+    char line[1024], path[512], *out = NULL;
+
+    snprintf(path, sizeof(path), "%s/cyrus/alice_Torn01", temp_dir);
+    snprintf(line, sizeof(line), "%s/alice", TESTDATA);
+    copy_file(line, path);
+    snprintf(line, sizeof(line), "%s/alice.index", TESTDATA);
+    snprintf(path, sizeof(path), "%s/cyrus/alice_Torn01.index", temp_dir);
+    copy_file(line, path);
+    snprintf(path, sizeof(path), "%s/cyrus/alice_Torn01", temp_dir);
+    /* a gzip header and a few deflate bytes: a member cut short */
+    reshape(path, "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03RVH", 13, 0);
+    snprintf(line, sizeof(line),
+             "import --strict --data-dir %s/torn --user alice %s", temp_dir,
+             path);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_OK);
+    CHECK(out && strstr(out, "import alice: imported") != NULL);
+    CHECK(out && strstr(out, "dropped: a torn last member (13 bytes at offset"
+                             " 6583") != NULL);
+    CHECK(out && strstr(out, "kept: 2 chunks with no indexed line") != NULL);
+    free(out);
+
+    /* the last (empty) chunk cut off the file, Cyrus's index kept */
+    reshape(path, NULL, 0, 13 + 55);
+    snprintf(line, sizeof(line), "import --data-dir %s/cut --user alice %s",
+             temp_dir, path);
+    CHECK_INT(cairnctl(line, &out), CAIRN_EXIT_PROBLEM);
+    CHECK(out &&
+          strstr(out, "import alice: chunks of Cyrus's index missing") != NULL);
+    CHECK(out && strstr(out, "refused: chunk 5 of Cyrus's index (offset 6528,"
+                             " 29 bytes) is not in the rebuilt index; rule:"
+                             " nothing backupd indexed may be lost") != NULL);
+    if (out && strstr(out, "refused: chunk 5") == NULL)
+        fprintf(stderr, "%s", out);
+    free(out);
 }
 
 static void
@@ -240,6 +311,7 @@ main(void)
     }
     test_import_one();
     test_import_damaged();
+    test_import_tail();
     test_import_locked();
     test_import_all();
     snprintf(path, sizeof(path), "rm -rf %s", temp_dir);
