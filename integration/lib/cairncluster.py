@@ -28,6 +28,7 @@ import argparse
 import base64
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -162,13 +163,19 @@ class Cluster:
     identity by default) and sasl_mechanisms; limits: [limits] keys (e.g.
     {"max_literal": "4K"}); router/node_settings: extra keys of those
     sections; channel_settings: extra keys of the channel's section (e.g.
-    {"compress": "no"}).  Nothing runs until start()."""
+    {"compress": "no"}); destination_settings: extra keys of [destination
+    main] (e.g. {"ack": "one"}); node_hosts: {node: address} for nodes
+    that listen elsewhere than 127.0.0.1 (inside a network namespace the
+    test made, labnet.py); node_wrappers: {node: argv prefix} the node runs
+    under (e.g. ["ip", "netns", "exec", NS]).  Nothing runs until start()."""
 
     def __init__(self, binaries, nodes=3, replicas=2, channel="cairn",
                  sasl_user="repluser", sasl_password="replpass",
                  mechanisms="SCRAM-SHA-512 PLAIN", limits=None,
                  router_settings=None, node_settings=None, keep=None,
-                 prefix="cairn-cluster-", channel_settings=None):
+                 prefix="cairn-cluster-", channel_settings=None,
+                 destination_settings=None, node_hosts=None,
+                 node_wrappers=None):
         missing = binaries.missing()
         if missing:
             raise ClusterError("cairn programs not built: %s" % missing)
@@ -186,6 +193,9 @@ class Cluster:
         self.router_settings = dict(router_settings or {})
         self.node_settings = dict(node_settings or {})
         self.channel_settings = dict(channel_settings or {})
+        self.destination_settings = dict(destination_settings or {})
+        self.node_hosts = dict(node_hosts or {})
+        wrappers = dict(node_wrappers or {})
         self.csync_port = free_port()
         self.control_port = free_port()
         self.node_names = ["node%d" % (i + 1) for i in range(nodes)]
@@ -201,7 +211,7 @@ class Cluster:
         os.makedirs(os.path.join(self.dir, "spool"))
         self._write_config()
         for name in self.node_names:
-            self.daemons[name] = Daemon(name, [
+            self.daemons[name] = Daemon(name, list(wrappers.get(name, [])) + [
                 binaries.node, "-f", "-c", self.config_path, "-n", name,
                 "-w", self._endpoint_file(name)],
                 os.path.join(self.dir, name + ".log"))
@@ -210,6 +220,16 @@ class Cluster:
             os.path.join(self.dir, "router.log"))
 
     # -- configuration ---------------------------------------------------
+    def node_host(self, node):
+        return self.node_hosts.get(node, "127.0.0.1")
+
+    def rewrite_config(self, destination_settings=None):
+        """Write cluster.conf again (e.g. another ack policy); the router
+        reads it when restarted."""
+        if destination_settings is not None:
+            self.destination_settings.update(destination_settings)
+        self._write_config()
+
     def data_dir(self, node):
         return os.path.join(self.dir, "data", node)
 
@@ -243,9 +263,12 @@ class Cluster:
                   "[destination main]",
                   "nodes = %s" % ", ".join(self.node_names),
                   "replicas = %d" % self.replicas,
-                  "ring_file = %s" % self.ring_file, ""]
+                  "ring_file = %s" % self.ring_file]
+        lines += ["%s = %s" % kv for kv in self.destination_settings.items()]
+        lines.append("")
         for name in self.node_names:
-            node = {"endpoint": "tcp://127.0.0.1:%d" % self.node_ports[name],
+            node = {"endpoint": "tcp://%s:%d" % (self.node_host(name),
+                                                 self.node_ports[name]),
                     "data_dir": self.data_dir(name),
                     "reserve": "1M", "log_level": "debug"}
             node.update(self.node_settings)
@@ -292,7 +315,8 @@ class Cluster:
             pass
         self._track(daemon)
         self._wait(daemon, lambda: os.path.exists(self._endpoint_file(name))
-                   and _tcp_accepts(self.node_ports[name]))
+                   and _tcp_accepts(self.node_ports[name],
+                                    self.node_host(name)))
 
     def start_router(self):
         daemon = self.daemons["router"]
@@ -371,6 +395,51 @@ class Cluster:
 
     def router_log(self):
         return self.daemons["router"].log()
+
+    def wait_router_log(self, pattern, offset=0, timeout=120.0):
+        """Wait until the router's log after `offset` (bytes of text)
+        matches the regex; returns the match (ClusterError on timeout, a
+        bound for a broken build only: the line is the event waited for)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.router_log()[offset:], re.M)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise ClusterError("router log never matched %r:\n%s"
+                                   % (pattern, self.router_log()[offset:]
+                                      [-3000:]))
+            time.sleep(0.05)
+
+    def router_node_state(self, name):
+        """The router's view of node name ("up", "slow", "down") from
+        `cairnctl status --json`, None when the router does not say."""
+        r = self.cairnctl("status", "--json", "-t", "2s")
+        try:
+            data = json.loads(r.stdout)
+        except ValueError:
+            return None
+        for destination in data.get("router", {}).get("destinations", []):
+            for node in destination.get("nodes", []):
+                if node.get("name") == name:
+                    return node.get("state")
+        return None
+
+    def wait_node_up(self, name, offset, timeout=180.0):
+        """Wait until the router holds node name up: its "node NAME is up"
+        line after offset, or its view says up (a node restarted before
+        the router ever saw it down).  A node that was down (killed, cut
+        off) is asked again only once the router's probe found it back."""
+        pattern = r"node %s is up \(was down\)" % re.escape(name)
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.router_log()[offset:]):
+            if self.router_node_state(name) == "up":
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError("router never held %s up again:\n%s"
+                                   % (name, self.router_log()[offset:]
+                                      [-3000:]))
+            time.sleep(0.2)
 
     def cairnctl(self, *args, timeout=60):
         """`cairnctl -c cluster.conf ARGS`: a CompletedProcess (text)."""
@@ -458,9 +527,9 @@ class Cluster:
                 for user, path in files.items() if os.path.exists(path)}
 
 
-def _tcp_accepts(port):
+def _tcp_accepts(port, host="127.0.0.1"):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        with socket.create_connection((host, port), timeout=1.0):
             return True
     except OSError:
         return False

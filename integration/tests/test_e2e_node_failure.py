@@ -151,7 +151,9 @@ def crash_during_run(lab, source, cluster, placement, victim, request):
     expect(landed, "%s (exit %s) landed during the run" % (what, status),
            str(box.get("result")))
     check_outcome(lab, source, cluster, box["result"], victim, what)
+    offset = len(cluster.router_log())
     cluster.start_node(victim)
+    cluster.wait_node_up(victim, offset)
     r = source.sync_client(users=USERS, channel="cairn")
     expect(r.ok, "after restarting %s: sync_client -u exits 0 (%.2fs)"
            % (victim, r.seconds), r)
@@ -242,7 +244,9 @@ def main():
         check_outcome(lab, source, cluster, r, victim, "SIGSTOP %s" % victim)
         if scenario == "lagging-replica":
             restart_router_keeps_marks(cluster, placement, victim)
+        offset = len(cluster.router_log())
         cluster.start_node(victim)
+        cluster.wait_node_up(victim, offset)
         r = source.sync_client(users=USERS, channel="cairn")
         expect(r.ok, "after SIGSTOP + SIGKILL (exit %s) + restart of %s: "
                "sync_client -u exits 0 (%.2fs)" % (status, victim, r.seconds),
