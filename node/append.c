@@ -98,7 +98,7 @@ write_line(struct cairn_store *store, int64_t ts,
     cairn_buf_init(&text, RECORD_LINE_MAX);
     if ((rc = cairn_buf_printf(&text, "%" PRId64 " APPLY ", ts)) < 0)
         goto out;
-    if ((rc = cairn_dlist_print(record, true, &text, &writer)) < 0)
+    if ((rc = cairn_dlist_print_stored(record, true, &text, &writer)) < 0)
         goto out;
     if ((rc = cairn_buf_append(&text, "\r\n", 2)) < 0)
         goto out;

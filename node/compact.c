@@ -34,7 +34,6 @@ struct compact {
     uint64_t scratch_end;
     struct staged_body *current; /* body being staged */
     bool keep_current;
-    char error_text[256]; /* why the new pair failed to verify */
 };
 
 struct plan_chunk {
@@ -156,32 +155,74 @@ compaction_needed(const struct cairn_compact_policy *policy,
 
 /* --- what to keep ------------------------------------------------------- */
 
+/*
+ * Whether the old index has a row for key (bound to key_name) in the
+ * statement id; :chunk_id, :since and :offset are bound to the chunk
+ * being copied, the retention bound and offset where the statement names
+ * them. Leaves the row stepped for the caller to read when out is given.
+ */
+static bool
+state_row(struct compact *c, enum stmt_id id, const char *key_name,
+          const char *key, int64_t offset, sqlite3_stmt **out)
+{
+    sqlite3_stmt *stmt = c->old->stmts[id];
+    bool found = false;
+
+    if (key == NULL || sql_bind_text(stmt, key_name, key) < 0)
+        goto out;
+    if (sqlite3_bind_parameter_index(stmt, ":chunk_id") > 0 &&
+        sql_bind_int(stmt, ":chunk_id", c->chunk_id) < 0)
+        goto out;
+    if (sqlite3_bind_parameter_index(stmt, ":since") > 0 &&
+        sql_bind_int(stmt, ":since", c->since) < 0)
+        goto out;
+    if (sqlite3_bind_parameter_index(stmt, ":offset") > 0 &&
+        sql_bind_int(stmt, ":offset", offset) < 0)
+        goto out;
+    found = sqlite3_step(stmt) == SQLITE_ROW;
+out:
+    if (out != NULL && found)
+        *out = stmt;
+    else
+        sql_reset(stmt);
+    return found;
+}
+
 static bool
 message_kept(struct compact *c, const char *guid)
 {
-    sqlite3_stmt *stmt = c->old->stmts[STMT_MESSAGE_LIVE];
-    bool kept = false;
-
-    if (sql_bind_text(stmt, ":guid", guid) == 0 &&
-        sql_bind_int(stmt, ":chunk_id", c->chunk_id) == 0 &&
-        sql_bind_int(stmt, ":since", c->since) == 0)
-        kept = sqlite3_step(stmt) == SQLITE_ROW;
-    sql_reset(stmt);
-    return kept;
+    return state_row(c, STMT_MESSAGE_LIVE, ":guid", guid, 0, NULL);
 }
 
-/* Whether this chunk holds the live, latest state of (uniqueid, guid). */
+/*
+ * Whether record is the one the live row of (uniqueid, its GUID) was last
+ * written from, in this chunk: the same UID and values. An older state of
+ * the row, or another UID holding the same GUID (the index keeps one per
+ * mailbox), would give the compacted chunk a RECORD that its row does not
+ * match, or two rows one UID: Cyrus's verify fails both.
+ */
 static bool
-record_kept(struct compact *c, const char *uniqueid, const char *guid)
+record_kept(struct compact *c, const char *uniqueid,
+            const struct cairn_dlist *record)
 {
     sqlite3_stmt *stmt = c->old->stmts[STMT_RECORD_STATE];
-    bool kept = false;
+    uint64_t uid, modseq, last_updated, internaldate;
+    const char *guid = NULL;
+    bool kept;
 
-    if (sql_bind_text(stmt, ":uniqueid", uniqueid) == 0 &&
-        sql_bind_text(stmt, ":guid", guid) == 0 &&
-        sql_bind_int(stmt, ":chunk_id", c->chunk_id) == 0 &&
-        sql_bind_int(stmt, ":since", c->since) == 0)
-        kept = sqlite3_step(stmt) == SQLITE_ROW;
+    if (!cairn_dlist_get_atom(record, "GUID", &guid) || guid == NULL ||
+        !cairn_dlist_get_num64(record, "UID", &uid) ||
+        !cairn_dlist_get_num64(record, "MODSEQ", &modseq) ||
+        !cairn_dlist_get_num64(record, "LAST_UPDATED", &last_updated) ||
+        !cairn_dlist_get_num64(record, "INTERNALDATE", &internaldate))
+        return false;
+    if (sql_bind_text(stmt, ":guid", guid) < 0 ||
+        !state_row(c, STMT_RECORD_STATE, ":uniqueid", uniqueid, 0, &stmt))
+        return false;
+    kept = (uint64_t)sqlite3_column_int64(stmt, 0) == uid &&
+           (uint64_t)sqlite3_column_int64(stmt, 1) == modseq &&
+           (uint64_t)sqlite3_column_int64(stmt, 2) == last_updated &&
+           (uint64_t)sqlite3_column_int64(stmt, 3) == internaldate;
     sql_reset(stmt);
     return kept;
 }
@@ -189,15 +230,47 @@ record_kept(struct compact *c, const char *uniqueid, const char *guid)
 static bool
 mailbox_kept(struct compact *c, const char *uniqueid)
 {
-    sqlite3_stmt *stmt = c->old->stmts[STMT_MAILBOX_STATE];
-    bool kept = false;
+    return state_row(c, STMT_MAILBOX_STATE, ":uniqueid", uniqueid, 0, NULL);
+}
 
-    if (sql_bind_text(stmt, ":uniqueid", uniqueid) == 0 &&
-        sql_bind_int(stmt, ":chunk_id", c->chunk_id) == 0 &&
-        sql_bind_int(stmt, ":since", c->since) == 0)
-        kept = sqlite3_step(stmt) == SQLITE_ROW;
-    sql_reset(stmt);
-    return kept;
+/*
+ * The lines other than MESSAGE and MAILBOX: kept while what they say is
+ * the latest live state (SEEN, SUB, SIEVE) or a deletion still inside
+ * retention (UNSUB, UNSIEVE, UNMAILBOX, EXPUNGE); RENAME always, since it
+ * carries a kept mailbox's name across lines that may both be kept.
+ */
+static bool
+other_line_kept(struct compact *c, const struct log_line *line)
+{
+    const struct cairn_dlist *record = line->record;
+    const char *name = cairn_dlist_name(record), *key = NULL;
+
+    if (strcmp(name, "SUB") == 0 || strcmp(name, "UNSUB") == 0) {
+        cairn_dlist_get_atom(record, "MBOXNAME", &key);
+        return state_row(c, STMT_SUB_STATE, ":mboxname", key, 0, NULL);
+    }
+    if (strcmp(name, "SEEN") == 0) {
+        cairn_dlist_get_atom(record, "UNIQUEID", &key);
+        return state_row(c, STMT_SEEN_STATE, ":uniqueid", key, 0, NULL);
+    }
+    if (strcmp(name, "SIEVE") == 0) {
+        cairn_dlist_get_atom(record, "FILENAME", &key);
+        return state_row(c, STMT_SIEVE_STATE, ":filename", key,
+                         (int64_t)line->offset, NULL);
+    }
+    if (strcmp(name, "UNSIEVE") == 0) {
+        cairn_dlist_get_atom(record, "FILENAME", &key);
+        return state_row(c, STMT_SIEVE_DELETION, ":filename", key, 0, NULL);
+    }
+    if (strcmp(name, "UNMAILBOX") == 0) {
+        cairn_dlist_as_atom(record, &key);
+        return state_row(c, STMT_MAILBOX_DELETION, ":mboxname", key, 0, NULL);
+    }
+    if (strcmp(name, "EXPUNGE") == 0) {
+        cairn_dlist_get_atom(record, "UNIQUEID", &key);
+        return state_row(c, STMT_MAILBOX_KEPT, ":uniqueid", key, 0, NULL);
+    }
+    return strcmp(name, "RENAME") == 0;
 }
 
 /* --- staging bodies ----------------------------------------------------- */
@@ -354,10 +427,7 @@ filter_mailbox(struct compact *c, const struct cairn_dlist *line,
             rc = cairn_buf_append_str(&text, "RECORD (");
         for (const struct cairn_dlist *r = cairn_dlist_first(field);
              r && rc == 0; r = cairn_dlist_next(r)) {
-            const char *guid = NULL;
-
-            if (!cairn_dlist_get_atom(r, "GUID", &guid) || guid == NULL ||
-                !record_kept(c, uniqueid, guid))
+            if (!record_kept(c, uniqueid, r))
                 continue;
             if (records++ > 0)
                 rc = cairn_buf_append_str(&text, " ");
@@ -388,6 +458,9 @@ copy_line(void *ctx, const struct log_line *line)
 
     if (strcmp(line->verb, "APPLY") != 0 || strcmp(name, "RESERVE") == 0)
         goto out;
+    if (strcmp(name, "MESSAGE") != 0 && strcmp(name, "MAILBOX") != 0 &&
+        !other_line_kept(c, line))
+        goto out;
     if (strcmp(name, "MESSAGE") == 0) {
         if ((rc = filter_message(c, line->record, &filtered)) < 0 ||
             filtered == NULL)
@@ -400,8 +473,10 @@ copy_line(void *ctx, const struct log_line *line)
         record = filtered;
     }
     rc = cairn_store_append(c->fresh, line->ts, record, &bodies);
-    if (rc == CAIRN_EPROTO)
-        rc = 0; /* a line Cyrus's indexer refuses is not worth keeping */
+    /* A line Cyrus's indexer refuses is not worth keeping; an EXPUNGE of
+     * a mailbox none of whose lines was kept has nothing left to mark. */
+    if (rc == CAIRN_EPROTO || rc == CAIRN_ENOENT)
+        rc = 0;
     if (rc == 0 &&
         want_split(c->policy, c->chunk_length, line->offset + line->length))
         rc = cairn_store_commit(c->fresh);
@@ -415,6 +490,41 @@ out:
 }
 
 /* --- writing and switching ---------------------------------------------- */
+
+/*
+ * Gives every kept record the expunge time it had (STMT_RECORDS_EXPUNGED),
+ * in one transaction of the new index.
+ */
+static int
+carry_expunged(struct compact *c)
+{
+    sqlite3_stmt *old = c->old->stmts[STMT_RECORDS_EXPUNGED];
+    sqlite3_stmt *update = c->fresh->stmts[STMT_RECORD_SET_EXPUNGED];
+    int rc, step;
+
+    if ((rc = sql_bind_int(old, ":since", c->since)) < 0 ||
+        (rc = sql_run(c->fresh->stmts[STMT_BEGIN])) < 0)
+        goto out;
+    while (rc == 0 && (step = sqlite3_step(old)) == SQLITE_ROW) {
+        const struct sql_value values[] = {
+            SQL_TEXT_VALUE(":uniqueid",
+                           (const char *)sqlite3_column_text(old, 0)),
+            SQL_TEXT_VALUE(":guid", (const char *)sqlite3_column_text(old, 1)),
+            SQL_INT_VALUE(":expunged", sqlite3_column_int64(old, 2)),
+        };
+
+        rc = sql_exec(update, values, sizeof(values) / sizeof(values[0]));
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    if (rc == 0)
+        rc = sql_run(c->fresh->stmts[STMT_COMMIT]);
+    else
+        sql_run(c->fresh->stmts[STMT_ROLLBACK]);
+out:
+    sql_reset(old);
+    return rc;
+}
 
 static int
 copy_chunks(struct compact *c, const struct plan_chunk *keep, size_t count)
@@ -434,6 +544,8 @@ copy_chunks(struct compact *c, const struct plan_chunk *keep, size_t count)
         if (rc == 0 && !want_combine(c->policy, keep[i].length, next))
             rc = cairn_store_commit(c->fresh);
     }
+    if (rc == 0)
+        rc = carry_expunged(c);
     /* cairn-node's last committed sequence goes along */
     if (rc == 0 && cairn_store_get_sequence(c->old, &sequence) == 0) {
         const struct sql_value value = SQL_INT_VALUE(":sequence", sequence);
@@ -526,8 +638,8 @@ write_fresh(struct compact *c, const struct plan_chunk *keep, size_t count,
         return rc;
     if (fsync(c->fresh->fd) < 0)
         return CAIRN_EIO;
-    if ((rc = cairn_store_verify(c->fresh, CAIRN_VERIFY_FULL, c->error_text,
-                                 sizeof(c->error_text))) < 0)
+    if ((rc = cairn_store_verify(c->fresh, CAIRN_VERIFY_FULL, result->error,
+                                 sizeof(result->error))) < 0)
         return rc;
     if ((rc = load_plan(c->fresh, false, 0, &written, &written_count)) < 0)
         return rc;

@@ -47,6 +47,9 @@ struct links {
     size_t body_count, body_cap;
     SHA_CTX sha;
     char current_guid[41];
+    /* Cyrus's backup reader stops at a "{N+}" literal: the mailbox lines
+     * from there to the end of the chunk are not there for its verify. */
+    bool past_nonsync_literal;
 };
 
 static void
@@ -265,7 +268,8 @@ links_visit(void *ctx, const struct log_line *line)
 
     if (strcmp(name, "MESSAGE") == 0)
         check_message_line(l, line);
-    if (strcmp(name, "MAILBOX") == 0 &&
+    l->past_nonsync_literal |= line->nonsync_literal;
+    if (strcmp(name, "MAILBOX") == 0 && !l->past_nonsync_literal &&
         (l->levels & CAIRN_VERIFY_MAILBOX_LINKS)) {
         const struct cairn_dlist *records = NULL;
         const char *uniqueid = NULL;

@@ -20,6 +20,7 @@ struct walk {
     size_t prefix_len;
     uint64_t position; /* uncompressed offset of the next byte */
     struct cairn_dlist_parser *parser;
+    uint64_t nonsync_before; /* the parser's count when the line began */
     log_visit visit;
     void *ctx;
 };
@@ -54,6 +55,8 @@ finish_line(struct walk *walk)
     if (walk->line.record == NULL)
         return CAIRN_EPARSE;
     walk->line.length = walk->position - walk->line.offset;
+    walk->line.nonsync_literal = cairn_dlist_parser_nonsync_literals(
+                                     walk->parser) != walk->nonsync_before;
     rc = walk->visit(walk->ctx, &walk->line);
     cairn_dlist_free(walk->line.record);
     walk->line.record = NULL;
@@ -86,6 +89,8 @@ walk_bytes(struct walk *walk, const char *data, size_t len)
                 memchr(walk->prefix, ' ', walk->prefix_len - 1) != NULL) {
                 if ((rc = parse_prefix(walk)) < 0)
                     return rc;
+                walk->nonsync_before =
+                    cairn_dlist_parser_nonsync_literals(walk->parser);
                 walk->state = IN_DLIST;
             }
         } else {

@@ -289,6 +289,7 @@ struct cairn_compact_result {
     bool compacted; /* false when there was nothing to do */
     uint64_t chunks_before, chunks_after;
     uint64_t bytes_before, bytes_after; /* data file sizes */
+    char error[256]; /* on failure, what did not verify (may be empty) */
 };
 
 /*

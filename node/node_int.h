@@ -145,6 +145,14 @@ enum stmt_id {
     STMT_MESSAGE_LIVE,
     STMT_RECORD_STATE,
     STMT_MAILBOX_STATE,
+    STMT_MAILBOX_KEPT,
+    STMT_MAILBOX_DELETION,
+    STMT_SUB_STATE,
+    STMT_SEEN_STATE,
+    STMT_SIEVE_STATE,
+    STMT_SIEVE_DELETION,
+    STMT_RECORDS_EXPUNGED,
+    STMT_RECORD_SET_EXPUNGED,
     STMT_SEQUENCE_SET,
     STMT_SEQUENCE_GET,
     STMT_COUNT
@@ -261,6 +269,7 @@ struct log_line {
     char verb[16];
     uint64_t offset; /* of the timestamp's first digit, in the chunk */
     uint64_t length; /* bytes of the line, CRLF included */
+    bool nonsync_literal; /* holds a "{N+}" literal (see dlist.h) */
     struct cairn_dlist *record; /* borrowed for the visit */
 };
 

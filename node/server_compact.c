@@ -107,8 +107,10 @@ node_compact_finished(struct cairn_node_server *server, struct node_user *user,
 
     server->compactions++;
     if (rc < 0)
-        node_event(server, CAIRN_LOG_ERROR, NULL, "compaction of %s failed: %s",
-                   user->userid, cairn_strerror(rc));
+        node_event(server, CAIRN_LOG_ERROR, NULL,
+                   "compaction of %s failed (the old pair is kept): %s%s%s",
+                   user->userid, cairn_strerror(rc),
+                   result->error[0] ? ": " : "", result->error);
     else
         node_event(server, CAIRN_LOG_INFO, NULL,
                    "compaction of %s: %s, chunks %llu -> %llu, bytes %llu -> "

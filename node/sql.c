@@ -134,9 +134,14 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " ORDER BY deleted IS NOT NULL, id DESC",
     [STMT_MAILBOX_RENAME] =
         "UPDATE mailbox SET mboxname = :newmboxname, partition = :partition,"
-        " uidvalidity = :uidvalidity WHERE mboxname = :oldmboxname",
+        " uidvalidity = :uidvalidity WHERE mboxname = :oldmboxname"
+        /* Cyrus renames a deleted namesake too, whose last MAILBOX line
+         * then no longer matches its row: its verify fails until retention
+         * drops it. Only the live mailbox has the name on the source. */
+        " AND deleted IS NULL",
     [STMT_MAILBOX_DELETE] =
-        "UPDATE mailbox SET deleted = :deleted WHERE mboxname = :mboxname",
+        "UPDATE mailbox SET deleted = :deleted WHERE mboxname = :mboxname"
+        " AND deleted IS NULL",
     [STMT_MAILBOX_LIVE] =
         "SELECT id, uniqueid, mboxname, mboxtype, last_uid, highestmodseq,"
         " recentuid, recenttime, last_appenddate, pop3_last_login,"
@@ -234,17 +239,51 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " WHERE m.guid = :guid AND m.chunk_id = :chunk_id"
         " AND (mm.expunged IS NULL OR mm.expunged > :since)"
         " AND (mb.deleted IS NULL OR mb.deleted > :since) LIMIT 1",
-    /* Compaction: is this chunk's record the latest live state? */
-    [STMT_RECORD_STATE] = "SELECT 1 FROM mailbox_message AS r"
-                          " JOIN mailbox AS mb ON mb.id = r.mailbox_id"
-                          " JOIN message AS m ON m.id = r.message_id"
-                          " WHERE mb.uniqueid = :uniqueid AND m.guid = :guid"
-                          " AND r.last_chunk_id = :chunk_id"
-                          " AND (r.expunged IS NULL OR r.expunged > :since)"
-                          " AND (mb.deleted IS NULL OR mb.deleted > :since)",
+    /* Compaction: the live row whose latest state this chunk holds. */
+    [STMT_RECORD_STATE] =
+        "SELECT r.uid, r.modseq, r.last_updated, r.internaldate"
+        " FROM mailbox_message AS r JOIN mailbox AS mb ON mb.id = r.mailbox_id"
+        " JOIN message AS m ON m.id = r.message_id"
+        " WHERE mb.uniqueid = :uniqueid AND m.guid = :guid"
+        " AND r.last_chunk_id = :chunk_id"
+        " AND (r.expunged IS NULL OR r.expunged > :since)"
+        " AND (mb.deleted IS NULL OR mb.deleted > :since)",
     [STMT_MAILBOX_STATE] = "SELECT 1 FROM mailbox WHERE uniqueid = :uniqueid"
                            " AND last_chunk_id = :chunk_id"
                            " AND (deleted IS NULL OR deleted > :since)",
+    /* Compaction: is the mailbox an EXPUNGE names still kept? */
+    [STMT_MAILBOX_KEPT] = "SELECT 1 FROM mailbox WHERE uniqueid = :uniqueid"
+                          " AND (deleted IS NULL OR deleted > :since)",
+    /* Compaction: does an UNMAILBOX still stand for a kept mailbox? */
+    [STMT_MAILBOX_DELETION] = "SELECT 1 FROM mailbox"
+                              " WHERE mboxname = :mboxname"
+                              " AND deleted > :since",
+    [STMT_SUB_STATE] = "SELECT 1 FROM subscription WHERE mboxname = :mboxname"
+                       " AND last_chunk_id = :chunk_id"
+                       " AND (unsubscribed IS NULL OR unsubscribed > :since)",
+    [STMT_SEEN_STATE] = "SELECT 1 FROM seen WHERE uniqueid = :uniqueid"
+                        " AND last_chunk_id = :chunk_id",
+    [STMT_SIEVE_STATE] = "SELECT 1 FROM sieve WHERE filename = :filename"
+                         " AND chunk_id = :chunk_id AND offset = :offset"
+                         " AND (deleted IS NULL OR deleted > :since)",
+    [STMT_SIEVE_DELETION] = "SELECT 1 FROM sieve WHERE filename = :filename"
+                            " AND deleted > :since",
+    /*
+     * Compaction: when each kept record was expunged. A record's row is
+     * rebuilt from its latest line, but it was expunged when it was first
+     * flagged (or by an APPLY EXPUNGE): the old time is carried over.
+     */
+    [STMT_RECORDS_EXPUNGED] =
+        "SELECT mb.uniqueid, m.guid, r.expunged"
+        " FROM mailbox_message AS r JOIN mailbox AS mb ON mb.id = r.mailbox_id"
+        " JOIN message AS m ON m.id = r.message_id"
+        " WHERE r.expunged > :since"
+        " AND (mb.deleted IS NULL OR mb.deleted > :since)",
+    [STMT_RECORD_SET_EXPUNGED] =
+        "UPDATE mailbox_message SET expunged = :expunged"
+        " WHERE mailbox_id = (SELECT id FROM mailbox"
+        "  WHERE uniqueid = :uniqueid)"
+        " AND message_id = (SELECT id FROM message WHERE guid = :guid)",
 };
 
 int

@@ -647,19 +647,32 @@ is_quotable(const char *value, size_t len)
     return true;
 }
 
+/*
+ * How a print writes: literals non-synchronising ("{N+}", what both Cyrus
+ * ends send on the wire) or synchronising ("{N}", what a backup file
+ * needs: Cyrus's backup reader does not parse "{N+}" and stops reading
+ * the chunk there, so every line after it goes missing for its verify).
+ */
+struct print_style {
+    bool synchronizing;
+    const struct cairn_dlist_body_writer *body_writer;
+};
+
 static int
-print_literal(struct cairn_buf *out, const char *value, size_t len)
+print_literal(struct cairn_buf *out, const char *value, size_t len,
+              bool synchronizing)
 {
     int rc;
 
-    /* Both Cyrus ends write non-synchronising literals (client streams). */
-    if ((rc = cairn_buf_printf(out, "{%zu+}\r\n", len)) < 0)
+    if ((rc = cairn_buf_printf(out, synchronizing ? "{%zu}\r\n" : "{%zu+}\r\n",
+                               len)) < 0)
         return rc;
     return cairn_buf_append(out, value, len);
 }
 
-int
-cairn_dlist_print_astring(struct cairn_buf *out, const char *value, size_t len)
+static int
+print_astring(struct cairn_buf *out, const char *value, size_t len,
+              bool synchronizing)
 {
     int rc;
 
@@ -670,7 +683,7 @@ cairn_dlist_print_astring(struct cairn_buf *out, const char *value, size_t len)
     if (is_atom(value, len) && !(len == 3 && memcmp(value, "NIL", 3) == 0))
         return cairn_buf_append(out, value, len);
     if (!is_quotable(value, len))
-        return print_literal(out, value, len);
+        return print_literal(out, value, len, synchronizing);
     if ((rc = cairn_buf_reserve(out, len + 2)) < 0)
         return rc;
     cairn_buf_append(out, "\"", 1);
@@ -678,37 +691,43 @@ cairn_dlist_print_astring(struct cairn_buf *out, const char *value, size_t len)
     return cairn_buf_append(out, "\"", 1);
 }
 
+int
+cairn_dlist_print_astring(struct cairn_buf *out, const char *value, size_t len)
+{
+    return print_astring(out, value, len, false);
+}
+
 static int print_node(const struct cairn_dlist *node, bool print_key,
-                      struct cairn_buf *out,
-                      const struct cairn_dlist_body_writer *body_writer);
+                      struct cairn_buf *out, const struct print_style *style);
 
 static int
 print_file(const struct cairn_dlist *node, struct cairn_buf *out,
-           const struct cairn_dlist_body_writer *body_writer)
+           const struct print_style *style)
 {
     int rc;
 
-    if (node->file == NULL || body_writer == NULL ||
-        body_writer->write_body == NULL)
+    if (node->file == NULL || style->body_writer == NULL ||
+        style->body_writer->write_body == NULL)
         return CAIRN_EINVAL;
     if ((rc = cairn_buf_append(out, "%{", 2)) < 0 ||
-        (rc = cairn_dlist_print_astring(out, node->file->partition,
-                                        strlen(node->file->partition))) < 0 ||
+        (rc = print_astring(out, node->file->partition,
+                            strlen(node->file->partition),
+                            style->synchronizing)) < 0 ||
         (rc = cairn_buf_printf(out, " %s %" PRIu64 "}\r\n", node->file->guid,
                                node->file->size)) < 0)
         return rc;
-    return body_writer->write_body(body_writer->ctx, node, out);
+    return style->body_writer->write_body(style->body_writer->ctx, node, out);
 }
 
 static int
 print_children(const struct cairn_dlist *node, bool keys, struct cairn_buf *out,
-               const struct cairn_dlist_body_writer *body_writer)
+               const struct print_style *style)
 {
     int rc = 0;
 
     for (const struct cairn_dlist *child = node->head; child != NULL;
          child = child->next) {
-        if ((rc = print_node(child, keys, out, body_writer)) < 0)
+        if ((rc = print_node(child, keys, out, style)) < 0)
             return rc;
         if (child->next != NULL && (rc = cairn_buf_append(out, " ", 1)) < 0)
             return rc;
@@ -722,14 +741,13 @@ print_children(const struct cairn_dlist *node, bool keys, struct cairn_buf *out,
  */
 static int
 print_node(const struct cairn_dlist *node, bool print_key,
-           struct cairn_buf *out,
-           const struct cairn_dlist_body_writer *body_writer)
+           struct cairn_buf *out, const struct print_style *style)
 {
     int rc;
 
     if (print_key) {
-        if ((rc = cairn_dlist_print_astring(out, node->name,
-                                            strlen(node->name))) < 0 ||
+        if ((rc = print_astring(out, node->name, strlen(node->name),
+                                style->synchronizing)) < 0 ||
             (rc = cairn_buf_append(out, " ", 1)) < 0)
             return rc;
     }
@@ -737,23 +755,24 @@ print_node(const struct cairn_dlist *node, bool print_key,
     case CAIRN_DLIST_NIL:
         return cairn_buf_append(out, "NIL", 3);
     case CAIRN_DLIST_ATOM:
-        return cairn_dlist_print_astring(out, node->value, node->len);
+        return print_astring(out, node->value, node->len, style->synchronizing);
     case CAIRN_DLIST_FLAG:
         return cairn_buf_append(out, node->value, node->len);
     case CAIRN_DLIST_BUF:
         if (memchr(node->value, '\0', node->len) != NULL)
-            return print_literal(out, node->value, node->len);
-        return cairn_dlist_print_astring(out, node->value, node->len);
+            return print_literal(out, node->value, node->len,
+                                 style->synchronizing);
+        return print_astring(out, node->value, node->len, style->synchronizing);
     case CAIRN_DLIST_FILE:
-        return print_file(node, out, body_writer);
+        return print_file(node, out, style);
     case CAIRN_DLIST_LIST:
         if ((rc = cairn_buf_append(out, "(", 1)) < 0)
             return rc;
-        return print_children(node, false, out, body_writer);
+        return print_children(node, false, out, style);
     case CAIRN_DLIST_KVLIST:
         if ((rc = cairn_buf_append(out, "%(", 2)) < 0)
             return rc;
-        return print_children(node, true, out, body_writer);
+        return print_children(node, true, out, style);
     }
     return CAIRN_EINVAL;
 }
@@ -763,7 +782,21 @@ cairn_dlist_print(const struct cairn_dlist *node, bool print_key,
                   struct cairn_buf *out,
                   const struct cairn_dlist_body_writer *body_writer)
 {
+    const struct print_style style = {false, body_writer};
+
     if (node == NULL || out == NULL)
         return CAIRN_EINVAL;
-    return print_node(node, print_key, out, body_writer);
+    return print_node(node, print_key, out, &style);
+}
+
+int
+cairn_dlist_print_stored(const struct cairn_dlist *node, bool print_key,
+                         struct cairn_buf *out,
+                         const struct cairn_dlist_body_writer *body_writer)
+{
+    const struct print_style style = {true, body_writer};
+
+    if (node == NULL || out == NULL)
+        return CAIRN_EINVAL;
+    return print_node(node, print_key, out, &style);
 }

@@ -221,6 +221,15 @@ int cairn_dlist_print(const struct cairn_dlist *node, bool print_key,
                       const struct cairn_dlist_body_writer *body_writer);
 
 /*
+ * cairn_dlist_print for a line of a backup file: literals synchronising
+ * ("{N}") instead of "{N+}". Cyrus 3.6's backup reader (verify, reindex,
+ * restore) does not parse "{N+}" and stops reading the chunk at it.
+ */
+int cairn_dlist_print_stored(const struct cairn_dlist *node, bool print_key,
+                             struct cairn_buf *out,
+                             const struct cairn_dlist_body_writer *body_writer);
+
+/*
  * Appends one string with Cyrus's astring rules (prot_printastring /
  * prot_printamap): NULL -> NIL, "" -> "", "NIL" -> "NIL" quoted, atom,
  * quoted string, or {N+} literal.
@@ -317,6 +326,13 @@ int cairn_dlist_parser_finish(struct cairn_dlist_parser *parser);
  * value is complete.
  */
 struct cairn_dlist *cairn_dlist_parser_take(struct cairn_dlist_parser *parser);
+/*
+ * How many non-synchronising literals ("{N+}") the parser has read since
+ * it was made: a line of a backup file holding one is where Cyrus 3.6's
+ * backup reader stops reading its chunk.
+ */
+uint64_t
+cairn_dlist_parser_nonsync_literals(const struct cairn_dlist_parser *parser);
 /* Why the last feed failed, "" if it did not. Borrowed, valid until reset. */
 const char *cairn_dlist_parser_error(const struct cairn_dlist_parser *parser);
 /* Bytes consumed since the last reset/take (for error positions). */

@@ -82,7 +82,8 @@ struct cairn_dlist_parser {
     size_t token_limit;
     uint64_t number; /* literal length or file size being read */
     bool have_digits;
-    uint64_t remaining; /* literal or file body bytes still to come */
+    uint64_t remaining;        /* literal or file body bytes still to come */
+    uint64_t nonsync_literals; /* "{N+}" literals read so far */
 
     char *file_partition;
     char file_guid[CAIRN_DLIST_GUID_LEN + 1];
@@ -543,6 +544,7 @@ step_literal_length(struct cairn_dlist_parser *p, unsigned char c, size_t *used)
         if ((rc = check_literal_length(p)) < 0)
             return rc;
         p->state = c == '+' ? ST_LITERAL_CLOSE : ST_LITERAL_CR;
+        p->nonsync_literals += c == '+';
         return 0;
     }
     return fail(p, CAIRN_EPARSE, "bad literal length: unexpected byte 0x%02x",
@@ -939,4 +941,10 @@ out:
         snprintf(error, error_size, "%s", p->error);
     cairn_dlist_parser_free(p);
     return rc;
+}
+
+uint64_t
+cairn_dlist_parser_nonsync_literals(const struct cairn_dlist_parser *parser)
+{
+    return parser->nonsync_literals;
 }
