@@ -119,10 +119,19 @@ bytes_of(const struct plan_chunk *chunks, size_t count)
 }
 
 /*
+ * Past this many chunks smaller than min_chunk, merging them is worth a
+ * rewrite whatever work_percent says: a user synced every few seconds
+ * gains a small chunk per pass, and a big log would otherwise collect
+ * them for months before they make up its work_percent.
+ */
+#define SMALL_CHUNKS_ENOUGH 256
+
+/*
  * Cyrus's rule (backup_compact_work_threshold): enough chunks plainly need
  * work, dead or to be combined or split. cairn's work_percent adds: and
  * they hold that share of the log's bytes, so a big log is not rewritten
- * for one small dead chunk.
+ * for one small dead chunk. A chunk big enough already counts no bytes
+ * when small ones are merged into it (only theirs are the work).
  */
 static bool
 compaction_needed(const struct cairn_compact_policy *policy,
@@ -130,7 +139,7 @@ compaction_needed(const struct cairn_compact_policy *policy,
                   const struct plan_chunk *keep, size_t keep_count)
 {
     unsigned threshold = policy->work_threshold ? policy->work_threshold : 1;
-    unsigned work = (unsigned)(all_count - keep_count);
+    unsigned work = (unsigned)(all_count - keep_count), small = 0;
     uint64_t total = bytes_of(all, all_count);
     uint64_t work_bytes = total - bytes_of(keep, keep_count);
     bool sizes_apply = !(policy->min_chunk && policy->max_chunk &&
@@ -140,15 +149,25 @@ compaction_needed(const struct cairn_compact_policy *policy,
     for (size_t i = 0; sizes_apply && i < keep_count; i++) {
         const struct plan_chunk *next =
             i + 1 < keep_count ? &keep[i + 1] : NULL;
+        const struct plan_chunk *prev = i > 0 ? &keep[i - 1] : NULL;
+        bool combine = want_combine(policy, keep[i].length, next) ||
+                       (prev && want_combine(policy, prev->length, &keep[i]));
 
-        if (want_combine(policy, keep[i].length, next) ||
-            want_split(policy, keep[i].length, policy->max_chunk)) {
+        if (combine && keep[i].length < policy->min_chunk) {
+            work++;
+            small++;
+            work_bytes += keep[i].length;
+        } else if (want_combine(policy, keep[i].length, next)) {
+            work++;
+        } else if (want_split(policy, keep[i].length, policy->max_chunk)) {
             work++;
             work_bytes += keep[i].length;
         }
     }
     if (work < threshold)
         return false;
+    if (small > SMALL_CHUNKS_ENOUGH)
+        return true;
     return policy->work_percent == 0 ||
            work_bytes * 100 >= (uint64_t)policy->work_percent * total;
 }

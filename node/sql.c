@@ -167,7 +167,17 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " annotations = excluded.annotations,"
         /* Un-expunging clears the mark (Cyrus keeps it forever, §6.3-8). */
         " expunged = CASE WHEN excluded.expunged IS NULL THEN NULL"
-        " ELSE COALESCE(mailbox_message.expunged, excluded.expunged) END",
+        " ELSE COALESCE(mailbox_message.expunged, excluded.expunged) END"
+        /*
+         * The index holds one row per (mailbox, GUID). When the same body
+         * sits under two UIDs (delivered twice, copied within a folder)
+         * and one is expunged, Cyrus's row takes the expunged one and the
+         * live copy is lost to restore and compaction. A live UID of the
+         * body wins over another UID's expunge.
+         */
+        " WHERE NOT (excluded.expunged IS NOT NULL"
+        " AND mailbox_message.expunged IS NULL"
+        " AND mailbox_message.uid <> excluded.uid)",
     [STMT_RECORD_EXPUNGE] = "UPDATE mailbox_message SET expunged = :expunged"
                             " WHERE mailbox_id = :mailbox_id AND uid = :uid",
     [STMT_RECORDS_OF_MAILBOX] =
