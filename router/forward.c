@@ -89,6 +89,7 @@ _Static_assert(offsetof(struct target, waiter) == 0, "waiter first");
 
 /* One request in flight to one or more nodes. */
 struct pending {
+    struct pending *prev, *next; /* the forward's requests in flight */
     struct cairn_router_forward *forward;
     struct cairn_router_reply *reply; /* NULL when grouped */
     struct group *group;              /* several requests, or NULL */
@@ -120,6 +121,14 @@ struct pending {
 static void
 pending_free(struct pending *pending)
 {
+    struct cairn_router_forward *forward = pending->forward;
+
+    if (pending->prev != NULL)
+        pending->prev->next = pending->next;
+    else
+        forward->pendings = pending->next;
+    if (pending->next != NULL)
+        pending->next->prev = pending->prev;
     for (size_t i = 0; i < pending->fd_count; i++)
         close(pending->fds[i]);
     free(pending->fds);
@@ -561,6 +570,22 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
 }
 
 void
+cairn_router_forward_drop_answered(struct cairn_router_forward *forward)
+{
+    struct pending *pending = forward->pendings, *next;
+
+    for (; pending != NULL; pending = next) {
+        next = pending->next;
+        if (!pending->answered)
+            continue; /* its reply belongs to a session: left as it was */
+        for (size_t i = 0; i < pending->target_count; i++)
+            cairn_router_health_unlink(forward, pending->targets[i].node,
+                                       &pending->targets[i].waiter, false);
+        pending_free(pending);
+    }
+}
+
+void
 cairn_router_forward_abandon(struct cairn_router_forward *forward, size_t node,
                              const char *why)
 {
@@ -772,6 +797,10 @@ start(struct cairn_router_forward *forward, enum cairn_csync_verb verb,
         return CAIRN_ENOMEM;
     cairn_buf_init(&pending->printed, MAX_COMMAND_BYTES);
     forward->in_flight++;
+    pending->next = forward->pendings;
+    if (pending->next != NULL)
+        pending->next->prev = pending;
+    forward->pendings = pending;
     pending->forward = forward;
     pending->reply = reply;
     pending->group = group;

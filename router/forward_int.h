@@ -227,7 +227,16 @@ struct cairn_router_forward {
     size_t watch_count;
     uint64_t answer_ms;
     uint64_t health_timer;
-    void *probe_context; /* ZeroMQ context of the probe connections */
+    void *probe_context;      /* ZeroMQ context of the probe connections */
+    struct pending *pendings; /* requests in flight (forward.c) */
 };
+
+/*
+ * At free: frees the requests already answered whose node client
+ * callbacks never came (given up when their node went down, or a write
+ * answered before its slower replicas); the node client will not call
+ * them back. Requests not answered yet are left as they were.
+ */
+void cairn_router_forward_drop_answered(struct cairn_router_forward *forward);
 
 #endif /* CAIRN_ROUTER_FORWARD_INT_H */

@@ -151,6 +151,7 @@ cairn_router_forward_free(struct cairn_router_forward *forward)
     if (forward == NULL)
         return;
     /* Saves what changed since the last save (a clean shutdown). */
+    cairn_router_forward_drop_answered(forward);
     cairn_router_marks_free(forward->marks);
     cairn_router_health_stop(forward);
     cairn_node_client_free(forward->client);
