@@ -43,7 +43,8 @@ enum cairn_error {
     CAIRN_ENOTSUP = -20,      /* operation not supported */
     CAIRN_ESTATE = -21,       /* call not valid in the current state */
     CAIRN_EOVERFLOW = -22,    /* number out of range */
-    CAIRN_ERROR_MIN = -22,
+    CAIRN_EPERM = -23,        /* not allowed (role, scope, privileges) */
+    CAIRN_ERROR_MIN = -23,
 };
 
 /* A static, never-NULL message for rc (unknown codes get a generic one). */

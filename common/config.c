@@ -209,11 +209,57 @@ where(const struct parser *parser, char *text, size_t size)
     return text;
 }
 
+/*
+ * Parses value into the current section. A key no daemon implements may
+ * only be given its default; values above a key's supported maximum are
+ * refused as not supported (never accepted and ignored).
+ */
+static int
+parse_supported(struct parser *parser, const struct config_key *key,
+                const char *value)
+{
+    struct cairn_buf before, after;
+    uint64_t number;
+    char why[256];
+    int rc;
+
+    cairn_buf_init(&before, CAIRN_CONFIG_MAX_LINE);
+    cairn_buf_init(&after, CAIRN_CONFIG_MAX_LINE);
+    if (!config_key_supported(key) &&
+        (rc = config_value_format(key, parser->section, &before)) < 0)
+        goto out;
+    rc = config_value_parse(key, value, parser->section, why, sizeof(why));
+    if (rc == CAIRN_ECONFIG && (key->flags & CONFIG_MAX_SUPPORTED) &&
+        cairn_parse_u64_str(value, 0, UINT64_MAX, &number) == CAIRN_OK &&
+        number > key->max) {
+        rc = fail(parser, parser->line,
+                  "%s = %s is not supported (at most %llu)", key->name, value,
+                  (unsigned long long)key->max);
+        goto out;
+    }
+    if (rc == CAIRN_ECONFIG) {
+        rc = fail(parser, parser->line, "bad value for '%s': %s", key->name,
+                  why);
+        goto out;
+    }
+    if (rc < 0 || config_key_supported(key))
+        goto out;
+    if ((rc = config_value_format(key, parser->section, &after)) < 0)
+        goto out;
+    if (before.len != after.len ||
+        memcmp(before.data, after.data, before.len) != 0)
+        rc = fail(parser, parser->line, "%s is not supported", key->name);
+out:
+    cairn_buf_release(&before);
+    cairn_buf_release(&after);
+    return rc;
+}
+
 /* "key = value"; text is the trimmed line. */
 static int
 parse_assignment(struct parser *parser, char *text)
 {
-    char *equals = strchr(text, '='), *name, *value, why[256], place[96];
+    char *equals = strchr(text, '='), *name, *value, place[96];
     const struct config_key *key;
     size_t index;
     int rc;
@@ -249,11 +295,7 @@ parse_assignment(struct parser *parser, char *text)
             value = (char *)key->default_value;
     }
     if (*value != '\0') {
-        rc = config_value_parse(key, value, parser->section, why, sizeof(why));
-        if (rc == CAIRN_ECONFIG)
-            return fail(parser, parser->line, "bad value for '%s': %s", name,
-                        why);
-        if (rc < 0)
+        if ((rc = parse_supported(parser, key, value)) < 0)
             return rc;
     }
     parser->section->key_lines[index] = parser->line;

@@ -27,6 +27,12 @@ enum config_type {
 #define CONFIG_SECRET 2u   /* never printed back */
 #define CONFIG_ZERO_OK 4u  /* 0 is allowed besides [min, max] */
 #define CONFIG_UNIT 8u     /* a duration other than 0 needs its unit */
+/* Not implemented by any daemon: a value other than the default is refused
+ * ("KEY is not supported"), never accepted and ignored. */
+#define CONFIG_UNSUPPORTED 16u
+/* Values above max parse but are not implemented: refused as
+ * "KEY above MAX is not supported" rather than "out of range". */
+#define CONFIG_MAX_SUPPORTED 32u
 
 /* One row of a section's key table. */
 struct config_key {
@@ -101,6 +107,13 @@ void config_value_clear(const struct config_key *key, void *section);
 /* Appends the field's value as the file would write it. */
 int config_value_format(const struct config_key *key, const void *section,
                         struct cairn_buf *out);
+
+/*
+ * Whether key is refused when set in a file: CONFIG_UNSUPPORTED. The key
+ * table test (tests/test_config_keys.c) holds every other key to proof
+ * that a daemon reads it.
+ */
+bool config_key_supported(const struct config_key *key);
 
 /* The embedded text of cluster.example.conf (generated at build time). */
 extern const char config_default_text[];

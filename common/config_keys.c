@@ -72,12 +72,12 @@ static const struct config_key channel_keys[] = {
      "sasldb holding its password (or sasl_password)"},
     {"sasl_mechanisms", CONFIG_LIST, CHANNEL(sasl_mechanisms), 1, 16, "PLAIN",
      0, NULL, "SASL mechanisms offered, in order"},
-    {"require_tls", CONFIG_BOOL, CHANNEL(require_tls), 0, 0, "no", 0, NULL,
-     "refuse AUTHENTICATE before STARTTLS"},
-    {"tls_cert", CONFIG_PATH, CHANNEL(tls_cert), 0, 0, NULL, 0, NULL,
-     "PEM certificate for STARTTLS"},
-    {"tls_key", CONFIG_PATH, CHANNEL(tls_key), 0, 0, NULL, 0, NULL,
-     "PEM private key for STARTTLS"},
+    {"require_tls", CONFIG_BOOL, CHANNEL(require_tls), 0, 0, "no",
+     CONFIG_UNSUPPORTED, NULL, "refuse AUTHENTICATE before STARTTLS"},
+    {"tls_cert", CONFIG_PATH, CHANNEL(tls_cert), 0, 0, NULL, CONFIG_UNSUPPORTED,
+     NULL, "PEM certificate for STARTTLS"},
+    {"tls_key", CONFIG_PATH, CHANNEL(tls_key), 0, 0, NULL, CONFIG_UNSUPPORTED,
+     NULL, "PEM private key for STARTTLS"},
     {"compress", CONFIG_BOOL, CHANNEL(compress), 0, 0, "yes", 0, NULL,
      "allow COMPRESS DEFLATE"},
     {"destinations", CONFIG_LIST, CHANNEL(destinations), 1, 64, NULL,
@@ -102,8 +102,8 @@ static const struct config_key destination_keys[] = {
 static const struct config_key node_keys[] = {
     {"endpoint", CONFIG_ENDPOINT, NODE(endpoint), 0, 0, NULL, CONFIG_REQUIRED,
      NULL, "endpoint the node binds and the router connects to"},
-    {"control", CONFIG_ENDPOINT, NODE(control), 0, 0, NULL, 0, NULL,
-     "control endpoint for cairnctl (else via the router)"},
+    {"control", CONFIG_ENDPOINT, NODE(control), 0, 0, NULL, CONFIG_UNSUPPORTED,
+     NULL, "not supported: cairnctl talks to the node's endpoint"},
     {"data_dir", CONFIG_PATH, NODE(data_dir), 0, 0, NULL, CONFIG_REQUIRED, NULL,
      "directory of per-user logs and indexes"},
     {"weight", CONFIG_INTEGER, NODE(weight), 1, 10000, "100", 0, NULL,
@@ -137,20 +137,22 @@ static const struct config_key compaction_keys[] = {
      NULL, "split larger chunks, merge no further (0: off)"},
     {"work_threshold", CONFIG_INTEGER, COMPACTION(work_threshold), 0, 100, "10",
      0, NULL, "percent of a log to reclaim before compacting"},
-    {"parallel_users", CONFIG_INTEGER, COMPACTION(parallel_users), 1, 64, "1",
-     0, NULL, "users one node compacts at once"},
+    {"parallel_users", CONFIG_INTEGER, COMPACTION(parallel_users), 1, 1, "1",
+     CONFIG_MAX_SUPPORTED, NULL,
+     "users one node compacts at once (only 1 is supported)"},
 };
 
 #define SECURITY(field) offsetof(struct cairn_config_security, field)
 static const struct config_key security_keys[] = {
-    {"curve", CONFIG_BOOL, SECURITY(curve), 0, 0, "no", 0, NULL,
-     "CURVE on every ZeroMQ link"},
+    {"curve", CONFIG_BOOL, SECURITY(curve), 0, 0, "no", CONFIG_UNSUPPORTED,
+     NULL, "CURVE on every ZeroMQ link"},
     {"curve_key_dir", CONFIG_PATH, SECURITY(curve_key_dir), 0, 0,
-     "cairn-data/keys", 0, NULL, "directory of NAME.public/NAME.secret"},
-    {"data_mode", CONFIG_MODE, SECURITY(data_mode), 0, 0777, "0600", 0, NULL,
-     "permission bits of data files (octal)"},
-    {"user", CONFIG_STRING, SECURITY(user), 0, 0, NULL, 0, NULL,
-     "user daemons started as root switch to"},
+     "cairn-data/keys", CONFIG_UNSUPPORTED, NULL,
+     "directory of NAME.public/NAME.secret"},
+    {"data_mode", CONFIG_MODE, SECURITY(data_mode), 0, 0777, "0600",
+     CONFIG_UNSUPPORTED, NULL, "permission bits of data files (octal)"},
+    {"user", CONFIG_STRING, SECURITY(user), 0, 0, NULL, CONFIG_UNSUPPORTED,
+     NULL, "user daemons started as root switch to"},
 };
 
 #define LIMITS(field) offsetof(struct cairn_config_limits, field)
@@ -201,6 +203,12 @@ _Static_assert(COUNT(node_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(compaction_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(security_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(limits_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
+
+bool
+config_key_supported(const struct config_key *key)
+{
+    return (key->flags & CONFIG_UNSUPPORTED) == 0;
+}
 
 const struct config_kind *
 config_kind_find(const char *name)

@@ -25,6 +25,7 @@ static const char *const messages[] = {
     [20] = "operation not supported",
     [21] = "call not valid in this state",
     [22] = "number out of range",
+    [23] = "not allowed",
 };
 
 const char *

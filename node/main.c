@@ -106,10 +106,7 @@ settings_from_config(const struct cairn_config *config,
     settings->max_chunk = compaction->max_chunk;
     settings->work_threshold = 1;
     settings->work_percent = (unsigned)compaction->work_threshold;
-    if (compaction->parallel_users > 1)
-        cairn_log_warn("[compaction] parallel_users = %llu: this version "
-                       "compacts one user at a time per node",
-                       (unsigned long long)compaction->parallel_users);
+    /* parallel_users: the config refuses anything but 1 (one worker). */
     settings->compaction_enabled = compaction->enabled;
     settings->compaction_interval_ms = compaction->interval_ms;
     return 0;

@@ -42,8 +42,8 @@ struct cairn_node_server_settings {
     unsigned work_percent;   /* and this % of the log's bytes (0: any) */
     /* scheduled compaction: each user whose last compaction is older than
      * compaction_interval_ms is compacted on the background thread, one
-     * user at a time (parallel_users above 1 is treated as 1: there is
-     * one worker thread), never while it has requests in flight */
+     * user at a time (cluster.conf refuses parallel_users above 1: there
+     * is one worker thread), never while it has requests in flight */
     bool compaction_enabled;
     uint64_t compaction_interval_ms; /* 0: 1 day */
 };

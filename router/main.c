@@ -16,6 +16,7 @@
  * back at the next start (the count is logged).
  */
 #include "config.h"
+#include "daemon.h"
 #include "loop.h"
 #include "placement.h"
 #include "router.h"
@@ -167,12 +168,6 @@ settings_from_config(const struct cairn_config *config,
         const struct cairn_config_channel *channel =
             cairn_config_channel_at(config, i);
 
-        if (channel->tls_cert != NULL || channel->require_tls) {
-            cairn_log_error("channel %s: TLS is not implemented in this "
-                            "router yet; unset tls_cert and require_tls",
-                            channel->origin.name);
-            return CAIRN_ENOTSUP;
-        }
         channels[i] = (struct cairn_router_channel_settings){
             .name = channel->origin.name,
             .listen = channel->listen,
@@ -514,6 +509,7 @@ serve(const char *config_path, const struct cairn_config *config,
       const struct cairn_router_settings *settings)
 {
     struct daemon daemon = {.config_path = config_path};
+    const char *pid_file = cairn_config_router(config)->pid_file;
     struct cairn_loop *loop = NULL;
     struct cairn_router *router = NULL;
     char error[512] = "";
@@ -530,6 +526,12 @@ serve(const char *config_path, const struct cairn_config *config,
     if ((rc = cairn_loop_new(&loop)) < 0 ||
         (rc = cairn_loop_watch_signals(loop, on_signal, &daemon)) < 0)
         goto out;
+    if (pid_file != NULL &&
+        (rc = cairn_pid_file_write(pid_file, error, sizeof(error))) < 0) {
+        cairn_log_error("%s", error);
+        pid_file = NULL;
+        goto out;
+    }
     rc = cairn_router_new(loop, settings, &router, error, sizeof(error));
     if (rc < 0) {
         cairn_log_error("cannot start: %s (%s)", error, cairn_strerror(rc));
@@ -552,6 +554,8 @@ out:
     cairn_router_control_free(daemon.control); /* before the forwards */
     close_routes(&daemon);
     cairn_loop_free(loop);
+    if (pid_file != NULL)
+        cairn_pid_file_remove(pid_file);
     return rc;
 }
 

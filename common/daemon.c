@@ -1,0 +1,188 @@
+/*
+ * daemon.c - pid file, data mode, the switch from root to the service user
+ * and secret files (daemon.h).
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SECRET_MAX 4096
+
+static int
+say(char *error, size_t error_size, int rc, const char *fmt, const char *what,
+    const char *why)
+{
+    if (error != NULL && error_size > 0)
+        snprintf(error, error_size, fmt, what, why);
+    return rc;
+}
+
+int
+cairn_pid_file_write(const char *path, char *error, size_t error_size)
+{
+    char *temporary = NULL, line[32];
+    int fd = -1, rc = CAIRN_OK, length;
+
+    if (asprintf(&temporary, "%s.tmp", path) < 0)
+        return CAIRN_ENOMEM;
+    length = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
+    fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || cairn_write_all(fd, line, (size_t)length) < 0 ||
+        fchmod(fd, 0644) < 0 || rename(temporary, path) != 0)
+        rc = say(error, error_size, CAIRN_EIO, "cannot write %s: %s", path,
+                 strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (rc < 0)
+        unlink(temporary);
+    free(temporary);
+    return rc;
+}
+
+void
+cairn_pid_file_remove(const char *path)
+{
+    char line[32] = "";
+    FILE *file = fopen(path, "r");
+    bool ours;
+
+    if (file == NULL)
+        return;
+    ours = fgets(line, sizeof(line), file) != NULL &&
+           strtol(line, NULL, 10) == (long)getpid();
+    fclose(file);
+    if (ours)
+        unlink(path);
+}
+
+mode_t
+cairn_data_dir_mode(mode_t data_mode)
+{
+    mode_t mode = data_mode & 0777;
+
+    if (mode & 0400)
+        mode |= 0100;
+    if (mode & 0040)
+        mode |= 0010;
+    if (mode & 0004)
+        mode |= 0001;
+    return mode;
+}
+
+mode_t
+cairn_data_mode_apply(mode_t data_mode)
+{
+    /* Files are created 0666 (no execute bit): the umask leaves exactly
+     * data_mode's read/write bits; directories 0777 keep the directory
+     * mode. An execute bit in data_mode alone stays off for files. */
+    return umask(0777 & ~cairn_data_dir_mode(data_mode));
+}
+
+int
+cairn_privileges_check(const char *user, bool allow_root, bool *switch_needed,
+                       uid_t *uid, gid_t *gid, char *error, size_t error_size)
+{
+    struct passwd *entry;
+
+    *switch_needed = false;
+    if (user == NULL || user[0] == '\0') {
+        if (geteuid() == 0 && !allow_root)
+            return say(error, error_size, CAIRN_EPERM,
+                       "refusing to run as root without [security] user%s%s "
+                       "(set user, or pass --allow-root)",
+                       "", "");
+        return CAIRN_OK;
+    }
+    errno = 0;
+    if ((entry = getpwnam(user)) == NULL)
+        return say(error, error_size, CAIRN_ENOENT, "[security] user %s: %s",
+                   user, errno ? strerror(errno) : "no such user");
+    *uid = entry->pw_uid;
+    *gid = entry->pw_gid;
+    if (geteuid() == 0) {
+        *switch_needed = entry->pw_uid != 0;
+        return CAIRN_OK;
+    }
+    if (geteuid() != entry->pw_uid)
+        return say(error, error_size, CAIRN_EPERM,
+                   "[security] user is %s but this process is not root and "
+                   "runs as another user%s",
+                   user, "");
+    return CAIRN_OK;
+}
+
+int
+cairn_privileges_prepare_dir(const char *path, uid_t uid, gid_t gid,
+                             mode_t data_mode, char *error, size_t error_size)
+{
+    if (path == NULL)
+        return CAIRN_OK;
+    if (mkdir(path, cairn_data_dir_mode(data_mode)) != 0 && errno != EEXIST)
+        return say(error, error_size, CAIRN_EIO, "cannot create %s: %s", path,
+                   strerror(errno));
+    if (chown(path, uid, gid) != 0)
+        return say(error, error_size, CAIRN_EIO, "cannot chown %s: %s", path,
+                   strerror(errno));
+    return CAIRN_OK;
+}
+
+int
+cairn_privileges_drop(const char *user, uid_t uid, gid_t gid, char *error,
+                      size_t error_size)
+{
+    if (initgroups(user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+        return say(error, error_size, CAIRN_EPERM, "cannot switch to %s: %s",
+                   user, strerror(errno));
+    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
+        return say(error, error_size, CAIRN_EPERM,
+                   "switched to %s but root could be regained%s", user, "");
+    return CAIRN_OK;
+}
+
+bool
+cairn_secret_file_exposed(const char *path, mode_t *mode)
+{
+    struct stat info;
+
+    if (stat(path, &info) != 0)
+        return false;
+    *mode = info.st_mode & 07777;
+    return (info.st_mode & 0007) != 0;
+}
+
+int
+cairn_secret_file_read(const char *path, char **secret, char *error,
+                       size_t error_size)
+{
+    char buffer[SECRET_MAX + 2];
+    size_t length;
+    FILE *file;
+
+    *secret = NULL;
+    if ((file = fopen(path, "r")) == NULL)
+        return say(error, error_size,
+                   errno == ENOENT ? CAIRN_ENOENT : CAIRN_EIO,
+                   "cannot read %s: %s", path, strerror(errno));
+    if (fgets(buffer, sizeof(buffer), file) == NULL)
+        buffer[0] = '\0';
+    fclose(file);
+    length = strcspn(buffer, "\r\n");
+    buffer[length] = '\0';
+    if (length == 0 || length > SECRET_MAX) {
+        explicit_bzero(buffer, sizeof(buffer));
+        return say(error, error_size, CAIRN_EINVAL, "%s: %s", path,
+                   length == 0 ? "empty (the secret is its first line)"
+                               : "first line longer than 4096 bytes");
+    }
+    *secret = strdup(buffer);
+    explicit_bzero(buffer, sizeof(buffer));
+    return *secret != NULL ? CAIRN_OK : CAIRN_ENOMEM;
+}
