@@ -41,8 +41,9 @@ of the comparisons with the source (not of those before/after):
  * the restore is compared with the source by GUID: Cyrus's restore sends
    records in message-id order and sync_server renumbers a folder filled
    newest-first; UIDs are compared on Cyrus's view of the files instead;
- * dave's twin (one GUID at two UIDs, one expunged) has no live record in
-   any Cyrus-format index (one row per mailbox and GUID): left out.
+ * dave's twin (one GUID at two UIDs, one expunged): the index keeps one
+   row per mailbox and GUID, and cairn keeps it on the live UID (a
+   backupd index takes the expunged one), so it is compared like the rest.
 
 usage: test_compact_cyrus.py [--router P] [--node P] [--cairnctl P]
                              [--evidence DIR]
@@ -480,7 +481,7 @@ def compare_restores(what, want, got, fields="uniqueid, UIDVALIDITY, UIDs, "
 
 
 def by_guid(view):
-    """A restored_view() keyed by GUID instead of UID, without TWIN: what
+    """A restored_view() keyed by GUID instead of UID: what
     a restore must equal on the source.  Cyrus's restore sends a mailbox's
     records in message-id order (no ORDER BY in its select) and
     sync_server's RESTORE gives a new UID to one below the last, so a folder
@@ -488,10 +489,9 @@ def by_guid(view):
     compared with the source on Cyrus's view of the files instead."""
     boxes, bodies, _ = view
     guids = {name: dict(box, messages=sorted(
-        (m["guid"], tuple(m["flags"]), m["size"]) for m in box["messages"]
-        if m["guid"] != TWIN_GUID)) for name, box in boxes.items()}
-    texts = {user: {name: sorted(row[1:] for row in rows
-                                 if row[2] != TWIN_GUID)
+        (m["guid"], tuple(m["flags"]), m["size"]) for m in box["messages"]))
+        for name, box in boxes.items()}
+    texts = {user: {name: sorted(row[1:] for row in rows)
                     for name, rows in mailboxes.items()}
              for user, mailboxes in bodies.items()}
     return guids, texts, {}
@@ -500,7 +500,7 @@ def by_guid(view):
 def source_views(lab, source):
     """The source's live mail: as restored_view() (by user view names),
     and as Cyrus's view of a file ({uniqueid: {"mboxname", "messages":
-    [(uid, guid)]}} per user), both without TWIN."""
+    [(uid, guid)]}} per user)."""
     snap = source.snapshot(users=USERS)
     boxes = {name: {k: box[k] for k in ("uniqueid", "uidvalidity",
                                         "messages")}
@@ -510,15 +510,9 @@ def source_views(lab, source):
     for name, box in snap.items():
         cyrus[lab.mailbox_owner(name)][box["uniqueid"]] = {
             "mboxname": name,
-            "messages": sorted((m["uid"], m["guid"]) for m in box["messages"]
-                               if m["guid"] != TWIN_GUID)}
+            "messages": sorted((m["uid"], m["guid"])
+                               for m in box["messages"])}
     return (boxes, bodies, {}), cyrus
-
-
-def without_twin(view):
-    return {uniqueid: dict(box, messages=[m for m in box["messages"]
-                                          if m[1] != TWIN_GUID])
-            for uniqueid, box in view.items()}
 
 
 def main():
@@ -558,7 +552,7 @@ def main():
         before = check_before(cluster, tools, files, args.evidence)
         source_state, source_cyrus = source_views(lab, source)
         for (node, user), state in sorted(before.items()):
-            expect(without_twin(state["mailboxes"]) == source_cyrus[user],
+            expect(state["mailboxes"] == source_cyrus[user],
                    "before: Cyrus's view of %s on %s (cyr_backup json "
                    "mailboxes: live mailboxes, UIDs, GUIDs) equals the source"
                    % (user, node), "source %r\nfile   %r" % (
@@ -566,9 +560,9 @@ def main():
         twin_rows = [m for box in before[(placement["dave"][0], "dave")][
             "mailboxes"].values() for m in box["messages"]
             if m[1] == TWIN_GUID]
-        figure("known limit of the format: dave's twin %s (2 UIDs, 1 "
-               "expunged) has %d live record in the backup"
-               % (TWIN_GUID[:12], len(twin_rows)))
+        expect(len(twin_rows) == 1, "dave's twin %s (one body under 2 UIDs,"
+               " 1 expunged) keeps its live UID in the backup"
+               % TWIN_GUID[:12], repr(twin_rows))
         live = {u: before[(placement[u][0], u)]["mailboxes"] for u in USERS}
         restore_before = restore_into(
             tools, restored_before, "restore-before",

@@ -5,7 +5,8 @@
  * newest-first into another folder, folder create / rename / delayed
  * delete (RENAME to DELETED.*) / final delete (UNMAILBOX) / re-create
  * under the same name, full and delta (SINCE_MODSEQ) MAILBOX lines,
- * SEEN, SUB / UNSUB, SIEVE / UNSIEVE, APPLY EXPUNGE, idle passes) are
+ * SEEN, SUB / UNSUB, SIEVE / UNSIEVE, APPLY EXPUNGE, the user deleted
+ * (UNUSER) and starting again, idle passes) are
  * written through the store, compacted at random moments under random
  * policies, and checked after each compaction:
  *
@@ -85,6 +86,7 @@ struct model {
     int sieve_serial;
     char expunge_uniqueid[32], expunge_name[96];
     uint32_t expunge_uid;
+    bool unuser; /* delete the user after this pass */
 };
 
 static unsigned
@@ -218,6 +220,10 @@ change(struct model *m)
     struct record *r;
     char name[96];
 
+    if (pick(m, 200) == 0) { /* the user is deleted (APPLY UNUSER) */
+        m->unuser = true;
+        return;
+    }
     switch (pick(m, 16)) {
     case 0:
     case 1:
@@ -766,6 +772,33 @@ apply_pass(struct cairn_store *store, int64_t ts, const struct cairn_buf *text,
     return rc < 0 ? rc : cairn_store_commit(store);
 }
 
+/*
+ * APPLY UNUSER (the user deleted on the source, or renamed away): every
+ * mailbox, subscription and script becomes deleted data; the user then
+ * starts again with a new INBOX, as a re-created account would.
+ */
+static int
+delete_user(struct cairn_store *store, struct model *m)
+{
+    int rc;
+
+    m->unuser = false;
+    m->now++;
+    if ((rc = cairn_store_unuser(store, "h", m->now)) < 0 ||
+        (rc = cairn_store_commit(store)) < 0)
+        return rc;
+    for (int i = 0; i < m->mailbox_count; i++) {
+        m->mailboxes[i].exists = false;
+        m->mailboxes[i].old_name[0] = '\0';
+    }
+    m->unmailbox_count = 0;
+    m->seen_change = 0;
+    m->expunge_uid = 0;
+    if (m->mailbox_count < MAX_MAILBOXES)
+        create_mailbox(m, "user.h");
+    return 0;
+}
+
 static void
 trace_pass(int pass, int64_t now, const struct cairn_buf *text)
 {
@@ -819,6 +852,10 @@ run_history(struct run *run, int history)
         run->passes++;
         if (run->trace)
             trace_pass(pass, m->now, &text);
+        if (m->unuser && (rc = delete_user(store, m)) < 0) {
+            fprintf(stderr, "pass %d: UNUSER: %s\n", pass, cairn_strerror(rc));
+            goto out;
+        }
         if ((pick(m, 4) == 0 || pass == passes - 1) &&
             !compact_and_check(run, m, store, serial++))
             goto out;
