@@ -922,9 +922,15 @@ main(int argc, char **argv)
     fflush(stdout);
     if ((run.dir = test_temp_dir("prop")) == NULL)
         return 1;
-    for (long h = first; h < first + histories; h++)
+    for (long h = first; h < first + histories; h++) {
         if (!run_history(&run, (int)h))
             run.failures++;
+        if ((h - first + 1) % 1000 == 0) { /* progress of long soaks */
+            printf("prop_compact: %ld histories done, %d failed\n",
+                   h - first + 1, run.failures);
+            fflush(stdout);
+        }
+    }
     printf("prop_compact: %ld histories, %" PRIu64 " passes, %" PRIu64
            " lines, %" PRIu64 " compactions (%" PRIu64 " rewrote the file)\n",
            histories, run.passes, run.lines, run.compactions, run.compacted);
