@@ -257,6 +257,13 @@ struct cairn_reindex_result {
 /* cairn_store_reindex, reporting what it skipped and cut. */
 int cairn_store_rebuild_index(struct cairn_store *store,
                               struct cairn_reindex_result *result);
+/*
+ * Whether cairn_store_open found no index and rebuilt it; result (when
+ * true) gets what that rebuild found, so a caller that must judge it
+ * (import, transfer) need not rebuild a second time.
+ */
+bool cairn_store_opened_rebuilt(const struct cairn_store *store,
+                                struct cairn_reindex_result *result);
 
 enum {
     CAIRN_VERIFY_LAST_CHECKSUM = 1 << 0,

@@ -214,6 +214,9 @@ struct cairn_store {
     int64_t chunk_first_ts;
     int64_t chunk_last_ts;
     int64_t last_ts; /* newest timestamp in the file */
+    /* open rebuilt a missing index: what that rebuild found */
+    bool opened_rebuilt;
+    struct cairn_reindex_result opened_rebuild;
 };
 
 /* Opens the chunk (transaction, member, row) if none is open. */
@@ -267,8 +270,8 @@ int store_index_record(struct cairn_store *store,
 struct log_line {
     int64_t ts;
     char verb[16];
-    uint64_t offset; /* of the timestamp's first digit, in the chunk */
-    uint64_t length; /* bytes of the line, CRLF included */
+    uint64_t offset;      /* of the timestamp's first digit, in the chunk */
+    uint64_t length;      /* bytes of the line, CRLF included */
     bool nonsync_literal; /* holds a "{N+}" literal (see dlist.h) */
     struct cairn_dlist *record; /* borrowed for the visit */
 };

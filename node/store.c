@@ -262,8 +262,9 @@ cairn_store_open(const char *data_path, unsigned flags,
         /* Cyrus says "reindex needed"; we can do it under our lock. */
         unlink(store->index_path);
         if ((rc = store_open_index_at(store, store->index_path)) < 0 ||
-            (rc = cairn_store_reindex(store)) < 0)
+            (rc = cairn_store_rebuild_index(store, &store->opened_rebuild)) < 0)
             goto out;
+        store->opened_rebuilt = true;
     } else if ((rc = store_open_index_at(store, store->index_path)) < 0) {
         goto out;
     }
@@ -274,6 +275,15 @@ cairn_store_open(const char *data_path, unsigned flags,
 out:
     cairn_store_close(store);
     return rc;
+}
+
+bool
+cairn_store_opened_rebuilt(const struct cairn_store *store,
+                           struct cairn_reindex_result *result)
+{
+    if (store->opened_rebuilt)
+        *result = store->opened_rebuild;
+    return store->opened_rebuilt;
 }
 
 int

@@ -20,7 +20,8 @@ static const char usage[] =
     "           (--user user datafile | --all backupdir)\n"
     "       cairnctl [-c cluster.conf] import --from-backupd source\n"
     "           --destination name [--work-dir dir] [--replace] [--strict]\n"
-    "           [--cyr-dbtool path] [--imapd-conf file] [--quiet] [--json]\n"
+    "           [--jobs n] [--cyr-dbtool path] [--imapd-conf file] [--quiet]\n"
+    "           [--json]\n"
     "\n"
     "Copies a Cyrus backupd data file (and reads datafile.index, if there,\n"
     "for comparison) into dir as <dir>/<hash>/<user>_XXXXXX, rebuilds its\n"
@@ -59,6 +60,7 @@ static const char usage[] =
     "  --cyr-dbtool    Cyrus's cyr_dbtool (default\n"
     "                  /usr/lib/cyrus/bin/cyr_dbtool)\n"
     "  --imapd-conf    -C for cyr_dbtool when source is backups.db\n"
+    "  --jobs          users in flight at once, 1-64 (default 4)\n"
     "  --quiet         no progress lines\n"
     "Exit: 0 imported (or already present), 1 verify failed / user exists /\n"
     "locked / differences with --strict / some user failed, 64 usage, 66 no\n"
@@ -88,13 +90,16 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
         {"cyr-dbtool", required_argument, NULL, 't'},
         {"imapd-conf", required_argument, NULL, 'C'},
         {"quiet", no_argument, NULL, 'q'},
+        {"jobs", required_argument, NULL, 'J'},
         {NULL, 0, NULL, 0},
     };
     struct cairn_import_backupd_options *b = &args->backupd;
+    uint64_t jobs = 0;
     int option;
 
     memset(args, 0, sizeof(*args));
     b->cyr_dbtool = "/usr/lib/cyrus/bin/cyr_dbtool";
+    b->jobs = 4;
     optind = 0;
     opterr = 0;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -138,6 +143,15 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
         case 'q':
             b->quiet = true;
             break;
+        case 'J':
+            if (cairn_parse_u64_str(optarg, 1, 64, &jobs) < 0) {
+                fprintf(context->err,
+                        "cairnctl import: --jobs takes 1 to 64, not '%s'\n",
+                        optarg);
+                return cairn_ops_usage(context, &cairn_ops_cmd_import);
+            }
+            b->jobs = (unsigned)jobs;
+            break;
         default:
             fprintf(context->err, "cairnctl import: bad option '%s'\n",
                     argv[optind - 1]);
@@ -157,9 +171,10 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
         return CAIRN_EXIT_OK;
     }
     if (b->destination || b->work_dir || b->replace || b->dbtool_conf ||
-        b->quiet) {
+        b->quiet || jobs) {
         fprintf(context->err, "cairnctl import: --destination, --work-dir,"
-                              " --replace, --imapd-conf and --quiet go with"
+                              " --replace, --imapd-conf, --jobs and --quiet"
+                              " go with"
                               " --from-backupd\n");
         return cairn_ops_usage(context, &cairn_ops_cmd_import);
     }

@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -56,14 +57,15 @@ struct migration {
     struct cairn_config *config;
     const struct cairn_config_destination *destination;
     struct cairn_ring *ring;
-    struct cairn_rebalance_link *link;
+    pthread_mutex_t lock; /* what follows, the output and the journal */
+    size_t next;          /* the next user a worker takes */
     struct backupd_user *users;
     size_t user_count, user_cap;
     char **done; /* sorted userids the journal names */
     size_t done_count, done_cap;
     int journal_fd;
     uint64_t total_bytes, bytes_done, bytes_sent;
-    size_t imported, skipped, failed, resumed;
+    size_t imported, skipped, failed, resumed, users_done;
     double started;
 };
 
@@ -505,12 +507,21 @@ out:
     return rc;
 }
 
+/* One worker: its own connections to the nodes. */
+struct worker {
+    struct migration *m;
+    struct cairn_rebalance_link *link;
+    int rc; /* the link could not be made */
+};
+
 static void
 on_piece(void *arg, uint64_t bytes)
 {
     struct migration *m = arg;
 
+    pthread_mutex_lock(&m->lock);
     m->bytes_sent += bytes;
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* The work copy of userid left by an earlier, interrupted run: removed. */
@@ -566,7 +577,7 @@ ring_node(const struct migration *m, uint16_t index)
  * as present and different (unless --replace).
  */
 static int
-place_on(struct migration *m, const struct cairn_config_node *node,
+place_on(struct worker *w, const struct cairn_config_node *node,
          const char *userid, const char *path, uint64_t size, const char *sha1,
          bool *present, char *why, size_t why_size)
 {
@@ -575,15 +586,16 @@ place_on(struct migration *m, const struct cairn_config_node *node,
                        : PIECE_MAX;
     const char *name = node->origin.name;
     char their_sha1[41] = "", text[256] = "";
+    struct migration *m = w->m;
     uint64_t their_size = 0;
     int rc;
 
     *present = false;
-    rc = cairn_rebalance_push_file(m->link, name, userid, path, size, sha1,
+    rc = cairn_rebalance_push_file(w->link, name, userid, path, size, sha1,
                                    piece, on_piece, m, text, sizeof(text));
     if (rc != CAIRN_EEXIST)
         goto out;
-    rc = cairn_rebalance_node_file(m->link, name, userid, &their_size,
+    rc = cairn_rebalance_node_file(w->link, name, userid, &their_size,
                                    their_sha1, text, sizeof(text));
     if (rc == 0 && their_size == size && strcmp(their_sha1, sha1) == 0) {
         *present = true;
@@ -598,8 +610,8 @@ place_on(struct migration *m, const struct cairn_config_node *node,
         return CAIRN_EEXIST;
     }
     if (rc == 0 &&
-        (rc = cairn_rebalance_remove_user(m->link, name, userid)) == 0)
-        rc = cairn_rebalance_push_file(m->link, name, userid, path, size, sha1,
+        (rc = cairn_rebalance_remove_user(w->link, name, userid)) == 0)
+        rc = cairn_rebalance_push_file(w->link, name, userid, path, size, sha1,
                                        piece, on_piece, m, text, sizeof(text));
 out:
     if (rc < 0)
@@ -610,14 +622,14 @@ out:
 
 /* Every replica's state digest must be the same. */
 static int
-compare_replicas(struct migration *m, const uint16_t *indices, unsigned count,
+compare_replicas(struct worker *w, const uint16_t *indices, unsigned count,
                  const char *userid, char *why, size_t why_size)
 {
     char first[41] = "", digest[41], text[256];
 
     for (unsigned i = 0; i < count; i++) {
-        const char *name = ring_node(m, indices[i])->origin.name;
-        int rc = cairn_rebalance_node_digest(m->link, name, userid, digest,
+        const char *name = ring_node(w->m, indices[i])->origin.name;
+        int rc = cairn_rebalance_node_digest(w->link, name, userid, digest,
                                              text, sizeof(text));
 
         if (rc < 0) {
@@ -654,10 +666,25 @@ report_user(struct migration *m, const char *userid, const char *outcome,
     }
 }
 
+/* A progress line on stderr; called with the lock held. */
+static void
+show_progress(struct migration *m)
+{
+    double elapsed = now_seconds() - m->started;
+
+    if (m->options->quiet)
+        return;
+    fprintf(m->context->err,
+            "import: %zu/%zu users, %.1f/%.1f MB, %.1f MB sent, %.0f s\n",
+            m->users_done, m->user_count, (double)m->bytes_done / 1e6,
+            (double)m->total_bytes / 1e6, (double)m->bytes_sent / 1e6, elapsed);
+}
+
 /* Copies, verifies and places one user; its line of the report. */
 static void
-migrate_user(struct migration *m, const struct backupd_user *user)
+migrate_user(struct worker *w, const struct backupd_user *user)
 {
+    struct migration *m = w->m;
     uint16_t indices[CAIRN_RING_MAX_REPLICAS];
     unsigned replicas = cairn_ring_replicas(m->ring), present = 0;
     struct cairn_import_report report;
@@ -668,10 +695,12 @@ migrate_user(struct migration *m, const struct backupd_user *user)
 
     memset(&report, 0, sizeof(report));
     if (journal_done(m, user->userid)) {
+        pthread_mutex_lock(&m->lock);
         m->resumed++;
         m->skipped++;
         report_user(m, user->userid, "skipped",
                     "done by an earlier run (journal)");
+        pthread_mutex_unlock(&m->lock);
         return;
     }
     if ((rc = cairn_node_check_userid(user->userid)) < 0) {
@@ -704,17 +733,23 @@ migrate_user(struct migration *m, const struct backupd_user *user)
             rc = CAIRN_ECONFIG;
             goto out;
         }
-        if ((rc = place_on(m, node, user->userid, report.data_path, size, sha1,
+        if ((rc = place_on(w, node, user->userid, report.data_path, size, sha1,
                            &here, why, sizeof(why))) < 0)
             goto out;
         present += here;
         snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s%s%s",
                  i ? " " : "", node->origin.name, here ? "(present)" : "");
     }
-    if ((rc = compare_replicas(m, indices, replicas, user->userid, why,
-                               sizeof(why))) < 0 ||
-        (rc = journal_record(m, user->userid)) < 0)
+    if ((rc = compare_replicas(w, indices, replicas, user->userid, why,
+                               sizeof(why))) < 0)
         goto out;
+    pthread_mutex_lock(&m->lock);
+    rc = journal_record(m, user->userid);
+    pthread_mutex_unlock(&m->lock);
+    if (rc < 0) {
+        snprintf(why, sizeof(why), "journal: %s", cairn_strerror(rc));
+        goto out;
+    }
     outcome = present == replicas ? "skipped" : "imported";
     snprintf(why, sizeof(why),
              "%s on %s; %llu bytes, %llu chunks (%llu without lines)%s",
@@ -725,31 +760,23 @@ migrate_user(struct migration *m, const struct backupd_user *user)
 out:
     if (rc < 0)
         outcome = "failed";
+    pthread_mutex_lock(&m->lock);
     if (strcmp(outcome, "imported") == 0)
         m->imported++;
     else if (strcmp(outcome, "skipped") == 0)
         m->skipped++;
     else
         m->failed++;
+    m->bytes_done += user->size;
+    m->users_done++;
     report_user(m, user->userid, outcome, why);
+    show_progress(m);
+    pthread_mutex_unlock(&m->lock);
     forget_work_copy(m->options->work_dir, user->userid);
     cairn_import_report_release(&report);
 }
 
 /* --- the run -------------------------------------------------------------- */
-
-static void
-show_progress(struct migration *m, size_t done)
-{
-    double elapsed = now_seconds() - m->started;
-
-    if (m->options->quiet)
-        return;
-    fprintf(m->context->err,
-            "import: %zu/%zu users, %.1f/%.1f MB, %.1f MB sent, %.0f s\n", done,
-            m->user_count, (double)m->bytes_done / 1e6,
-            (double)m->total_bytes / 1e6, (double)m->bytes_sent / 1e6, elapsed);
-}
 
 static int
 prepare(struct migration *m)
@@ -779,9 +806,68 @@ prepare(struct migration *m)
         return CAIRN_ENOMEM;
     rc = journal_open(m, journal);
     free(journal);
-    if (rc == 0 && (rc = cairn_rebalance_link_new(m->config, &m->link)) < 0)
-        fprintf(m->context->err, "cairnctl import: nodes: %s\n",
-                cairn_strerror(rc));
+    return rc;
+}
+
+/* Takes users one after the other until none is left. */
+static void *
+work(void *arg)
+{
+    struct worker *w = arg;
+    struct migration *m = w->m;
+
+    for (;;) {
+        size_t i;
+
+        pthread_mutex_lock(&m->lock);
+        i = m->next++;
+        pthread_mutex_unlock(&m->lock);
+        if (i >= m->user_count)
+            break;
+        migrate_user(w, &m->users[i]);
+    }
+    return NULL;
+}
+
+/*
+ * options->jobs workers, each with its own connections to the nodes: the
+ * work per user is mostly waiting for fsyncs (the copy, its index, each
+ * node's copy and index), which overlap across users.
+ */
+static int
+run_workers(struct migration *m)
+{
+    unsigned jobs = m->options->jobs ? m->options->jobs : 1;
+    struct worker *workers = calloc(jobs, sizeof(*workers));
+    pthread_t *threads = calloc(jobs, sizeof(*threads));
+    unsigned started = 0;
+    int rc = CAIRN_ENOMEM;
+
+    if (workers == NULL || threads == NULL)
+        goto out;
+    if (jobs > m->user_count)
+        jobs = m->user_count ? (unsigned)m->user_count : 1;
+    rc = 0;
+    for (unsigned i = 0; i < jobs && rc == 0; i++) {
+        workers[i].m = m;
+        rc = cairn_rebalance_link_new(m->config, &workers[i].link);
+    }
+    for (unsigned i = 0; i < jobs && rc == 0; i++) {
+        if (pthread_create(&threads[i], NULL, work, &workers[i]) != 0) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        started++;
+    }
+    if (started == 0 && rc == 0)
+        work(&workers[0]);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+out:
+    for (unsigned i = 0; workers && i < jobs; i++)
+        cairn_rebalance_link_free(workers[i].link);
+    free(workers);
+    free(threads);
     return rc;
 }
 
@@ -841,10 +927,11 @@ cairn_import_from_backupd(struct cairn_ops_context *context,
                 m.user_count, (double)m.total_bytes / 1e6, options->from,
                 options->destination, cairn_ring_replicas(m.ring),
                 options->work_dir);
-    for (size_t i = 0; i < m.user_count; i++) {
-        migrate_user(&m, &m.users[i]);
-        m.bytes_done += m.users[i].size;
-        show_progress(&m, i + 1);
+    if ((rc = run_workers(&m)) < 0) {
+        fprintf(context->err, "cairnctl import: nodes: %s\n",
+                cairn_strerror(rc));
+        status = CAIRN_EXIT_UNAVAILABLE;
+        goto out;
     }
     print_summary(&m);
     status = m.failed > 0 ? CAIRN_EXIT_PROBLEM : CAIRN_EXIT_OK;
@@ -859,7 +946,7 @@ out:
     free(m.done);
     if (m.journal_fd >= 0)
         close(m.journal_fd);
-    cairn_rebalance_link_free(m.link);
+    pthread_mutex_destroy(&m.lock);
     cairn_ring_free(m.ring);
     cairn_config_free(m.config);
     return status;

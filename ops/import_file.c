@@ -179,7 +179,8 @@ rebuild_and_verify(struct cairn_import_report *report)
         copied = (uint64_t)st.st_size;
     if ((rc = cairn_store_open(report->data_path, CAIRN_STORE_BLOCK, &store)) <
             0 ||
-        (rc = cairn_store_rebuild_index(store, &result)) < 0) {
+        (!cairn_store_opened_rebuilt(store, &result) &&
+         (rc = cairn_store_rebuild_index(store, &result)) < 0)) {
         refuse(report, "index rebuild failed: %s", cairn_strerror(rc));
         goto out;
     }

@@ -67,6 +67,7 @@ struct cairn_import_backupd_options {
     bool replace;            /* a different copy on a node is replaced */
     bool strict;             /* any difference from Cyrus's index refuses */
     bool quiet;              /* no progress lines */
+    unsigned jobs;           /* users in flight at once (1..64) */
 };
 
 /*
