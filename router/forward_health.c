@@ -12,6 +12,7 @@
  * stalled in TCP's retransmission backoff after a cut), and is up again
  * only once a PING on the request link itself comes back too.
  */
+#include "curve.h"
 #include "cluster.pb-c.h"
 #include "forward_int.h"
 #include "health_int.h"
@@ -123,6 +124,7 @@ probe_open(struct cairn_router_node_watch *watch)
                    sizeof(reconnect));
     if (zmq_socket_monitor(watch->probe, inproc, ZMQ_EVENT_DISCONNECTED) != 0 ||
         zmq_connect(watch->monitor, inproc) != 0 ||
+        cairn_curve_client(watch->probe, watch->endpoint, NULL, 0) != 0 ||
         zmq_connect(watch->probe, watch->endpoint) != 0)
         goto out;
     rc = cairn_loop_add_socket(forward->loop, watch->probe, CAIRN_LOOP_READ,
@@ -375,34 +377,40 @@ cairn_router_health_add_node(struct cairn_router_forward *forward, size_t node,
     size_t count =
         node + 1 > forward->watch_count ? node + 1 : forward->watch_count;
     char why[192] = "";
+    int rc = CAIRN_ENOMEM;
 
-    grown = realloc(forward->watches, count * sizeof(*grown));
-    if (grown == NULL)
-        return CAIRN_ENOMEM;
+    if ((grown = realloc(forward->watches, count * sizeof(*grown))) == NULL)
+        goto out;
     for (size_t i = forward->watch_count; i < count; i++)
         grown[i] = NULL;
     forward->watches = grown;
     forward->watch_count = count;
+    rc = CAIRN_EEXIST;
     if (grown[node] != NULL)
-        return CAIRN_EEXIST;
+        goto out;
+    rc = CAIRN_ENOMEM;
     if ((watch = calloc(1, sizeof(*watch))) == NULL ||
         (watch->name = strdup(name)) == NULL ||
-        (watch->endpoint = strdup(endpoint)) == NULL) {
-        if (watch != NULL)
-            free(watch->name);
-        free(watch);
-        return CAIRN_ENOMEM;
-    }
+        (watch->endpoint = strdup(endpoint)) == NULL)
+        goto out;
     watch->forward = forward;
     watch->node = node;
     cairn_router_health_init(&watch->health, cairn_loop_now_ms());
-    grown[node] = watch;
     /* A first PING: a node that does not answer is down from the start. */
     watch->health.probe_sent_ms = cairn_loop_now_ms();
     watch->health.counters.probes++;
+    grown[node] = watch;
     if (probe_send(watch, why, sizeof(why)) < 0)
         feed(watch, CAIRN_ROUTER_HEALTH_PROBE_FAILED, why);
-    return 0;
+    watch = NULL; /* the forward owns it now */
+    rc = 0;
+out:
+    if (watch != NULL) {
+        free(watch->name);
+        free(watch->endpoint);
+        free(watch);
+    }
+    return rc;
 }
 
 void
