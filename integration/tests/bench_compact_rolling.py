@@ -84,7 +84,7 @@ def main():
         for mailbox in source.snapshot([USER]).values():
             source_guids |= {m["guid"] for m in mailbox.get("messages", [])
                              if isinstance(m, dict) and "guid" in m}
-        check = backupcheck.check_backup_files({USER: path})
+        check = backupcheck.check_backup_files({USER: path}, tool_timeout=600)
         failures = []
         if not check.accepted:
             failures.append("Cyrus rejects the compacted file: %s"
