@@ -416,49 +416,74 @@ journal_done(const struct migration *m, const char *userid)
                                         sizeof(char *), by_string) != NULL;
 }
 
-/* Reads "done USER" lines (a torn last line is ignored) and opens it. */
+/* Remembers userid as done (the list is sorted once read). */
+static int
+add_done(struct migration *m, const char *userid)
+{
+    if (m->done_count == m->done_cap) {
+        size_t cap = m->done_cap ? m->done_cap * 2 : 64;
+        char **grown = realloc(m->done, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return CAIRN_ENOMEM;
+        m->done = grown;
+        m->done_cap = cap;
+    }
+    if ((m->done[m->done_count] = strdup(userid)) == NULL)
+        return CAIRN_ENOMEM;
+    m->done_count++;
+    return 0;
+}
+
+/*
+ * The journal: "cairn-import 1 DESTINATION", then "done USER" lines, each
+ * fsynced. A torn last line (no newline) is cut off and its user redone;
+ * a journal of another destination is refused.
+ */
 static int
 journal_open(struct migration *m, const char *path)
 {
-    char *text = NULL;
-    size_t len = 0;
+    char *text = NULL, header[300];
+    size_t len = 0, whole = 0;
     int rc = read_whole(path, 1u << 30, &text, &len);
 
+    snprintf(header, sizeof(header), "cairn-import 1 %s",
+             m->options->destination);
     if (rc == CAIRN_ENOENT)
         rc = 0;
     for (char *line = text; rc == 0 && line && line < text + len;) {
         char *end = memchr(line, '\n', (size_t)(text + len - line));
 
         if (end == NULL)
-            break; /* torn: redone */
+            break; /* torn */
         *end = '\0';
-        if (strncmp(line, "done ", 5) == 0) {
-            if (m->done_count == m->done_cap) {
-                size_t cap = m->done_cap ? m->done_cap * 2 : 64;
-                char **grown = realloc(m->done, cap * sizeof(*grown));
-
-                if (grown == NULL) {
-                    rc = CAIRN_ENOMEM;
-                    break;
-                }
-                m->done = grown;
-                m->done_cap = cap;
-            }
-            if ((m->done[m->done_count] = strdup(line + 5)) == NULL)
-                rc = CAIRN_ENOMEM;
-            else
-                m->done_count++;
+        if (line == text && strcmp(line, header) != 0) {
+            fprintf(m->context->err,
+                    "cairnctl import: journal %s is not for destination %s"
+                    " ('%s'): use another --work-dir\n",
+                    path, m->options->destination, line);
+            rc = CAIRN_EINVAL;
+        } else if (strncmp(line, "done ", 5) == 0) {
+            rc = add_done(m, line + 5);
         }
+        whole = (size_t)(end + 1 - text);
         line = end + 1;
     }
     free(text);
     if (rc == 0 && m->done_count > 0)
         qsort(m->done, m->done_count, sizeof(char *), by_string);
-    if (rc == 0 &&
-        (m->journal_fd =
-             open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+    if (rc == 0 && ((m->journal_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC,
+                                          0600)) < 0 ||
+                    ftruncate(m->journal_fd, (off_t)whole) < 0 ||
+                    lseek(m->journal_fd, 0, SEEK_END) < 0))
         rc = CAIRN_EIO;
-    if (rc < 0)
+    if (rc == 0 && whole == 0) {
+        strcat(header, "\n");
+        if (cairn_write_all(m->journal_fd, header, strlen(header)) < 0 ||
+            fsync(m->journal_fd) < 0)
+            rc = CAIRN_EIO;
+    }
+    if (rc < 0 && rc != CAIRN_EINVAL)
         fprintf(m->context->err, "cairnctl import: journal %s: %s\n", path,
                 cairn_strerror(rc));
     return rc;
@@ -710,8 +735,8 @@ migrate_user(struct worker *w, const struct backupd_user *user)
     if ((rc = forget_work_copy(m->options->work_dir, user->userid)) < 0 ||
         (rc = cairn_import_user(m->options->work_dir, user->userid, user->path,
                                 m->options->strict, &report, &outcome)) < 0) {
-        snprintf(why, sizeof(why), "%s: %s%s", user->path, outcome,
-                 report.verify_error[0] ? "" : "");
+        snprintf(why, sizeof(why), "%s: %s", user->path,
+                 strcmp(outcome, "failed") == 0 ? cairn_strerror(rc) : outcome);
         if (report.verify_error[0])
             snprintf(why + strlen(why), sizeof(why) - strlen(why), ": %s",
                      report.verify_error);
@@ -917,7 +942,8 @@ cairn_import_from_backupd(struct cairn_ops_context *context,
         goto out;
     }
     if ((rc = prepare(&m)) < 0) {
-        status = rc == CAIRN_ECONFIG ? CAIRN_EXIT_PROBLEM : CAIRN_EXIT_IOERR;
+        status = rc == CAIRN_ECONFIG || rc == CAIRN_EINVAL ? CAIRN_EXIT_PROBLEM
+                                                           : CAIRN_EXIT_IOERR;
         goto out;
     }
     if (!options->quiet)

@@ -34,6 +34,7 @@ static char config_path[512];
 static char endpoints[NODES][256];
 static pid_t pids[NODES];
 static struct cairn_ring *ring;
+static char config_extra[700]; /* the [destination main] ring_file line */
 
 static int
 cairnctl(const char *line, char **out, char **err)
@@ -205,12 +206,59 @@ test_migration(void)
     CHECK(!node_holds(0, "dave") && !node_holds(1, "dave") &&
           !node_holds(2, "dave"));
 
-    /* resumed: the journal skips alice and bob, dave fails again */
+    /* resumed: the journal skips alice and bob, dave fails again; a torn
+     * last line (a crash while writing it) is cut off */
+    {
+        char journal[600];
+        FILE *file;
+
+        snprintf(journal, sizeof(journal), "%s/work/import.journal", temp_dir);
+        file = fopen(journal, "a");
+        CHECK(file != NULL);
+        if (file) {
+            fputs("done da", file);
+            fclose(file);
+        }
+    }
     CHECK_INT(cairnctl(line, &out, &err), CAIRN_EXIT_PROBLEM);
     CHECK(out && strstr(out, "skipped alice: done by an earlier run"));
     CHECK(out && strstr(out, "2 skipped (2 by the journal), 1 failed"));
     free(out);
     free(err);
+    /* the journal belongs to its destination */
+    snprintf(line, sizeof(line), "%s/work/import.journal", temp_dir);
+    {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *file = fopen(line, "r");
+
+        if (file) {
+            text = calloc(1, 4096);
+            len = text ? fread(text, 1, 4095, file) : 0;
+            fclose(file);
+        }
+        CHECK(text && strncmp(text, "cairn-import 1 main\ndone ", 25) == 0 &&
+              strstr(text, "done da") == NULL && len > 0 &&
+              text[len - 1] == '\n');
+        free(text);
+    }
+    {
+        char extra[1600];
+
+        snprintf(extra, sizeof(extra),
+                 "%s[destination second]\nnodes = node1, node2, node3\n"
+                 "replicas = 2\n%s",
+                 config_extra, config_extra);
+        write_cluster_config(config_path, temp_dir, endpoints, NODES, extra);
+    }
+    snprintf(line, sizeof(line),
+             "import --from-backupd %s/partition --destination second"
+             " --work-dir %s/work",
+             temp_dir, temp_dir);
+    CHECK_INT(cairnctl(line, &out, &err), CAIRN_EXIT_PROBLEM);
+    free(out);
+    free(err);
+    write_cluster_config(config_path, temp_dir, endpoints, NODES, config_extra);
 
     /* without the journal: present and equal on every replica */
     snprintf(line, sizeof(line),
@@ -267,7 +315,7 @@ main(int argc, char **argv)
         {"node1", 100, "node1"},
         {"node2", 100, "node2"},
         {"node3", 100, "node3"}};
-    char path[600], extra[700];
+    char path[600];
 
     if (argc != 2) {
         fprintf(stderr, "usage: test_import_backupd CAIRN_NODE_BINARY\n");
@@ -278,7 +326,7 @@ main(int argc, char **argv)
         return 1;
     snprintf(config_path, sizeof(config_path), "%s/cluster.conf", temp_dir);
     snprintf(path, sizeof(path), "%s/main.ring", temp_dir);
-    snprintf(extra, sizeof(extra), "ring_file = %s\n", path);
+    snprintf(config_extra, sizeof(config_extra), "ring_file = %s\n", path);
     CHECK_INT(cairn_ring_new("main", 2, CAIRN_RING_MIN_PARTITION_POWER, specs,
                              NODES, &ring),
               0);
@@ -286,13 +334,13 @@ main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/partition", temp_dir);
     CHECK(mkdir(path, 0700) == 0);
     make_partition();
-    write_cluster_config(config_path, temp_dir, endpoints, NODES, extra);
+    write_cluster_config(config_path, temp_dir, endpoints, NODES, config_extra);
     for (int i = 0; i < NODES; i++)
         CHECK_INT(node_process_start(node_binary, config_path, temp_dir, i,
                                      &pids[i], endpoints[i],
                                      sizeof(endpoints[i])),
                   0);
-    write_cluster_config(config_path, temp_dir, endpoints, NODES, extra);
+    write_cluster_config(config_path, temp_dir, endpoints, NODES, config_extra);
     test_command_line();
     test_migration();
     test_replace();
