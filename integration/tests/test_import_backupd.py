@@ -220,6 +220,14 @@ def import_phase(cluster, backup, files, work_dir):
     check(r.returncode == 0 and r.stdout.count("already present and equal")
           == len(USERS), "without the journal every user is found present "
           "and equal on its replicas")
+    # backups.db named directly (twoskip, read with cyr_dbtool -C conf)
+    r = cluster.cairnctl("import", "--from-backupd", backup.backups_db,
+                         "--imapd-conf", backup.config_path, "--destination",
+                         "main", "--work-dir", fresh + "2", "--quiet",
+                         timeout=600)
+    check(r.returncode == 0 and r.stdout.count("already present and equal")
+          == len(USERS), "backups.db given directly lists the same 8 users",
+          r.stdout + r.stderr)
     after = {u: (sha1_file(p), sha1_file(p + ".index"))
              for u, p in files.items()}
     check(before == after, "backupd's data files and indexes are untouched")
