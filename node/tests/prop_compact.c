@@ -570,24 +570,37 @@ count_bytes(void *ctx, const void *data, size_t len)
     return 0;
 }
 
-/* The live state as text, bodies read back (and SHA-1 checked) by GUID. */
+/* The rows queries give on store's index, as text. Owned; NULL on failure. */
 static char *
-live_state(struct cairn_store *store, int64_t since)
+index_text(struct cairn_store *store, const char *const *queries, size_t count,
+           int64_t since)
 {
     char *index_path = NULL, *text = NULL;
     struct cairn_buf out;
     size_t len;
 
     cairn_buf_init(&out, 64u << 20);
-    if (asprintf(&index_path, "%s.index", cairn_store_data_path(store)) < 0 ||
-        run_queries(index_path, live_queries,
-                    sizeof(live_queries) / sizeof(live_queries[0]), since,
-                    &out) < 0)
-        goto out;
+    if (asprintf(&index_path, "%s.index", cairn_store_data_path(store)) >= 0 &&
+        run_queries(index_path, queries, count, since, &out) == 0 &&
+        cairn_buf_detach(&out, &text, &len) == 0 && len == 0)
+        text[0] = '\0';
+    free(index_path);
+    cairn_buf_release(&out);
+    return text;
+}
+
+/* The live state as text, bodies read back (and SHA-1 checked) by GUID. */
+static char *
+live_state(struct cairn_store *store, int64_t since)
+{
+    char *text =
+        index_text(store, live_queries,
+                   sizeof(live_queries) / sizeof(live_queries[0]), since);
+
     /* every body of a live record must read back whole */
-    for (const char *at = strstr(out.data, "[1]\n"); at;) {
+    for (const char *at = text ? strstr(text, "[1]\n") : NULL; at;) {
         const char *line = strchr(at, '\n'), *guid, *end;
-        char hex[41];
+        char hex[41], *marked = NULL;
         uint64_t bytes = 0;
 
         if (line == NULL || line[1] == '[' || line[1] == '\0')
@@ -599,36 +612,22 @@ live_state(struct cairn_store *store, int64_t since)
             break;
         memcpy(hex, guid + 1, 40);
         hex[40] = '\0';
-        if (cairn_store_read_message(store, hex, count_bytes, &bytes) < 0) {
-            cairn_buf_printf(&out, "unreadable body %s\n", hex);
-            break;
+        if (cairn_store_read_message(store, hex, count_bytes, &bytes) == 0)
+            continue;
+        if (asprintf(&marked, "%sunreadable body %s\n", text, hex) >= 0) {
+            free(text);
+            text = marked;
         }
+        break;
     }
-    if (cairn_buf_detach(&out, &text, &len) == 0 && len == 0)
-        text[0] = '\0';
-out:
-    free(index_path);
-    cairn_buf_release(&out);
     return text;
 }
 
 static char *
 dead_rows(struct cairn_store *store, int64_t since)
 {
-    char *index_path = NULL, *text = NULL;
-    struct cairn_buf out;
-    size_t len;
-
-    cairn_buf_init(&out, 1u << 20);
-    if (asprintf(&index_path, "%s.index", cairn_store_data_path(store)) >= 0 &&
-        run_queries(index_path, dead_queries,
-                    sizeof(dead_queries) / sizeof(dead_queries[0]), since,
-                    &out) == 0 &&
-        cairn_buf_detach(&out, &text, &len) == 0 && len == 0)
-        text[0] = '\0';
-    free(index_path);
-    cairn_buf_release(&out);
-    return text;
+    return index_text(store, dead_queries,
+                      sizeof(dead_queries) / sizeof(dead_queries[0]), since);
 }
 
 /* --- one history -----------------------------------------------------------
@@ -687,15 +686,10 @@ print_mailboxes(struct cairn_store *store)
 {
     static const char *const query[] = {
         "SELECT id, last_chunk_id, uniqueid, mboxname, deleted FROM mailbox"};
-    char *index_path = NULL;
-    struct cairn_buf out;
+    char *text = index_text(store, query, 1, 0);
 
-    cairn_buf_init(&out, 1u << 20);
-    if (asprintf(&index_path, "%s.index", cairn_store_data_path(store)) >= 0 &&
-        run_queries(index_path, query, 1, 0, &out) == 0)
-        fprintf(stderr, "%.*s", (int)out.len, out.data);
-    free(index_path);
-    cairn_buf_release(&out);
+    fprintf(stderr, "%s", text ? text : "(index unreadable)\n");
+    free(text);
 }
 
 static bool
