@@ -65,6 +65,7 @@ struct migration {
     size_t done_count, done_cap;
     int journal_fd;
     uint64_t total_bytes, bytes_done, bytes_sent;
+    uint64_t bytes_worked; /* of the users this run took (not the journal) */
     size_t imported, skipped, failed, resumed, users_done;
     double started;
 };
@@ -723,6 +724,8 @@ migrate_user(struct worker *w, const struct backupd_user *user)
         pthread_mutex_lock(&m->lock);
         m->resumed++;
         m->skipped++;
+        m->bytes_done += user->size;
+        m->users_done++;
         report_user(m, user->userid, "skipped",
                     "done by an earlier run (journal)");
         pthread_mutex_unlock(&m->lock);
@@ -793,6 +796,7 @@ out:
     else
         m->failed++;
     m->bytes_done += user->size;
+    m->bytes_worked += user->size;
     m->users_done++;
     report_user(m, user->userid, outcome, why);
     show_progress(m);
@@ -896,11 +900,16 @@ out:
     return rc;
 }
 
+/*
+ * The figures are over the users this run worked on: those an earlier
+ * run finished (the journal) cost nothing and are left out of the rates.
+ */
 static void
 print_summary(struct migration *m)
 {
     double seconds = now_seconds() - m->started;
-    double users = (double)(m->imported + m->skipped + m->failed);
+    double users = (double)(m->imported + m->skipped + m->failed - m->resumed);
+    double mb = (double)m->bytes_worked / 1e6;
 
     if (seconds <= 0)
         seconds = 1e-6;
@@ -908,21 +917,22 @@ print_summary(struct migration *m)
         fprintf(m->context->out,
                 "{\"summary\":{\"users\":%zu,\"imported\":%zu,\"skipped\":%zu,"
                 "\"resumed\":%zu,\"failed\":%zu,\"bytes\":%llu,"
-                "\"bytes_sent\":%llu,\"seconds\":%.3f,\"users_per_second\":"
-                "%.2f,\"mb_per_second\":%.2f}}\n",
+                "\"bytes_worked\":%llu,\"bytes_sent\":%llu,\"seconds\":%.3f,"
+                "\"users_per_second\":%.2f,\"mb_per_second\":%.2f}}\n",
                 m->user_count, m->imported, m->skipped, m->resumed, m->failed,
                 (unsigned long long)m->total_bytes,
+                (unsigned long long)m->bytes_worked,
                 (unsigned long long)m->bytes_sent, seconds, users / seconds,
-                (double)m->total_bytes / 1e6 / seconds);
+                mb / seconds);
         return;
     }
     fprintf(m->context->out,
             "import: %zu users: %zu imported, %zu skipped (%zu by the"
-            " journal), %zu failed; %.2f MB of backupd files (%.2f MB sent"
-            " to nodes) in %.2f s: %.1f users/s, %.2f MB/s\n",
-            m->user_count, m->imported, m->skipped, m->resumed, m->failed,
-            (double)m->total_bytes / 1e6, (double)m->bytes_sent / 1e6, seconds,
-            users / seconds, (double)m->total_bytes / 1e6 / seconds);
+            " journal), %zu failed; %.2f MB of backupd files worked on"
+            " (%.2f MB sent to nodes) in %.2f s: %.1f users/s, %.2f MB/s\n",
+            m->user_count, m->imported, m->skipped, m->resumed, m->failed, mb,
+            (double)m->bytes_sent / 1e6, seconds, users / seconds,
+            mb / seconds);
 }
 
 int
