@@ -98,21 +98,30 @@
  * COMPACT_REQUEST: as VERIFY, with the node's [compaction] policy. Reply
  *   COMPACT_REPLY, frame 1 = UserResults with bytes_before/bytes_after.
  * BODY_REQUEST / SIEVE_REQUEST (cairnctl restore -> node; user set,
- *   sequence 0): frame 1 = a message GUID (40 lowercase hex digits) /
+ *   sequence 0): frame 1 = "GUID [OFFSET [LENGTH]]" (GUID: 40 lowercase
+ *   hex digits; OFFSET default 0; LENGTH 1..16 MiB, default 16 MiB) /
  *   a sieve script's filename ("lab.script"). They are user requests:
  *   queued behind the user's earlier APPLYs, answered from the daemon's
- *   own open store (server_restore.c). Reply BODY_REPLY / SIEVE_REPLY
- *   whose frames, concatenated, are the body / the live script's text,
- *   each frame at most max_frame, no frame for an empty one. The node
- *   reads the body whole (a body inside a gzip chunk cannot be read from
- *   an offset cheaply) and checks its SHA-1 against the GUID before
- *   answering, so the reply is one multipart message the size of the
- *   body: bodies over 64 MiB are refused with ERROR CAIRN_ETOOBIG (Cyrus's
- *   default maxmessagesize is far below). ERROR CAIRN_ENOENT ("no such
- *   user on this node", "no message with this GUID in the user's
- *   backup", "no such user or live sieve script"), CAIRN_EINVAL for a
- *   frame 1 that is not a GUID, CAIRN_EMISMATCH for a stored body that
- *   fails its GUID.
+ *   own open store (server_restore.c). Reply BODY_REPLY: frame 1 = the
+ *   body's whole size in decimal ASCII, then the bytes [OFFSET,
+ *   min(OFFSET + LENGTH, size)) in frames of at most max_frame (none for
+ *   an empty range); a range shorter than LENGTH is the body's end. Bodies
+ *   of any size are read this way, range after range, from any replica
+ *   (a client whose node died continues at its offset on another). A body
+ *   inside a gzip chunk cannot be read from an offset cheaply: a body that
+ *   fits the range from 0 is read at once; a bigger one is inflated once,
+ *   on the first request, into an unlinked spool file beside the node's
+ *   data (its SHA-1 checked against the GUID), and ranges are served from
+ *   it; the spool goes after its last range, after 10 idle minutes, or
+ *   with the process. The first range of a big body thus waits for the
+ *   whole inflation (about 1 s per 100 MB). SIEVE_REPLY: frames,
+ *   concatenated, are the live script's text (at most 4 MiB). ERROR
+ *   CAIRN_ENOENT ("no such user on this node", "no message with GUID ...
+ *   in the user's backup", "no such user or live sieve script"),
+ *   CAIRN_EINVAL for a frame 1 that is not a GUID or an OFFSET past the
+ *   end, CAIRN_EMISMATCH for a stored body that fails its GUID, CAIRN_EIO
+ *   when the spool cannot be written (the text names the directory and
+ *   errno).
  * PING -> PONG (no payload).
  * TRANSFER_* (cairnctl rebalance relays a user between nodes; see
  *   node/transfer.c for the verbs): EXPORT/READ read a user's data file,

@@ -103,6 +103,7 @@ struct cairn_node_server {
     uint64_t compact_timer;
     struct admin_job *admin_jobs; /* VERIFY / COMPACT in progress, FIFO */
     uint64_t compactions;         /* scheduled ones done since start */
+    struct node_body_spool *body_spools; /* server_restore.c */
 };
 
 /* server.c */
@@ -220,6 +221,8 @@ bool node_restore_request(Cairn__Kind kind);
 /* Answers one (a user request, first in its user's queue); takes it. */
 void node_restore_read(struct cairn_node_server *server,
                        struct node_request *request);
+/* Drops body spools unused for a while (all: every one; shutdown). */
+void node_restore_trim(struct cairn_node_server *server, bool all);
 
 /* transfer.c: TRANSFER_BEGIN/CHUNK/END (export, import, remove a user). */
 /* Whether a TRANSFER export of user is under way (see node_user). */

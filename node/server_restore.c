@@ -1,35 +1,46 @@
 /*
  * server_restore.c - the node daemon's answers to `cairnctl restore`
  * reading a user from the cluster instead of a node's local files:
- * BODY_REQUEST (a message body by GUID) and SIEVE_REQUEST (the text of a
- * live sieve script). Both are user requests: they wait in the user's
- * queue behind its updates and run on the daemon's own open store, so the
- * user's lock stays the daemon's and no append or compaction runs under
- * them.
+ * BODY_REQUEST (a range of a message body by GUID) and SIEVE_REQUEST (the
+ * text of a live sieve script). Both are user requests: they wait in the
+ * user's queue behind its updates and run on the daemon's own open store,
+ * so the user's lock stays the daemon's and no append or compaction runs
+ * under them.
  *
  * A body inside a gzip chunk cannot be read from an offset without
- * inflating everything before it, so a stateless READ at an offset (as
- * TRANSFER does for whole files) would cost O(n^2) for a big body. The
- * node instead reads the whole body once, checks its SHA-1 against the
- * GUID, and answers with it cut into max_frame frames of one reply. That
- * holds the body in memory while it is sent, so bodies over BODY_REPLY_MAX
- * (64 MiB; Cyrus's default maxmessagesize is far below) are refused with
- * CAIRN_ETOOBIG. Bodies of BODY_BACKGROUND_MIN or more are read on the
- * worker thread when it is idle, so other users are not held up while
- * megabytes inflate.
+ * inflating everything before it, so answering ranges straight from the
+ * log would cost O(n^2) for a big body. A body that fits the range asked
+ * for (from offset 0) is read into the reply at once. A bigger one is
+ * inflated once, on the first request, into a spool file in the spool
+ * directory (unlinked at once: a crash or restart leaves nothing behind),
+ * its SHA-1 checked against the GUID; every range is then a pread() of
+ * that file, at most BODY_RANGE_MAX bytes per reply, so the node holds no
+ * more than one range per reply in memory whatever the body's size. A
+ * spool is dropped after its last range is served, when idle for
+ * BODY_SPOOL_IDLE_MS (node_restore_trim, on the idle sweep), and beyond
+ * BODY_SPOOLS_MAX (least recently used first). Inflating a body of
+ * BODY_BACKGROUND_MIN or more runs on the worker thread when it is idle,
+ * so other users are not held up meanwhile.
  */
 #include "common.h"
 #include "node_int.h"
 #include "server_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
-/* Largest body a BODY_REQUEST is answered with (held while sent). */
-#define BODY_REPLY_MAX (64u * 1024 * 1024)
+/* Most body bytes one BODY reply carries (held while it is sent). */
+#define BODY_RANGE_MAX (16u * 1024 * 1024)
+/* Spools kept at once, and how long an unused one is kept. */
+#define BODY_SPOOLS_MAX 16
+#define BODY_SPOOL_IDLE_MS (10u * 60 * 1000)
 /* Longest sieve script answered (Cyrus caps scripts far below). */
 #define SIEVE_REPLY_MAX (4u * 1024 * 1024)
 /* Bodies at least this big are read on the worker thread when it is idle. */
@@ -39,6 +50,7 @@
 struct reply_frames {
     struct cairn_buf *frames;
     size_t count, cap;
+    size_t sealed; /* frames before this one take no more bytes */
     size_t max_frame;
     uint64_t total, limit;
 };
@@ -68,7 +80,8 @@ put_reply(void *ctx, const void *data, size_t len)
             reply->count ? &reply->frames[reply->count - 1] : NULL;
         size_t room, take;
 
-        if (last == NULL || last->len == reply->max_frame) {
+        if (last == NULL || reply->count == reply->sealed ||
+            last->len == reply->max_frame) {
             if (reply->count == reply->cap) {
                 size_t cap = reply->cap ? reply->cap * 2 : 8;
                 struct cairn_buf *grown =
@@ -180,6 +193,87 @@ out:
 /* --- BODY ------------------------------------------------------------------
  */
 
+/* A body inflated into an unlinked file, served range by range. */
+struct node_body_spool {
+    struct node_body_spool *next;
+    char *userid;
+    char guid[41];
+    int fd;
+    uint64_t size;
+    uint64_t last_used_ms;
+};
+
+static void
+spool_free(struct node_body_spool *spool)
+{
+    if (spool == NULL)
+        return;
+    if (spool->fd >= 0)
+        close(spool->fd);
+    free(spool->userid);
+    free(spool);
+}
+
+static struct node_body_spool *
+spool_find(struct cairn_node_server *server, const char *userid,
+           const char *guid)
+{
+    for (struct node_body_spool *spool = server->body_spools; spool != NULL;
+         spool = spool->next)
+        if (strcmp(spool->guid, guid) == 0 &&
+            strcmp(spool->userid, userid) == 0)
+            return spool;
+    return NULL;
+}
+
+static void
+spool_remove(struct cairn_node_server *server, struct node_body_spool *gone)
+{
+    for (struct node_body_spool **at = &server->body_spools; *at != NULL;
+         at = &(*at)->next)
+        if (*at == gone) {
+            *at = gone->next;
+            spool_free(gone);
+            return;
+        }
+}
+
+/* Adds spool, dropping the least recently used beyond BODY_SPOOLS_MAX. */
+static void
+spool_add(struct cairn_node_server *server, struct node_body_spool *spool)
+{
+    struct node_body_spool *oldest = NULL;
+    size_t count = 0;
+
+    spool->next = server->body_spools;
+    server->body_spools = spool;
+    for (struct node_body_spool *s = spool; s != NULL; s = s->next) {
+        count++;
+        if (oldest == NULL || s->last_used_ms < oldest->last_used_ms)
+            oldest = s;
+    }
+    if (count > BODY_SPOOLS_MAX && oldest != spool)
+        spool_remove(server, oldest);
+}
+
+void
+node_restore_trim(struct cairn_node_server *server, bool all)
+{
+    uint64_t now = cairn_loop_now_ms();
+    struct node_body_spool **at = &server->body_spools;
+
+    while (*at != NULL) {
+        struct node_body_spool *spool = *at;
+
+        if (all || now - spool->last_used_ms >= BODY_SPOOL_IDLE_MS) {
+            *at = spool->next;
+            spool_free(spool);
+        } else {
+            at = &spool->next;
+        }
+    }
+}
+
 static bool
 is_guid(const char *text, size_t len)
 {
@@ -192,43 +286,214 @@ is_guid(const char *text, size_t len)
     return true;
 }
 
-/* A BODY read, on the loop or the worker, until it is answered. */
+/* What a BODY_REQUEST's frame 1 asks: "GUID [OFFSET [LENGTH]]". */
+struct body_range {
+    char guid[41];
+    uint64_t offset, length;
+};
+
+static int
+parse_range(const char *text, size_t len, struct body_range *range)
+{
+    char copy[128], *words[4], *save = NULL;
+    size_t count = 0;
+
+    if (len >= sizeof(copy) || strlen(text) != len)
+        return CAIRN_EINVAL;
+    memcpy(copy, text, len + 1);
+    for (char *w = strtok_r(copy, " ", &save); w != NULL && count < 4;
+         w = strtok_r(NULL, " ", &save))
+        words[count++] = w;
+    if (count < 1 || count > 3 || !is_guid(words[0], strlen(words[0])))
+        return CAIRN_EINVAL;
+    memcpy(range->guid, words[0], 41);
+    range->offset = 0;
+    range->length = BODY_RANGE_MAX;
+    if (count > 1 &&
+        cairn_parse_u64_str(words[1], 0, UINT64_MAX, &range->offset) < 0)
+        return CAIRN_EINVAL;
+    if (count > 2 &&
+        cairn_parse_u64_str(words[2], 1, BODY_RANGE_MAX, &range->length) < 0)
+        return CAIRN_EINVAL;
+    return 0;
+}
+
+/* The body's size from the user's index; CAIRN_ENOENT if not there. */
+static int
+body_size(struct cairn_store *store, const char *guid, uint64_t *size)
+{
+    static const char sql[] = "SELECT size FROM message WHERE guid = ?1";
+    sqlite3_stmt *stmt = NULL;
+    int rc = CAIRN_EDB, step;
+
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_bind_text(stmt, 1, guid, -1, SQLITE_STATIC) == SQLITE_OK) {
+        step = sqlite3_step(stmt);
+        if (step == SQLITE_ROW && sqlite3_column_int64(stmt, 0) >= 0) {
+            *size = (uint64_t)sqlite3_column_int64(stmt, 0);
+            rc = 0;
+        } else if (step == SQLITE_DONE) {
+            rc = CAIRN_ENOENT;
+        }
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/* Frame 1 of a BODY reply: the body's whole size, in decimal. */
+static int
+add_size_frame(struct reply_frames *reply, uint64_t size, uint64_t body_bytes)
+{
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%" PRIu64, size);
+    int rc;
+
+    reply->limit = (uint64_t)len;
+    if ((rc = put_reply(reply, text, (size_t)len)) < 0)
+        return rc;
+    reply->sealed = reply->count;
+    reply->limit = reply->total + body_bytes;
+    return 0;
+}
+
+/* A BODY read (whole, or into a spool), on the loop or the worker. */
 struct body_read {
     struct node_request *request; /* owned */
+    struct body_range range;
+    uint64_t size;
     struct reply_frames reply;
-    int rc;
+    struct node_body_spool *spool; /* being filled, owned until added */
+    int write_errno;
 };
+
+static int
+put_spool(void *ctx, const void *data, size_t len)
+{
+    struct body_read *read = ctx;
+    const char *at = data;
+
+    while (len > 0) {
+        ssize_t n = write(read->spool->fd, at, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            read->write_errno = errno;
+            return CAIRN_EIO;
+        }
+        at += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
 
 static int
 read_body(void *arg, struct cairn_store *store)
 {
     struct body_read *read = arg;
 
-    read->rc = cairn_store_read_message(store, read->request->dlist, put_reply,
-                                        &read->reply);
-    return read->rc;
+    if (read->spool != NULL)
+        return cairn_store_read_message(store, read->range.guid, put_spool,
+                                        read);
+    return cairn_store_read_message(store, read->range.guid, put_reply,
+                                    &read->reply);
+}
+
+static void
+body_read_free(struct body_read *read)
+{
+    reply_frames_release(&read->reply);
+    spool_free(read->spool);
+    node_request_free(read->request);
+    free(read);
+}
+
+static void
+reply_body_error(struct cairn_node_server *server, struct body_read *read,
+                 int rc)
+{
+    char text[512];
+
+    if (rc == CAIRN_ENOENT)
+        snprintf(text, sizeof(text),
+                 "no message with GUID %s in the user's backup",
+                 read->range.guid);
+    else if (rc == CAIRN_EMISMATCH)
+        snprintf(text, sizeof(text), "stored body %s fails its GUID (SHA-1)",
+                 read->range.guid);
+    else if (rc == CAIRN_EIO && read->write_errno != 0)
+        snprintf(text, sizeof(text),
+                 "cannot spool body %s (%" PRIu64 " bytes) in %s: %s",
+                 read->range.guid, read->size, server->spool_dir,
+                 strerror(read->write_errno));
+    else
+        snprintf(text, sizeof(text), "reading body %s: %s", read->range.guid,
+                 cairn_strerror(rc));
+    node_event(server, CAIRN_LOG_WARN, read->request, "BODY: %s", text);
+    node_reply_error(server, read->request, rc, 0, text);
+}
+
+/* Answers a range of a spooled body with pread()s of its file. */
+static void
+serve_range(struct cairn_node_server *server, struct body_read *read,
+            struct node_body_spool *spool)
+{
+    uint64_t offset = read->range.offset, end;
+    char piece[64 * 1024];
+    int rc = 0;
+
+    spool->last_used_ms = cairn_loop_now_ms();
+    end = spool->size - offset < read->range.length
+              ? spool->size
+              : offset + read->range.length;
+    if ((rc = add_size_frame(&read->reply, spool->size, end - offset)) < 0)
+        goto out;
+    for (uint64_t at = offset; at < end && rc == 0;) {
+        size_t want =
+            end - at < sizeof(piece) ? (size_t)(end - at) : sizeof(piece);
+        ssize_t got = pread(spool->fd, piece, want, (off_t)at);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            rc = CAIRN_EIO;
+            break;
+        }
+        rc = put_reply(&read->reply, piece, (size_t)got);
+        at += (uint64_t)got;
+    }
+out:
+    if (rc < 0) {
+        reply_body_error(server, read, rc);
+        spool_remove(server, spool);
+        return;
+    }
+    node_event(server, CAIRN_LOG_INFO, read->request,
+               "BODY %s bytes %" PRIu64 "-%" PRIu64 " of %" PRIu64
+               " served from its spool",
+               read->range.guid, offset, end, spool->size);
+    reply_owned(server, read->request, CAIRN__KIND__BODY_REPLY, &read->reply);
+    if (end == spool->size) /* the last range: the client is done */
+        spool_remove(server, spool);
 }
 
 static void
 answer_body(struct cairn_node_server *server, struct body_read *read, int rc)
 {
-    if (rc == 0)
+    struct node_body_spool *spool = read->spool;
+
+    if (rc < 0)
+        reply_body_error(server, read, rc);
+    else if (spool == NULL)
         reply_owned(server, read->request, CAIRN__KIND__BODY_REPLY,
                     &read->reply);
-    else if (rc == CAIRN_ENOENT)
-        node_reply_error(server, read->request, rc, 0,
-                         "no message with this GUID in the user's backup");
-    else if (rc == CAIRN_ETOOBIG)
-        node_reply_error(server, read->request, rc, 0,
-                         "message body over the node's 64 MiB BODY limit");
-    else if (rc == CAIRN_EMISMATCH)
-        node_reply_error(server, read->request, rc, 0,
-                         "stored body fails its GUID (SHA-1)");
-    else
-        node_reply_error(server, read->request, rc, 0, NULL);
-    reply_frames_release(&read->reply);
-    node_request_free(read->request);
-    free(read);
+    else {
+        /* the list owns it now; spool_add never drops the newest */
+        read->spool = NULL;
+        spool_add(server, spool);
+        serve_range(server, read, spool);
+    }
+    body_read_free(read);
 }
 
 static void
@@ -239,20 +504,72 @@ body_done(struct cairn_node_server *server, struct node_user *user, void *arg,
     answer_body(server, arg, rc);
 }
 
-/* Whether the body is big enough to be worth the worker thread. */
-static bool
-body_is_big(struct cairn_store *store, const char *guid)
+/* An unlinked file in the spool directory for read's body. */
+static int
+open_spool(struct cairn_node_server *server, struct body_read *read)
 {
-    static const char sql[] = "SELECT length FROM message WHERE guid = ?1";
-    sqlite3_stmt *stmt = NULL;
-    bool big = false;
+    char *path = NULL;
+    int rc = CAIRN_ENOMEM;
 
-    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
-        sqlite3_bind_text(stmt, 1, guid, -1, SQLITE_STATIC) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW)
-        big = sqlite3_column_int64(stmt, 0) >= BODY_BACKGROUND_MIN;
-    sqlite3_finalize(stmt);
-    return big;
+    if ((read->spool = calloc(1, sizeof(*read->spool))) == NULL)
+        return CAIRN_ENOMEM;
+    read->spool->fd = -1;
+    read->spool->size = read->size;
+    read->spool->last_used_ms = cairn_loop_now_ms();
+    memcpy(read->spool->guid, read->range.guid, sizeof(read->spool->guid));
+    if ((read->spool->userid = strdup(read->request->user->userid)) == NULL ||
+        asprintf(&path, "%s/restore-body-XXXXXX", server->spool_dir) < 0) {
+        path = NULL;
+        goto out;
+    }
+    rc = 0;
+    if ((read->spool->fd = mkstemp(path)) < 0) {
+        read->write_errno = errno;
+        rc = CAIRN_EIO;
+    } else {
+        unlink(path); /* nothing outlives the process */
+    }
+out:
+    free(path);
+    return rc;
+}
+
+/*
+ * The reply for a request that needs the store: the whole body at once
+ * when it fits the range from 0, else a new spool (then the range).
+ */
+static void
+read_from_store(struct cairn_node_server *server, struct body_read *read)
+{
+    struct node_user *user = read->request->user;
+    int rc;
+
+    if ((rc = body_size(user->store, read->range.guid, &read->size)) < 0)
+        goto fail;
+    if (read->range.offset > read->size) {
+        char text[160];
+
+        snprintf(text, sizeof(text),
+                 "offset %" PRIu64 " is past the end of body %s (%" PRIu64
+                 " bytes)",
+                 read->range.offset, read->range.guid, read->size);
+        node_reply_error(server, read->request, CAIRN_EINVAL, 0, text);
+        body_read_free(read);
+        return;
+    }
+    if (read->range.offset == 0 && read->size <= read->range.length)
+        rc = add_size_frame(&read->reply, read->size, read->size);
+    else
+        rc = open_spool(server, read);
+    if (rc < 0)
+        goto fail;
+    if (!server->worker_running && read->size >= BODY_BACKGROUND_MIN &&
+        node_job_start(server, user, read_body, body_done, read) == 0)
+        return; /* answered by body_done, on the loop */
+    answer_body(server, read, read_body(read, user->store));
+    return;
+fail:
+    answer_body(server, read, rc);
 }
 
 /* Takes request. */
@@ -261,34 +578,37 @@ answer_body_request(struct cairn_node_server *server,
                     struct node_request *request)
 {
     struct node_user *user = request->user;
+    struct node_body_spool *spool;
     struct body_read *read = NULL;
     int rc;
 
-    if (!is_guid(request->dlist, request->dlist_len)) {
+    if ((read = calloc(1, sizeof(*read))) == NULL) {
+        node_reply_error(server, request, CAIRN_ENOMEM, 0, NULL);
+        node_request_free(request);
+        return;
+    }
+    read->request = request;
+    read->reply.max_frame = server->settings.max_frame;
+    if (parse_range(request->dlist, request->dlist_len, &read->range) < 0) {
         node_reply_error(server, request, CAIRN_EINVAL, 0,
-                         "BODY needs a GUID (40 hex digits) in frame 1");
-        goto fail;
+                         "BODY needs \"GUID [OFFSET [LENGTH]]\" in frame 1"
+                         " (40 hex digits, LENGTH up to 16 MiB)");
+        body_read_free(read);
+        return;
+    }
+    if ((spool = spool_find(server, user->userid, read->range.guid)) != NULL) {
+        serve_range(server, read, spool);
+        body_read_free(read);
+        return;
     }
     if ((rc = node_user_open(server, user, false)) < 0) {
         node_reply_error(server, request, rc, 0,
                          rc == CAIRN_ENOENT ? "no such user on this node"
                                             : cairn_strerror(rc));
-        goto fail;
+        body_read_free(read);
+        return;
     }
-    if ((read = calloc(1, sizeof(*read))) == NULL) {
-        node_reply_error(server, request, CAIRN_ENOMEM, 0, NULL);
-        goto fail;
-    }
-    read->request = request;
-    read->reply.max_frame = server->settings.max_frame;
-    read->reply.limit = BODY_REPLY_MAX;
-    if (!server->worker_running && body_is_big(user->store, request->dlist) &&
-        node_job_start(server, user, read_body, body_done, read) == 0)
-        return; /* answered by body_done, on the loop */
-    answer_body(server, read, read_body(read, user->store));
-    return;
-fail:
-    node_request_free(request);
+    read_from_store(server, read);
 }
 
 /* --- SIEVE -----------------------------------------------------------------

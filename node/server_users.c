@@ -151,6 +151,7 @@ node_users_trim(struct cairn_node_server *server, bool all)
                 (all ||
                  now - user->last_used_ms >= server->settings.idle_close_ms))
                 node_user_close(server, user);
+    node_restore_trim(server, all);
 }
 
 void

@@ -258,6 +258,14 @@ show_progress(void *ctx, const struct cairn_restore_progress *p)
 }
 
 static void
+show_notice(void *ctx, const char *text)
+{
+    struct cairn_ops_context *context = ctx;
+
+    fprintf(context->err, "restore: %s\n", text);
+}
+
+static void
 print_plan(struct cairn_ops_context *context,
            const struct cairn_restore_plan *plan)
 {
@@ -279,8 +287,11 @@ print_plan(struct cairn_ops_context *context,
 static void
 print_summary(struct cairn_ops_context *context, const struct restore_args *a,
               const struct cairn_restore_plan *plan,
-              const struct cairn_restore_result *r, int rc, double seconds)
+              const struct cairn_restore_result *r, int rc, const char *cause,
+              double seconds)
 {
+    if (rc < 0 && cause[0] == '\0')
+        cause = cairn_strerror(rc);
     if (context->json) {
         fprintf(context->out, "{\"user\":");
         cairn_ops_json_string(context->out, a->user);
@@ -303,12 +314,17 @@ print_summary(struct cairn_ops_context *context, const struct restore_args *a,
                 (unsigned long long)r->messages_present,
                 (unsigned long long)r->meta_sent,
                 (unsigned long long)r->meta_refused, seconds);
+        cairn_ops_json_string(context->out, rc == 0 ? "" : cause);
+        fprintf(context->out, ",\"error_code\":");
         cairn_ops_json_string(context->out, rc == 0 ? "" : cairn_strerror(rc));
         fprintf(context->out, ",\"failed_mailbox\":");
         cairn_ops_json_string(context->out, r->failed_mailbox);
         fprintf(context->out, ",\"server_text\":");
         cairn_ops_json_string(context->out, r->server_text);
         fprintf(context->out, "}\n");
+        if (rc < 0)
+            fprintf(context->err, "cairnctl restore: %s: FAILED: %s\n", a->user,
+                    cause);
         return;
     }
     fprintf(context->out,
@@ -327,9 +343,9 @@ print_summary(struct cairn_ops_context *context, const struct restore_args *a,
             (unsigned long long)r->messages_present,
             (unsigned long long)r->meta_sent,
             (unsigned long long)(r->meta_sent + r->meta_refused), seconds);
-    if (r->failed_mailbox[0] != '\0')
-        fprintf(context->err, "restore: server refused %s: %s\n",
-                r->failed_mailbox, r->server_text);
+    if (rc < 0)
+        fprintf(context->err, "cairnctl restore: %s: FAILED: %s\n", a->user,
+                cause);
 }
 
 /* "host:port" or "[v6]:port" into host and port (in buffer). */
@@ -387,7 +403,8 @@ connect_and_run(struct cairn_ops_context *context,
                 const struct restore_args *args,
                 struct cairn_restore_source *source,
                 const struct cairn_restore_plan *plan,
-                struct cairn_restore_result *result)
+                struct cairn_restore_result *result, char *cause,
+                size_t cause_size)
 {
     struct cairn_restore_session_options session_options = {0};
     struct cairn_restore_session *session = NULL;
@@ -395,12 +412,15 @@ connect_and_run(struct cairn_ops_context *context,
     int status, rc;
 
     if ((status = read_password(context, args->password_file, password,
-                                sizeof(password))) != CAIRN_EXIT_OK)
+                                sizeof(password))) != CAIRN_EXIT_OK) {
+        snprintf(cause, cause_size, "no password: %s",
+                 args->password_file ? args->password_file
+                                     : "CAIRN_RESTORE_PASSWORD");
         return status == CAIRN_EXIT_NOINPUT ? CAIRN_ENOENT : CAIRN_EINVAL;
+    }
     if ((rc = split_server(args->server, server, sizeof(server),
                            &session_options.host, &session_options.port)) < 0) {
-        fprintf(context->err, "cairnctl restore: bad --server '%s'\n",
-                args->server);
+        snprintf(cause, cause_size, "bad --server '%s'", args->server);
         goto out;
     }
     session_options.authname = args->authname;
@@ -411,8 +431,8 @@ connect_and_run(struct cairn_ops_context *context,
     session_options.timeout_seconds = (int)args->timeout;
     if ((rc = cairn_restore_session_open(&session_options, &session, error,
                                          sizeof(error))) < 0) {
-        fprintf(context->err, "cairnctl restore: %s: %s\n", args->server,
-                error[0] ? error : cairn_strerror(rc));
+        snprintf(cause, cause_size, "server %s: %s", args->server,
+                 error[0] ? error : cairn_strerror(rc));
         goto out;
     }
     if (!args->quiet)
@@ -422,6 +442,8 @@ connect_and_run(struct cairn_ops_context *context,
                                                           : "");
     rc = cairn_restore_run(session, source, plan,
                            args->quiet ? NULL : show_progress, context, result);
+    if (rc < 0)
+        snprintf(cause, cause_size, "%s", result->error);
 out:
     memset(password, 0, sizeof(password));
     cairn_restore_session_close(session);
@@ -434,15 +456,18 @@ out:
  */
 static int
 open_remote(struct cairn_ops_context *context, const struct restore_args *args,
-            struct cairn_restore_source **source)
+            struct cairn_restore_source **source, char *cause,
+            size_t cause_size)
 {
     struct cairn_restore_remote_options options = {0};
     struct cairn_config *config = NULL;
     char error[1024];
     int rc;
 
-    if (cairn_ops_load_config(context, NULL, &config) != 0)
+    if (cairn_ops_load_config(context, NULL, &config) != 0) {
+        snprintf(cause, cause_size, "cannot load the cluster config");
         return CAIRN_ECONFIG;
+    }
     options.config = config;
     options.destination = args->destination;
     options.node = args->node;
@@ -451,10 +476,13 @@ open_remote(struct cairn_ops_context *context, const struct restore_args *args,
     options.timeout_ms = (args->timeout < 60 ? args->timeout : 60) * 1000;
     /* a replica that is down costs this, not a whole request timeout */
     options.ping_timeout_ms = args->timeout < 5 ? args->timeout * 1000 : 5000;
+    options.notice = show_notice;
+    options.notice_ctx = context;
     rc = cairn_restore_source_open_remote(&options, args->user, source, error,
                                           sizeof(error));
-    if (rc < 0 && error[0] != '\0')
-        fprintf(context->err, "cairnctl restore: %s: %s\n", args->user, error);
+    if (rc < 0)
+        snprintf(cause, cause_size, "backup of %s on the cluster: %s",
+                 args->user, error[0] ? error : cairn_strerror(rc));
     else if (rc == 0 && !args->quiet)
         fprintf(context->err, "restore: reading %s from node %s\n", args->user,
                 cairn_restore_source_node(*source));
@@ -469,20 +497,30 @@ open_remote(struct cairn_ops_context *context, const struct restore_args *args,
  */
 static int
 open_source(struct cairn_ops_context *context, const struct restore_args *args,
-            struct cairn_restore_source **source)
+            struct cairn_restore_source **source, char *cause,
+            size_t cause_size)
 {
     const struct timespec pause = {0, 200 * 1000 * 1000};
     uint64_t waited_ms = 0;
     int rc;
 
     if (args->data_dir == NULL && args->file == NULL)
-        return open_remote(context, args, source);
+        return open_remote(context, args, source, cause, cause_size);
     for (;;) {
         rc = args->data_dir != NULL
                  ? cairn_restore_source_open_store(args->data_dir, args->user,
                                                    source)
                  : cairn_restore_source_open_file(args->file, args->user,
                                                   source);
+        if (rc < 0 &&
+            (rc != CAIRN_ELOCKED || waited_ms >= args->timeout * 1000))
+            snprintf(cause, cause_size, "backup of %s in %s: %s%s", args->user,
+                     args->data_dir ? args->data_dir : args->file,
+                     cairn_strerror(rc),
+                     rc == CAIRN_ELOCKED  ? " (still locked after --timeout:"
+                                            " a cairn-node holds the user)"
+                     : rc == CAIRN_ENOENT ? " (no such user there)"
+                                          : "");
         if (rc != CAIRN_ELOCKED || waited_ms >= args->timeout * 1000)
             return rc;
         if (waited_ms == 0 && !args->quiet)
@@ -495,6 +533,45 @@ open_source(struct cairn_ops_context *context, const struct restore_args *args,
     }
 }
 
+/* The library's options from the command line's. */
+static void
+restore_options(const struct restore_args *args,
+                struct cairn_restore_options *options)
+{
+    cairn_restore_options_default(options);
+    options->mailboxes = args->mailboxes;
+    options->mailbox_count = args->mailbox_count;
+    options->into = args->into;
+    options->partition = args->partition;
+    options->new_identity = args->new_uids;
+    options->include_deleted = args->include_deleted;
+    options->keep_deleted_prefix = args->keep_deleted_prefix;
+    options->skip_expunged = args->skip_expunged;
+    options->skip_meta = args->no_meta;
+    options->activate_sieve = args->activate_sieve;
+    /* APPLY keeps UIDNEXT past purged messages and has the server check
+     * the result; it needs the mailbox's own identity. */
+    if (args->mode != NULL ? strcmp(args->mode, "apply") == 0
+                           : !args->new_uids && args->into == NULL)
+        options->mode = CAIRN_RESTORE_MODE_APPLY;
+}
+
+static void
+plan_failure(struct cairn_restore_source *source, int rc, char *cause,
+             size_t cause_size)
+{
+    const char *why =
+        source->ops->error ? source->ops->error(source->ctx) : NULL;
+
+    snprintf(
+        cause, cause_size, "planning: %s%s%s", why ? why : cairn_strerror(rc),
+        rc == CAIRN_ENOENT && why == NULL ? " (no such mailbox in the backup)"
+                                          : "",
+        rc == CAIRN_EINVAL ? " (--into needs one --mailbox; apply"
+                             " mode keeps identities)"
+                           : "");
+}
+
 static int
 run_restore(struct cairn_ops_context *context, int argc, char **argv)
 {
@@ -504,6 +581,7 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
     struct cairn_restore_plan *plan = NULL;
     struct cairn_restore_result result;
     struct timespec start, end;
+    char cause[2048] = "";
     int status, rc;
 
     memset(&result, 0, sizeof(result));
@@ -512,35 +590,13 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
             CAIRN_EXIT_OK ||
         (status = check_connection_arguments(context, &args)) != CAIRN_EXIT_OK)
         return status;
-    cairn_restore_options_default(&options);
-    options.mailboxes = args.mailboxes;
-    options.mailbox_count = args.mailbox_count;
-    options.into = args.into;
-    options.partition = args.partition;
-    options.new_identity = args.new_uids;
-    options.include_deleted = args.include_deleted;
-    options.keep_deleted_prefix = args.keep_deleted_prefix;
-    options.skip_expunged = args.skip_expunged;
-    options.skip_meta = args.no_meta;
-    options.activate_sieve = args.activate_sieve;
-    /* APPLY keeps UIDNEXT past purged messages and has the server check
-     * the result; it needs the mailbox's own identity. */
-    if (args.mode != NULL ? strcmp(args.mode, "apply") == 0
-                          : !args.new_uids && args.into == NULL)
-        options.mode = CAIRN_RESTORE_MODE_APPLY;
-    if ((rc = open_source(context, &args, &source)) < 0) {
-        fprintf(context->err, "cairnctl restore: backup of %s: %s\n", args.user,
-                cairn_strerror(rc));
+    restore_options(&args, &options);
+    if ((rc = open_source(context, &args, &source, cause, sizeof(cause))) < 0)
         goto out;
-    }
     if ((rc = cairn_restore_plan_build(source, &options, &plan)) < 0) {
-        fprintf(context->err, "cairnctl restore: planning %s: %s%s\n",
-                args.user, cairn_strerror(rc),
-                rc == CAIRN_ENOENT   ? " (no such mailbox in the backup)"
-                : rc == CAIRN_EINVAL ? " (--into needs one --mailbox; apply"
-                                       " mode keeps identities)"
-                                     : "");
+        plan_failure(source, rc, cause, sizeof(cause));
         if (rc == CAIRN_EINVAL) {
+            fprintf(context->err, "cairnctl restore: %s\n", cause);
             cairn_restore_source_free(source);
             return CAIRN_EXIT_USAGE;
         }
@@ -549,10 +605,11 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
     if (args.dry_run)
         print_plan(context, plan);
     else
-        rc = connect_and_run(context, &args, source, plan, &result);
+        rc = connect_and_run(context, &args, source, plan, &result, cause,
+                             sizeof(cause));
 out:
     clock_gettime(CLOCK_MONOTONIC, &end);
-    print_summary(context, &args, plan, &result, rc,
+    print_summary(context, &args, plan, &result, rc, cause,
                   (double)(end.tv_sec - start.tv_sec) +
                       (double)(end.tv_nsec - start.tv_nsec) / 1e9);
     cairn_restore_plan_free(plan);

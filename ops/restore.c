@@ -7,6 +7,7 @@
  */
 #include "restore_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +51,50 @@ cairn_restore_write_body(void *ctx, const struct cairn_dlist *file,
         cairn_buf_reset(out);
     }
     if ((rc = body->source->ops->message(body->source->ctx, guid, put_body,
-                                         &put)) < 0)
+                                         &put)) == 0 &&
+        put.written != size)
+        rc = CAIRN_EMISMATCH;
+    if (rc < 0) {
+        snprintf(body->failed_guid, sizeof(body->failed_guid), "%s", guid);
+        body->failed_size = size;
         return rc;
-    if (put.written != size)
-        return CAIRN_EMISMATCH;
+    }
     body->bytes += size;
     return 0;
+}
+
+/* Sets result->error (the first cause only). */
+static void fail(struct cairn_restore_result *result, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+fail(struct cairn_restore_result *result, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (result->error[0] != '\0')
+        return;
+    va_start(ap, fmt);
+    vsnprintf(result->error, sizeof(result->error), fmt, ap);
+    va_end(ap);
+}
+
+/* What a failed exchange with the server means, in words. */
+static const char *
+session_failure(int rc)
+{
+    switch (rc) {
+    case CAIRN_ETIMEOUT:
+        return "the server did not answer within --timeout";
+    case CAIRN_EPROTO:
+        return "the server closed the connection or answered out of protocol";
+    case CAIRN_EIO:
+        return "the connection to the server failed";
+    case CAIRN_ETOOBIG:
+        return "the server's answer is over the client's limit";
+    default:
+        return cairn_strerror(rc);
+    }
 }
 
 static void
@@ -102,12 +141,18 @@ reserve(struct cairn_restore_session *session,
         const struct cairn_dlist *list = NULL;
 
         if ((rc = cairn_restore_reserve_request(plan, partition, first, count,
-                                                &request)) < 0 ||
-            (rc = cairn_restore_session_command(session, "APPLY", request, NULL,
-                                                &response)) < 0)
+                                                &request)) < 0)
             break;
+        if ((rc = cairn_restore_session_command(session, "APPLY", request, NULL,
+                                                &response)) < 0) {
+            fail(result, "APPLY RESERVE (partition %s): %s", part->name,
+                 session_failure(rc));
+            break;
+        }
         if (response.status != CAIRN_CSYNC_OK) {
             keep_text(result, part->name, &response);
+            fail(result, "the server refused APPLY RESERVE (partition %s): %s",
+                 part->name, result->server_text);
             rc = CAIRN_EPROTO;
             break;
         }
@@ -146,6 +191,28 @@ reserve(struct cairn_restore_session *session,
     return rc;
 }
 
+/* Why an APPLY MESSAGE failed: a body the source could not give, or the
+ * connection. */
+static void
+upload_failed(struct cairn_restore_source *source,
+              const struct cairn_restore_body_context *body,
+              const char *partition, int rc,
+              struct cairn_restore_result *result)
+{
+    const char *why = NULL;
+
+    if (body->failed_guid[0] == '\0') {
+        fail(result, "APPLY MESSAGE (partition %s): %s", partition,
+             session_failure(rc));
+        return;
+    }
+    if (source->ops->error != NULL)
+        why = source->ops->error(source->ctx);
+    fail(result, "reading body %s (%llu bytes) from the backup: %s",
+         body->failed_guid, (unsigned long long)body->failed_size,
+         why != NULL ? why : cairn_strerror(rc));
+}
+
 /* APPLY MESSAGE in blocks of the plan's size, bodies streamed. */
 static int
 upload(struct cairn_restore_session *session,
@@ -155,7 +222,7 @@ upload(struct cairn_restore_session *session,
        void (*progress)(void *, const struct cairn_restore_progress *),
        void *progress_ctx, struct cairn_restore_result *result)
 {
-    struct cairn_restore_body_context body = {session, source, 0};
+    struct cairn_restore_body_context body = {session, source, 0, "", 0};
     const struct cairn_dlist_body_writer writer = {cairn_restore_write_body,
                                                    &body};
     const char *name = plan->partitions[partition].name;
@@ -174,8 +241,12 @@ upload(struct cairn_restore_session *session,
             rc = cairn_restore_session_command(session, "APPLY", request,
                                                &writer, &response);
         cairn_dlist_free(request);
+        if (rc < 0)
+            upload_failed(source, &body, name, rc, result);
         if (rc == 0 && response.status != CAIRN_CSYNC_OK) {
             keep_text(result, name, &response);
+            fail(result, "the server refused APPLY MESSAGE (partition %s): %s",
+                 name, result->server_text);
             rc = CAIRN_EPROTO;
         }
         cairn_csync_response_release(&response);
@@ -242,11 +313,13 @@ ask_target(struct cairn_restore_session *session,
         (void)cairn_dlist_get_atom(plan->mailboxes[i], "MBOXNAME", &name);
         rc = cairn_dlist_add_atom(names, NULL, name);
     }
-    if (rc == 0)
-        rc = cairn_restore_session_command(session, "GET", names, NULL,
-                                           existing);
+    if (rc == 0 && (rc = cairn_restore_session_command(session, "GET", names,
+                                                       NULL, existing)) < 0)
+        fail(result, "GET MAILBOXES: %s", session_failure(rc));
     if (rc == 0 && existing->status != CAIRN_CSYNC_OK) {
         keep_text(result, "GET MAILBOXES", existing);
+        fail(result, "the server refused GET MAILBOXES: %s",
+             result->server_text);
         rc = CAIRN_EPROTO;
     }
     cairn_dlist_free(names);
@@ -301,8 +374,14 @@ send_mailbox(struct cairn_restore_session *session,
     (void)cairn_dlist_get_atom(mailbox, "MBOXNAME", &name);
     rc = cairn_restore_session_command(session, apply ? "APPLY" : "RESTORE",
                                        mailbox, NULL, &response);
+    if (rc < 0)
+        fail(result, "%s MAILBOX %s: %s", apply ? "APPLY" : "RESTORE",
+             name ? name : "", session_failure(rc));
     if (rc == 0 && response.status != CAIRN_CSYNC_OK) {
         keep_text(result, name ? name : "", &response);
+        fail(result, "the server refused %s MAILBOX %s: %s",
+             apply ? "APPLY" : "RESTORE", name ? name : "",
+             result->server_text);
         rc = CAIRN_EPROTO;
     }
     if (rc == 0) {
@@ -344,8 +423,11 @@ cairn_restore_run(struct cairn_restore_session *session,
     /* As in a user sync, a refused SUB / SEEN / SIEVE does not stop us. */
     for (size_t i = 0; i < plan->meta_count; i++) {
         if ((rc = cairn_restore_session_command(session, "APPLY", plan->meta[i],
-                                                NULL, &response)) < 0)
+                                                NULL, &response)) < 0) {
+            fail(result, "APPLY %s: %s", cairn_dlist_name(plan->meta[i]),
+                 session_failure(rc));
             goto out;
+        }
         if (response.status == CAIRN_CSYNC_OK)
             result->meta_sent++;
         else
@@ -355,6 +437,8 @@ cairn_restore_run(struct cairn_restore_session *session,
                i + 1, plan->meta_count, result->bytes_uploaded);
     }
 out:
+    if (rc < 0)
+        fail(result, "%s", cairn_strerror(rc));
     cairn_csync_response_release(&existing);
     return rc;
 }

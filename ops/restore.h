@@ -56,6 +56,9 @@ struct cairn_restore_source_ops {
     void (*close)(void *ctx);
     /* optional: sorts guids into the order message() reads fastest */
     int (*order)(void *ctx, char **guids, size_t count);
+    /* optional: why the last operation failed, in words (borrowed, valid
+     * until the next operation), or NULL */
+    const char *(*error)(void *ctx);
 };
 
 struct cairn_restore_source {
@@ -89,6 +92,9 @@ struct cairn_restore_remote_options {
                                  else only this node is asked */
     uint64_t ping_timeout_ms; /* is a replica up at all; 0: 5 s */
     uint64_t timeout_ms;      /* each read from the serving node; 0: 60 s */
+    /* optional: told when another replica takes over mid-body */
+    void (*notice)(void *ctx, const char *text);
+    void *notice_ctx;
 };
 
 /*
@@ -96,13 +102,15 @@ struct cairn_restore_remote_options {
  * the destination's ring (its ring file), or the one node forced, are
  * asked in order; the first that answers a PING and holds the user (GET
  * USER) serves every read of the source (restore_remote.c; the node
- * reads its own open store, under its own lock). A body the serving node
- * does not answer (down since: CAIRN_EUNAVAILABLE / CAIRN_ETIMEOUT after
- * timeout_ms) is asked of the next replica that answers a PING, which
- * serves from then on (bodies are named by their SHA-1: any copy is the
- * same bytes; nothing was passed on, as a reply arrives whole). Bodies are
- * checked against their GUIDs as they arrive (CAIRN_EMISMATCH after the last
- * byte); a body over the node's 64 MiB BODY limit fails (CAIRN_ETOOBIG).
+ * reads its own open store, under its own lock). Bodies of any size are
+ * read as ranges of 4 MiB, two in flight, each passed on as it arrives
+ * (memory stays bounded). When the serving node stops answering in the
+ * middle (CAIRN_EUNAVAILABLE / CAIRN_ETIMEOUT after timeout_ms), the next
+ * replica that answers a PING continues from the first byte not passed on
+ * yet and serves from then on (bodies are named by their SHA-1: any copy
+ * is the same bytes; options->notice is told). Bodies are checked against
+ * their GUIDs (CAIRN_EMISMATCH after the last byte). Every failure leaves
+ * its cause, with the node's name and text, in the source's error().
  * Returns the owned source (cairn_restore_source_free), or CAIRN_ENOENT
  * when every replica answered and none holds the user,
  * CAIRN_EUNAVAILABLE when none holds it and some did not answer,
@@ -272,13 +280,16 @@ struct cairn_restore_result {
     uint64_t meta_sent, meta_refused;
     char failed_mailbox[512]; /* the mailbox that stopped the run */
     char server_text[512];    /* the server's text for it */
+    char error[1536];         /* why the run failed, in words ("" if not) */
 };
 
 /*
  * Sends plan over session. progress (may be NULL) is called as work is
  * done. Stops at the first mailbox the server refuses (CAIRN_EPROTO, the
  * mailbox and the server's text in result); refused subscriptions, seen
- * entries and sieve scripts are counted, as sync_client ignores them.
+ * entries and sieve scripts are counted, as sync_client ignores them. On
+ * any failure result->error says why: the step, the body (GUID, size) or
+ * mailbox, and the source's or server's own words.
  */
 int cairn_restore_run(struct cairn_restore_session *session,
                       struct cairn_restore_source *source,
@@ -295,6 +306,8 @@ struct cairn_restore_body_context {
     struct cairn_restore_session *session;
     struct cairn_restore_source *source;
     uint64_t bytes;
+    char failed_guid[41]; /* the body that failed, and its size */
+    uint64_t failed_size;
 };
 int cairn_restore_write_body(void *ctx, const struct cairn_dlist *file,
                              struct cairn_buf *out);

@@ -13,6 +13,7 @@
 #include "restore_int.h"
 
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,9 @@
 #define STATE_ITEM_MAX (256u * 1024 * 1024)
 /* The node never sends a longer script (node/server_restore.c). */
 #define SIEVE_MAX (4u * 1024 * 1024)
+/* Body bytes asked for per BODY_REQUEST, and ranges in flight at once. */
+#define RANGE_BYTES (4u * 1024 * 1024)
+#define RANGE_WINDOW 2
 
 /* A node that may serve: a replica of the user, or the forced node. */
 struct remote_replica {
@@ -39,6 +43,9 @@ struct remote_source {
     size_t replica_count;
     size_t serving; /* in replicas */
     uint64_t ping_timeout_ms;
+    char error[1024]; /* why the last operation failed */
+    void (*notice)(void *ctx, const char *text); /* options' */
+    void *notice_ctx;
 };
 
 /* One request while its reply is awaited; frames go to on_frame. */
@@ -90,7 +97,13 @@ remote_call(struct remote_source *remote, Cairn__Kind kind, const char *key,
     /* the client times requests out itself: this ends */
     while (rc == 0 && !state.done)
         rc = cairn_loop_run_once(remote->loop, 100);
-    return rc < 0 ? rc : state.status;
+    if (rc == 0)
+        rc = state.status;
+    if (rc < 0)
+        snprintf(remote->error, sizeof(remote->error), "node %s: %s",
+                 remote->node_name,
+                 state.error_text[0] ? state.error_text : cairn_strerror(rc));
+    return rc;
 }
 
 /* --- state answers ---------------------------------------------------------
@@ -196,23 +209,159 @@ remote_mailbox(void *ctx, const char *mboxname, struct cairn_dlist **mailbox)
 /* --- bodies and sieve scripts ----------------------------------------------
  */
 
-/* A body as it arrives: passed on, and hashed to check it is the GUID's. */
-struct body_stream {
+/*
+ * A body as it arrives, range by range (BODY_REQUEST "GUID OFFSET
+ * LENGTH", node/node_client.h): each range is passed on as it comes and
+ * hashed, so the body is never whole in memory; the GUID is checked after
+ * the last byte. At most RANGE_WINDOW ranges are in flight.
+ */
+struct body_fetch {
+    struct remote_source *remote;
+    const char *guid;
     EVP_MD_CTX *sha1;
     int (*put)(void *put_ctx, const void *data, size_t len);
     void *put_ctx;
-    uint64_t put_bytes; /* passed on: after any, never ask again */
+    uint64_t total; /* from the first reply */
+    bool total_known;
+    uint64_t passed; /* bytes passed on: the next range expected */
+    uint64_t asked;  /* the next range to ask for */
+    size_t in_flight;
+    int failure; /* first failure of the ranges in flight */
+    char failure_text[256];
+};
+
+/* One range in flight. */
+struct range_call {
+    struct body_fetch *fetch;
+    uint64_t offset;
 };
 
 static int
-body_frame(void *ctx, const void *data, size_t len)
+take_range(struct body_fetch *fetch, uint64_t offset,
+           const struct cairn_node_reply *reply)
 {
-    struct body_stream *stream = ctx;
+    uint64_t total = 0, bytes = 0;
+    char text[32];
+    int rc;
 
-    if (EVP_DigestUpdate(stream->sha1, data, len) != 1)
+    if (reply->frame_count < 1 || reply->frames[0].len == 0 ||
+        reply->frames[0].len >= sizeof(text))
+        return CAIRN_EPROTO;
+    memcpy(text, reply->frames[0].data, reply->frames[0].len);
+    text[reply->frames[0].len] = '\0';
+    if (cairn_parse_u64_str(text, 0, UINT64_MAX, &total) < 0 ||
+        (fetch->total_known && total != fetch->total) ||
+        offset != fetch->passed)
+        return CAIRN_EPROTO;
+    fetch->total = total;
+    fetch->total_known = true;
+    for (size_t i = 1; i < reply->frame_count; i++)
+        bytes += reply->frames[i].len;
+    /* a short range before the end would leave a hole */
+    if (offset + bytes > total ||
+        (offset + bytes < total && bytes != RANGE_BYTES))
+        return CAIRN_EPROTO;
+    for (size_t i = 1; i < reply->frame_count; i++) {
+        if (EVP_DigestUpdate(fetch->sha1, reply->frames[i].data,
+                             reply->frames[i].len) != 1)
+            return CAIRN_ENOMEM;
+        if ((rc = fetch->put(fetch->put_ctx, reply->frames[i].data,
+                             reply->frames[i].len)) < 0) {
+            snprintf(fetch->failure_text, sizeof(fetch->failure_text),
+                     "passing the body on: %s", cairn_strerror(rc));
+            return rc;
+        }
+        fetch->passed += reply->frames[i].len;
+    }
+    return 0;
+}
+
+static void
+on_range(void *arg, const struct cairn_node_reply *reply)
+{
+    struct range_call *call = arg;
+    struct body_fetch *fetch = call->fetch;
+    int rc = reply->status;
+
+    fetch->in_flight--;
+    if (fetch->failure == 0 && rc == 0)
+        rc = take_range(fetch, call->offset, reply);
+    if (fetch->failure == 0 && rc < 0) {
+        fetch->failure = rc;
+        if (fetch->failure_text[0] == '\0')
+            snprintf(fetch->failure_text, sizeof(fetch->failure_text), "%s",
+                     reply->envelope != NULL && reply->envelope->error_text &&
+                             reply->envelope->error_text[0]
+                         ? reply->envelope->error_text
+                         : cairn_strerror(rc));
+    }
+    free(call);
+}
+
+static int
+ask_range(struct body_fetch *fetch)
+{
+    struct remote_source *remote = fetch->remote;
+    struct range_call *call = malloc(sizeof(*call));
+    struct cairn_node_request request = {0};
+    struct cairn_node_frame frame;
+    char text[96];
+    int rc;
+
+    if (call == NULL)
         return CAIRN_ENOMEM;
-    stream->put_bytes += len;
-    return stream->put(stream->put_ctx, data, len);
+    call->fetch = fetch;
+    call->offset = fetch->asked;
+    frame.data = text;
+    frame.len = (size_t)snprintf(text, sizeof(text), "%s %llu %u", fetch->guid,
+                                 (unsigned long long)fetch->asked, RANGE_BYTES);
+    request.kind = CAIRN__KIND__BODY_REQUEST;
+    request.user = remote->userid;
+    request.destination = "";
+    request.verb = "";
+    request.key = "";
+    request.frames = &frame;
+    request.frame_count = 1;
+    if ((rc = cairn_node_client_send(remote->client, remote->node, &request,
+                                     on_range, call, NULL)) < 0) {
+        free(call);
+        return rc;
+    }
+    fetch->in_flight++;
+    fetch->asked += RANGE_BYTES;
+    return 0;
+}
+
+/* Asks the serving node for the rest of the body, window by window. */
+static int
+fetch_from_node(struct body_fetch *fetch)
+{
+    int rc = 0;
+
+    fetch->asked = fetch->passed;
+    fetch->failure = 0;
+    fetch->failure_text[0] = '\0';
+    for (;;) {
+        /* the size is known from the first reply: until then one range */
+        while (fetch->failure == 0 && fetch->in_flight < RANGE_WINDOW &&
+               (fetch->total_known ? fetch->asked < fetch->total
+                                   : fetch->in_flight == 0) &&
+               (rc = ask_range(fetch)) == 0)
+            ;
+        if (rc < 0 && fetch->failure == 0)
+            fetch->failure = rc;
+        if (fetch->in_flight == 0)
+            break;
+        /* the client times requests out itself: this ends */
+        if ((rc = cairn_loop_run_once(fetch->remote->loop, 100)) < 0 &&
+            fetch->failure == 0)
+            fetch->failure = rc;
+        rc = 0;
+    }
+    if (fetch->failure == 0 &&
+        !(fetch->total_known && fetch->passed == fetch->total))
+        fetch->failure = CAIRN_EPROTO;
+    return fetch->failure;
 }
 
 static bool node_alive(const char *endpoint, uint64_t timeout_ms);
@@ -247,39 +396,88 @@ next_replica(struct remote_source *remote)
     return CAIRN_EUNAVAILABLE;
 }
 
+/* Adds "node: what" to the source's error ("; " between nodes). */
+static void add_error(struct remote_source *remote, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+add_error(struct remote_source *remote, const char *fmt, ...)
+{
+    size_t used = strlen(remote->error);
+    va_list ap;
+
+    if (used + 3 >= sizeof(remote->error))
+        return;
+    if (used > 0) {
+        memcpy(remote->error + used, "; ", 3);
+        used += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(remote->error + used, sizeof(remote->error) - used, fmt, ap);
+    va_end(ap);
+}
+
+static int
+check_digest(EVP_MD_CTX *sha1, const char *guid)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    char hex[41];
+
+    if (EVP_DigestFinal_ex(sha1, digest, &digest_len) != 1 || digest_len != 20)
+        return CAIRN_ENOMEM;
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    return strcmp(hex, guid) == 0 ? 0 : CAIRN_EMISMATCH;
+}
+
 static int
 remote_message(void *ctx, const char *guid,
                int (*put)(void *put_ctx, const void *data, size_t len),
                void *put_ctx)
 {
     struct remote_source *remote = ctx;
-    struct body_stream stream = {NULL, put, put_ctx, 0};
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_len = 0;
-    char hex[41];
+    struct body_fetch fetch = {0};
     int rc = CAIRN_ENOMEM;
 
-    if ((stream.sha1 = EVP_MD_CTX_new()) == NULL ||
-        EVP_DigestInit_ex(stream.sha1, EVP_sha1(), NULL) != 1)
+    remote->error[0] = '\0';
+    fetch.remote = remote;
+    fetch.guid = guid;
+    fetch.put = put;
+    fetch.put_ctx = put_ctx;
+    if ((fetch.sha1 = EVP_MD_CTX_new()) == NULL ||
+        EVP_DigestInit_ex(fetch.sha1, EVP_sha1(), NULL) != 1)
         goto out;
-    rc = remote_call(remote, CAIRN__KIND__BODY_REQUEST, NULL, guid,
-                     strlen(guid), body_frame, &stream);
-    /* a reply arrives whole, so a node that did not answer put nothing */
-    if ((rc == CAIRN_EUNAVAILABLE || rc == CAIRN_ETIMEOUT) &&
-        stream.put_bytes == 0 && next_replica(remote) == 0)
-        rc = remote_call(remote, CAIRN__KIND__BODY_REQUEST, NULL, guid,
-                         strlen(guid), body_frame, &stream);
-    if (rc < 0)
-        goto out;
-    rc = CAIRN_ENOMEM;
-    if (EVP_DigestFinal_ex(stream.sha1, digest, &digest_len) != 1 ||
-        digest_len != 20)
-        goto out;
-    for (unsigned i = 0; i < 20; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    rc = strcmp(hex, guid) == 0 ? 0 : CAIRN_EMISMATCH;
+    /* a node that stops answering mid-body: the next replica continues
+     * from the first byte not passed on yet */
+    for (size_t tries = 0;; tries++) {
+        if ((rc = fetch_from_node(&fetch)) == 0)
+            break;
+        add_error(remote, "node %s: %s (body %s, at byte %llu of %llu)",
+                  remote->node_name, fetch.failure_text, guid,
+                  (unsigned long long)fetch.passed,
+                  (unsigned long long)fetch.total);
+        if ((rc != CAIRN_EUNAVAILABLE && rc != CAIRN_ETIMEOUT) ||
+            tries + 1 >= remote->replica_count)
+            goto out;
+        if (next_replica(remote) < 0) {
+            add_error(remote, "no other replica answers a PING");
+            goto out;
+        }
+        if (remote->notice != NULL) {
+            char text[256];
+
+            snprintf(text, sizeof(text),
+                     "continuing body %s at byte %llu from node %s", guid,
+                     (unsigned long long)fetch.passed, remote->node_name);
+            remote->notice(remote->notice_ctx, text);
+        }
+    }
+    if ((rc = check_digest(fetch.sha1, guid)) < 0)
+        add_error(remote, "body %s from node %s fails its GUID (SHA-1)", guid,
+                  remote->node_name);
 out:
-    EVP_MD_CTX_free(stream.sha1);
+    EVP_MD_CTX_free(fetch.sha1);
     return rc;
 }
 
@@ -323,9 +521,17 @@ remote_close(void *ctx)
     free(remote);
 }
 
+static const char *
+remote_error(void *ctx)
+{
+    struct remote_source *remote = ctx;
+
+    return remote->error[0] ? remote->error : NULL;
+}
+
 static const struct cairn_restore_source_ops remote_ops = {
-    remote_user,  remote_mailbox, remote_message,
-    remote_sieve, remote_close,   NULL,
+    remote_user,  remote_mailbox, remote_message, remote_sieve,
+    remote_close, NULL,           remote_error,
 };
 
 /* --- choosing the replica --------------------------------------------------
@@ -528,6 +734,8 @@ cairn_restore_source_open_remote(
                              error_size)) < 0)
         goto out;
     snprintf(result->userid, sizeof(result->userid), "%s", userid);
+    remote->notice = options->notice;
+    remote->notice_ctx = options->notice_ctx;
     result->ops = &remote_ops;
     result->ctx = remote;
     remote = NULL;

@@ -178,8 +178,8 @@ store_close(void *ctx)
 }
 
 static const struct cairn_restore_source_ops store_ops = {
-    store_user,  store_mailbox, store_message,
-    store_sieve, store_close,   store_order,
+    store_user,  store_mailbox, store_message, store_sieve,
+    store_close, store_order,   NULL,
 };
 
 int

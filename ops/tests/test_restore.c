@@ -165,7 +165,7 @@ test_message_bodies(void)
     struct cairn_restore_options options;
     struct cairn_restore_plan *plan = NULL;
     struct cairn_dlist *request = NULL;
-    struct cairn_restore_body_context body = {NULL, source, 0};
+    struct cairn_restore_body_context body = {NULL, source, 0, "", 0};
     const struct cairn_dlist_body_writer writer = {cairn_restore_write_body,
                                                    &body};
     struct cairn_buf printed;
@@ -407,7 +407,7 @@ scripted_mailbox_read(void *ctx, const char *name, struct cairn_dlist **out)
 }
 
 static const struct cairn_restore_source_ops scripted_ops = {
-    scripted_user, scripted_mailbox_read, NULL, NULL, NULL, NULL};
+    scripted_user, scripted_mailbox_read, NULL, NULL, NULL, NULL, NULL};
 
 static void
 test_uid_order_and_names(void)

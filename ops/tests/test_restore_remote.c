@@ -4,7 +4,9 @@
  * real cairn-node processes on 127.0.0.1: it must give byte for byte what
  * the local store source gives for the same files (GET USER, every
  * mailbox, every body including one of several MiB that spans frames, the
- * sieve script), fall back to the second replica when the first is down,
+ * sieve script), read a body over the old 64 MiB limit range by range,
+ * fall back to the second replica when the first is down (also in the
+ * middle of a body: it continues from the byte reached),
  * and `cairnctl restore` without --data-dir must exit 66 for an unknown
  * user and 69 when no replica answers. Alice is Cyrus backupd's own file
  * from the repo, imported onto her two replicas, plus the big body.
@@ -22,6 +24,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -35,6 +38,8 @@
 #define NODES 3
 #define BIG_BODY_BYTES (3u * 1024 * 1024 + 17) /* 4 frames of 1 MiB */
 #define BENCH_BODY_BYTES (20u * 1024 * 1024)
+#define MID_BODY_BYTES (9u * 1024 * 1024 + 5)   /* three 4 MiB ranges */
+#define HUGE_BODY_BYTES (64u * 1024 * 1024 + 1) /* over the old limit */
 #define SNAPSHOT_MAX (64u * 1024 * 1024)
 
 static const char *node_binary;
@@ -48,7 +53,9 @@ write_config(void)
 {
     char extra[600];
 
-    snprintf(extra, sizeof(extra), "ring_file = %s/main.ring\n", temp_dir);
+    /* restore is tested here, not CURVE (test_curve): links in clear */
+    snprintf(extra, sizeof(extra),
+             "ring_file = %s/main.ring\n[security]\ncurve = no\n", temp_dir);
     write_cluster_config(config_path, temp_dir, endpoints, NODES, extra);
 }
 
@@ -284,6 +291,51 @@ open_remote(const char *node, struct cairn_restore_source **source, char *error,
 
 /* --- the tests ----------------------------------------------------------- */
 
+/* A body counted and hashed as it arrives, never held. */
+struct counted {
+    uint64_t bytes;
+    EVP_MD_CTX *sha;
+    int kill_node; /* >= 0: stopped once 4 MiB have arrived */
+};
+
+static void
+counted_init(struct counted *counted, int kill_node)
+{
+    counted->bytes = 0;
+    counted->kill_node = kill_node;
+    counted->sha = EVP_MD_CTX_new();
+    CHECK(counted->sha != NULL &&
+          EVP_DigestInit_ex(counted->sha, EVP_sha1(), NULL) == 1);
+}
+
+/* The hex SHA-1 of what arrived; frees the digest. */
+static void
+counted_hex(struct counted *counted, char hex[41])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+
+    CHECK(EVP_DigestFinal_ex(counted->sha, digest, &len) == 1 && len == 20);
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    EVP_MD_CTX_free(counted->sha);
+    counted->sha = NULL;
+}
+
+static int
+put_counted(void *ctx, const void *data, size_t len)
+{
+    struct counted *counted = ctx;
+
+    EVP_DigestUpdate(counted->sha, data, len);
+    counted->bytes += len;
+    if (counted->kill_node >= 0 && counted->bytes >= 4u * 1024 * 1024) {
+        stop_node(counted->kill_node);
+        counted->kill_node = -1;
+    }
+    return 0;
+}
+
 static void
 test_same_as_local(const struct snapshot *local, const char *first,
                    const char *big_guid, const char *huge_guid)
@@ -314,10 +366,23 @@ test_same_as_local(const struct snapshot *local, const char *first,
         CAIRN_EINVAL);
     CHECK_INT(source->ops->sieve(source->ctx, "nosuch", &content, &len),
               CAIRN_ENOENT);
-    /* one byte over the node's BODY limit: refused, not sent */
-    CHECK_INT(
-        source->ops->message(source->ctx, huge_guid, put_text, &remote.text),
-        CAIRN_ETOOBIG);
+    /* the node's error text comes through, naming the node */
+    CHECK(source->ops->error(source->ctx) != NULL &&
+          strstr(source->ops->error(source->ctx), first) != NULL &&
+          strstr(source->ops->error(source->ctx), "no such") != NULL);
+    /* one byte over the old 64 MiB BODY limit: read range by range */
+    {
+        struct counted counted;
+        char hex[41];
+
+        counted_init(&counted, -1);
+        CHECK_INT(
+            source->ops->message(source->ctx, huge_guid, put_counted, &counted),
+            0);
+        CHECK_U64(counted.bytes, HUGE_BODY_BYTES);
+        counted_hex(&counted, hex);
+        CHECK_STR(hex, huge_guid);
+    }
     CHECK(content == NULL);
     cairn_buf_release(&remote.text);
     cairn_restore_source_free(source);
@@ -391,6 +456,34 @@ test_failover(int first, const char *first_name, const char *second_name,
     CHECK_U64(body.len, BIG_BODY_BYTES);
     CHECK_STR(cairn_restore_source_node(source), second_name);
     cairn_buf_release(&body);
+    cairn_restore_source_free(source);
+}
+
+/*
+ * The serving node dies in the middle of a body (after its first range
+ * arrived): the other replica continues from the byte reached.
+ */
+static void
+test_midbody_failover(int first, const char *first_name,
+                      const char *second_name, const struct body *mid)
+{
+    struct cairn_restore_source *source = NULL;
+    struct counted counted;
+    char error[512] = "", hex[41];
+
+    start_node(first);
+    CHECK_INT(open_remote(NULL, &source, error, sizeof(error)), 0);
+    if (source == NULL)
+        return;
+    CHECK_STR(cairn_restore_source_node(source), first_name);
+    counted_init(&counted, first);
+    CHECK_INT(
+        source->ops->message(source->ctx, mid->guid, put_counted, &counted), 0);
+    CHECK(counted.kill_node == -1);
+    CHECK_U64(counted.bytes, mid->len);
+    counted_hex(&counted, hex);
+    CHECK_STR(hex, mid->guid);
+    CHECK_STR(cairn_restore_source_node(source), second_name);
     cairn_restore_source_free(source);
 }
 
@@ -538,7 +631,7 @@ main(int argc, char **argv)
 {
     struct cairn_restore_source *local = NULL;
     struct snapshot expected = {0};
-    struct body big = {0}, huge = {0};
+    struct body big = {0}, huge = {0}, mid = {0};
     char data_dir[600], first_name[16], second_name[16];
     int order[2] = {0, 1};
     bool bench = argc == 3 && strcmp(argv[2], "bench") == 0;
@@ -559,9 +652,12 @@ main(int argc, char **argv)
         append_body(order[r], "alice", &big);
     }
     if (!bench) {
-        make_body(&huge, 64u * 1024 * 1024 + 1, 0);
+        make_body(&huge, HUGE_BODY_BYTES, 0);
         append_body(order[0], "alice", &huge);
         free(huge.data);
+        make_body(&mid, MID_BODY_BYTES, 3);
+        for (int r = 0; r < 2; r++)
+            append_body(order[r], "alice", &mid);
     }
     snprintf(first_name, sizeof(first_name), "node%d", order[0] + 1);
     snprintf(second_name, sizeof(second_name), "node%d", order[1] + 1);
@@ -584,12 +680,14 @@ main(int argc, char **argv)
         test_same_as_local(&expected, first_name, big.guid, huge.guid);
         test_fallback(&expected, order[0], second_name, big.guid);
         test_failover(order[0], first_name, second_name, big.guid);
+        test_midbody_failover(order[0], first_name, second_name, &mid);
         test_all_down(order[1]);
     }
     for (int i = 0; i < NODES; i++)
         stop_node(i);
     cairn_buf_release(&expected.text);
     free(big.data);
+    free(mid.data);
     if (check_failures == 0)
         nftw(temp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     else
