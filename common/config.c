@@ -516,6 +516,9 @@ check_node(struct parser *parser, struct cairn_config_node *node)
     }
     if (node->zone == NULL && (node->zone = strdup(origin->name)) == NULL)
         return CAIRN_ENOMEM;
+    if (node->curve_key == NULL &&
+        (node->curve_key = strdup(origin->name)) == NULL)
+        return CAIRN_ENOMEM;
     if (node->max_frame == 0)
         node->max_frame = config->limits.max_frame;
     return CAIRN_OK;

@@ -85,6 +85,7 @@ struct cairn_config_router {
     char *pid_file;                  /* NULL: none written */
     char *ring_dir;                  /* default home of the ring files */
     char *state_dir;                 /* repair marks kept across restarts */
+    char *curve_key;                 /* its CURVE key's name */
 };
 
 /* Write acknowledgement policy of a destination. */
@@ -135,6 +136,7 @@ struct cairn_config_node {
     uint64_t max_frame;                /* bytes; [limits] max_frame if unset */
     uint64_t reserve;                  /* refuse writes below this free space */
     enum cairn_log_level log_level;
+    char *curve_key; /* its CURVE key's name; the node's name if unset */
 };
 
 struct cairn_config_compaction {
@@ -154,6 +156,9 @@ struct cairn_config_security {
     char *curve_key_dir; /* NAME.public / NAME.secret key files */
     uint64_t data_mode;  /* permission bits of data files */
     char *user;          /* run as this user; NULL: don't switch */
+    struct cairn_config_list writer_keys; /* role writer: the router(s) */
+    struct cairn_config_list admin_keys;  /* role admin: cairnctl */
+    struct cairn_config_list peer_keys;   /* role peer; empty: every node */
 };
 
 struct cairn_config_limits {

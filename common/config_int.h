@@ -33,6 +33,8 @@ enum config_type {
 /* Values above max parse but are not implemented: refused as
  * "KEY above MAX is not supported" rather than "out of range". */
 #define CONFIG_MAX_SUPPORTED 32u
+/* A CONFIG_STRING that must be a valid name (it names a file). */
+#define CONFIG_NAME 64u
 
 /* One row of a section's key table. */
 struct config_key {

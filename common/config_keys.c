@@ -58,6 +58,8 @@ static const struct config_key router_keys[] = {
      NULL, "directory of the ring files"},
     {"state_dir", CONFIG_PATH, ROUTER(state_dir), 0, 0, "cairn-data/router", 0,
      NULL, "repair marks kept across restarts"},
+    {"curve_key", CONFIG_STRING, ROUTER(curve_key), 0, 0, "router", CONFIG_NAME,
+     NULL, "the router's CURVE key (NAME in curve_key_dir)"},
 };
 
 #define CHANNEL(field) offsetof(struct cairn_config_channel, field)
@@ -118,6 +120,8 @@ static const struct config_key node_keys[] = {
      "free disk space kept; writes refused below it"},
     {"log_level", CONFIG_ENUM, NODE(log_level), 0, 0, "info", 0, log_levels,
      "error, warn, info or debug"},
+    {"curve_key", CONFIG_STRING, NODE(curve_key), 0, 0, NULL, CONFIG_NAME, NULL,
+     "the node's CURVE key (unset: the node's name)"},
 };
 
 #define COMPACTION(field) offsetof(struct cairn_config_compaction, field)
@@ -144,15 +148,20 @@ static const struct config_key compaction_keys[] = {
 
 #define SECURITY(field) offsetof(struct cairn_config_security, field)
 static const struct config_key security_keys[] = {
-    {"curve", CONFIG_BOOL, SECURITY(curve), 0, 0, "no", CONFIG_UNSUPPORTED,
-     NULL, "CURVE on every ZeroMQ link"},
+    {"curve", CONFIG_BOOL, SECURITY(curve), 0, 0, "yes", 0, NULL,
+     "CURVE on every ZeroMQ link"},
     {"curve_key_dir", CONFIG_PATH, SECURITY(curve_key_dir), 0, 0,
-     "cairn-data/keys", CONFIG_UNSUPPORTED, NULL,
-     "directory of NAME.public/NAME.secret"},
+     "cairn-data/keys", 0, NULL, "directory of NAME.public/NAME.secret"},
     {"data_mode", CONFIG_MODE, SECURITY(data_mode), 0, 0777, "0600",
      CONFIG_UNSUPPORTED, NULL, "permission bits of data files (octal)"},
     {"user", CONFIG_STRING, SECURITY(user), 0, 0, NULL, CONFIG_UNSUPPORTED,
      NULL, "user daemons started as root switch to"},
+    {"writer_keys", CONFIG_LIST, SECURITY(writer_keys), 0, 64, "router", 0,
+     NULL, "keys with role writer on the nodes (apply, state, bodies)"},
+    {"admin_keys", CONFIG_LIST, SECURITY(admin_keys), 0, 64, "admin", 0, NULL,
+     "keys with role admin (cairnctl); the first is cairnctl's"},
+    {"peer_keys", CONFIG_LIST, SECURITY(peer_keys), 0, 4096, NULL, 0, NULL,
+     "keys with role peer (node to node; unset: every node's key)"},
 };
 
 #define LIMITS(field) offsetof(struct cairn_config_limits, field)
@@ -519,6 +528,9 @@ config_value_parse(const struct config_key *key, const char *text,
 
     switch (key->type) {
     case CONFIG_STRING:
+        if ((key->flags & CONFIG_NAME) && !config_name_valid(text))
+            return bad(why, why_size, "'%s' is not a valid name", text);
+        return parse_text(key, text, field, why, why_size);
     case CONFIG_PATH:
     case CONFIG_ENDPOINT:
     case CONFIG_ADDRESS:

@@ -5,6 +5,7 @@
  * them, replies matched by request id, deadlines checked by a timer.
  */
 #include "common.h"
+#include "curve.h"
 #include "node_client.h"
 
 #include <errno.h>
@@ -616,6 +617,9 @@ open_link(struct cairn_node_client *client, struct node_link *link)
     zmq_setsockopt(link->socket, ZMQ_SNDBUF, &buffer, sizeof(buffer));
     zmq_setsockopt(link->socket, ZMQ_RECONNECT_IVL, &reconnect,
                    sizeof(reconnect));
+    /* CURVE (curve.h): this process's key, the node's public key. */
+    if (cairn_curve_client(link->socket, link->endpoint, NULL, 0) < 0)
+        return CAIRN_EPERM;
     if (zmq_connect(link->socket, link->endpoint) != 0)
         return CAIRN_EINVAL;
     return cairn_loop_add_socket(client->loop, link->socket, CAIRN_LOOP_READ,

@@ -5,6 +5,7 @@
  * close every store. SIGHUP reloads the configuration (only if valid).
  */
 #include "config.h"
+#include "curve.h"
 #include "loop.h"
 #include "node_server.h"
 
@@ -122,6 +123,40 @@ on_event(void *arg, const struct cairn_node_server_event *event)
                   (unsigned long long)event->request_id, event->message);
     else
         cairn_log(event->level, "%s", event->message);
+}
+
+static void
+on_curve_event(void *arg, enum cairn_log_level level, const char *message)
+{
+    (void)arg;
+    cairn_log(level, "CURVE: %s", message);
+}
+
+/*
+ * CURVE on the node's endpoint: its key ([node] curve_key, default its
+ * name) and the keys it admits with their roles. Keys that do not exist
+ * yet are made (a local cluster's first start).
+ */
+static int
+setup_curve(const struct cairn_config *config, const char *name)
+{
+    const struct cairn_config_node *node = cairn_config_find_node(config, name);
+    char error[512] = "";
+
+    cairn_curve_set_event_handler(on_curve_event, NULL);
+    if (cairn_curve_setup(config, node->curve_key, true, error, sizeof(error)) <
+        0) {
+        cairn_log_error("CURVE: %s", error);
+        return CAIRN_ECONFIG;
+    }
+    if (cairn_curve_enabled())
+        cairn_log_info("CURVE on: node key %s (%s)", node->curve_key,
+                       cairn_curve_self_public());
+    else
+        cairn_log_warn("CURVE off ([security] curve = no): any process that "
+                       "reaches %s can read and change every backup",
+                       node->endpoint);
+    return CAIRN_OK;
 }
 
 static void
@@ -280,7 +315,9 @@ main(int argc, char **argv)
             "cairn-node",
             cairn_config_find_node(state.config, options.name)->log_level,
             options.foreground, !options.foreground);
-        if (!options.foreground && daemon(1, 0) != 0) {
+        if (setup_curve(state.config, options.name) < 0) {
+            status = EXIT_CONFIG;
+        } else if (!options.foreground && daemon(1, 0) != 0) {
             cairn_log_error("cannot detach from the terminal");
             status = EXIT_RUNTIME;
         } else if (serve(&state, &settings) < 0) {

@@ -441,8 +441,17 @@ dispatch(struct cairn_node_server *server, struct node_request *request)
 {
     Cairn__Envelope *envelope = request->envelope;
     bool user_request = kind_is_user_request(envelope->kind);
+    char refusal[160];
     int rc;
 
+    if (!node_role_allows(request->role, envelope, refusal, sizeof(refusal))) {
+        drain_message(server->socket);
+        server->refused++;
+        node_event(server, CAIRN_LOG_WARN, request, "%s", refusal);
+        node_reply_error(server, request, CAIRN_EPERM, 0, refusal);
+        node_request_free(request);
+        return;
+    }
     if (envelope->continuation) {
         handle_continuation(server, request);
         node_request_free(request);
@@ -514,6 +523,9 @@ read_message(struct cairn_node_server *server)
     zmq_msg_init(&msg);
     if ((rc = recv_part(server->socket, &msg, &more)) < 0)
         goto out;
+    /* The role the ZAP handler gave the sender (a received frame carries
+     * it; the routing id, made here, does not). */
+    request->role = cairn_curve_msg_role(&msg);
     request->envelope =
         cairn__envelope__unpack(NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
     if (request->envelope == NULL) {
@@ -660,6 +672,10 @@ open_socket(struct cairn_node_server *server, char *error, size_t error_size)
     zmq_setsockopt(server->socket, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(server->socket, ZMQ_MAXMSGSIZE, &max_message,
                    sizeof(max_message));
+    if (cairn_curve_server(server->socket) < 0) {
+        snprintf(error, error_size, "CURVE options: %s", zmq_strerror(errno));
+        return CAIRN_EIO;
+    }
     if (zmq_bind(server->socket, server->settings.endpoint) != 0) {
         snprintf(error, error_size, "cannot bind %s: %s",
                  server->settings.endpoint, zmq_strerror(errno));
@@ -669,7 +685,7 @@ open_socket(struct cairn_node_server *server, char *error, size_t error_size)
             0 ||
         (server->endpoint = strdup(endpoint)) == NULL)
         return CAIRN_ENOMEM;
-    return 0;
+    return cairn_zap_watch(server->zap, server->socket, server->endpoint);
 }
 
 int
@@ -723,6 +739,11 @@ cairn_node_server_new(struct cairn_loop *loop, void *zmq_context,
     if ((server->buckets =
              calloc(server->bucket_count, sizeof(*server->buckets))) == NULL) {
         rc = CAIRN_ENOMEM;
+        goto out;
+    }
+    /* The ZAP handler is bound before the CURVE socket (curve.h). */
+    if ((rc = cairn_zap_new(loop, server->zmq_context, &server->zap)) < 0) {
+        snprintf(error, error_size, "cannot start the ZAP handler");
         goto out;
     }
     if ((rc = open_socket(server, error, error_size)) < 0)
@@ -789,6 +810,7 @@ cairn_node_server_free(struct cairn_node_server *server)
         cairn_node_server_shutdown(server);
     node_worker_release(server);
     node_users_free(server);
+    cairn_zap_free(server->zap);
     if (server->socket)
         zmq_close(server->socket);
     if (server->owns_context && server->zmq_context)

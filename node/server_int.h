@@ -7,6 +7,7 @@
 #define CAIRN_NODE_SERVER_INT_H
 
 #include "cluster.pb-c.h"
+#include "curve.h"
 #include "node.h"
 #include "node_server.h"
 
@@ -26,8 +27,9 @@ struct node_request {
     struct node_request *stream_next; /* in the open-stream list */
     unsigned char routing_id[ROUTING_ID_MAX];
     size_t routing_id_len;
-    Cairn__Envelope *envelope; /* owned (unpacked) */
-    char *dlist;               /* frame 1, owned, NUL-terminated */
+    enum cairn_curve_role role; /* of the peer that sent it (CURVE) */
+    Cairn__Envelope *envelope;  /* owned (unpacked) */
+    char *dlist;                /* frame 1, owned, NUL-terminated */
     size_t dlist_len;
     bool complete;             /* every continuation arrived */
     uint64_t last_activity_ms; /* of its latest message (stalled streams) */
@@ -68,6 +70,7 @@ struct cairn_node_server {
     struct cairn_loop *loop;
     void *zmq_context;
     bool owns_context;
+    struct cairn_zap *zap; /* CURVE: admits known keys with their role */
     void *socket;
     bool reading; /* socket registered with the loop */
     bool shut_down;
@@ -92,6 +95,7 @@ struct cairn_node_server {
     uint64_t started_ms;
     int64_t started_time;
     uint64_t requests; /* handled since start */
+    uint64_t refused;  /* refused for the sender's CURVE role */
     /* the node loads no ring: the highest ring_epoch requests carried
      * (0 until one names an epoch) is what STATS reports */
     uint64_t ring_epoch;
@@ -119,6 +123,14 @@ int node_reply(struct cairn_node_server *server,
                const struct cairn_buf *frames, size_t frame_count,
                bool has_body);
 int node_reply_error(struct cairn_node_server *server,
+/*
+ * Whether a peer of role may make the request (server_roles.c); if not,
+ * the reason is written to refusal.
+ */
+bool node_role_allows(enum cairn_curve_role role,
+                      const Cairn__Envelope *envelope, char *refusal,
+                      size_t refusal_size);
+
                      const struct node_request *request, int code,
                      unsigned csync_code, const char *text);
 /* Answers (ACK, or ERROR when outcome < 0) and frees user->applied. */

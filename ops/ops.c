@@ -4,6 +4,8 @@
  */
 #include "ops.h"
 
+#include "curve.h"
+
 #include <getopt.h>
 #include <string.h>
 
@@ -91,7 +93,7 @@ cairn_ops_main(int argc, char **argv, FILE *out, FILE *err)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    struct cairn_ops_context context = {NULL, false, out, err};
+    struct cairn_ops_context context = {NULL, false, out, err, false};
     const struct cairn_ops_command *command;
     int option;
 
@@ -161,6 +163,40 @@ load_exit_code(int rc)
     }
 }
 
+static void
+on_curve_event(void *arg, enum cairn_log_level level, const char *message)
+{
+    fprintf(arg, "cairnctl: %s\n", message);
+}
+
+/*
+ * CURVE with cairnctl's key (the first of [security] admin_keys). Keys
+ * are not made here (the daemons or `cairnctl keys create` make them): a
+ * missing key is said once, and a command that then talks to the cluster
+ * fails with that reason; commands that work on files go on.
+ */
+static int
+setup_curve(struct cairn_ops_context *context,
+            const struct cairn_config *config)
+{
+    const struct cairn_config_security *security =
+        cairn_config_security(config);
+    char error[512] = "";
+
+    if (context->no_curve || !security->curve)
+        return CAIRN_EXIT_OK;
+    cairn_curve_set_event_handler(on_curve_event, context->err);
+    if (security->admin_keys.count == 0)
+        snprintf(error, sizeof(error),
+                 "[security] admin_keys is empty: cairnctl has no CURVE key");
+    else if (cairn_curve_setup(config, security->admin_keys.items[0], false,
+                               error, sizeof(error)) == CAIRN_OK)
+        return CAIRN_EXIT_OK;
+    cairn_curve_fail(error);
+    fprintf(context->err, "cairnctl: CURVE: %s\n", error);
+    return CAIRN_EXIT_OK;
+}
+
 int
 cairn_ops_load_config(struct cairn_ops_context *context, const char *path,
                       struct cairn_config **config)
@@ -175,7 +211,7 @@ cairn_ops_load_config(struct cairn_ops_context *context, const char *path,
     else
         rc = cairn_config_load_default(config, &error);
     if (rc == CAIRN_OK)
-        return CAIRN_EXIT_OK;
+        return setup_curve(context, *config);
     if (context->json) {
         fputs("{\"file\":", context->out);
         cairn_ops_json_string(context->out, error.file);

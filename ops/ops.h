@@ -51,6 +51,7 @@ struct cairn_ops_context {
     bool json;               /* --json: machine-readable output on out */
     FILE *out;               /* results */
     FILE *err;               /* diagnostics and usage */
+    bool no_curve;           /* loading the config sets up no CURVE keys */
 };
 
 /*
@@ -68,7 +69,8 @@ struct cairn_ops_command {
 #define CAIRN_OPS_COMMAND_LIST(X)                                              \
     X(config)                                                                  \
     X(ring)                                                                    \
-    X(restore) X(import) X(status) X(verify) X(compact) X(user) X(rebalance)
+    X(restore)                                                                 \
+    X(import) X(status) X(verify) X(compact) X(user) X(rebalance) X(keys)
 
 #define CAIRN_OPS_DECLARE_COMMAND(name)                                        \
     extern const struct cairn_ops_command cairn_ops_cmd_##name;

@@ -7,6 +7,7 @@
  * (router/control.c).
  */
 #include "common.h"
+#include "curve.h"
 #include "node_client.h"
 #include "rebalance_int.h"
 
@@ -521,6 +522,8 @@ cairn_rebalance_router_call(const char *endpoint, Cairn__Kind kind,
     zmq_setsockopt(socket, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
     zmq_setsockopt(socket, ZMQ_SNDTIMEO, &timeout, sizeof(timeout));
     zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
+    if ((rc = cairn_curve_client(socket, endpoint, text, text_size)) < 0)
+        goto out;
     rc = CAIRN_EUNAVAILABLE;
     if (zmq_connect(socket, endpoint) != 0)
         goto out;

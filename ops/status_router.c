@@ -7,6 +7,7 @@
  * nodes' timeout is over.
  */
 #include "cluster_int.h"
+#include "curve.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ cairn_ops_router_view_ask(const char *endpoint,
     if (zmq_socket_monitor(view->socket, inproc, ZMQ_EVENT_CONNECT_RETRIED) !=
             0 ||
         zmq_connect(view->monitor, inproc) != 0 ||
+        cairn_curve_client(view->socket, endpoint, NULL, 0) != 0 ||
         zmq_connect(view->socket, endpoint) != 0)
         goto out;
     envelope.kind = CAIRN__KIND__RING_STATUS_REQUEST;

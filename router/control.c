@@ -41,6 +41,7 @@
  * bounded and loses nothing (nothing was acknowledged).
  */
 #include "cluster.pb-c.h"
+#include "curve.h"
 #include "placement.h"
 #include "router.h"
 
@@ -88,6 +89,8 @@ struct cairn_router_control {
     char endpoint[256];
     struct cairn_router_moves **moves;
     size_t moves_count;
+    struct cairn_zap *zap; /* CURVE: admits known keys with their role */
+    uint64_t refused;      /* requests refused for the sender's role */
 };
 
 static size_t
@@ -554,6 +557,19 @@ handle(struct cairn_router_control *control, const Cairn__Envelope *envelope,
     }
 }
 
+/* Only admin keys (cairnctl) may use the control endpoint (CURVE on);
+ * frame is a received frame of the request (it carries the role). */
+static bool
+control_role_allows(struct cairn_router_control *control, zmq_msg_t *frame)
+{
+    enum cairn_curve_role role = cairn_curve_msg_role(frame);
+
+    if (role == CAIRN_CURVE_ROLE_NONE || role == CAIRN_CURVE_ROLE_ADMIN)
+        return true;
+    control->refused++;
+    return false;
+}
+
 /* Reads one request: routing id, empty delimiter, envelope, frames. */
 static void
 read_request(struct cairn_router_control *control)
@@ -582,12 +598,17 @@ read_request(struct cairn_router_control *control)
     if (count >= 3 && count <= 4)
         envelope = cairn__envelope__unpack(NULL, zmq_msg_size(&parts[2]),
                                            zmq_msg_data(&parts[2]));
-    if (envelope != NULL)
+    if (envelope != NULL && !control_role_allows(control, &parts[2]))
+        rc = CAIRN_EPERM; /* a writer or peer key: admin requests only */
+    else if (envelope != NULL)
         rc = handle(control, envelope, &parts[0], count == 4 ? &parts[3] : NULL,
                     &deferred);
     if (!deferred)
         send_reply(control, &parts[0], envelope ? envelope->request_id : 0, rc,
-                   NULL, envelope ? envelope->destination : NULL);
+                   rc == CAIRN_EPERM ? "refused: the router's control "
+                                       "endpoint answers admin keys only"
+                                     : NULL,
+                   envelope ? envelope->destination : NULL);
     if (envelope != NULL)
         cairn__envelope__free_unpacked(envelope, NULL);
     for (size_t i = 0; i < count && i < 4; i++)
@@ -631,7 +652,12 @@ cairn_router_control_new(struct cairn_loop *loop, const char *endpoint,
         goto out;
     zmq_setsockopt(control->socket, ZMQ_MAXMSGSIZE, &max_size,
                    sizeof(max_size));
+    /* CURVE (curve.h): only admin keys (cairnctl) are answered. */
+    if ((rc = cairn_zap_new(loop, control->context, &control->zap)) < 0)
+        goto out;
     rc = CAIRN_EIO;
+    if (cairn_curve_server(control->socket) < 0)
+        goto out;
     if (zmq_bind(control->socket, endpoint) != 0) {
         snprintf(error, error_size, "cannot bind control %s: %s", endpoint,
                  zmq_strerror(zmq_errno()));
@@ -640,8 +666,10 @@ cairn_router_control_new(struct cairn_loop *loop, const char *endpoint,
     size = sizeof(control->endpoint);
     zmq_getsockopt(control->socket, ZMQ_LAST_ENDPOINT, control->endpoint,
                    &size);
-    rc = cairn_loop_add_socket(loop, control->socket, CAIRN_LOOP_READ,
-                               on_readable, control);
+    rc = cairn_zap_watch(control->zap, control->socket, control->endpoint);
+    if (rc == 0)
+        rc = cairn_loop_add_socket(loop, control->socket, CAIRN_LOOP_READ,
+                                   on_readable, control);
 out:
     if (rc < 0) {
         cairn_router_control_free(control);
@@ -693,6 +721,7 @@ cairn_router_control_free(struct cairn_router_control *control)
         zmq_setsockopt(control->socket, ZMQ_LINGER, &linger, sizeof(linger));
         zmq_close(control->socket);
     }
+    cairn_zap_free(control->zap);
     if (control->context != NULL)
         zmq_ctx_term(control->context);
     free(control);

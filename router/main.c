@@ -16,6 +16,7 @@
  * back at the next start (the count is logged).
  */
 #include "config.h"
+#include "curve.h"
 #include "daemon.h"
 #include "loop.h"
 #include "placement.h"
@@ -55,6 +56,42 @@ on_event(void *arg, const struct cairn_router_event *event)
                   event->login ? event->login : "", event->message);
     else
         cairn_log(levels[event->level], "%s", event->message);
+}
+
+/* What the ZAP handler refused (an unknown key), a secret key others can
+ * read. */
+static void
+on_curve_event(void *arg, enum cairn_log_level level, const char *message)
+{
+    (void)arg;
+    cairn_log(level, "CURVE: %s", message);
+}
+
+/*
+ * CURVE on every ZeroMQ link: the router's key, the nodes' public keys
+ * and the keys admitted to the control endpoint. Keys that do not exist
+ * yet are made (a local cluster's first start).
+ */
+static int
+setup_curve(const struct cairn_config *config)
+{
+    char error[512] = "";
+
+    cairn_curve_set_event_handler(on_curve_event, NULL);
+    if (cairn_curve_setup(config, cairn_config_router(config)->curve_key, true,
+                          error, sizeof(error)) < 0) {
+        cairn_log_error("CURVE: %s", error);
+        return CAIRN_ECONFIG;
+    }
+    if (cairn_curve_enabled())
+        cairn_log_info("CURVE on: router key %s (%s)",
+                       cairn_config_router(config)->curve_key,
+                       cairn_curve_self_public());
+    else
+        cairn_log_warn("CURVE off ([security] curve = no): the ZeroMQ links "
+                       "to the nodes and the control endpoint are plain "
+                       "text and unauthenticated");
+    return CAIRN_OK;
 }
 
 /* One channel's way to storage: the forward of its destination. */
@@ -597,6 +634,8 @@ main(int argc, char **argv)
         status = EXIT_CONFIG;
     } else if (check_only) {
         printf("%s: configuration ok\n", cairn_config_name(config));
+    } else if (setup_curve(config) < 0) {
+        status = EXIT_CONFIG;
     } else if (serve(path, config, &settings) < 0) {
         status = EXIT_RUNTIME;
     }

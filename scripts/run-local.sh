@@ -82,6 +82,14 @@ start_all() {
     chmod 700 "$data"
     "$build/ops/cairnctl" config check >/dev/null ||
         die "the built-in configuration does not check"
+    # CURVE is on by default: every ZeroMQ link is encrypted and only the
+    # keys named in the configuration are admitted. Made once, kept.
+    for name in router admin "${nodes[@]}"; do
+        [ -f "$data/keys/$name.secret" ] && continue
+        "$build/ops/cairnctl" keys create "$name" >/dev/null ||
+            die "cannot make the CURVE key $name"
+        echo "run-local: made the CURVE key $data/keys/$name (cairnctl keys create)"
+    done
     for name in "${nodes[@]}"; do
         if alive "$name"; then
             echo "run-local: $name already running (pid $(cat "$run/$name.pid"))"

@@ -118,8 +118,8 @@ static const struct {
      "'7' needs a unit"},
     {"replicas = 2\n", "replicas = 2\n[security]\ndata_mode = 0800\n", 14,
      "not an octal mode"},
-    {"replicas = 2\n", "replicas = 2\n[compaction]\nparallel_users = 4\n",
-     14, "parallel_users = 4 is not supported (at most 1)"},
+    {"replicas = 2\n", "replicas = 2\n[compaction]\nparallel_users = 4\n", 14,
+     "parallel_users = 4 is not supported (at most 1)"},
     /* missing things and references */
     {"[router]\ncontrol = tcp://127.0.0.1:5700\n", "", 18,
      "missing section [router]"},
@@ -272,7 +272,7 @@ test_defaults(void)
         CHECK_U64(channel->idle_timeout_ms, 30 * 60 * 1000);
     }
     CHECK_U64(cairn_config_security(config)->data_mode, 0600);
-    CHECK(!cairn_config_security(config)->curve);
+    CHECK(cairn_config_security(config)->curve); /* secure by default */
     CHECK_U64(cairn_config_compaction(config)->retention_ms,
               7ull * 86400 * 1000);
     CHECK_U64(cairn_config_limits(config)->max_nesting, 64);

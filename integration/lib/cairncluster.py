@@ -275,6 +275,10 @@ class Cluster:
             lines.append("[node %s]" % name)
             lines += ["%s = %s" % kv for kv in node.items()]
             lines.append("")
+        # CURVE on every ZeroMQ link, as by default; start() makes the
+        # keys with `cairnctl keys create`.
+        lines += ["[security]", "curve = yes",
+                  "curve_key_dir = %s" % self.key_dir, ""]
         if self.limits:
             lines.append("[limits]")
             lines += ["%s = %s" % kv for kv in self.limits.items()]
@@ -290,6 +294,7 @@ class Cluster:
         if r.returncode != 0:
             raise ClusterError("config check failed:\n%s%s"
                                % (r.stdout, r.stderr))
+        self.make_keys()
         if not os.path.exists(self.ring_file):
             r = self.cairnctl("ring", "create", self.ring_file,
                               "--from-config", "main")
@@ -300,6 +305,21 @@ class Cluster:
             self.start_node(name)
         self.start_router()
         return self
+
+    @property
+    def key_dir(self):
+        return os.path.join(self.dir, "keys")
+
+    def make_keys(self):
+        """CURVE keys of the router, cairnctl ("admin") and every node,
+        made with `cairnctl keys create` (those that exist are kept)."""
+        for name in ["router", "admin"] + list(self.node_names):
+            if os.path.exists(os.path.join(self.key_dir, name + ".secret")):
+                continue
+            r = self.cairnctl("keys", "create", name)
+            if r.returncode != 0:
+                raise ClusterError("keys create %s failed:\n%s%s"
+                                   % (name, r.stdout, r.stderr))
 
     def _track(self, daemon):
         self._watchdog.track(daemon.start().pid)

@@ -135,6 +135,7 @@ dead_node_config(void)
 
     CHECK(port > 0);
     snprintf(text, sizeof(text),
+             "[security]\ncurve = no\n" /* a fake node in plain text */
              "[router]\n[channel backup]\nlisten = 127.0.0.1:1\n"
              "sasl_user = u\nsasl_password = p\ndestinations = main\n"
              "[destination main]\nnodes = gone\nreplicas = 1\n[node gone]\n"
@@ -293,6 +294,7 @@ run_against(const char *endpoint, const char *command, const char *user,
     CHECK(fd >= 0);
     file = fdopen(fd, "w");
     fprintf(file,
+            "[security]\ncurve = no\n" /* a fake node in plain text */
             "[router]\n[channel backup]\nlisten = 127.0.0.1:1\n"
             "sasl_user = u\nsasl_password = p\ndestinations = main\n"
             "[destination main]\nnodes = fake\nreplicas = 1\n"
