@@ -801,6 +801,7 @@ pending_from_request(const struct cairn_node_client *client,
     p->envelope.kind = in->kind;
     p->envelope.sequence = in->sequence;
     p->envelope.stream_start = in->stream_start;
+    p->envelope.update_time = in->update_time;
     p->envelope.ring_epoch = in->ring_epoch;
     if ((in->user && !(p->envelope.user = strdup(in->user))) ||
         (in->destination &&

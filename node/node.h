@@ -197,6 +197,19 @@ int cairn_store_find_missing(struct cairn_store *store,
                              const struct cairn_dlist *guids,
                              struct cairn_dlist *missing);
 /*
+ * The times the index holds that no state answer carries, as text lines
+ * in a fixed order, by natural keys (never row or chunk ids): "mailbox
+ * UNIQUEID MBOXNAME DELETED", "record UNIQUEID UID GUID EXPUNGED",
+ * "subscription MBOXNAME UNSUBSCRIBED", "sieve FILENAME GUID LAST_UPDATE
+ * DELETED", a time being seconds or "-" for none. Replicas that took the
+ * same updates give the same lines (the router's stamps). fn gets each
+ * line (borrowed for the call); a non-zero return stops the walk and is
+ * returned. CAIRN_EDB when the index cannot be read.
+ */
+typedef int (*cairn_store_line_fn)(void *ctx, const char *line);
+int cairn_store_each_time(struct cairn_store *store, cairn_store_line_fn fn,
+                          void *ctx);
+/*
  * The text of the live sieve script filename (as GET USER's SIEVE items
  * name it): *content is owned (free(); NUL-terminated), *len its length.
  * CAIRN_ENOENT when there is none.

@@ -48,6 +48,9 @@
  *   leading frames that the node concatenates (the client does this by
  *   itself); the dlist must be whole in the first message.
  *   payload_bytes, when not 0, is the total of all payload frames.
+ *   update_time (Envelope.update_time), when not 0, is the time the node
+ *   writes for the update (line timestamp, expunged/deleted times) instead
+ *   of its own clock, clamped so that a user's times never go backwards.
  *   Reply: ACK once the update is durable (the node's group commit: log
  *   fsynced and index committed). The ACK of APPLY RESERVE carries the
  *   untagged reply as payload: zero or one frame "MISSING (guid ...)".
@@ -93,8 +96,9 @@
  * VERIFY_REQUEST: optional frame 1 = UserRequest (users, full = check
  *   message GUIDs too). Reply VERIFY_REPLY, frame 1 = UserResults: per user
  *   code (0 or CAIRN_E*), text, digest = hex SHA-1 over the user's state
- *   answers (GET USER, then GET FULLMAILBOX of each mailbox, printed),
- *   equal on replicas that hold the same updates.
+ *   answers (GET USER, then GET FULLMAILBOX of each mailbox, printed)
+ *   and the index's times (cairn_store_each_time: deleted, expunged,
+ *   unsubscribed), equal on replicas that hold the same updates.
  * COMPACT_REQUEST: as VERIFY, with the node's [compaction] policy. Reply
  *   COMPACT_REPLY, frame 1 = UserResults with bytes_before/bytes_after.
  * BODY_REQUEST / SIEVE_REQUEST (cairnctl restore -> node; user set,
@@ -186,6 +190,7 @@ struct cairn_node_request {
     const char *key;         /* "MAILBOX", "USER"; NULL: none */
     uint64_t sequence;       /* per user, 0: unordered */
     bool stream_start;       /* sequence starts a new stream (see above) */
+    int64_t update_time;     /* APPLY: the router's stamp, 0: the node's */
     uint64_t ring_epoch;
     /* frame 1..n, each <= max_frame, except that frame 1 of an APPLY or
      * STATE_REQUEST (the dlist) is cut into dlist_frames when larger */

@@ -248,7 +248,20 @@ digest_item(void *ctx, const struct cairn_dlist *item)
     return rc;
 }
 
-/* Hex SHA-1 over GET USER and every mailbox's GET FULLMAILBOX, printed. */
+static int
+digest_line(void *ctx, const char *line)
+{
+    struct digest_walk *walk = ctx;
+
+    EVP_DigestUpdate(walk->md, line, strlen(line));
+    EVP_DigestUpdate(walk->md, "\n", 1);
+    return 0;
+}
+
+/*
+ * Hex SHA-1 over GET USER and every mailbox's GET FULLMAILBOX, printed,
+ * then the index's times (cairn_store_each_time: expunged, deleted).
+ */
 static int
 state_digest(struct cairn_store *store, char hex[41])
 {
@@ -273,7 +286,7 @@ state_digest(struct cairn_store *store, char hex[41])
         user_list_release(&walk.mailboxes);
         walk.mailboxes = names;
     }
-    if (rc < 0)
+    if (rc < 0 || (rc = cairn_store_each_time(store, digest_line, &walk)) < 0)
         goto out;
     EVP_DigestFinal_ex(walk.md, sha1, &len);
     for (unsigned i = 0; i < len && i < 20; i++)

@@ -305,6 +305,14 @@ find_missing(struct node_request *request, const struct cairn_dlist *record)
                                     request->missing);
 }
 
+int64_t
+node_update_time(const struct node_request *request)
+{
+    int64_t stamp = request->envelope->update_time;
+
+    return stamp > 0 ? stamp : (int64_t)time(NULL);
+}
+
 static bool
 disk_has_room(struct cairn_node_server *server)
 {
@@ -323,7 +331,7 @@ disk_has_room(struct cairn_node_server *server)
  */
 static int
 apply_unuser(struct cairn_node_server *server, struct node_user *user,
-             const struct cairn_dlist *record, const char **text)
+             const struct cairn_dlist *record, int64_t ts, const char **text)
 {
     const char *userid = NULL;
     int rc;
@@ -338,7 +346,7 @@ apply_unuser(struct cairn_node_server *server, struct node_user *user,
         *text = "cannot open the user's backup";
         return rc;
     }
-    if ((rc = cairn_store_unuser(user->store, userid, time(NULL))) < 0) {
+    if ((rc = cairn_store_unuser(user->store, userid, ts)) < 0) {
         *text = "the store refused UNUSER";
         cairn_store_abort(user->store);
         node_answer_applied(server, user, rc);
@@ -381,7 +389,8 @@ append_record(struct cairn_node_server *server, struct node_request *request,
         goto out;
     }
     if (strcmp(name, "UNUSER") == 0) {
-        rc = apply_unuser(server, user, record, text);
+        rc =
+            apply_unuser(server, user, record, node_update_time(request), text);
         goto out;
     }
     if (!cairn_store_logs_record(name)) {
@@ -408,7 +417,8 @@ append_record(struct cairn_node_server *server, struct node_request *request,
             return 0; /* the record is the worker's now */
         }
     }
-    rc = cairn_store_append(user->store, time(NULL), record, &bodies);
+    rc = cairn_store_append(user->store, node_update_time(request), record,
+                            &bodies);
     if (rc < 0) {
         *text = rc == CAIRN_EMISMATCH ? "message body does not match its GUID"
                                       : "the store refused the update";

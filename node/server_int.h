@@ -171,6 +171,11 @@ int node_read_spooled_body(void *ctx, const struct cairn_dlist *file,
                            int (*put)(void *put_ctx, const void *data,
                                       size_t len),
                            void *put_ctx);
+/*
+ * The time to write for request's update: the router's stamp
+ * (Envelope.update_time), or this node's clock for a request without one.
+ */
+int64_t node_update_time(const struct node_request *request);
 /* Completes an APPLY whose append ended with rc (background path). */
 void node_apply_finished(struct cairn_node_server *server,
                          struct node_request *request, int rc);

@@ -131,7 +131,7 @@ node_background_start(struct cairn_node_server *server,
     work->request = request;
     work->user = request->user;
     work->record = record;
-    work->ts = time(NULL);
+    work->ts = node_update_time(request);
     /* On failure the record still belongs to the caller. */
     return launch(server, work);
 }

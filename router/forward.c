@@ -13,7 +13,9 @@
  * (Envelope.dlist_frames).
  *
  * One destination per forward: main.c fans a channel's writes out over
- * its destinations' forwards.
+ * its destinations' forwards. Every write is stamped once with its time
+ * (Envelope.update_time; forward_int.h), the same for every replica and
+ * destination, which the nodes write instead of their own clocks.
  *
  * Repair marks: sync_client sends only what the state it GETs lacks, so a
  * replica that missed a write (timeout, unreachable, error; whether the
@@ -44,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Largest command forwarded: what the node client and node accept. */
@@ -56,6 +59,7 @@ struct request_part {
     const char *userid;
     const char *key;
     const struct cairn_dlist *value;
+    int64_t stamp; /* the write's time (APPLY) */
 };
 
 /*
@@ -98,6 +102,7 @@ struct pending {
     const char *key; /* static (command table or "MESSAGE") */
     char userid[CAIRN_ROUTER_USERID_MAX];
     uint64_t epoch;
+    int64_t stamp; /* Envelope.update_time of an APPLY */
     struct target targets[CAIRN_RING_MAX_REPLICAS];
     size_t target_count;
     size_t next_target; /* GET: the replica to try next */
@@ -468,6 +473,7 @@ send_to(struct target *target)
         .frame_count = 1,
         .bodies = pending->bodies,
         .body_count = pending->body_count,
+        .update_time = pending->is_get ? 0 : pending->stamp,
     };
     int rc = 0;
 
@@ -806,6 +812,7 @@ start(struct cairn_router_forward *forward, enum cairn_csync_verb verb,
     pending->group = group;
     pending->is_get = verb == CAIRN_CSYNC_GET;
     pending->key = part->key;
+    pending->stamp = part->stamp;
     pending->is_reserve =
         !pending->is_get && strcmp(pending->key, "RESERVE") == 0;
     snprintf(pending->userid, sizeof(pending->userid), "%s", part->userid);
@@ -860,6 +867,30 @@ out:
     return rc;
 }
 
+void
+cairn_router_forward_set_clock(struct cairn_router_forward *forward,
+                               cairn_router_clock_fn fn, void *arg)
+{
+    forward->clock_fn = fn;
+    forward->clock_arg = arg;
+}
+
+/* One stamp for a write to every forward (see forward_int.h). */
+static int64_t
+stamp_write(struct cairn_router_forward *const *forwards, size_t count)
+{
+    const struct cairn_router_forward *first = forwards[0];
+    int64_t stamp = first->clock_fn != NULL ? first->clock_fn(first->clock_arg)
+                                            : (int64_t)time(NULL);
+
+    for (size_t i = 0; i < count; i++)
+        if (forwards[i]->last_stamp > stamp)
+            stamp = forwards[i]->last_stamp;
+    for (size_t i = 0; i < count; i++)
+        forwards[i]->last_stamp = stamp;
+    return stamp;
+}
+
 int
 cairn_router_forward_request(void *arg,
                              const struct cairn_router_request *request,
@@ -888,15 +919,18 @@ cairn_router_forward_request_all(struct cairn_router_forward *const *forwards,
                                  const struct cairn_router_request *request,
                                  struct cairn_router_reply *reply)
 {
+    const bool write = request->verb != CAIRN_CSYNC_GET;
     const struct request_part part = {
         .userid = request->resolution->owner.userid,
         .key = request->resolution->key,
         .value = request->value,
+        .stamp = write ? stamp_write(forwards, count) : 0,
     };
     const struct request_part bodies = {
         .userid = part.userid,
         .key = "MESSAGE",
         .value = request->message,
+        .stamp = part.stamp,
     };
     size_t starts = request->message != NULL ? 2 : 1;
     struct group *group;

@@ -130,6 +130,21 @@ int cairn_router_forward_ping(struct cairn_router_forward *forward,
                               const char *node_name, cairn_node_reply_fn fn,
                               void *arg);
 /*
+ * Update stamps (DESIGN.md "One time per update"): every write the
+ * forward starts is stamped once, before it goes to any replica, with
+ * the clock's seconds, never below the last stamp a forward of the write
+ * gave (so a user's stamps never go backwards while the router runs; a
+ * restarted router whose clock went back is clamped by the nodes, which
+ * never write a time below their user's last). Every replica, and every
+ * destination of a channel, gets the same stamp (Envelope.update_time).
+ * The clock is time(NULL) unless a test sets its own (fn(arg); NULL
+ * restores the wall clock).
+ */
+typedef int64_t (*cairn_router_clock_fn)(void *arg);
+void cairn_router_forward_set_clock(struct cairn_router_forward *forward,
+                                    cairn_router_clock_fn fn, void *arg);
+
+/*
  * Requests started and not finished: a write answered OK under ack quorum
  * or one is still waiting for its other replicas. Freeing the forward
  * drops them, so a test that frees it (a restart) waits for 0 first.
@@ -229,6 +244,10 @@ struct cairn_router_forward {
     uint64_t health_timer;
     void *probe_context;      /* ZeroMQ context of the probe connections */
     struct pending *pendings; /* requests in flight (forward.c) */
+    /* update stamps (forward.c): the clock (NULL: time()), the last */
+    cairn_router_clock_fn clock_fn;
+    void *clock_arg;
+    int64_t last_stamp;
 };
 
 /*

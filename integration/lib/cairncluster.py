@@ -639,6 +639,56 @@ def index_differences(want, got, path=""):
     return [] if want == got else ["%s: want %r, got %r" % (path, want, got)]
 
 
+# Every column of the tables a user's facts live in, by natural keys:
+# never row ids, chunk ids or offsets (they follow each node's own chunks).
+INDEX_ROWS_SQL = {
+    "mailbox": "SELECT uniqueid, mboxname, mboxtype, last_uid, highestmodseq,"
+               " recentuid, recenttime, last_appenddate, pop3_last_login,"
+               " pop3_show_after, uidvalidity, partition, acl, options,"
+               " sync_crc, sync_crc_annot, quotaroot, xconvmodseq,"
+               " annotations, deleted FROM mailbox",
+    "record": "SELECT b.uniqueid, r.uid, m.guid, r.modseq, r.last_updated,"
+              " r.flags, r.internaldate, r.annotations, r.expunged FROM"
+              " mailbox_message r JOIN mailbox b ON b.id = r.mailbox_id"
+              " JOIN message m ON m.id = r.message_id",
+    "message": "SELECT guid, partition, size FROM message",
+    "subscription": "SELECT mboxname, unsubscribed FROM subscription",
+    "seen": "SELECT uniqueid, lastread, lastuid, lastchange, seenuids"
+            " FROM seen",
+    "sieve": "SELECT filename, guid, last_update, deleted FROM sieve",
+}
+
+
+def index_rows(data_file):
+    """{table: sorted [row tuple]} of a backup's index (INDEX_ROWS_SQL):
+    two replicas that took the same updates give equal values, times
+    (expunged, deleted, unsubscribed) included."""
+    db = sqlite3.connect("file:%s?mode=ro" % (data_file + ".index"),
+                         uri=True, timeout=10)
+    try:
+        return {table: sorted(db.execute(sql).fetchall(),
+                              key=lambda row: [str(v) for v in row])
+                for table, sql in INDEX_ROWS_SQL.items()}
+    finally:
+        db.close()
+
+
+def index_row_differences(one, other):
+    """Rows of index_rows() one lacks or has over other, column by column
+    for rows whose first column matches: [] when equal."""
+    out = []
+    for table in INDEX_ROWS_SQL:
+        a, b = one[table], other[table]
+        if a == b:
+            continue
+        extra = [r for r in a if r not in b]
+        lacking = [r for r in b if r not in a]
+        out.append("%s: %d rows differ: %r | %r"
+                   % (table, len(extra) + len(lacking), extra[:3],
+                      lacking[:3]))
+    return out
+
+
 FILE_LITERAL = re.compile(rb"%\{(\S+) ([0-9a-f]{40}) (\d+)\}\r\n")
 
 
