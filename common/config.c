@@ -783,6 +783,12 @@ cairn_config_security(const struct cairn_config *config)
     return &config->security;
 }
 
+const struct cairn_config_scrub *
+cairn_config_scrub(const struct cairn_config *config)
+{
+    return &config->scrub;
+}
+
 const struct cairn_config_limits *
 cairn_config_limits(const struct cairn_config *config)
 {

@@ -151,6 +151,20 @@ struct cairn_config_compaction {
 };
 
 struct cairn_config_security {
+/* How a scrub checks a user (node/server_scrub.c). */
+enum cairn_scrub_level {
+    CAIRN_SCRUB_LIGHT, /* every chunk's checksums */
+    CAIRN_SCRUB_FULL,  /* Cyrus's full level: bodies, mailbox links */
+};
+
+struct cairn_config_scrub {
+    struct cairn_config_origin origin;
+    bool enabled;
+    uint64_t interval_ms; /* every user checked once per interval */
+    uint64_t rate;        /* bytes read per second on average; 0 = any */
+    int level;            /* enum cairn_scrub_level */
+};
+
     struct cairn_config_origin origin;
     bool curve;          /* CURVE on every ZeroMQ link */
     char *curve_key_dir; /* NAME.public / NAME.secret key files */
@@ -216,6 +230,8 @@ cairn_config_router(const struct cairn_config *config);
 const struct cairn_config_compaction *
 cairn_config_compaction(const struct cairn_config *config);
 const struct cairn_config_security *
+const struct cairn_config_scrub *
+cairn_config_scrub(const struct cairn_config *config);
 cairn_config_security(const struct cairn_config *config);
 const struct cairn_config_limits *
 cairn_config_limits(const struct cairn_config *config);

@@ -68,6 +68,7 @@ struct cairn_config {
     unsigned end_line; /* last line of the text, for "missing" errors */
     struct cairn_config_router router;
     struct cairn_config_compaction compaction;
+    struct cairn_config_scrub scrub;
     struct cairn_config_security security;
     struct cairn_config_limits limits;
     struct cairn_config_channel **channels;

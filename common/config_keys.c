@@ -166,6 +166,20 @@ static const struct config_key security_keys[] = {
 
 #define LIMITS(field) offsetof(struct cairn_config_limits, field)
 static const struct config_key limits_keys[] = {
+static const char *const scrub_levels[] = {"light", "full", NULL};
+
+#define SCRUB(field) offsetof(struct cairn_config_scrub, field)
+static const struct config_key scrub_keys[] = {
+    {"enabled", CONFIG_BOOL, SCRUB(enabled), 0, 0, "yes", 0, NULL,
+     "nodes verify their users on their own"},
+    {"interval", CONFIG_DURATION, SCRUB(interval_ms), MINUTE, 365 * DAY, "7d",
+     0, NULL, "every user is checked once per interval"},
+    {"rate", CONFIG_SIZE, SCRUB(rate), 0, 64 * GIB, "20M", 0, NULL,
+     "bytes read per second on average (0: no limit)"},
+    {"level", CONFIG_ENUM, SCRUB(level), 0, 0, "full", 0, scrub_levels,
+     "light: checksums; full: Cyrus's full verify"},
+};
+
     {"max_line", CONFIG_SIZE, LIMITS(max_line), KIB, 64 * MIB, "1M", 0, NULL,
      "a csync command line, literals excluded"},
     {"max_literal", CONFIG_SIZE, LIMITS(max_literal), KIB, 2 * GIB, "64M", 0,
@@ -202,6 +216,7 @@ const struct config_kind config_kinds[] = {
     SINGLE("compaction", compaction_keys, compaction),
     SINGLE("security", security_keys, security),
     SINGLE("limits", limits_keys, limits),
+    SINGLE("scrub", scrub_keys, scrub),
 };
 const size_t config_kind_count = COUNT(config_kinds);
 
@@ -212,6 +227,7 @@ _Static_assert(COUNT(node_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(compaction_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(security_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(limits_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
+_Static_assert(COUNT(scrub_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 
 bool
 config_key_supported(const struct config_key *key)

@@ -39,7 +39,12 @@ cairn_catalog_open(const char *path, struct cairn_catalog **catalog)
                       * (Unix milliseconds); Cyrus's tools never read it */
                      "CREATE TABLE IF NOT EXISTS cairn_compactions(userid"
                      " TEXT PRIMARY KEY NOT NULL, compacted_ms INTEGER"
-                     " NOT NULL)",
+                     " NOT NULL);"
+                     /* cairn's own: when the scrub last checked each user,
+                      * and what it found wrong (NULL: nothing) */
+                     "CREATE TABLE IF NOT EXISTS cairn_scrub(userid"
+                     " TEXT PRIMARY KEY NOT NULL, checked_ms INTEGER"
+                     " NOT NULL, damage TEXT)",
                      NULL, NULL, NULL) != SQLITE_OK)
         goto out;
     *catalog = cat;
@@ -259,6 +264,115 @@ cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
     }
     if (rc == 0 && step != SQLITE_DONE)
         rc = CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_set_scrubbed(struct cairn_catalog *catalog, const char *userid,
+                           int64_t checked_ms, const char *damage)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(catalog->db,
+                           "INSERT OR REPLACE INTO cairn_scrub"
+                           " (userid, checked_ms, damage) VALUES (?, ?, ?)",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 2, checked_ms);
+    if (damage != NULL)
+        sqlite3_bind_text(stmt, 3, damage, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(stmt, 3);
+    rc = sqlite3_step(stmt) == SQLITE_DONE ? 0 : CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_get_scrubbed(struct cairn_catalog *catalog, const char *userid,
+                           int64_t *checked_ms, char **damage)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = CAIRN_EDB, step;
+
+    *checked_ms = 0;
+    *damage = NULL;
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT checked_ms, damage FROM cairn_scrub"
+                           " WHERE userid = ?",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_text(stmt, 1, userid, -1, SQLITE_STATIC);
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_DONE) {
+        rc = CAIRN_ENOENT;
+    } else if (step == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text(stmt, 1);
+
+        *checked_ms = sqlite3_column_int64(stmt, 0);
+        rc = 0;
+        if (text != NULL && (*damage = strdup((const char *)text)) == NULL)
+            rc = CAIRN_ENOMEM;
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
+                                int64_t before_ms,
+                                int (*visit)(void *ctx, const char *userid),
+                                void *ctx)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = 0, step;
+
+    /* Damaged users are left alone: a heal clears their row. */
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT u.userid FROM users u LEFT JOIN"
+                           " cairn_scrub s ON s.userid = u.userid"
+                           " WHERE s.checked_ms IS NULL OR"
+                           " (s.damage IS NULL AND s.checked_ms <= ?)"
+                           " ORDER BY IFNULL(s.checked_ms, 0), u.userid",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_int64(stmt, 1, before_ms);
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0));
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int
+cairn_catalog_scrub_figures(struct cairn_catalog *catalog, int64_t since_ms,
+                            uint64_t *users, uint64_t *checked,
+                            uint64_t *damaged)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = CAIRN_EDB;
+
+    *users = *checked = *damaged = 0;
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT COUNT(*), SUM(s.checked_ms > ?),"
+                           " SUM(s.damage IS NOT NULL) FROM users u"
+                           " LEFT JOIN cairn_scrub s ON s.userid = u.userid",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    sqlite3_bind_int64(stmt, 1, since_ms);
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+        *users = (uint64_t)sqlite3_column_int64(stmt, 0);
+        *checked = (uint64_t)sqlite3_column_int64(stmt, 1);
+        *damaged = (uint64_t)sqlite3_column_int64(stmt, 2);
+        rc = 0;
+    }
     sqlite3_finalize(stmt);
     return rc;
 }

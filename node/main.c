@@ -110,6 +110,11 @@ settings_from_config(const struct cairn_config *config,
     /* parallel_users: the config refuses anything but 1 (one worker). */
     settings->compaction_enabled = compaction->enabled;
     settings->compaction_interval_ms = compaction->interval_ms;
+    settings->scrub_enabled = cairn_config_scrub(config)->enabled;
+    settings->scrub_interval_ms = cairn_config_scrub(config)->interval_ms;
+    settings->scrub_rate = cairn_config_scrub(config)->rate;
+    settings->scrub_full =
+        cairn_config_scrub(config)->level == CAIRN_SCRUB_FULL;
     return 0;
 }
 

@@ -360,6 +360,33 @@ int cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
  */
 struct cairn_crc_record {
     uint32_t uid;
+/*
+ * The scrub's record of userid (cairn-private catalog table): when it was
+ * last checked (Unix ms) and the damage found (NULL: none; a damaged user
+ * stays quarantined until a heal records it clean). set copies damage;
+ * get returns it owned (free()), CAIRN_ENOENT when never checked.
+ */
+int cairn_catalog_set_scrubbed(struct cairn_catalog *catalog,
+                               const char *userid, int64_t checked_ms,
+                               const char *damage);
+int cairn_catalog_get_scrubbed(struct cairn_catalog *catalog,
+                               const char *userid, int64_t *checked_ms,
+                               char **damage);
+/*
+ * Calls visit for each undamaged user last checked at or before before_ms
+ * and each never checked, never checked first, then longest waiting; a
+ * non-zero return from visit stops and is returned.
+ */
+int cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
+                                    int64_t before_ms,
+                                    int (*visit)(void *ctx,
+                                                 const char *userid),
+                                    void *ctx);
+/* Users, those checked after since_ms, and those marked damaged. */
+int cairn_catalog_scrub_figures(struct cairn_catalog *catalog,
+                                int64_t since_ms, uint64_t *users,
+                                uint64_t *checked, uint64_t *damaged);
+
     uint64_t modseq;
     int64_t last_updated;
     int64_t internaldate;

@@ -46,6 +46,13 @@ struct cairn_node_server_settings {
      * is one worker thread), never while it has requests in flight */
     bool compaction_enabled;
     uint64_t compaction_interval_ms; /* 0: 1 day */
+    /* scrub (server_scrub.c): each user verified once per interval,
+     * checked longest ago first, on the background thread; a user that
+     * fails is quarantined (retryable NO) until a good copy comes in */
+    bool scrub_enabled;
+    uint64_t scrub_interval_ms; /* 0: 7 days */
+    uint64_t scrub_rate;        /* bytes per second on average; 0: any */
+    bool scrub_full;            /* Cyrus's full level, not checksums only */
 };
 
 /* Where an event happened; all borrowed for the call, any may be NULL. */

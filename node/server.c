@@ -754,7 +754,8 @@ cairn_node_server_new(struct cairn_loop *loop, void *zmq_context,
     server->reading = true;
     if ((rc = node_worker_init(server)) < 0)
         goto out;
-    if ((rc = node_compact_schedule_init(server)) < 0)
+    if ((rc = node_scrub_schedule_init(server)) < 0 ||
+        (rc = node_compact_schedule_init(server)) < 0)
         goto out;
     if ((rc = cairn_loop_add_timer(loop, IDLE_SWEEP_MS, IDLE_SWEEP_MS,
                                    on_idle_timer, server,
@@ -787,6 +788,7 @@ cairn_node_server_shutdown(struct cairn_node_server *server)
         server->idle_timer = 0;
     }
     node_compact_schedule_release(server);
+    node_scrub_schedule_release(server);
     node_worker_release(server); /* a running append finishes first */
     node_admin_release(server);  /* VERIFY / COMPACT not answered */
     node_commit_round(server);

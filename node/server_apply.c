@@ -463,6 +463,12 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
     bool background = false;
     int rc;
 
+    if (node_user_quarantined(server, user)) {
+        /* nothing is appended to a damaged file (server_scrub.c) */
+        node_reply_quarantined(server, request);
+        node_request_free(request);
+        return;
+    }
     if (sequence > 0 && !user->has_sequence && user->store == NULL)
         node_user_open(server, user, false); /* its recorded sequence */
     if (sequence > 1 && sequence < user->last_sequence &&
@@ -641,6 +647,10 @@ node_state(struct cairn_node_server *server, struct node_request *request)
 
     if (request->user->in_round)
         node_commit_round(server);
+    if (node_user_quarantined(server, request->user)) {
+        node_reply_quarantined(server, request);
+        goto out;
+    }
     if ((rc = parse_frame(request->dlist, request->dlist_len, &value,
                           &body_bytes)) < 0) {
         node_reply_error(server, request, rc, CSYNC_PROTOCOL_ERROR,

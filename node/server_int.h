@@ -64,6 +64,8 @@ struct node_user {
     /* a TRANSFER export read the data file: no compaction before this
      * (loop clock), or the bytes cairnctl relays would change under it */
     uint64_t exporting_until_ms;
+    int quarantine; /* server_scrub.c: unknown, clean, or quarantined */
+    char *damage;   /* what the scrub found, owned */
 };
 
 struct cairn_node_server {
@@ -107,6 +109,10 @@ struct cairn_node_server {
     uint64_t compact_timer;
     struct admin_job *admin_jobs; /* VERIFY / COMPACT in progress, FIFO */
     uint64_t compactions;         /* scheduled ones done since start */
+    uint64_t scrub_timer;
+    uint64_t scrub_next_ms; /* loop clock: the read rate's pause */
+    bool scrub_running;
+    uint64_t scrubbed, scrub_bytes, scrub_damaged; /* since start */
     struct node_body_spool *body_spools; /* server_restore.c */
 };
 
@@ -221,6 +227,21 @@ void node_compact_finished(struct cairn_node_server *server,
                            struct node_user *user, int rc,
                            const struct cairn_compact_result *result,
                            uint64_t elapsed_ms);
+
+/* server_scrub.c: the scrub ([scrub]) and its quarantine. */
+int node_scrub_schedule_init(struct cairn_node_server *server);
+void node_scrub_schedule_release(struct cairn_node_server *server);
+/* Whether user is quarantined (read from the catalog on first use). */
+bool node_user_quarantined(struct cairn_node_server *server,
+                           struct node_user *user);
+/* Answers request with the retryable NO of a quarantined user. */
+int node_reply_quarantined(struct cairn_node_server *server,
+                           struct node_request *request);
+/* A good copy of userid was transferred in and verified: lift it. */
+int node_scrub_lift(struct cairn_node_server *server, const char *userid);
+/* Users, checked within the interval, damaged (for STATS). */
+int node_scrub_figures(struct cairn_node_server *server, uint64_t *users,
+                       uint64_t *checked, uint64_t *damaged);
 
 /* server_admin.c */
 void node_admin(struct cairn_node_server *server, struct node_request *request);

@@ -177,6 +177,7 @@ node_users_free(struct cairn_node_server *server)
             if (user->store)
                 cairn_store_close(user->store);
             free(user->userid);
+            free(user->damage);
             free(user);
         }
         server->buckets[i] = NULL;

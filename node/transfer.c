@@ -335,6 +335,7 @@ import_end(struct cairn_node_server *server, struct node_request *request)
         (rc = rebuild_and_verify(data_path, error, sizeof(error))) < 0 ||
         (rc = cairn_catalog_set(server->catalog, userid, data_path)) < 0)
         goto out;
+    node_scrub_lift(server, userid); /* a verified copy: not damaged */
     free(data_path);
     data_path = NULL; /* recorded: kept whatever happens to the reply */
     rc = node_reply(server, request, CAIRN__KIND__ACK, NULL, 0, false);

@@ -89,6 +89,14 @@ static const struct proof proofs[] = {
     {"compaction", "parallel_users", "2", NULL, NULL},
     /* CURVE: test_curve (node and router control, roles, rogue peers) */
     {"security", "curve", "no", "common/curve.c", "security->curve"},
+    /* the scrub: test_server_scrub (quarantine, figures) */
+    {"scrub", "enabled", "no", "node/main.c",
+     "cairn_config_scrub(config)->enabled"},
+    {"scrub", "interval", "1d", "node/main.c",
+     "cairn_config_scrub(config)->interval_ms"},
+    {"scrub", "rate", "1M", "node/main.c", "cairn_config_scrub(config)->rate"},
+    {"scrub", "level", "light", "node/main.c",
+     "cairn_config_scrub(config)->level"},
     {"security", "curve_key_dir", "/tmp/keys", "common/curve.c",
      "security->curve_key_dir"},
     {"security", "writer_keys", "r1 r2", "common/curve.c",
@@ -116,11 +124,12 @@ static const char *const base_sections[] = {
     "[node node1]\nendpoint = tcp://127.0.0.1:5701\ndata_dir = d1\n",
     "[compaction]\n",
     "[security]\n",
+    "[scrub]\n",
     "[limits]\n",
 };
 static const char *const base_names[] = {
-    "router",     "channel",  "destination", "node",
-    "compaction", "security", "limits",
+    "router",     "channel", "destination", "node",
+    "compaction", "scrub",   "security",    "limits",
 };
 static const char tail_sections[] =
     "[destination main2]\nnodes = node3\nreplicas = 1\n"
