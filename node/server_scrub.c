@@ -113,8 +113,7 @@ scrub_done(struct cairn_node_server *server, struct node_user *user, void *arg,
         user->quarantine = QUARANTINE_CLEAN;
         node_event(server, CAIRN_LOG_DEBUG, NULL,
                    "scrub of %s: ok, %llu bytes in %llu ms", user->userid,
-                   (unsigned long long)job->bytes,
-                   (unsigned long long)elapsed);
+                   (unsigned long long)job->bytes, (unsigned long long)elapsed);
     }
     if (record_rc < 0)
         node_event(server, CAIRN_LOG_WARN, NULL,
@@ -144,9 +143,8 @@ try_user(void *ctx, const char *userid)
         return 0;
     if ((job = calloc(1, sizeof(*job))) == NULL)
         return 1;
-    job->levels = server->settings.scrub_full
-                      ? CAIRN_VERIFY_FULL
-                      : CAIRN_VERIFY_ALL_CHECKSUMS;
+    job->levels = server->settings.scrub_full ? CAIRN_VERIFY_FULL
+                                              : CAIRN_VERIFY_ALL_CHECKSUMS;
     job->started_ms = cairn_loop_now_ms();
     if (node_job_start(server, user, scrub_store, scrub_done, job) < 0) {
         free(job);
@@ -212,8 +210,8 @@ int
 node_scrub_lift(struct cairn_node_server *server, const char *userid)
 {
     struct node_user *user = NULL;
-    int rc = cairn_catalog_set_scrubbed(server->catalog, userid, wall_ms(),
-                                        NULL);
+    int rc =
+        cairn_catalog_set_scrubbed(server->catalog, userid, wall_ms(), NULL);
 
     if (node_user_get(server, userid, &user) == 0) {
         if (user->quarantine == QUARANTINE_ON)

@@ -135,8 +135,8 @@ check_catalog(const char *dir)
     printf("catalog: bad damaged: %s\n", damage ? damage : "(none)");
     free(damage);
     damage = NULL;
-    CHECK_INT(
-        cairn_catalog_get_scrubbed(catalog, "good", &checked_ms, &damage), 0);
+    CHECK_INT(cairn_catalog_get_scrubbed(catalog, "good", &checked_ms, &damage),
+              0);
     CHECK(checked_ms > 0 && damage == NULL);
     free(damage);
     cairn_catalog_free(catalog);
