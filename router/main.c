@@ -22,6 +22,7 @@
 #include "placement.h"
 #include "router.h"
 
+#include <fnmatch.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -107,6 +108,8 @@ struct destination_forward {
 
 struct channel_route {
     char *channel;
+    char *users;      /* [channel] users: globs, blank/comma separated */
+    uint64_t refused; /* requests for users outside them */
     size_t destinations[MAX_CHANNEL_DESTINATIONS]; /* daemon->forwards */
     size_t destination_count;
 };
@@ -128,6 +131,24 @@ static void reload_rings(struct daemon *daemon,
 static int settings_from_config(const struct cairn_config *config,
                                 struct cairn_router_settings *settings,
                                 struct cairn_router_channel_settings *channels);
+
+/* SIGHUP: each channel's [channel] users from the new file. */
+static void
+reload_scopes(struct daemon *daemon, const struct cairn_config *config)
+{
+    for (size_t i = 0; i < daemon->route_count; i++) {
+        struct channel_route *route = &daemon->routes[i];
+        const struct cairn_config_channel *channel =
+            cairn_config_find_channel(config, route->channel);
+        char *users = NULL;
+
+        if (channel == NULL || (channel->users != NULL &&
+                                (users = strdup(channel->users)) == NULL))
+            continue;
+        free(route->users);
+        route->users = users;
+    }
+}
 
 /* SIGHUP: read the file again; apply it only if all of it is valid. */
 static void
@@ -159,6 +180,7 @@ reload(struct daemon *daemon)
                        "connections keep their settings",
                        settings.channel_count);
         reload_rings(daemon, config);
+        reload_scopes(daemon, config);
     }
     free(channels);
     cairn_config_free(config);
@@ -236,6 +258,27 @@ load_config(const char *path, struct cairn_config **config)
     return rc;
 }
 
+/* Whether userid matches one of the blank- or comma-separated globs of
+ * users (NULL: every user). */
+static bool
+user_in_scope(const char *users, const char *userid)
+{
+    char pattern[256];
+
+    if (users == NULL)
+        return true;
+    for (const char *at = users + strspn(users, ", \t"); *at != '\0';
+         at += strspn(at, ", \t")) {
+        size_t len = strcspn(at, ", \t");
+
+        snprintf(pattern, sizeof(pattern), "%.*s", (int)len, at);
+        if (fnmatch(pattern, userid, 0) == 0)
+            return true;
+        at += len;
+    }
+    return false;
+}
+
 /* Sends each request to the forwards of its channel's destinations. */
 static int
 route_request(void *arg, const struct cairn_router_request *request,
@@ -251,6 +294,21 @@ route_request(void *arg, const struct cairn_router_request *request,
         if (strcmp(route->channel, request->channel) != 0)
             continue;
         for (size_t j = 0; j < route->destination_count; j++) {
+        if (resolution != NULL && resolution->has_owner &&
+            !user_in_scope(route->users, resolution->owner.userid)) {
+            /* Confined channel: nothing is forwarded, stored or read. */
+            route->refused++;
+            cairn_log_warn("[%s %s] %s %s for %s refused: outside the "
+                           "channel's users (%s); %llu refused so far",
+                           route->channel, request->peer ? request->peer : "-",
+                           cairn_csync_verb_name(request->verb),
+                           resolution->key, resolution->owner.userid,
+                           route->users, (unsigned long long)route->refused);
+            return cairn_router_reply_complete(
+                reply, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                "cairn router: user not allowed on this channel, nothing "
+                "stored");
+        }
             const struct destination_forward *destination =
                 &daemon->forwards[route->destinations[j]];
 
@@ -434,6 +492,12 @@ open_routes(struct cairn_loop *loop, const struct cairn_config *config,
         if ((route->channel = strdup(channel->origin.name)) == NULL)
             return CAIRN_ENOMEM;
         if (channel->destinations.count > MAX_CHANNEL_DESTINATIONS) {
+        if (channel->users != NULL &&
+            (route->users = strdup(channel->users)) == NULL)
+            return CAIRN_ENOMEM;
+        if (channel->users != NULL)
+            cairn_log_info("channel %s: confined to users %s", route->channel,
+                           channel->users);
             cairn_log_error("channel %s: more than %d destinations",
                             route->channel, MAX_CHANNEL_DESTINATIONS);
             return CAIRN_ECONFIG;
@@ -457,6 +521,8 @@ close_routes(struct daemon *daemon)
     for (size_t i = 0; i < daemon->route_count; i++)
         free(daemon->routes[i].channel);
     free(daemon->routes);
+        free(daemon->routes[i].users);
+    }
     for (size_t i = 0; i < daemon->forward_count; i++) {
         cairn_router_forward_free(daemon->forwards[i].forward);
         free(daemon->forwards[i].name);

@@ -56,6 +56,8 @@ static const struct proof proofs[] = {
     {"channel", "require_tls", "yes", NULL, NULL},
     {"channel", "tls_cert", "/c.pem", NULL, NULL},
     {"channel", "tls_key", "/k.pem", NULL, NULL},
+    /* test_channel_scope.py: out-of-scope users get NO, nothing stored */
+    {"channel", "users", "*@a.example", "router/main.c", "route->users"},
     {"channel", "compress", "no", "router/main.c", "channel->compress"},
     {"channel", "destinations", "main main2", "router/main.c",
      "channel->destinations"},
