@@ -289,11 +289,11 @@ route_request(void *arg, const struct cairn_router_request *request,
     char text[256];
 
     for (size_t i = 0; i < daemon->route_count; i++) {
-        const struct channel_route *route = &daemon->routes[i];
+        struct channel_route *route = &daemon->routes[i];
+        const struct cairn_router_resolution *resolution = request->resolution;
 
         if (strcmp(route->channel, request->channel) != 0)
             continue;
-        for (size_t j = 0; j < route->destination_count; j++) {
         if (resolution != NULL && resolution->has_owner &&
             !user_in_scope(route->users, resolution->owner.userid)) {
             /* Confined channel: nothing is forwarded, stored or read. */
@@ -309,6 +309,7 @@ route_request(void *arg, const struct cairn_router_request *request,
                 "cairn router: user not allowed on this channel, nothing "
                 "stored");
         }
+        for (size_t j = 0; j < route->destination_count; j++) {
             const struct destination_forward *destination =
                 &daemon->forwards[route->destinations[j]];
 
@@ -491,13 +492,13 @@ open_routes(struct cairn_loop *loop, const struct cairn_config *config,
         daemon->route_count++;
         if ((route->channel = strdup(channel->origin.name)) == NULL)
             return CAIRN_ENOMEM;
-        if (channel->destinations.count > MAX_CHANNEL_DESTINATIONS) {
         if (channel->users != NULL &&
             (route->users = strdup(channel->users)) == NULL)
             return CAIRN_ENOMEM;
         if (channel->users != NULL)
             cairn_log_info("channel %s: confined to users %s", route->channel,
                            channel->users);
+        if (channel->destinations.count > MAX_CHANNEL_DESTINATIONS) {
             cairn_log_error("channel %s: more than %d destinations",
                             route->channel, MAX_CHANNEL_DESTINATIONS);
             return CAIRN_ECONFIG;
@@ -518,11 +519,11 @@ open_routes(struct cairn_loop *loop, const struct cairn_config *config,
 static void
 close_routes(struct daemon *daemon)
 {
-    for (size_t i = 0; i < daemon->route_count; i++)
+    for (size_t i = 0; i < daemon->route_count; i++) {
         free(daemon->routes[i].channel);
-    free(daemon->routes);
         free(daemon->routes[i].users);
     }
+    free(daemon->routes);
     for (size_t i = 0; i < daemon->forward_count; i++) {
         cairn_router_forward_free(daemon->forwards[i].forward);
         free(daemon->forwards[i].name);
