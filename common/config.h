@@ -111,6 +111,7 @@ struct cairn_config_channel {
     bool compress;                         /* allow the COMPRESS command */
     struct cairn_config_list destinations; /* names, at least one */
     uint64_t idle_timeout_ms;              /* an idle connection is closed */
+    char *users; /* globs of the users it may touch; NULL: all */
     /* destinations.items resolved, same order and count. */
     const struct cairn_config_destination **destination_refs;
 };
@@ -150,7 +151,6 @@ struct cairn_config_compaction {
     uint64_t parallel_users; /* users compacted at once per node */
 };
 
-struct cairn_config_security {
 /* How a scrub checks a user (node/server_scrub.c). */
 enum cairn_scrub_level {
     CAIRN_SCRUB_LIGHT, /* every chunk's checksums */
@@ -165,6 +165,7 @@ struct cairn_config_scrub {
     int level;            /* enum cairn_scrub_level */
 };
 
+struct cairn_config_security {
     struct cairn_config_origin origin;
     bool curve;          /* CURVE on every ZeroMQ link */
     char *curve_key_dir; /* NAME.public / NAME.secret key files */
@@ -229,9 +230,9 @@ const struct cairn_config_router *
 cairn_config_router(const struct cairn_config *config);
 const struct cairn_config_compaction *
 cairn_config_compaction(const struct cairn_config *config);
-const struct cairn_config_security *
 const struct cairn_config_scrub *
 cairn_config_scrub(const struct cairn_config *config);
+const struct cairn_config_security *
 cairn_config_security(const struct cairn_config *config);
 const struct cairn_config_limits *
 cairn_config_limits(const struct cairn_config *config);

@@ -84,6 +84,8 @@ static const struct config_key channel_keys[] = {
      "allow COMPRESS DEFLATE"},
     {"destinations", CONFIG_LIST, CHANNEL(destinations), 1, 64, NULL,
      CONFIG_REQUIRED, NULL, "destinations every update is written to"},
+    {"users", CONFIG_STRING, CHANNEL(users), 0, 0, NULL, 0, NULL,
+     "users it may write and read: names or globs (unset: all)"},
     {"idle_timeout", CONFIG_DURATION, CHANNEL(idle_timeout_ms), SECOND, DAY,
      "30m", 0, NULL, "idle connections are closed after this"},
 };
@@ -164,8 +166,6 @@ static const struct config_key security_keys[] = {
      "keys with role peer (node to node; unset: every node's key)"},
 };
 
-#define LIMITS(field) offsetof(struct cairn_config_limits, field)
-static const struct config_key limits_keys[] = {
 static const char *const scrub_levels[] = {"light", "full", NULL};
 
 #define SCRUB(field) offsetof(struct cairn_config_scrub, field)
@@ -180,6 +180,8 @@ static const struct config_key scrub_keys[] = {
      "light: checksums; full: Cyrus's full verify"},
 };
 
+#define LIMITS(field) offsetof(struct cairn_config_limits, field)
+static const struct config_key limits_keys[] = {
     {"max_line", CONFIG_SIZE, LIMITS(max_line), KIB, 64 * MIB, "1M", 0, NULL,
      "a csync command line, literals excluded"},
     {"max_literal", CONFIG_SIZE, LIMITS(max_literal), KIB, 2 * GIB, "64M", 0,
@@ -214,9 +216,9 @@ const struct config_kind config_kinds[] = {
     NAMED("node", node_keys, struct cairn_config_node, nodes, node_count, 4096,
           0),
     SINGLE("compaction", compaction_keys, compaction),
+    SINGLE("scrub", scrub_keys, scrub),
     SINGLE("security", security_keys, security),
     SINGLE("limits", limits_keys, limits),
-    SINGLE("scrub", scrub_keys, scrub),
 };
 const size_t config_kind_count = COUNT(config_kinds);
 
@@ -225,9 +227,9 @@ _Static_assert(COUNT(channel_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(destination_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(node_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(compaction_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
+_Static_assert(COUNT(scrub_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(security_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 _Static_assert(COUNT(limits_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
-_Static_assert(COUNT(scrub_keys) <= CAIRN_CONFIG_MAX_KEYS, "key_lines");
 
 bool
 config_key_supported(const struct config_key *key)

@@ -271,6 +271,15 @@ struct cairn_reindex_result {
 int cairn_store_rebuild_index(struct cairn_store *store,
                               struct cairn_reindex_result *result);
 /*
+ * The same, indexing only the lines stamped until_ts or earlier: the
+ * index then answers as the backup stood at that time (restore --as-of).
+ * Meant for a scratch copy of a user's files: later lines stay in the
+ * data file, unindexed, and the next append would break the log order.
+ */
+int cairn_store_rebuild_index_until(struct cairn_store *store,
+                                    int64_t until_ts,
+                                    struct cairn_reindex_result *result);
+/*
  * Whether cairn_store_open found no index and rebuilt it; result (when
  * true) gets what that rebuild found, so a caller that must judge it
  * (import, transfer) need not rebuild a second time.
@@ -351,15 +360,6 @@ int cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
                               int (*visit)(void *ctx, const char *userid),
                               void *ctx);
 
-/* --- checksums ------------------------------------------------------------ */
-
-/*
- * One mailbox record as SYNC_CRC sees it (sync-protocol.md §6). flags are
- * the names as sent ("\\Seen", "$Label1"); annotations are per-message
- * (entry, userid, value) triples, without the virtual ones.
- */
-struct cairn_crc_record {
-    uint32_t uid;
 /*
  * The scrub's record of userid (cairn-private catalog table): when it was
  * last checked (Unix ms) and the damage found (NULL: none; a damaged user
@@ -387,6 +387,15 @@ int cairn_catalog_scrub_figures(struct cairn_catalog *catalog,
                                 int64_t since_ms, uint64_t *users,
                                 uint64_t *checked, uint64_t *damaged);
 
+/* --- checksums ------------------------------------------------------------ */
+
+/*
+ * One mailbox record as SYNC_CRC sees it (sync-protocol.md §6). flags are
+ * the names as sent ("\\Seen", "$Label1"); annotations are per-message
+ * (entry, userid, value) triples, without the virtual ones.
+ */
+struct cairn_crc_record {
+    uint32_t uid;
     uint64_t modseq;
     int64_t last_updated;
     int64_t internaldate;

@@ -193,6 +193,13 @@ answer_status(struct cairn_node_server *server, struct node_request *request,
     node.uptime_seconds = (int64_t)time(NULL) - server->started_time;
     node.requests = server->requests;
     node.ring_epoch = server->ring_epoch;
+    {
+        uint64_t users = 0;
+
+        if (node_scrub_figures(server, &users, &node.scrub_checked,
+                               &node.scrub_damaged) == 0)
+            node.scrub_interval_seconds = node_scrub_interval_ms(server) / 1000;
+    }
     for (size_t i = 0; i < asked.count; i++) {
         cairn__user_stats__init(&stats[reply.n_users]);
         stats[reply.n_users].user = asked.names[i];

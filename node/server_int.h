@@ -128,7 +128,6 @@ int node_reply(struct cairn_node_server *server,
                const struct node_request *request, Cairn__Kind kind,
                const struct cairn_buf *frames, size_t frame_count,
                bool has_body);
-int node_reply_error(struct cairn_node_server *server,
 /*
  * Whether a peer of role may make the request (server_roles.c); if not,
  * the reason is written to refusal.
@@ -137,6 +136,7 @@ bool node_role_allows(enum cairn_curve_role role,
                       const Cairn__Envelope *envelope, char *refusal,
                       size_t refusal_size);
 
+int node_reply_error(struct cairn_node_server *server,
                      const struct node_request *request, int code,
                      unsigned csync_code, const char *text);
 /* Answers (ACK, or ERROR when outcome < 0) and frees user->applied. */
@@ -239,6 +239,8 @@ int node_reply_quarantined(struct cairn_node_server *server,
                            struct node_request *request);
 /* A good copy of userid was transferred in and verified: lift it. */
 int node_scrub_lift(struct cairn_node_server *server, const char *userid);
+/* The scrub's interval in effect (the setting, or its default). */
+uint64_t node_scrub_interval_ms(const struct cairn_node_server *server);
 /* Users, checked within the interval, damaged (for STATS). */
 int node_scrub_figures(struct cairn_node_server *server, uint64_t *users,
                        uint64_t *checked, uint64_t *damaged);

@@ -46,8 +46,8 @@ wall_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-static uint64_t
-scrub_interval_ms(const struct cairn_node_server *server)
+uint64_t
+node_scrub_interval_ms(const struct cairn_node_server *server)
 {
     return server->settings.scrub_interval_ms
                ? server->settings.scrub_interval_ms
@@ -165,7 +165,7 @@ on_tick(struct cairn_loop *loop, uint64_t timer_id, void *arg)
         server->shut_down || cairn_loop_now_ms() < server->scrub_next_ms)
         return;
     cairn_catalog_foreach_scrub_due(
-        server->catalog, wall_ms() - (int64_t)scrub_interval_ms(server),
+        server->catalog, wall_ms() - (int64_t)node_scrub_interval_ms(server),
         try_user, server);
 }
 
@@ -231,8 +231,8 @@ node_scrub_figures(struct cairn_node_server *server, uint64_t *users,
                    uint64_t *checked, uint64_t *damaged)
 {
     return cairn_catalog_scrub_figures(
-        server->catalog, wall_ms() - (int64_t)scrub_interval_ms(server), users,
-        checked, damaged);
+        server->catalog, wall_ms() - (int64_t)node_scrub_interval_ms(server),
+        users, checked, damaged);
 }
 
 int

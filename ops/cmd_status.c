@@ -122,7 +122,11 @@ print_node_text(FILE *out, const struct cairn_config_node *node,
             node->origin.name, node->endpoint, zone_of(node),
             (unsigned long long)node->weight, users, bytes, free_space, epoch,
             uptime, router != NULL ? router->state : "-");
-    if (stats != NULL)
+    if (stats != NULL && stats->scrub_damaged > 0)
+        fprintf(out, "up, DAMAGED: %llu user%s quarantined (node log)\n",
+                (unsigned long long)stats->scrub_damaged,
+                stats->scrub_damaged == 1 ? "" : "s");
+    else if (stats != NULL)
         fputs("up\n", out);
     else
         fprintf(out, "%s: %s\n",
@@ -161,12 +165,17 @@ print_node_json(FILE *out, const struct cairn_config_node *node,
     }
     fprintf(out,
             ",\"users\":%llu,\"bytes\":%llu,\"disk_free\":%llu,"
-            "\"ring_epoch\":%llu,\"uptime_seconds\":%lld,\"requests\":%llu}",
+            "\"ring_epoch\":%llu,\"uptime_seconds\":%lld,\"requests\":%llu,"
+            "\"scrub\":{\"checked\":%llu,\"damaged\":%llu,"
+            "\"interval_seconds\":%llu}}",
             (unsigned long long)stats->users, (unsigned long long)stats->bytes,
             (unsigned long long)stats->disk_free,
             (unsigned long long)stats->ring_epoch,
             (long long)stats->uptime_seconds,
-            (unsigned long long)stats->requests);
+            (unsigned long long)stats->requests,
+            (unsigned long long)stats->scrub_checked,
+            (unsigned long long)stats->scrub_damaged,
+            (unsigned long long)stats->scrub_interval_seconds);
 }
 
 static int
@@ -259,7 +268,7 @@ static void
 print_totals(struct cairn_ops_context *context,
              const struct cairn_ops_node_call *calls, size_t count)
 {
-    uint64_t users = 0, bytes = 0;
+    uint64_t users = 0, bytes = 0, checked = 0, damaged = 0;
     size_t up = 0;
 
     for (size_t c = 0; c < count; c++) {
@@ -268,13 +277,17 @@ print_totals(struct cairn_ops_context *context,
         up++;
         users += calls[c].status_reply->node->users;
         bytes += calls[c].status_reply->node->bytes;
+        checked += calls[c].status_reply->node->scrub_checked;
+        damaged += calls[c].status_reply->node->scrub_damaged;
     }
     if (context->json) {
         fprintf(context->out,
                 "],\"total\":{\"nodes\":%zu,\"up\":%zu,\"down\":%zu,"
-                "\"users\":%llu,\"bytes\":%llu}",
+                "\"users\":%llu,\"bytes\":%llu,\"scrub_checked\":%llu,"
+                "\"scrub_damaged\":%llu}",
                 count, up, count - up, (unsigned long long)users,
-                (unsigned long long)bytes);
+                (unsigned long long)bytes, (unsigned long long)checked,
+                (unsigned long long)damaged);
         return;
     }
     {
@@ -286,6 +299,12 @@ print_totals(struct cairn_ops_context *context,
                 "%s on disk\n",
                 count, count == 1 ? "" : "s", up, count - up,
                 (unsigned long long)users, users == 1 ? "" : "s", text);
+        fprintf(context->out,
+                "scrub: %llu of %llu user replicas checked within the "
+                "interval, %llu damaged%s\n",
+                (unsigned long long)checked, (unsigned long long)users,
+                (unsigned long long)damaged,
+                damaged ? " (quarantined; cairnctl repair USER heals)" : "");
     }
 }
 

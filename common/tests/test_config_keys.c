@@ -89,8 +89,6 @@ static const struct proof proofs[] = {
      "compaction->work_threshold"},
     /* only 1 is implemented: 2 must be refused */
     {"compaction", "parallel_users", "2", NULL, NULL},
-    /* CURVE: test_curve (node and router control, roles, rogue peers) */
-    {"security", "curve", "no", "common/curve.c", "security->curve"},
     /* the scrub: test_server_scrub (quarantine, figures) */
     {"scrub", "enabled", "no", "node/main.c",
      "cairn_config_scrub(config)->enabled"},
@@ -99,12 +97,13 @@ static const struct proof proofs[] = {
     {"scrub", "rate", "1M", "node/main.c", "cairn_config_scrub(config)->rate"},
     {"scrub", "level", "light", "node/main.c",
      "cairn_config_scrub(config)->level"},
+    /* CURVE: test_curve (node and router control, roles, rogue peers) */
+    {"security", "curve", "no", "common/curve.c", "security->curve"},
     {"security", "curve_key_dir", "/tmp/keys", "common/curve.c",
      "security->curve_key_dir"},
     {"security", "writer_keys", "r1 r2", "common/curve.c",
      "security->writer_keys"},
-    {"security", "admin_keys", "ops", "common/curve.c",
-     "security->admin_keys"},
+    {"security", "admin_keys", "ops", "common/curve.c", "security->admin_keys"},
     {"security", "peer_keys", "n1", "common/curve.c", "security->peer_keys"},
     {"router", "curve_key", "r1", "common/curve.c", "router->curve_key"},
     {"node", "curve_key", "n1", "common/curve.c", "node->curve_key"},
@@ -125,8 +124,8 @@ static const char *const base_sections[] = {
     "[destination main]\nnodes = node1, node2\nreplicas = 2\n",
     "[node node1]\nendpoint = tcp://127.0.0.1:5701\ndata_dir = d1\n",
     "[compaction]\n",
-    "[security]\n",
     "[scrub]\n",
+    "[security]\n",
     "[limits]\n",
 };
 static const char *const base_names[] = {
