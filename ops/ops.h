@@ -69,6 +69,7 @@ struct cairn_ops_command {
 #define CAIRN_OPS_COMMAND_LIST(X)                                              \
     X(config)                                                                  \
     X(ring)                                                                    \
+    X(repair)                                                                  \
     X(restore)                                                                 \
     X(import) X(status) X(verify) X(compact) X(user) X(rebalance) X(keys)
 
