@@ -20,6 +20,7 @@ struct reindex {
     uint64_t member_offset;
     int64_t previous_first_ts; /* first ts of the previous chunk */
     int64_t last_ts;
+    int64_t until_ts; /* lines after this are left unindexed */
     bool chunk_open;
 };
 
@@ -53,7 +54,7 @@ reindex_visit(void *ctx, const struct log_line *line)
     struct cairn_store *store = state->store;
     int rc;
 
-    if (strcmp(line->verb, "APPLY") != 0)
+    if (strcmp(line->verb, "APPLY") != 0 || line->ts > state->until_ts)
         return 0;
     if (!state->chunk_open) {
         if (line->ts < state->previous_first_ts)
@@ -175,10 +176,10 @@ next_member(int fd, uint64_t from, uint64_t size)
  * caller after *good_end.
  */
 static int
-reindex_members(struct cairn_store *store, uint64_t size, uint64_t *good_end,
-                struct cairn_reindex_result *result)
+reindex_members(struct cairn_store *store, uint64_t size, int64_t until_ts,
+                uint64_t *good_end, struct cairn_reindex_result *result)
 {
-    struct reindex state = {.store = store};
+    struct reindex state = {.store = store, .until_ts = until_ts};
     struct chunk_member member;
     uint64_t hashed = 0;
     int rc;
@@ -238,6 +239,13 @@ int
 cairn_store_rebuild_index(struct cairn_store *store,
                           struct cairn_reindex_result *result)
 {
+    return cairn_store_rebuild_index_until(store, INT64_MAX, result);
+}
+
+int
+cairn_store_rebuild_index_until(struct cairn_store *store, int64_t until_ts,
+                                struct cairn_reindex_result *result)
+{
     char *fresh = NULL;
     uint64_t good_end = 0;
     struct stat st;
@@ -256,7 +264,8 @@ cairn_store_rebuild_index(struct cairn_store *store,
         goto out;
     if ((rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
         goto out;
-    rc = reindex_members(store, (uint64_t)st.st_size, &good_end, result);
+    rc = reindex_members(store, (uint64_t)st.st_size, until_ts, &good_end,
+                         result);
     result->cut_bytes = (uint64_t)st.st_size - good_end;
     store->writer.file_end = good_end;
     if (rc == 0 && (rc = store_save_tail(store, store->chunk_id)) == 0)

@@ -194,4 +194,26 @@ void cairn_ops_router_view_print(FILE *out, bool json,
                                  const struct cairn_ops_router_view *view);
 void cairn_ops_router_view_free(struct cairn_ops_router_view *view);
 
+/* --- a user's backup, message by message (cmd_user_message.c) --------- */
+
+struct cairn_restore_source;
+/*
+ * Opens user's backup in data_dir, or (data_dir NULL) on the running
+ * cluster: the destination's replicas in ring order or the one node
+ * named, each read timing out after timeout_s (at most 60 s). On failure
+ * cause gets why (node by node). *source is owned by the caller.
+ */
+int cairn_ops_open_backup(struct cairn_ops_context *context,
+                          const char *data_dir, const char *destination,
+                          const char *node, const char *user,
+                          uint64_t timeout_s,
+                          struct cairn_restore_source **source, char *cause,
+                          size_t cause_size);
+/* `cairnctl user dump message ...`: argv[0] is "message". */
+int cairn_ops_user_dump_message(struct cairn_ops_context *context, int argc,
+                                char **argv);
+/* `cairnctl user history ...`: argv[0] is "history" (cmd_user_history.c). */
+int cairn_ops_user_history(struct cairn_ops_context *context, int argc,
+                           char **argv);
+
 #endif /* CAIRN_OPS_CLUSTER_INT_H */

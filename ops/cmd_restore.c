@@ -7,8 +7,11 @@
 #include "ops.h"
 #include "restore.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +30,7 @@ static const char usage[] =
     "           [--partition part] [--new-uids] [--include-deleted]\n"
     "           [--keep-deleted-prefix] [--skip-expunged] [--no-meta]\n"
     "           [--activate-sieve script] [--mode restore|apply]\n"
+    "           [--message guid | --mailbox name --uid uid] [--as-of time]\n"
     "           [--dry-run] [--quiet] [--json]\n"
     "\n"
     "Restores the user's backup into the Cyrus sync_server at host:port,\n"
@@ -42,6 +46,18 @@ static const char usage[] =
     "  --node         read from this node only\n"
     "  --mailbox      only this mailbox (internal name, or INBOX, Work, ...)\n"
     "  --into         restore the one --mailbox under this name (new ids)\n"
+    "  --message      only the message with this GUID (40 hex digits), in\n"
+    "                 every chosen mailbox that held it: it joins the live\n"
+    "                 mailbox as a new message (new UID), even if expunged\n"
+    "  --uid          only the message with this UID of the one --mailbox,\n"
+    "                 as --message does\n"
+    "  --as-of        the backup as it stood at this time (ISO 8601 such as\n"
+    "                 2026-12-07T21:00:00Z, UTC without a zone; \"2 days\n"
+    "                 ago\"; @epoch): the user's log is copied (from the\n"
+    "                 serving node, or --data-dir) into $TMPDIR and indexed\n"
+    "                 up to that time; before the log's first line is an\n"
+    "                 error naming the oldest restorable time (see\n"
+    "                 cairnctl user history)\n"
     "  --new-uids     let the server assign uniqueid, UIDVALIDITY and UIDs\n"
     "  --include-deleted  DELETED.* mailboxes too, under their old names\n"
     "                 unless --keep-deleted-prefix\n"
@@ -65,7 +81,8 @@ struct restore_args {
     const char *data_dir, *file, *destination, *node, *user, *server, *authname,
         *password_file;
     const char *realm, *mechanism, *into, *partition, *mode;
-    const char *activate_sieve;
+    const char *activate_sieve, *message, *as_of;
+    uint32_t uid;
     const char *mailboxes[MAILBOXES_MAX];
     size_t mailbox_count;
     uint64_t timeout;
@@ -74,7 +91,7 @@ struct restore_args {
 };
 
 /* The options: each stores a string or sets a flag in restore_args. */
-enum option_kind { TEXT, FLAG, MAILBOX, TIMEOUT, JSON };
+enum option_kind { TEXT, FLAG, MAILBOX, TIMEOUT, JSON, UID, HELP };
 
 static const struct {
     struct option option;
@@ -105,6 +122,8 @@ static const struct {
     TEXT_OPTION("partition", partition),
     TEXT_OPTION("mode", mode),
     TEXT_OPTION("activate-sieve", activate_sieve),
+    TEXT_OPTION("message", message),
+    TEXT_OPTION("as-of", as_of),
     FLAG_OPTION("no-compress", no_compress),
     FLAG_OPTION("new-uids", new_uids),
     FLAG_OPTION("include-deleted", include_deleted),
@@ -116,6 +135,8 @@ static const struct {
     {{"mailbox", required_argument, NULL, 0}, MAILBOX, 0},
     {{"timeout", required_argument, NULL, 0}, TIMEOUT, 0},
     {{"json", no_argument, NULL, 0}, JSON, 0},
+    {{"uid", required_argument, NULL, 0}, UID, 0},
+    {{"help", no_argument, NULL, 0}, HELP, 0},
 #undef TEXT_OPTION
 #undef FLAG_OPTION
 };
@@ -138,6 +159,9 @@ store_option(struct cairn_ops_context *context, struct restore_args *args,
     case JSON:
         context->json = true;
         return CAIRN_EXIT_OK;
+    case HELP:
+        fputs(usage, context->out);
+        return -1;
     case MAILBOX:
         if (args->mailbox_count == MAILBOXES_MAX) {
             fprintf(context->err, "cairnctl restore: too many --mailbox\n");
@@ -150,6 +174,16 @@ store_option(struct cairn_ops_context *context, struct restore_args *args,
             return CAIRN_EXIT_OK;
         fprintf(context->err, "cairnctl restore: bad --timeout\n");
         return CAIRN_EXIT_USAGE;
+    case UID: {
+        uint64_t uid = 0;
+
+        if (cairn_parse_u64_str(value, 1, UINT32_MAX, &uid) == 0) {
+            args->uid = (uint32_t)uid;
+            return CAIRN_EXIT_OK;
+        }
+        fprintf(context->err, "cairnctl restore: bad --uid '%s'\n", value);
+        return CAIRN_EXIT_USAGE;
+    }
     }
     return CAIRN_EXIT_USAGE;
 }
@@ -175,8 +209,9 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
                     argv[optind - 1]);
             return cairn_ops_usage(context, &cairn_ops_cmd_restore);
         }
-        if ((status = store_option(context, args, (size_t)index, optarg)) !=
-            CAIRN_EXIT_OK)
+        if ((status = store_option(context, args, (size_t)index, optarg)) < 0)
+            return status; /* --help: done */
+        if (status != CAIRN_EXIT_OK)
             return cairn_ops_usage(context, &cairn_ops_cmd_restore);
     }
     if (optind != argc || args->user == NULL ||
@@ -185,6 +220,10 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
          (args->destination != NULL || args->node != NULL)) ||
         (args->mode != NULL && strcmp(args->mode, "restore") != 0 &&
          strcmp(args->mode, "apply") != 0) ||
+        ((args->message != NULL || args->uid != 0) && args->mode != NULL &&
+         strcmp(args->mode, "apply") == 0) ||
+        (args->uid != 0 && args->mailbox_count != 1) ||
+        (args->as_of != NULL && args->file != NULL) ||
         (!args->dry_run && (args->server == NULL || args->authname == NULL))) {
         fprintf(context->err, "cairnctl restore: missing or bad arguments\n");
         return cairn_ops_usage(context, &cairn_ops_cmd_restore);
@@ -533,6 +572,76 @@ open_source(struct cairn_ops_context *context, const struct restore_args *args,
     }
 }
 
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/*
+ * --as-of: *source (the backup now) is replaced by a source over a
+ * scratch copy of the user's log in a new directory (*scratch, owned,
+ * removed by the caller) indexed up to the time.
+ */
+static int
+open_as_of(struct cairn_ops_context *context, const struct restore_args *args,
+           struct cairn_restore_source **source, char **scratch, char *cause,
+           size_t cause_size)
+{
+    const char *tmp = getenv("TMPDIR");
+    char error[1024] = "", when[32], first[32], last[32];
+    char *data_path = NULL;
+    int64_t as_of = 0, oldest = 0, newest = 0;
+    int rc;
+
+    if ((rc = cairn_restore_parse_time(args->as_of, (int64_t)time(NULL),
+                                       &as_of)) < 0) {
+        snprintf(cause, cause_size,
+                 "bad --as-of '%s' (ISO 8601, \"N days ago\" or @epoch)",
+                 args->as_of);
+        return rc;
+    }
+    if (asprintf(scratch, "%s/cairn-restore-XXXXXX", tmp ? tmp : "/tmp") < 0) {
+        *scratch = NULL;
+        return CAIRN_ENOMEM;
+    }
+    if (mkdtemp(*scratch) == NULL) {
+        snprintf(cause, cause_size, "%s: %s", *scratch, strerror(errno));
+        free(*scratch);
+        *scratch = NULL;
+        return CAIRN_EIO;
+    }
+    if ((rc = cairn_restore_scratch_copy(
+             args->data_dir ? NULL : *source, args->data_dir, args->user,
+             *scratch, &data_path, error, sizeof(error))) < 0 ||
+        (rc = cairn_restore_scratch_as_of(data_path, as_of, &oldest, &newest,
+                                          error, sizeof(error))) < 0) {
+        snprintf(cause, cause_size, "backup of %s as of %s: %s", args->user,
+                 args->as_of, error[0] ? error : cairn_strerror(rc));
+        goto out;
+    }
+    cairn_restore_source_free(*source);
+    *source = NULL;
+    if ((rc = cairn_restore_source_open_file(data_path, args->user, source)) <
+        0) {
+        snprintf(cause, cause_size, "reading the copy %s: %s", data_path,
+                 cairn_strerror(rc));
+        goto out;
+    }
+    cairn_restore_format_time(as_of, when);
+    cairn_restore_format_time(oldest, first);
+    cairn_restore_format_time(newest, last);
+    if (!args->quiet)
+        fprintf(context->err, "restore: %s as of %s (the log holds %s to %s)\n",
+                args->user, when, first, last);
+out:
+    free(data_path);
+    return rc;
+}
+
 /* The library's options from the command line's. */
 static void
 restore_options(const struct restore_args *args,
@@ -549,10 +658,15 @@ restore_options(const struct restore_args *args,
     options->skip_expunged = args->skip_expunged;
     options->skip_meta = args->no_meta;
     options->activate_sieve = args->activate_sieve;
+    options->message_guid = args->message;
+    options->uid = args->uid;
+    /* single messages join the live mailbox as new ones: new UIDs */
+    if (args->message != NULL || args->uid != 0)
+        options->new_identity = true;
     /* APPLY keeps UIDNEXT past purged messages and has the server check
      * the result; it needs the mailbox's own identity. */
     if (args->mode != NULL ? strcmp(args->mode, "apply") == 0
-                           : !args->new_uids && args->into == NULL)
+                           : !options->new_identity && args->into == NULL)
         options->mode = CAIRN_RESTORE_MODE_APPLY;
 }
 
@@ -563,13 +677,15 @@ plan_failure(struct cairn_restore_source *source, int rc, char *cause,
     const char *why =
         source->ops->error ? source->ops->error(source->ctx) : NULL;
 
-    snprintf(
-        cause, cause_size, "planning: %s%s%s", why ? why : cairn_strerror(rc),
-        rc == CAIRN_ENOENT && why == NULL ? " (no such mailbox in the backup)"
-                                          : "",
-        rc == CAIRN_EINVAL ? " (--into needs one --mailbox; apply"
-                             " mode keeps identities)"
-                           : "");
+    snprintf(cause, cause_size, "planning: %s%s%s",
+             why ? why : cairn_strerror(rc),
+             rc == CAIRN_ENOENT && why == NULL
+                 ? " (no such mailbox in the backup, or no chosen message"
+                   " (--message / --uid) in the chosen mailboxes)"
+                 : "",
+             rc == CAIRN_EINVAL ? " (--into and --uid need one --mailbox; apply"
+                                  " mode keeps identities)"
+                                : "");
 }
 
 static int
@@ -581,24 +697,28 @@ run_restore(struct cairn_ops_context *context, int argc, char **argv)
     struct cairn_restore_plan *plan = NULL;
     struct cairn_restore_result result;
     struct timespec start, end;
-    char cause[2048] = "";
+    char cause[2048] = "", *scratch = NULL;
     int status, rc;
 
     memset(&result, 0, sizeof(result));
     clock_gettime(CLOCK_MONOTONIC, &start);
-    if ((status = parse_arguments(context, argc, argv, &args)) !=
-            CAIRN_EXIT_OK ||
+    if ((status = parse_arguments(context, argc, argv, &args)) < 0)
+        return CAIRN_EXIT_OK; /* --help */
+    if (status != CAIRN_EXIT_OK ||
         (status = check_connection_arguments(context, &args)) != CAIRN_EXIT_OK)
         return status;
     restore_options(&args, &options);
-    if ((rc = open_source(context, &args, &source, cause, sizeof(cause))) < 0)
+    if ((rc = open_source(context, &args, &source, cause, sizeof(cause))) < 0 ||
+        (args.as_of != NULL &&
+         (rc = open_as_of(context, &args, &source, &scratch, cause,
+                          sizeof(cause))) < 0))
         goto out;
     if ((rc = cairn_restore_plan_build(source, &options, &plan)) < 0) {
         plan_failure(source, rc, cause, sizeof(cause));
         if (rc == CAIRN_EINVAL) {
             fprintf(context->err, "cairnctl restore: %s\n", cause);
-            cairn_restore_source_free(source);
-            return CAIRN_EXIT_USAGE;
+            status = CAIRN_EXIT_USAGE;
+            goto release;
         }
         goto out;
     }
@@ -612,9 +732,14 @@ out:
     print_summary(context, &args, plan, &result, rc, cause,
                   (double)(end.tv_sec - start.tv_sec) +
                       (double)(end.tv_nsec - start.tv_nsec) / 1e9);
+    status = rc == 0 ? CAIRN_EXIT_OK : exit_code(rc);
+release:
     cairn_restore_plan_free(plan);
     cairn_restore_source_free(source);
-    return rc == 0 ? CAIRN_EXIT_OK : exit_code(rc);
+    if (scratch != NULL)
+        nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(scratch);
+    return status;
 }
 
 const struct cairn_ops_command cairn_ops_cmd_restore = {

@@ -26,6 +26,8 @@ static const char usage[] =
     "usage: cairnctl user list [--json] [-n node] [-t timeout]\n"
     "       cairnctl user show [--json] [-r ring] ... [-t timeout] user\n"
     "       cairnctl user dump -d data-dir user\n"
+    "       cairnctl user dump message [-d data-dir] user guid > file.eml\n"
+    "       cairnctl user history [-d data-dir] [--mailbox name] user\n"
     "\n"
     "list: every user the nodes hold (-n: one node), with the nodes holding\n"
     "      it, messages, bytes on disk and the last backup (UTC) and age\n"
@@ -36,6 +38,10 @@ static const char usage[] =
     "dump: print the user's log lines from a node's data directory\n"
     "      (data-dir/catalog.db), message bodies left out; read-only, no\n"
     "      node needed\n"
+    "dump message: one message's raw bytes, checked against its GUID (see\n"
+    "      cairnctl user dump message --help)\n"
+    "history: the points in time the user can be restored to (restore\n"
+    "      --as-of) and what changed between them (see user history --help)\n"
     "Exit: 0 found, 1 user not found / damaged log, 69 a node did not\n"
     "answer, 64 usage, 66 no such data directory or user file.\n";
 
@@ -799,6 +805,11 @@ run_user(struct cairn_ops_context *context, int argc, char **argv)
     size_t count = 0, positional;
     int status;
 
+    if (argc > 2 && strcmp(verb, "dump") == 0 &&
+        strcmp(argv[2], "message") == 0)
+        return cairn_ops_user_dump_message(context, argc - 2, argv + 2);
+    if (strcmp(verb, "history") == 0)
+        return cairn_ops_user_history(context, argc - 1, argv + 1);
     if ((status = parse_args(context, argc - 1, argv + 1, &args)) != 0)
         return status;
     positional = (size_t)(argc - 1 - args.first);

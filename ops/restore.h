@@ -120,6 +120,45 @@ struct cairn_restore_remote_options {
 int cairn_restore_source_open_remote(
     const struct cairn_restore_remote_options *options, const char *userid,
     struct cairn_restore_source **source, char *error, size_t error_size);
+/*
+ * Copies the whole data file (the compressed log) of a remote source's
+ * user from its serving node into fd (TRANSFER EXPORT + READ, checked
+ * against the node's SHA-1); error gets why.
+ */
+int cairn_restore_source_fetch_log(struct cairn_restore_source *source, int fd,
+                                   char *error, size_t error_size);
+
+/* --- points in time (restore_asof.c) ------------------------------------ */
+
+/*
+ * Parses a time: ISO 8601 "2026-12-07T21:00:00Z" (date alone, minutes,
+ * seconds, a space for the T, Z or +HH:MM / -HHMM; no zone: UTC), "N
+ * unit ago" (seconds, minutes, hours, days, weeks; before now), "now" or
+ * "@EPOCH". CAIRN_EINVAL for anything else.
+ */
+int cairn_restore_parse_time(const char *text, int64_t now, int64_t *when);
+/* "2026-12-07T21:00:00Z" (UTC). */
+void cairn_restore_format_time(int64_t when, char out[32]);
+/*
+ * Copies user's data file into dir as dir/USER.log: from the serving node
+ * of remote (a remote source), else from data_dir (through its catalog).
+ * *data_path is owned by the caller.
+ */
+int cairn_restore_scratch_copy(struct cairn_restore_source *remote,
+                               const char *data_dir, const char *user,
+                               const char *dir, char **data_path, char *error,
+                               size_t error_size);
+/*
+ * Indexes the copy at data_path as it stood at as_of: first whole (which
+ * gives *oldest and *newest, the first and last line times), then with
+ * the lines stamped as_of or earlier only. CAIRN_ENOENT (error naming
+ * the oldest restorable time) when as_of is before the first line. Then
+ * cairn_restore_source_open_file(data_path, ...) reads that state.
+ */
+int cairn_restore_scratch_as_of(const char *data_path, int64_t as_of,
+                                int64_t *oldest, int64_t *newest, char *error,
+                                size_t error_size);
+
 /* The node serving a remote source (borrowed); NULL for a local one. */
 const char *
 cairn_restore_source_node(const struct cairn_restore_source *source);
@@ -156,6 +195,12 @@ struct cairn_restore_options {
     bool skip_meta;             /* no subscriptions, seen state, sieve */
     const char *activate_sieve; /* script to make active ("lab"): backupd
                                    does not record which one was */
+    /* single messages: only records with this GUID (any chosen mailbox
+     * holding it) and/or this UID (needs exactly one mailbox); they come
+     * back live (\Expunged dropped) and, with new_identity in RESTORE
+     * mode, as new messages of the live mailbox; no meta */
+    const char *message_guid;
+    uint32_t uid;
     enum cairn_restore_mode mode;
     size_t message_block; /* file literals per APPLY MESSAGE (<=1024) */
     size_t reserve_block; /* GUIDs per APPLY RESERVE (<=8192) */
@@ -191,8 +236,9 @@ struct cairn_restore_plan {
 
 /*
  * Builds the plan for source's user. CAIRN_ENOENT when a chosen mailbox is
- * not in the backup, CAIRN_EINVAL for inconsistent options (into with more
- * than one mailbox). *plan is owned by the caller
+ * not in the backup or no chosen message is in the chosen mailboxes,
+ * CAIRN_EINVAL for inconsistent options (into with more than one mailbox,
+ * uid without exactly one). *plan is owned by the caller
  * (cairn_restore_plan_free); options' strings are borrowed by it.
  */
 int cairn_restore_plan_build(struct cairn_restore_source *source,

@@ -233,6 +233,60 @@ want(struct builder *builder, size_t partition,
     return 0;
 }
 
+/* Whether the options choose single messages (--message, --uid). */
+static bool
+selecting(const struct cairn_restore_options *options)
+{
+    return options->message_guid != NULL || options->uid != 0;
+}
+
+static bool
+record_selected(const struct cairn_restore_options *options,
+                const struct cairn_dlist *record)
+{
+    const char *guid = NULL;
+
+    if (options->uid != 0 && record_uid(record) != options->uid)
+        return false;
+    if (options->message_guid == NULL)
+        return true;
+    if (!cairn_dlist_get_guid(record, "GUID", &guid))
+        (void)cairn_dlist_get_atom(record, "GUID", &guid);
+    return guid != NULL && strcasecmp(guid, options->message_guid) == 0;
+}
+
+/*
+ * A chosen message comes back live: a copy of record without \Expunged
+ * (the server gives it a new UID in the live mailbox).
+ */
+static int
+copy_live_record(struct cairn_dlist *list, const struct cairn_dlist *record)
+{
+    struct cairn_dlist *copy = NULL, *flags = NULL;
+    int rc;
+
+    if ((rc = cairn_dlist_add_kvlist(list, cairn_dlist_name(record), &copy)) <
+        0)
+        return rc;
+    for (const struct cairn_dlist *c = cairn_dlist_first(record);
+         c != NULL && rc == 0; c = cairn_dlist_next(c)) {
+        if (strcmp(cairn_dlist_name(c), "FLAGS") != 0) {
+            rc = restore_dlist_copy(copy, NULL, c);
+            continue;
+        }
+        if ((rc = cairn_dlist_add_list(copy, "FLAGS", &flags)) < 0)
+            break;
+        for (const struct cairn_dlist *f = cairn_dlist_first(c);
+             f != NULL && rc == 0; f = cairn_dlist_next(f)) {
+            const char *flag = cairn_dlist_value(f, NULL);
+
+            if (flag == NULL || strcasecmp(flag, "\\Expunged") != 0)
+                rc = restore_dlist_copy(flags, NULL, f);
+        }
+    }
+    return rc;
+}
+
 /* Copies the stored records into RECORD, sorted by UID, filtered. */
 static int
 copy_records(struct builder *builder, struct cairn_dlist *mailbox,
@@ -260,7 +314,15 @@ copy_records(struct builder *builder, struct cairn_dlist *mailbox,
     }
     qsort(sorted, count, sizeof(*sorted), compare_records);
     for (size_t i = 0; i < count && rc == 0; i++) {
-        if ((rc = restore_dlist_copy(list, NULL, sorted[i])) == 0)
+        if (selecting(builder->options)) {
+            *filtered = true;
+            if (!record_selected(builder->options, sorted[i]))
+                continue;
+            rc = copy_live_record(list, sorted[i]);
+        } else {
+            rc = restore_dlist_copy(list, NULL, sorted[i]);
+        }
+        if (rc == 0)
             builder->plan->record_count++;
     }
     /* GUIDs point into the copies, which live as long as the plan. */
@@ -429,6 +491,30 @@ compare_target_names(const void *a, const void *b)
     return strcmp(left ? left : "", right ? right : "");
 }
 
+static bool
+has_records(const struct cairn_dlist *mailbox)
+{
+    const struct cairn_dlist *records = NULL;
+
+    return cairn_dlist_get_list(mailbox, "RECORD", &records) &&
+           cairn_dlist_count(records) > 0;
+}
+
+/* Takes back the RESERVE name build_mailbox added for a dropped mailbox. */
+static void
+drop_mboxname(struct cairn_restore_plan *plan, const char *target)
+{
+    for (size_t p = 0; p < plan->partition_count; p++) {
+        struct cairn_restore_partition *part = &plan->partitions[p];
+
+        if (part->mboxname_count > 0 &&
+            strcmp(part->mboxnames[part->mboxname_count - 1], target) == 0) {
+            free(part->mboxnames[--part->mboxname_count]);
+            return;
+        }
+    }
+}
+
 static int
 add_mailbox(struct builder *builder, const char *name)
 {
@@ -454,9 +540,14 @@ add_mailbox(struct builder *builder, const char *name)
         return rc;
     if ((rc = build_mailbox(builder, stored, target, new_identity, &mailbox)) ==
             0 &&
-        (rc = push((void ***)&builder->plan->mailboxes,
-                   &builder->plan->mailbox_count, mailbox)) < 0)
+        selecting(options) && !has_records(mailbox)) {
+        cairn_dlist_free(mailbox); /* holds none of the chosen messages */
+        drop_mboxname(builder->plan, target);
+    } else if (rc == 0 &&
+               (rc = push((void ***)&builder->plan->mailboxes,
+                          &builder->plan->mailbox_count, mailbox)) < 0) {
         cairn_dlist_free(mailbox);
+    }
     cairn_dlist_free(stored);
     return rc;
 }
@@ -606,6 +697,8 @@ check_options(const struct cairn_restore_options *options)
 {
     if (options->into != NULL && options->mailbox_count != 1)
         return CAIRN_EINVAL;
+    if (options->uid != 0 && options->mailbox_count != 1)
+        return CAIRN_EINVAL; /* a UID names a message in one mailbox */
     if (options->mode == CAIRN_RESTORE_MODE_APPLY &&
         (options->new_identity || options->into != NULL))
         return CAIRN_EINVAL; /* APPLY needs the mailbox's own identity */
@@ -652,8 +745,12 @@ cairn_restore_plan_build(struct cairn_restore_source *source,
     qsort(builder.plan->mailboxes, builder.plan->mailbox_count,
           sizeof(*builder.plan->mailboxes), compare_target_names);
     /* Subscriptions, seen state and sieve belong to the whole user. */
+    if (selecting(options) && builder.plan->record_count == 0) {
+        rc = CAIRN_ENOENT; /* no chosen message in the chosen mailboxes */
+        goto out;
+    }
     for (size_t i = 0; i < builder.item_count && !options->skip_meta &&
-                       options->mailbox_count == 0;
+                       options->mailbox_count == 0 && !selecting(options);
          i++) {
         if ((rc = add_meta(&builder, builder.items[i])) < 0)
             goto out;

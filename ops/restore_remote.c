@@ -48,6 +48,8 @@ struct remote_source {
     void *notice_ctx;
 };
 
+static const struct cairn_restore_source_ops remote_ops;
+
 /* One request while its reply is awaited; frames go to on_frame. */
 struct call_state {
     bool done;
@@ -73,27 +75,19 @@ on_reply(void *arg, const struct cairn_node_reply *reply)
                                         reply->frames[i].len);
 }
 
-/* Sends one request to the serving replica and waits for its reply. */
+/* Sends request to the serving replica and waits for its reply. */
 static int
-remote_call(struct remote_source *remote, Cairn__Kind kind, const char *key,
-            const void *frame_data, size_t frame_len,
-            int (*on_frame)(void *ctx, const void *data, size_t len),
-            void *frame_ctx)
+remote_send_wait(struct remote_source *remote,
+                 const struct cairn_node_request *request,
+                 int (*on_frame)(void *ctx, const void *data, size_t len),
+                 void *frame_ctx)
 {
-    struct cairn_node_frame frame = {frame_data, frame_len};
-    struct cairn_node_request request = {0};
     struct call_state state = {false, 0, on_frame, frame_ctx, ""};
     int rc;
 
-    request.kind = kind;
-    request.user = remote->userid;
-    request.destination = ""; /* the client copies it: never NULL */
-    request.verb = kind == CAIRN__KIND__STATE_REQUEST ? "GET" : "";
-    request.key = key != NULL ? key : "";
-    request.frames = &frame;
-    request.frame_count = 1;
-    rc = cairn_node_client_send(remote->client, remote->node, &request,
-                                on_reply, &state, NULL);
+    remote->error[0] = '\0';
+    rc = cairn_node_client_send(remote->client, remote->node, request, on_reply,
+                                &state, NULL);
     /* the client times requests out itself: this ends */
     while (rc == 0 && !state.done)
         rc = cairn_loop_run_once(remote->loop, 100);
@@ -104,6 +98,26 @@ remote_call(struct remote_source *remote, Cairn__Kind kind, const char *key,
                  remote->node_name,
                  state.error_text[0] ? state.error_text : cairn_strerror(rc));
     return rc;
+}
+
+/* One request of kind with one frame, to the serving replica. */
+static int
+remote_call(struct remote_source *remote, Cairn__Kind kind, const char *key,
+            const void *frame_data, size_t frame_len,
+            int (*on_frame)(void *ctx, const void *data, size_t len),
+            void *frame_ctx)
+{
+    struct cairn_node_frame frame = {frame_data, frame_len};
+    struct cairn_node_request request = {0};
+
+    request.kind = kind;
+    request.user = remote->userid;
+    request.destination = ""; /* the client copies it: never NULL */
+    request.verb = kind == CAIRN__KIND__STATE_REQUEST ? "GET" : "";
+    request.key = key != NULL ? key : "";
+    request.frames = &frame;
+    request.frame_count = 1;
+    return remote_send_wait(remote, &request, on_frame, frame_ctx);
 }
 
 /* --- state answers ---------------------------------------------------------
@@ -501,6 +515,101 @@ remote_sieve(void *ctx, const char *filename, char **content, size_t *len)
                           strlen(filename), sieve_frame, &text)) == 0)
         rc = cairn_buf_detach(&text, content, len);
     cairn_buf_release(&text);
+    return rc;
+}
+
+/* --- the whole log, for a point in time -----------------------------------
+ */
+
+struct log_copy {
+    int fd;
+    EVP_MD_CTX *sha1;
+    uint64_t bytes;
+    struct cairn_buf begin; /* the EXPORT reply */
+};
+
+static int
+keep_begin(void *ctx, const void *data, size_t len)
+{
+    return cairn_buf_append(&((struct log_copy *)ctx)->begin, data, len);
+}
+
+static int
+write_piece(void *ctx, const void *data, size_t len)
+{
+    struct log_copy *copy = ctx;
+
+    if (EVP_DigestUpdate(copy->sha1, data, len) != 1)
+        return CAIRN_ENOMEM;
+    copy->bytes += len;
+    return cairn_write_all(copy->fd, data, len);
+}
+
+static int
+copy_pieces(struct remote_source *remote, struct log_copy *copy, uint64_t total)
+{
+    struct cairn_node_request read = {.kind = CAIRN__KIND__TRANSFER_CHUNK,
+                                      .user = remote->userid,
+                                      .destination = "",
+                                      .verb = "READ"};
+    char key[32];
+    int rc = 0;
+
+    read.key = key;
+    while (rc == 0 && copy->bytes < total) {
+        uint64_t before = copy->bytes;
+
+        snprintf(key, sizeof(key), "%llu", (unsigned long long)copy->bytes);
+        if ((rc = remote_send_wait(remote, &read, write_piece, copy)) == 0 &&
+            copy->bytes == before)
+            rc = CAIRN_EPROTO;
+    }
+    return rc;
+}
+
+int
+cairn_restore_source_fetch_log(struct cairn_restore_source *source, int fd,
+                               char *error, size_t error_size)
+{
+    struct remote_source *remote =
+        source->ops == &remote_ops ? source->ctx : NULL;
+    struct cairn_node_request export = {.kind = CAIRN__KIND__TRANSFER_BEGIN,
+                                        .user = remote->userid,
+                                        .destination = "",
+                                        .verb = "EXPORT"};
+    struct log_copy copy = {fd, NULL, 0, {0}};
+    Cairn__TransferBegin *begin = NULL;
+    int rc = CAIRN_ENOMEM;
+
+    cairn_buf_init(&copy.begin, 64 * 1024);
+    if (remote == NULL) {
+        snprintf(error, error_size, "not a source on the cluster");
+        return CAIRN_EINVAL;
+    }
+    if ((copy.sha1 = EVP_MD_CTX_new()) == NULL ||
+        EVP_DigestInit_ex(copy.sha1, EVP_sha1(), NULL) != 1)
+        goto out;
+    if ((rc = remote_send_wait(remote, &export, keep_begin, &copy)) < 0)
+        goto out;
+    rc = CAIRN_EPROTO;
+    if ((begin = cairn__transfer_begin__unpack(
+             NULL, copy.begin.len, (const uint8_t *)copy.begin.data)) == NULL)
+        goto out;
+    if ((rc = copy_pieces(remote, &copy, begin->total_bytes)) < 0)
+        goto out;
+    if ((rc = check_digest(copy.sha1,
+                           begin->data_sha1 ? begin->data_sha1 : "")) < 0)
+        snprintf(remote->error, sizeof(remote->error),
+                 "node %s: the copy of the log fails its SHA-1",
+                 remote->node_name);
+out:
+    if (rc < 0)
+        snprintf(error, error_size, "%s",
+                 remote->error[0] ? remote->error : cairn_strerror(rc));
+    if (begin != NULL)
+        cairn__transfer_begin__free_unpacked(begin, NULL);
+    EVP_MD_CTX_free(copy.sha1);
+    cairn_buf_release(&copy.begin);
     return rc;
 }
 
