@@ -782,6 +782,135 @@ out:
     cairn_restore_source_free(source);
 }
 
+/* Plans alice with one message chosen; NULL guid: by uid of INBOX. */
+static struct cairn_restore_plan *
+plan_selected(const char *guid, uint32_t uid, const char *mailbox, int want)
+{
+    struct cairn_restore_source *source = open_testdata("alice");
+    struct cairn_restore_options options;
+    struct cairn_restore_plan *plan = NULL;
+    const char *chosen[1] = {mailbox};
+
+    if (source == NULL)
+        return NULL;
+    cairn_restore_options_default(&options);
+    options.mailboxes = chosen;
+    options.mailbox_count = mailbox ? 1 : 0;
+    options.message_guid = guid;
+    options.uid = uid;
+    options.new_identity = true;
+    CHECK_INT(cairn_restore_plan_build(source, &options, &plan), want);
+    cairn_restore_source_free(source);
+    return plan;
+}
+
+/* Every record of plan has guid (when given) and no \Expunged flag. */
+static void
+check_selected(const struct cairn_restore_plan *plan, const char *guid)
+{
+    for (size_t m = 0; m < plan->mailbox_count; m++) {
+        const struct cairn_dlist *records = NULL, *flags = NULL;
+
+        CHECK(cairn_dlist_get_list(plan->mailboxes[m], "RECORD", &records));
+        CHECK(cairn_dlist_count(records) > 0);
+        for (const struct cairn_dlist *r = cairn_dlist_first(records); r;
+             r = cairn_dlist_next(r)) {
+            const char *got = NULL;
+
+            if (!cairn_dlist_get_guid(r, "GUID", &got))
+                (void)cairn_dlist_get_atom(r, "GUID", &got);
+            CHECK(guid == NULL || (got != NULL && strcmp(got, guid) == 0));
+            if (!cairn_dlist_get_list(r, "FLAGS", &flags))
+                continue;
+            for (const struct cairn_dlist *f = cairn_dlist_first(flags); f;
+                 f = cairn_dlist_next(f))
+                CHECK(strcmp(cairn_dlist_value(f, NULL), "\\Expunged") != 0);
+        }
+    }
+}
+
+/* restore --message / --mailbox --uid: only the chosen records, live. */
+static void
+test_plan_selection(void)
+{
+    struct cairn_restore_source *source = open_testdata("alice");
+    struct cairn_restore_plan *all = NULL, *plan;
+    struct cairn_restore_options options;
+    const struct cairn_dlist *records = NULL;
+    const char *guid = NULL;
+    uint32_t uid = 0;
+
+    /* the whole user, to pick a message: its first INBOX record */
+    if (source == NULL)
+        return;
+    cairn_restore_options_default(&options);
+    CHECK_INT(cairn_restore_plan_build(source, &options, &all), 0);
+    cairn_restore_source_free(source);
+    if (all == NULL)
+        return;
+    CHECK(cairn_dlist_get_list(all->mailboxes[0], "RECORD", &records));
+    if (!cairn_dlist_get_guid(cairn_dlist_first(records), "GUID", &guid))
+        (void)cairn_dlist_get_atom(cairn_dlist_first(records), "GUID", &guid);
+    (void)cairn_dlist_get_num32(cairn_dlist_first(records), "UID", &uid);
+    CHECK(guid != NULL && uid > 0);
+    if ((plan = plan_selected(guid, 0, NULL, 0)) != NULL) {
+        CHECK(plan->record_count >= 1 && plan->meta_count == 0);
+        CHECK_U64(plan->message_count, 1);
+        check_selected(plan, guid);
+        cairn_restore_plan_free(plan);
+    }
+    if ((plan = plan_selected(NULL, uid, "INBOX", 0)) != NULL) {
+        CHECK_U64(plan->record_count, 1);
+        CHECK_INT(plan->mailbox_count, 1);
+        check_selected(plan, guid);
+        cairn_restore_plan_free(plan);
+    }
+    plan_selected("0123456789abcdef0123456789abcdef01234567", 0, NULL,
+                  CAIRN_ENOENT);
+    plan_selected(NULL, uid, NULL, CAIRN_EINVAL); /* a UID needs a mailbox */
+    plan_selected(NULL, 999999, "INBOX", CAIRN_ENOENT);
+    cairn_restore_plan_free(all);
+}
+
+/* restore --as-of: the forms of a time, against a fixed now. */
+static void
+test_parse_time(void)
+{
+    static const struct {
+        const char *text;
+        int rc;
+        int64_t when;
+    } cases[] = {
+        {"2026-12-07T21:00:00Z", 0, 1796677200},
+        {"2026-12-07T21:00:00", 0, 1796677200},
+        {"2026-12-07 21:00", 0, 1796677200},
+        {"2026-12-07T22:00:00+01:00", 0, 1796677200},
+        {"2026-12-07T20:30:00-0030", 0, 1796677200},
+        {"2026-12-07", 0, 1796601600},
+        {"2 days ago", 0, 1796677200 - 2 * 86400},
+        {"1 hour ago", 0, 1796677200 - 3600},
+        {"90 minutes ago", 0, 1796677200 - 5400},
+        {"now", 0, 1796677200},
+        {"@1700000000", 0, 1700000000},
+        {"yesterday", CAIRN_EINVAL, 0},
+        {"2 fortnights ago", CAIRN_EINVAL, 0},
+        {"2026-13-01", CAIRN_EINVAL, 0},
+        {"2026-12-07T21:00:00Zjunk", CAIRN_EINVAL, 0},
+    };
+    char text[32];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t when = -1;
+
+        CHECK_INT(cairn_restore_parse_time(cases[i].text, 1796677200, &when),
+                  cases[i].rc);
+        if (cases[i].rc == 0)
+            CHECK(when == cases[i].when);
+    }
+    cairn_restore_format_time(1796677200, text);
+    CHECK_STR(text, "2026-12-07T21:00:00Z");
+}
+
 int
 main(void)
 {
@@ -796,6 +925,8 @@ main(void)
     test_body_order();
     test_plan_options();
     test_uid_order_and_names();
+    test_parse_time();
+    test_plan_selection();
     test_session_run(CAIRN_RESTORE_MODE_RESTORE);
     test_session_run(CAIRN_RESTORE_MODE_APPLY);
     snprintf(command, sizeof(command), "rm -rf %s", temp_dir);
