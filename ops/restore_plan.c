@@ -742,8 +742,9 @@ cairn_restore_plan_build(struct cairn_restore_source *source,
             goto out;
     }
     /* By target name: a trimmed DELETED.* name may sort anywhere. */
-    qsort(builder.plan->mailboxes, builder.plan->mailbox_count,
-          sizeof(*builder.plan->mailboxes), compare_target_names);
+    if (builder.plan->mailbox_count > 0)
+        qsort(builder.plan->mailboxes, builder.plan->mailbox_count,
+              sizeof(*builder.plan->mailboxes), compare_target_names);
     /* Subscriptions, seen state and sieve belong to the whole user. */
     if (selecting(options) && builder.plan->record_count == 0) {
         rc = CAIRN_ENOENT; /* no chosen message in the chosen mailboxes */
