@@ -28,6 +28,7 @@ struct compact {
     struct cairn_store *fresh;
     const struct cairn_compact_policy *policy;
     int64_t since;
+    int64_t line_ts;  /* of the input line being copied */
     int64_t chunk_id; /* input chunk being copied */
     uint64_t chunk_length;
     int scratch_fd;
@@ -198,6 +199,9 @@ state_row(struct compact *c, enum stmt_id id, const char *key_name,
     if (sqlite3_bind_parameter_index(stmt, ":offset") > 0 &&
         sql_bind_int(stmt, ":offset", offset) < 0)
         goto out;
+    if (sqlite3_bind_parameter_index(stmt, ":ts") > 0 &&
+        sql_bind_int(stmt, ":ts", c->line_ts) < 0)
+        goto out;
     found = sqlite3_step(stmt) == SQLITE_ROW;
 out:
     if (out != NULL && found)
@@ -219,7 +223,25 @@ message_kept(struct compact *c, const char *guid)
  * the row, or another UID holding the same GUID (the index keeps one per
  * mailbox), would give the compacted chunk a RECORD that its row does not
  * match, or two rows one UID: Cyrus's verify fails both.
+ * Also kept: the RECORD that first flagged a live row \Expunged (the row
+ * keeps that time), so that the compacted file, indexed again from its
+ * lines alone (a transfer, a rebuild), gives the row the same time.
  */
+static bool
+flagged_expunged(const struct cairn_dlist *record)
+{
+    const struct cairn_dlist *flags = cairn_dlist_get(record, "FLAGS");
+
+    for (const struct cairn_dlist *flag = cairn_dlist_first(flags); flag;
+         flag = cairn_dlist_next(flag)) {
+        const char *name = cairn_dlist_value(flag, NULL);
+
+        if (name && strcmp(name, "\\Expunged") == 0)
+            return true;
+    }
+    return false;
+}
+
 static bool
 record_kept(struct compact *c, const char *uniqueid,
             const struct cairn_dlist *record)
@@ -235,15 +257,20 @@ record_kept(struct compact *c, const char *uniqueid,
         !cairn_dlist_get_num64(record, "LAST_UPDATED", &last_updated) ||
         !cairn_dlist_get_num64(record, "INTERNALDATE", &internaldate))
         return false;
-    if (sql_bind_text(stmt, ":guid", guid) < 0 ||
-        !state_row(c, STMT_RECORD_STATE, ":uniqueid", uniqueid, 0, &stmt))
+    if (sql_bind_text(stmt, ":guid", guid) < 0)
         return false;
-    kept = (uint64_t)sqlite3_column_int64(stmt, 0) == uid &&
+    kept = state_row(c, STMT_RECORD_STATE, ":uniqueid", uniqueid, 0, &stmt) &&
+           (uint64_t)sqlite3_column_int64(stmt, 0) == uid &&
            (uint64_t)sqlite3_column_int64(stmt, 1) == modseq &&
            (uint64_t)sqlite3_column_int64(stmt, 2) == last_updated &&
            (uint64_t)sqlite3_column_int64(stmt, 3) == internaldate;
     sql_reset(stmt);
-    return kept;
+    if (kept || !flagged_expunged(record))
+        return kept;
+    stmt = c->old->stmts[STMT_RECORD_EXPUNGED_AT];
+    return sql_bind_text(stmt, ":guid", guid) == 0 &&
+           state_row(c, STMT_RECORD_EXPUNGED_AT, ":uniqueid", uniqueid, 0,
+                     NULL);
 }
 
 static bool
@@ -477,6 +504,7 @@ copy_line(void *ctx, const struct log_line *line)
 
     if (strcmp(line->verb, "APPLY") != 0 || strcmp(name, "RESERVE") == 0)
         goto out;
+    c->line_ts = line->ts;
     if (strcmp(name, "MESSAGE") != 0 && strcmp(name, "MAILBOX") != 0 &&
         !other_line_kept(c, line))
         goto out;

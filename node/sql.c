@@ -240,7 +240,12 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " UNION SELECT last_chunk_id FROM seen"
         " UNION SELECT chunk_id FROM sieve"
         "  WHERE deleted IS NULL OR deleted > :since"
-        " UNION SELECT chunk_id FROM cairn_tombstone) ORDER BY id",
+        " UNION SELECT chunk_id FROM cairn_tombstone"
+        /* the chunk whose line first flagged a kept record expunged (its
+         * time; compact.c keeps that RECORD so a reindex gives it back) */
+        " UNION SELECT c.id FROM chunk AS c JOIN mailbox_message AS r"
+        "  ON r.expunged BETWEEN c.ts_start AND c.ts_end"
+        "  WHERE r.expunged > :since) ORDER BY id",
     /* Compaction: is this chunk's copy of a body still referenced? */
     [STMT_MESSAGE_LIVE] =
         "SELECT 1 FROM message AS m"
@@ -278,6 +283,14 @@ static const char *const stmt_sql[STMT_COUNT] = {
                          " AND (deleted IS NULL OR deleted > :since)",
     [STMT_SIEVE_DELETION] = "SELECT 1 FROM sieve WHERE filename = :filename"
                             " AND deleted > :since",
+    /* Compaction: a live row first flagged \Expunged at :ts. */
+    [STMT_RECORD_EXPUNGED_AT] =
+        "SELECT 1 FROM mailbox_message AS r"
+        " JOIN mailbox AS mb ON mb.id = r.mailbox_id"
+        " JOIN message AS m ON m.id = r.message_id"
+        " WHERE mb.uniqueid = :uniqueid AND m.guid = :guid"
+        " AND r.expunged = :ts AND r.expunged > :since"
+        " AND (mb.deleted IS NULL OR mb.deleted > :since)",
     /*
      * Compaction: when each kept record was expunged. A record's row is
      * rebuilt from its latest line, but it was expunged when it was first
