@@ -238,6 +238,24 @@ cairn_catalog_get_compacted(struct cairn_catalog *catalog, const char *userid,
     return rc;
 }
 
+/* Calls visit with column 0 of each row of stmt, then finalizes it. */
+static int
+visit_users(sqlite3_stmt *stmt, int (*visit)(void *ctx, const char *userid),
+            void *ctx)
+{
+    int rc = 0, step;
+
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0));
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = CAIRN_EDB;
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
 int
 cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
                           bool include_never,
@@ -245,7 +263,6 @@ cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
                           void *ctx)
 {
     sqlite3_stmt *stmt = NULL;
-    int rc = 0, step;
 
     if (sqlite3_prepare_v2(catalog->db,
                            "SELECT u.userid FROM users u LEFT JOIN"
@@ -257,15 +274,7 @@ cairn_catalog_foreach_due(struct cairn_catalog *catalog, int64_t before_ms,
         return CAIRN_EDB;
     sqlite3_bind_int(stmt, 1, include_never ? 1 : 0);
     sqlite3_bind_int64(stmt, 2, before_ms);
-    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0));
-        if (rc != 0)
-            break;
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = CAIRN_EDB;
-    sqlite3_finalize(stmt);
-    return rc;
+    return visit_users(stmt, visit, ctx);
 }
 
 int
@@ -328,7 +337,6 @@ cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
                                 void *ctx)
 {
     sqlite3_stmt *stmt = NULL;
-    int rc = 0, step;
 
     /* Damaged users are left alone: a heal clears their row. */
     if (sqlite3_prepare_v2(catalog->db,
@@ -340,15 +348,7 @@ cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
                            -1, &stmt, NULL) != SQLITE_OK)
         return CAIRN_EDB;
     sqlite3_bind_int64(stmt, 1, before_ms);
-    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0));
-        if (rc != 0)
-            break;
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = CAIRN_EDB;
-    sqlite3_finalize(stmt);
-    return rc;
+    return visit_users(stmt, visit, ctx);
 }
 
 int
