@@ -332,7 +332,7 @@ cairn_catalog_get_scrubbed(struct cairn_catalog *catalog, const char *userid,
 
 int
 cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
-                                int64_t before_ms,
+                                int64_t before_ms, bool include_never,
                                 int (*visit)(void *ctx, const char *userid),
                                 void *ctx)
 {
@@ -342,12 +342,13 @@ cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
     if (sqlite3_prepare_v2(catalog->db,
                            "SELECT u.userid FROM users u LEFT JOIN"
                            " cairn_scrub s ON s.userid = u.userid"
-                           " WHERE s.checked_ms IS NULL OR"
+                           " WHERE (s.checked_ms IS NULL AND ?) OR"
                            " (s.damage IS NULL AND s.checked_ms <= ?)"
                            " ORDER BY IFNULL(s.checked_ms, 0), u.userid",
                            -1, &stmt, NULL) != SQLITE_OK)
         return CAIRN_EDB;
-    sqlite3_bind_int64(stmt, 1, before_ms);
+    sqlite3_bind_int(stmt, 1, include_never ? 1 : 0);
+    sqlite3_bind_int64(stmt, 2, before_ms);
     return visit_users(stmt, visit, ctx);
 }
 

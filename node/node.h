@@ -374,11 +374,11 @@ int cairn_catalog_get_scrubbed(struct cairn_catalog *catalog,
                                char **damage);
 /*
  * Calls visit for each undamaged user last checked at or before before_ms
- * and each never checked, never checked first, then longest waiting; a
- * non-zero return from visit stops and is returned.
+ * (and, with include_never, each never checked: those first), longest
+ * waiting first; a non-zero return from visit stops and is returned.
  */
 int cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
-                                    int64_t before_ms,
+                                    int64_t before_ms, bool include_never,
                                     int (*visit)(void *ctx,
                                                  const char *userid),
                                     void *ctx);

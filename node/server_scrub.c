@@ -27,6 +27,12 @@
 
 #define SCRUB_TICK_MS 500
 #define DEFAULT_SCRUB_INTERVAL_MS (7ull * 24 * 3600 * 1000)
+/*
+ * Users never checked (a new node, an import) wait until the daemon has
+ * run this long, or an interval when that is shorter: a node that starts
+ * reads its disk for its users' writes first, not for a scrub.
+ */
+#define FIRST_ROUND_DELAY_MS (3600ull * 1000)
 
 enum { QUARANTINE_UNKNOWN, QUARANTINE_CLEAN, QUARANTINE_ON };
 
@@ -158,6 +164,7 @@ static void
 on_tick(struct cairn_loop *loop, uint64_t timer_id, void *arg)
 {
     struct cairn_node_server *server = arg;
+    uint64_t interval = node_scrub_interval_ms(server);
 
     (void)loop;
     (void)timer_id;
@@ -165,7 +172,9 @@ on_tick(struct cairn_loop *loop, uint64_t timer_id, void *arg)
         server->shut_down || cairn_loop_now_ms() < server->scrub_next_ms)
         return;
     cairn_catalog_foreach_scrub_due(
-        server->catalog, wall_ms() - (int64_t)node_scrub_interval_ms(server),
+        server->catalog, wall_ms() - (int64_t)interval,
+        cairn_loop_now_ms() - server->started_ms >=
+            (interval < FIRST_ROUND_DELAY_MS ? interval : FIRST_ROUND_DELAY_MS),
         try_user, server);
 }
 

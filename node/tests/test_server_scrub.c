@@ -194,7 +194,9 @@ main(void)
     settings.name = "scrubbed";
     settings.endpoint = "tcp://127.0.0.1:*";
     settings.data_dir = dir;
-    settings.scrub_interval_ms = 3600 * 1000; /* one round in this test */
+    /* every user checked again each second, the first round a second
+     * after the start (users checked again are counted as clean again) */
+    settings.scrub_interval_ms = 1000;
     settings.scrub_full = true;
     daemon_start(&d, &settings);
     if (d.server == NULL)
@@ -223,7 +225,7 @@ main(void)
     wait_for(&d, &events.clean, 2);
     CHECK_INT(events.damaged_bad, 1);
     CHECK_INT(events.damaged_other, 0);
-    CHECK_INT(events.clean, 2);
+    CHECK(events.clean >= 2);
     call_user(d.loop, d.client, "bad", false, &call);
     CHECK_INT(call.status, CAIRN_EUNAVAILABLE);
     CHECK(strstr(call.text, "quarantined") != NULL);
@@ -237,7 +239,7 @@ main(void)
     daemon_stop(&d);
     check_catalog(dir);
 
-    /* A restart keeps the quarantine (and checks no one again). */
+    /* A restart keeps the quarantine (bad is not checked again). */
     events.damaged_bad = 0;
     daemon_start(&d, &settings);
     call_user(d.loop, d.client, "bad", false, &call);
