@@ -248,6 +248,21 @@ test_wire_release(struct test_wire *wire)
     cairn_buf_release(&wire->dlist);
 }
 
+/*
+ * One update time for the whole test process, as a router gives every
+ * replica of a write the same stamp: users fed the same sessions then
+ * hold the same times (and digests), whenever the clock ticks between.
+ */
+static inline int64_t
+test_update_time(void)
+{
+    static int64_t stamp;
+
+    if (stamp == 0)
+        stamp = (int64_t)time(NULL);
+    return stamp;
+}
+
 /* An APPLY request for wire (borrowing it and frame). */
 static inline struct cairn_node_request
 test_apply_request(const char *user, uint64_t sequence, const char *key,
@@ -262,6 +277,7 @@ test_apply_request(const char *user, uint64_t sequence, const char *key,
     request.verb = "APPLY";
     request.key = key;
     request.sequence = sequence;
+    request.update_time = test_update_time();
     request.frames = frame;
     request.frame_count = 1;
     request.bodies = wire->bodies;
