@@ -182,8 +182,8 @@ static const struct config_key scrub_keys[] = {
 
 #define LIMITS(field) offsetof(struct cairn_config_limits, field)
 static const struct config_key limits_keys[] = {
-    {"max_line", CONFIG_SIZE, LIMITS(max_line), KIB, 256 * MIB, "64M", 0,
-     NULL, "a csync command line, literals excluded"},
+    {"max_line", CONFIG_SIZE, LIMITS(max_line), KIB, 256 * MIB, "64M", 0, NULL,
+     "a csync command line, literals excluded"},
     {"max_literal", CONFIG_SIZE, LIMITS(max_literal), KIB, 2 * GIB, "64M", 0,
      NULL, "one in-line {N} literal"},
     {"max_message", CONFIG_SIZE, LIMITS(max_message), KIB, 4 * GIB, "1G", 0,

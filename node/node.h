@@ -276,8 +276,7 @@ int cairn_store_rebuild_index(struct cairn_store *store,
  * Meant for a scratch copy of a user's files: later lines stay in the
  * data file, unindexed, and the next append would break the log order.
  */
-int cairn_store_rebuild_index_until(struct cairn_store *store,
-                                    int64_t until_ts,
+int cairn_store_rebuild_index_until(struct cairn_store *store, int64_t until_ts,
                                     struct cairn_reindex_result *result);
 /*
  * Whether cairn_store_open found no index and rebuilt it; result (when
@@ -379,13 +378,12 @@ int cairn_catalog_get_scrubbed(struct cairn_catalog *catalog,
  */
 int cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
                                     int64_t before_ms, bool include_never,
-                                    int (*visit)(void *ctx,
-                                                 const char *userid),
+                                    int (*visit)(void *ctx, const char *userid),
                                     void *ctx);
 /* Users, those checked after since_ms, and those marked damaged. */
-int cairn_catalog_scrub_figures(struct cairn_catalog *catalog,
-                                int64_t since_ms, uint64_t *users,
-                                uint64_t *checked, uint64_t *damaged);
+int cairn_catalog_scrub_figures(struct cairn_catalog *catalog, int64_t since_ms,
+                                uint64_t *users, uint64_t *checked,
+                                uint64_t *damaged);
 
 /* --- checksums ------------------------------------------------------------ */
 

@@ -113,7 +113,7 @@ struct cairn_node_server {
     uint64_t scrub_next_ms; /* loop clock: the read rate's pause */
     bool scrub_running;
     uint64_t scrubbed, scrub_bytes, scrub_damaged; /* since start */
-    struct node_body_spool *body_spools; /* server_restore.c */
+    struct node_body_spool *body_spools;           /* server_restore.c */
 };
 
 /* server.c */

@@ -12,8 +12,8 @@
  * stalled in TCP's retransmission backoff after a cut), and is up again
  * only once a PING on the request link itself comes back too.
  */
-#include "curve.h"
 #include "cluster.pb-c.h"
+#include "curve.h"
 #include "forward_int.h"
 #include "health_int.h"
 #include "node_client.h"
