@@ -184,7 +184,7 @@ test_migration(void)
 
     snprintf(line, sizeof(line),
              "import --from-backupd %s/partition --destination main"
-             " --work-dir %s/work --jobs 2",
+             " --work-dir %s/journal-dir --jobs 2",
              temp_dir, temp_dir);
     CHECK_INT(cairnctl(line, &out, &err), CAIRN_EXIT_PROBLEM);
     CHECK(out && strstr(out, "imported alice: verified on"));
@@ -212,7 +212,8 @@ test_migration(void)
         char journal[600];
         FILE *file;
 
-        snprintf(journal, sizeof(journal), "%s/work/import.journal", temp_dir);
+        snprintf(journal, sizeof(journal), "%s/journal-dir/import.journal",
+                 temp_dir);
         file = fopen(journal, "a");
         CHECK(file != NULL);
         if (file) {
@@ -226,7 +227,7 @@ test_migration(void)
     free(out);
     free(err);
     /* the journal belongs to its destination */
-    snprintf(line, sizeof(line), "%s/work/import.journal", temp_dir);
+    snprintf(line, sizeof(line), "%s/journal-dir/import.journal", temp_dir);
     {
         char *text = NULL;
         size_t len = 0;
@@ -253,7 +254,7 @@ test_migration(void)
     }
     snprintf(line, sizeof(line),
              "import --from-backupd %s/partition --destination second"
-             " --work-dir %s/work",
+             " --work-dir %s/journal-dir",
              temp_dir, temp_dir);
     CHECK_INT(cairnctl(line, &out, &err), CAIRN_EXIT_PROBLEM);
     free(out);
