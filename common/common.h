@@ -149,5 +149,10 @@ int cairn_write_all(int fd, const void *data, size_t len);
 int cairn_raise_open_files_limit(uint64_t *limit);
 /* fsync the directory that holds path, so a rename or create is durable. */
 int cairn_fsync_parent_dir(const char *path);
+/*
+ * The hex SHA-1 (hex: 41 bytes, NUL-terminated) and size of the file at
+ * path, read in 64 KiB blocks. CAIRN_EIO when it cannot be read.
+ */
+int cairn_file_sha1(const char *path, char hex[41], uint64_t *size);
 
 #endif /* CAIRN_COMMON_H */

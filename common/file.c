@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -64,5 +66,34 @@ out:
     if (fd >= 0)
         close(fd);
     free(copy);
+    return rc;
+}
+
+int
+cairn_file_sha1(const char *path, char hex[41], uint64_t *size)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE], block[65536];
+    unsigned digest_len = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got;
+    int rc = CAIRN_EIO;
+
+    *size = 0;
+    if (md == NULL || fd < 0 || !EVP_DigestInit_ex(md, EVP_sha1(), NULL))
+        goto out;
+    while ((got = read(fd, block, sizeof(block))) > 0) {
+        EVP_DigestUpdate(md, block, (size_t)got);
+        *size += (uint64_t)got;
+    }
+    if (got < 0 || !EVP_DigestFinal_ex(md, digest, &digest_len))
+        goto out;
+    for (unsigned i = 0; i < digest_len && i < 20; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    EVP_MD_CTX_free(md);
     return rc;
 }

@@ -49,36 +49,6 @@ spool_path(struct cairn_node_server *server, const char *userid, char **path)
     return 0;
 }
 
-/* Hex SHA-1 and size of the file at path. */
-static int
-hash_file(const char *path, char hex[41], uint64_t *size)
-{
-    unsigned char digest[EVP_MAX_MD_SIZE], block[65536];
-    unsigned digest_len = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t got;
-    int rc = CAIRN_EIO;
-
-    *size = 0;
-    if (md == NULL || fd < 0 || !EVP_DigestInit_ex(md, EVP_sha1(), NULL))
-        goto out;
-    while ((got = read(fd, block, sizeof(block))) > 0) {
-        EVP_DigestUpdate(md, block, (size_t)got);
-        *size += (uint64_t)got;
-    }
-    if (got < 0 || !EVP_DigestFinal_ex(md, digest, &digest_len))
-        goto out;
-    for (unsigned i = 0; i < digest_len && i < 20; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    EVP_MD_CTX_free(md);
-    return rc;
-}
-
 static int
 parse_offset(const struct node_request *request, uint64_t *offset)
 {
@@ -135,7 +105,7 @@ export_begin(struct cairn_node_server *server, struct node_request *request)
     if ((rc = hold_for_export(server, request->envelope->user)) < 0 ||
         (rc = cairn_catalog_lookup(server->catalog, request->envelope->user,
                                    &data_path)) < 0 ||
-        (rc = hash_file(data_path, hex, &begin.total_bytes)) < 0 ||
+        (rc = cairn_file_sha1(data_path, hex, &begin.total_bytes)) < 0 ||
         (rc = cairn_buf_reserve(
              &frame, cairn__transfer_begin__get_packed_size(&begin) + 64)) < 0)
         goto out;
@@ -305,7 +275,7 @@ import_end(struct cairn_node_server *server, struct node_request *request)
             NULL)
         goto out;
     if ((rc = spool_path(server, userid, &spool)) < 0 ||
-        (rc = hash_file(spool, hex, &size)) < 0)
+        (rc = cairn_file_sha1(spool, hex, &size)) < 0)
         goto out;
     if (size != expected->total_bytes ||
         strcmp(hex, expected->data_sha1 ? expected->data_sha1 : "") != 0) {

@@ -505,34 +505,6 @@ journal_record(struct migration *m, const char *userid)
 
 /* --- one user ------------------------------------------------------------- */
 
-static int
-hash_file(const char *path, char hex[41], uint64_t *size)
-{
-    unsigned char digest[EVP_MAX_MD_SIZE], block[65536];
-    unsigned digest_len = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = CAIRN_EIO;
-    ssize_t got;
-
-    *size = 0;
-    if (md == NULL || fd < 0 || !EVP_DigestInit_ex(md, EVP_sha1(), NULL))
-        goto out;
-    while ((got = read(fd, block, sizeof(block))) > 0) {
-        EVP_DigestUpdate(md, block, (size_t)got);
-        *size += (uint64_t)got;
-    }
-    if (got < 0 || !EVP_DigestFinal_ex(md, digest, &digest_len))
-        goto out;
-    for (unsigned i = 0; i < digest_len && i < 20; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    EVP_MD_CTX_free(md);
-    return rc;
-}
-
 /* One worker: its own connections to the nodes. */
 struct worker {
     struct migration *m;
@@ -746,7 +718,7 @@ migrate_user(struct worker *w, const struct backupd_user *user)
         outcome = "failed";
         goto out;
     }
-    if ((rc = hash_file(report.data_path, sha1, &size)) < 0) {
+    if ((rc = cairn_file_sha1(report.data_path, sha1, &size)) < 0) {
         snprintf(why, sizeof(why), "reading the verified copy: %s",
                  cairn_strerror(rc));
         goto out;
