@@ -9,6 +9,7 @@ packages=(
     libprotobuf-c-dev protobuf-c-compiler libssl-dev libsasl2-dev
     libsasl2-modules sasl2-bin python3 procps iproute2
     cyrus-imapd cyrus-common cyrus-replication cyrus-clients cyrus-admin
+    libmicrohttpd-dev prometheus
 )
 
 missing=()
