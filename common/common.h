@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /*
  * Error codes: 0 is success, every failure is negative. The table in
@@ -89,6 +90,14 @@ int cairn_parse_u64(const char *text, size_t len, uint64_t min, uint64_t max,
 /* Same for a NUL-terminated string. */
 int cairn_parse_u64_str(const char *text, uint64_t min, uint64_t max,
                         uint64_t *out);
+/*
+ * A listen address of cluster.conf: "host:port" (a name resolves to its
+ * first address), "*:port" (every IPv4 address) or "[ipv6]:port"; port 0
+ * lets the kernel choose. CAIRN_ECONFIG when it is none of these.
+ */
+int cairn_parse_listen_address(const char *listen,
+                               struct sockaddr_storage *address,
+                               socklen_t *length);
 /*
  * Parses a size with an optional unit suffix K, M, G, T (powers of 1024,
  * case-insensitive, optional trailing "B"): "64M", "1G", "4096".

@@ -4,7 +4,10 @@
  */
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <strings.h>
 
@@ -136,4 +139,52 @@ cairn_parse_bool(const char *text, bool *out)
         }
     }
     return CAIRN_EPARSE;
+}
+
+/*
+ * "host:port" (a name resolves to its first address), "*:port" (every
+ * IPv4 address) or "[ipv6]:port", as the config's address type documents;
+ * *length is the address's size.
+ */
+int
+cairn_parse_listen_address(const char *listen, struct sockaddr_storage *address,
+                           socklen_t *length)
+{
+    const struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                   .ai_flags = AI_PASSIVE};
+    const char *colon = strrchr(listen, ':');
+    size_t host_length = colon != NULL ? (size_t)(colon - listen) : 0;
+    struct addrinfo *found = NULL;
+    char host[256];
+    const char *name = host;
+    uint64_t port;
+
+    if (colon == NULL || host_length == 0 || host_length >= sizeof(host))
+        return CAIRN_ECONFIG;
+    memcpy(host, listen, host_length);
+    host[host_length] = '\0';
+    if (cairn_parse_u64_str(colon + 1, 0, 65535, &port) < 0)
+        return CAIRN_ECONFIG;
+    if (host[0] == '[') {
+        if (host_length < 3 || host[host_length - 1] != ']' ||
+            strchr(host, ':') == NULL)
+            return CAIRN_ECONFIG;
+        host[host_length - 1] = '\0';
+        name = host + 1;
+    } else if (strcmp(host, "*") == 0) {
+        name = "0.0.0.0";
+    }
+    if (getaddrinfo(name, NULL, &hints, &found) != 0 || found == NULL)
+        return CAIRN_ECONFIG;
+    memset(address, 0, sizeof(*address));
+    memcpy(address, found->ai_addr, found->ai_addrlen);
+    *length = found->ai_addrlen;
+    freeaddrinfo(found);
+    if (address->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)address)->sin6_port = htons((uint16_t)port);
+    else if (address->ss_family == AF_INET)
+        ((struct sockaddr_in *)address)->sin_port = htons((uint16_t)port);
+    else
+        return CAIRN_ECONFIG;
+    return CAIRN_OK;
 }
