@@ -11,10 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define SECRET_MAX 4096
+
+/* data_mode once cairn_data_mode_apply() ran (created_file_mode()). */
+static mode_t created_mode = 0600;
 
 static int
 say(char *error, size_t error_size, int rc, const char *fmt, const char *what,
@@ -83,7 +87,20 @@ cairn_data_mode_apply(mode_t data_mode)
     /* Files are created 0666 (no execute bit): the umask leaves exactly
      * data_mode's read/write bits; directories 0777 keep the directory
      * mode. An execute bit in data_mode alone stays off for files. */
+    created_mode = data_mode & 0666;
     return umask(0777 & ~cairn_data_dir_mode(data_mode));
+}
+
+mode_t
+cairn_created_file_mode(void)
+{
+    return created_mode;
+}
+
+mode_t
+cairn_created_dir_mode(void)
+{
+    return cairn_data_dir_mode(created_mode);
 }
 
 int
@@ -123,14 +140,52 @@ int
 cairn_privileges_prepare_dir(const char *path, uid_t uid, gid_t gid,
                              mode_t data_mode, char *error, size_t error_size)
 {
+    char *copy = NULL;
+    int rc = CAIRN_OK;
+
     if (path == NULL)
         return CAIRN_OK;
-    if (mkdir(path, cairn_data_dir_mode(data_mode)) != 0 && errno != EEXIST)
-        return say(error, error_size, CAIRN_EIO, "cannot create %s: %s", path,
-                   strerror(errno));
-    if (chown(path, uid, gid) != 0)
-        return say(error, error_size, CAIRN_EIO, "cannot chown %s: %s", path,
-                   strerror(errno));
+    if ((copy = strdup(path)) == NULL)
+        return CAIRN_ENOMEM;
+    /* mkdir -p: each component made here goes to uid:gid, so the user
+     * can reach the last one; parents that exist are not changed. */
+    for (char *at = copy;;) {
+        char *slash = strchr(at + 1, '/');
+        bool last = slash == NULL, made;
+
+        if (!last)
+            *slash = '\0';
+        made = mkdir(copy, cairn_data_dir_mode(data_mode)) == 0;
+        if (!made && errno != EEXIST) {
+            rc = say(error, error_size, CAIRN_EIO, "cannot create %s: %s", copy,
+                     strerror(errno));
+            break;
+        }
+        if ((made || last) && chown(copy, uid, gid) != 0) {
+            rc = say(error, error_size, CAIRN_EIO,
+                     "cannot give %s to the service user: %s", copy,
+                     strerror(errno));
+            break;
+        }
+        if (last)
+            break;
+        *slash = '/';
+        at = slash;
+    }
+    free(copy);
+    return rc;
+}
+
+int
+cairn_privileges_files_as(uid_t uid, gid_t gid, char *error, size_t error_size)
+{
+    /* setfs[ug]id() return the previous id and cannot fail loudly: a
+     * second call tells whether the first took. */
+    setfsgid(gid);
+    setfsuid(uid);
+    if ((uid_t)setfsuid(uid) != uid || (gid_t)setfsgid(gid) != gid)
+        return say(error, error_size, CAIRN_EPERM,
+                   "cannot create files as the service user%s%s", "", "");
     return CAIRN_OK;
 }
 
@@ -138,13 +193,62 @@ int
 cairn_privileges_drop(const char *user, uid_t uid, gid_t gid, char *error,
                       size_t error_size)
 {
+    uid_t real, effective, saved;
+
     if (initgroups(user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
         return say(error, error_size, CAIRN_EPERM, "cannot switch to %s: %s",
                    user, strerror(errno));
+    if (getresuid(&real, &effective, &saved) != 0 || real != uid ||
+        effective != uid || saved != uid)
+        return say(error, error_size, CAIRN_EPERM,
+                   "switched to %s but a uid is still another%s", user, "");
     if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
         return say(error, error_size, CAIRN_EPERM,
                    "switched to %s but root could be regained%s", user, "");
     return CAIRN_OK;
+}
+
+int
+cairn_daemon_start_begin(const char *user, bool allow_root, mode_t data_mode,
+                         const char *const *dirs, size_t dir_count,
+                         struct cairn_daemon_start *state, char *error,
+                         size_t error_size)
+{
+    int rc;
+
+    memset(state, 0, sizeof(*state));
+    state->user = user;
+    cairn_data_mode_apply(data_mode);
+    if ((rc = cairn_privileges_check(user, allow_root, &state->switch_needed,
+                                     &state->uid, &state->gid, error,
+                                     error_size)) < 0 ||
+        !state->switch_needed)
+        return rc;
+    for (size_t i = 0; i < dir_count; i++)
+        if ((rc = cairn_privileges_prepare_dir(dirs[i], state->uid, state->gid,
+                                               data_mode, error, error_size)) <
+            0)
+            return rc;
+    return CAIRN_OK;
+}
+
+int
+cairn_daemon_start_files(const struct cairn_daemon_start *state, char *error,
+                         size_t error_size)
+{
+    if (!state->switch_needed)
+        return CAIRN_OK;
+    return cairn_privileges_files_as(state->uid, state->gid, error, error_size);
+}
+
+int
+cairn_daemon_start_end(const struct cairn_daemon_start *state, char *error,
+                       size_t error_size)
+{
+    if (!state->switch_needed)
+        return CAIRN_OK;
+    return cairn_privileges_drop(state->user, state->uid, state->gid, error,
+                                 error_size);
 }
 
 bool
@@ -155,7 +259,7 @@ cairn_secret_file_exposed(const char *path, mode_t *mode)
     if (stat(path, &info) != 0)
         return false;
     *mode = info.st_mode & 07777;
-    return (info.st_mode & 0007) != 0;
+    return (info.st_mode & 0077) != 0;
 }
 
 int
