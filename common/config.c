@@ -408,6 +408,38 @@ check_sections(struct parser *parser)
     return CAIRN_OK;
 }
 
+/* tls_mode and client certificates need a certificate of our own, and
+ * client certificates are pointless where a client may skip TLS. */
+static int
+check_channel_tls(struct parser *parser,
+                  const struct cairn_config_channel *channel)
+{
+    const struct config_kind *kind = config_kind_find("channel");
+    const struct cairn_config_origin *origin = &channel->origin;
+    const char *name = origin->name;
+    bool implicit = channel->tls_mode == CAIRN_CONFIG_TLS_IMPLICIT;
+
+    if (implicit && channel->tls_cert == NULL)
+        return fail(parser, line_of(parser, kind, origin, "tls_mode"),
+                    "[channel %s] tls_mode = implicit needs tls_cert and "
+                    "tls_key",
+                    name);
+    if (channel->tls_client_ca != NULL && channel->tls_cert == NULL)
+        return fail(parser, line_of(parser, kind, origin, "tls_client_ca"),
+                    "[channel %s] tls_client_ca needs tls_cert and tls_key",
+                    name);
+    if (channel->tls_client_ca != NULL && !implicit && !channel->require_tls)
+        return fail(parser, line_of(parser, kind, origin, "tls_client_ca"),
+                    "[channel %s] tls_client_ca needs require_tls = yes or "
+                    "tls_mode = implicit (a client could log in without TLS)",
+                    name);
+    if (channel->tls_client_subject != NULL && channel->tls_client_ca == NULL)
+        return fail(parser, line_of(parser, kind, origin, "tls_client_subject"),
+                    "[channel %s] tls_client_subject needs tls_client_ca",
+                    name);
+    return CAIRN_OK;
+}
+
 static int
 check_channel(struct parser *parser, struct cairn_config_channel *channel)
 {
@@ -416,12 +448,25 @@ check_channel(struct parser *parser, struct cairn_config_channel *channel)
     struct cairn_config *config = parser->config;
     const char *name = origin->name;
 
-    if (channel->sasl_password == NULL && channel->sasl_db == NULL)
+    if (channel->sasl_password == NULL && channel->sasl_db == NULL &&
+        channel->sasl_password_file == NULL)
         return fail(parser, origin->line,
-                    "[channel %s] needs sasl_password or sasl_db", name);
-    if (channel->sasl_password != NULL && channel->sasl_db != NULL)
+                    "[channel %s] needs sasl_password, sasl_password_file or "
+                    "sasl_db",
+                    name);
+    if (channel->sasl_password != NULL && channel->sasl_password_file != NULL)
+        return fail(parser, line_of(parser, kind, origin, "sasl_password_file"),
+                    "[channel %s] sets its password both inline "
+                    "(sasl_password) and by file (sasl_password_file): keep "
+                    "one",
+                    name);
+    if ((channel->sasl_password != NULL ||
+         channel->sasl_password_file != NULL) &&
+        channel->sasl_db != NULL)
         return fail(parser, line_of(parser, kind, origin, "sasl_db"),
-                    "[channel %s] sets both sasl_password and sasl_db", name);
+                    "[channel %s] sets both %s and sasl_db", name,
+                    channel->sasl_password ? "sasl_password"
+                                           : "sasl_password_file");
     if ((channel->tls_cert == NULL) != (channel->tls_key == NULL))
         return fail(parser,
                     line_of(parser, kind, origin,
@@ -431,6 +476,8 @@ check_channel(struct parser *parser, struct cairn_config_channel *channel)
         return fail(parser, line_of(parser, kind, origin, "require_tls"),
                     "[channel %s] require_tls needs tls_cert and tls_key",
                     name);
+    if (check_channel_tls(parser, channel) < 0)
+        return CAIRN_ECONFIG;
     channel->destination_refs =
         calloc(channel->destinations.count, sizeof(void *));
     if (channel->destination_refs == NULL)

@@ -86,6 +86,13 @@ struct cairn_config_router {
     char *ring_dir;                  /* default home of the ring files */
     char *state_dir;                 /* repair marks kept across restarts */
     char *curve_key;                 /* its CURVE key's name */
+    char *metrics_listen;            /* HTTP /metrics address; NULL: off */
+};
+
+/* How a channel's listener starts TLS (with tls_cert set). */
+enum cairn_config_tls_mode {
+    CAIRN_CONFIG_TLS_STARTTLS = 0, /* plain banner, STARTTLS offered */
+    CAIRN_CONFIG_TLS_IMPLICIT = 1, /* handshake at connect (host:port/tls) */
 };
 
 /* Write acknowledgement policy of a destination. */
@@ -103,12 +110,16 @@ struct cairn_config_channel {
     char *listen;                      /* host:port of the csync listener */
     char *sasl_user;                   /* identity sync_client logs in as */
     char *sasl_password;               /* its password, or NULL... */
+    char *sasl_password_file;          /* ...a file holding it, or... */
     char *sasl_db;                     /* ...a sasldb holding it */
     struct cairn_config_list sasl_mechanisms; /* advertised, in order */
-    bool require_tls;                      /* refuse AUTHENTICATE before TLS */
-    char *tls_cert;                        /* PEM; STARTTLS offered when set */
-    char *tls_key;                         /* PEM private key for tls_cert */
-    bool compress;                         /* allow the COMPRESS command */
+    bool require_tls;         /* refuse AUTHENTICATE before TLS */
+    char *tls_cert;           /* PEM; STARTTLS offered when set */
+    char *tls_key;            /* PEM private key for tls_cert */
+    int tls_mode;             /* enum cairn_config_tls_mode */
+    char *tls_client_ca;      /* PEM CAs client certificates must chain to */
+    char *tls_client_subject; /* CN or RFC 2253 DN a client cert must have */
+    bool compress;            /* allow the COMPRESS command */
     struct cairn_config_list destinations; /* names, at least one */
     uint64_t idle_timeout_ms;              /* an idle connection is closed */
     char *users; /* globs of the users it may touch; NULL: all */
@@ -137,7 +148,8 @@ struct cairn_config_node {
     uint64_t max_frame;                /* bytes; [limits] max_frame if unset */
     uint64_t reserve;                  /* refuse writes below this free space */
     enum cairn_log_level log_level;
-    char *curve_key; /* its CURVE key's name; the node's name if unset */
+    char *curve_key;      /* its CURVE key's name; the node's name if unset */
+    char *metrics_listen; /* HTTP /metrics address; NULL: off */
 };
 
 struct cairn_config_compaction {
@@ -163,6 +175,7 @@ struct cairn_config_scrub {
     uint64_t interval_ms; /* every user checked once per interval */
     uint64_t rate;        /* bytes read per second on average; 0 = any */
     int level;            /* enum cairn_scrub_level */
+    bool heal;            /* rebuild a damaged replica from a good peer */
 };
 
 struct cairn_config_security {

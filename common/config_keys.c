@@ -28,6 +28,7 @@ _Static_assert(sizeof(enum cairn_config_ack) == sizeof(int), "enum size");
 static const char *const log_levels[] = {"error", "warn", "info", "debug",
                                          NULL};
 static const char *const ack_policies[] = {"all", "quorum", "one", NULL};
+static const char *const tls_modes[] = {"starttls", "implicit", NULL};
 
 #define ROUTER(field) offsetof(struct cairn_config_router, field)
 static const struct config_key router_keys[] = {
@@ -60,6 +61,8 @@ static const struct config_key router_keys[] = {
      NULL, "repair marks kept across restarts"},
     {"curve_key", CONFIG_STRING, ROUTER(curve_key), 0, 0, "router", CONFIG_NAME,
      NULL, "the router's CURVE key (NAME in curve_key_dir)"},
+    {"metrics_listen", CONFIG_ADDRESS, ROUTER(metrics_listen), 0, 0, NULL, 0,
+     NULL, "HOST:PORT serving Prometheus /metrics (unset: off)"},
 };
 
 #define CHANNEL(field) offsetof(struct cairn_config_channel, field)
@@ -70,16 +73,26 @@ static const struct config_key channel_keys[] = {
      CONFIG_REQUIRED, NULL, "SASL identity sync_client logs in as"},
     {"sasl_password", CONFIG_STRING, CHANNEL(sasl_password), 0, 0, NULL,
      CONFIG_SECRET, NULL, "its password (or sasl_db)"},
+    {"sasl_password_file", CONFIG_PATH, CHANNEL(sasl_password_file), 0, 0, NULL,
+     0, NULL,
+     "file whose first line is its password (read at start "
+     "and on SIGHUP)"},
     {"sasl_db", CONFIG_PATH, CHANNEL(sasl_db), 0, 0, NULL, 0, NULL,
      "sasldb holding its password (or sasl_password)"},
     {"sasl_mechanisms", CONFIG_LIST, CHANNEL(sasl_mechanisms), 1, 16, "PLAIN",
      0, NULL, "SASL mechanisms offered, in order"},
-    {"require_tls", CONFIG_BOOL, CHANNEL(require_tls), 0, 0, "no",
-     CONFIG_UNSUPPORTED, NULL, "refuse AUTHENTICATE before STARTTLS"},
-    {"tls_cert", CONFIG_PATH, CHANNEL(tls_cert), 0, 0, NULL, CONFIG_UNSUPPORTED,
-     NULL, "PEM certificate for STARTTLS"},
-    {"tls_key", CONFIG_PATH, CHANNEL(tls_key), 0, 0, NULL, CONFIG_UNSUPPORTED,
-     NULL, "PEM private key for STARTTLS"},
+    {"require_tls", CONFIG_BOOL, CHANNEL(require_tls), 0, 0, "no", 0, NULL,
+     "refuse AUTHENTICATE before STARTTLS"},
+    {"tls_cert", CONFIG_PATH, CHANNEL(tls_cert), 0, 0, NULL, 0, NULL,
+     "PEM certificate (chain) of the listener"},
+    {"tls_key", CONFIG_PATH, CHANNEL(tls_key), 0, 0, NULL, 0, NULL,
+     "PEM private key for tls_cert"},
+    {"tls_mode", CONFIG_ENUM, CHANNEL(tls_mode), 0, 0, "starttls", 0, tls_modes,
+     "starttls, or implicit: TLS from connect (host:port/tls)"},
+    {"tls_client_ca", CONFIG_PATH, CHANNEL(tls_client_ca), 0, 0, NULL, 0, NULL,
+     "PEM CAs: clients must show a certificate they signed"},
+    {"tls_client_subject", CONFIG_STRING, CHANNEL(tls_client_subject), 0, 0,
+     NULL, 0, NULL, "client certificate CN (or DN, RFC 2253) allowed"},
     {"compress", CONFIG_BOOL, CHANNEL(compress), 0, 0, "yes", 0, NULL,
      "allow COMPRESS DEFLATE"},
     {"destinations", CONFIG_LIST, CHANNEL(destinations), 1, 64, NULL,
@@ -124,6 +137,8 @@ static const struct config_key node_keys[] = {
      "error, warn, info or debug"},
     {"curve_key", CONFIG_STRING, NODE(curve_key), 0, 0, NULL, CONFIG_NAME, NULL,
      "the node's CURVE key (unset: the node's name)"},
+    {"metrics_listen", CONFIG_ADDRESS, NODE(metrics_listen), 0, 0, NULL, 0,
+     NULL, "HOST:PORT serving Prometheus /metrics (unset: off)"},
 };
 
 #define COMPACTION(field) offsetof(struct cairn_config_compaction, field)
@@ -154,10 +169,10 @@ static const struct config_key security_keys[] = {
      "CURVE on every ZeroMQ link"},
     {"curve_key_dir", CONFIG_PATH, SECURITY(curve_key_dir), 0, 0,
      "cairn-data/keys", 0, NULL, "directory of NAME.public/NAME.secret"},
-    {"data_mode", CONFIG_MODE, SECURITY(data_mode), 0, 0777, "0600",
-     CONFIG_UNSUPPORTED, NULL, "permission bits of data files (octal)"},
-    {"user", CONFIG_STRING, SECURITY(user), 0, 0, NULL, CONFIG_UNSUPPORTED,
-     NULL, "user daemons started as root switch to"},
+    {"data_mode", CONFIG_MODE, SECURITY(data_mode), 0600, 0666, "0600", 0, NULL,
+     "permission bits of what cairn creates (0600 or 0640; octal)"},
+    {"user", CONFIG_STRING, SECURITY(user), 0, 0, NULL, 0, NULL,
+     "user daemons started as root switch to"},
     {"writer_keys", CONFIG_LIST, SECURITY(writer_keys), 0, 64, "router", 0,
      NULL, "keys with role writer on the nodes (apply, state, bodies)"},
     {"admin_keys", CONFIG_LIST, SECURITY(admin_keys), 0, 64, "admin", 0, NULL,
@@ -178,6 +193,8 @@ static const struct config_key scrub_keys[] = {
      "bytes read per second on average (0: no limit)"},
     {"level", CONFIG_ENUM, SCRUB(level), 0, 0, "full", 0, scrub_levels,
      "light: checksums; full: Cyrus's full verify"},
+    {"heal", CONFIG_BOOL, SCRUB(heal), 0, 0, "yes", 0, NULL,
+     "rebuild a damaged or lagging replica from a peer that verifies"},
 };
 
 #define LIMITS(field) offsetof(struct cairn_config_limits, field)
@@ -382,8 +399,8 @@ parse_number(const struct config_key *key, const char *text, uint64_t *out,
 }
 
 static int
-parse_mode(const char *text, uint64_t max, uint64_t *out, char *why,
-           size_t why_size)
+parse_mode(const char *text, uint64_t required, uint64_t allowed, uint64_t *out,
+           char *why, size_t why_size)
 {
     uint64_t value = 0;
     size_t len = strlen(text);
@@ -393,8 +410,15 @@ parse_mode(const char *text, uint64_t max, uint64_t *out, char *why,
                    text);
     for (size_t i = 0; i < len; i++)
         value = value * 8 + (uint64_t)(text[i] - '0');
-    if (value > max)
-        return bad(why, why_size, "'%s' is out of range 0..0777", text);
+    /* The key's min holds the bits a mode needs, its max those it may
+     * have (data_mode: the owner reads and writes; files get no execute
+     * bit, directories get theirs from the read bits). */
+    if ((value & required) != required || (value & ~allowed) != 0) {
+        snprintf(why, why_size,
+                 "'%s' must have the bits %04llo and none outside %04llo", text,
+                 (unsigned long long)required, (unsigned long long)allowed);
+        return CAIRN_ECONFIG;
+    }
     *out = value;
     return CAIRN_OK;
 }
@@ -565,7 +589,7 @@ config_value_parse(const struct config_key *key, const char *text,
     case CONFIG_ENUM:
         return parse_enum(key, text, field, why, why_size);
     case CONFIG_MODE:
-        return parse_mode(text, key->max, field, why, why_size);
+        return parse_mode(text, key->min, key->max, field, why, why_size);
     case CONFIG_LIST:
         return parse_list(key, text, field, why, why_size);
     }

@@ -51,6 +51,9 @@ static const struct proof proofs[] = {
     {"channel", "sasl_password", "other", "router/main.c",
      "channel->sasl_password"},
     {"channel", "sasl_db", "/tmp/sasldb", "router/main.c", "channel->sasl_db"},
+    /* integration_privileges: read at start, warned about when exposed */
+    {"channel", "sasl_password_file", "/tmp/password", "router/main.c",
+     "channel->sasl_password_file"},
     {"channel", "sasl_mechanisms", "PLAIN SCRAM-SHA-256", "router/main.c",
      "channel->sasl_mechanisms"},
     {"channel", "require_tls", "yes", NULL, NULL},
@@ -97,6 +100,8 @@ static const struct proof proofs[] = {
     {"scrub", "rate", "1M", "node/main.c", "cairn_config_scrub(config)->rate"},
     {"scrub", "level", "light", "node/main.c",
      "cairn_config_scrub(config)->level"},
+    /* self-heal: integration_heal_drills */
+    {"scrub", "heal", "no", "node/main.c", "cairn_config_scrub(config)->heal"},
     /* CURVE: test_curve (node and router control, roles, rogue peers) */
     {"security", "curve", "no", "common/curve.c", "security->curve"},
     {"security", "curve_key_dir", "/tmp/keys", "common/curve.c",
@@ -107,8 +112,14 @@ static const struct proof proofs[] = {
     {"security", "peer_keys", "n1", "common/curve.c", "security->peer_keys"},
     {"router", "curve_key", "r1", "common/curve.c", "router->curve_key"},
     {"node", "curve_key", "n1", "common/curve.c", "node->curve_key"},
-    {"security", "data_mode", "0640", NULL, NULL},
-    {"security", "user", "nobody", NULL, NULL},
+    /* test_metrics_prometheus.py: a real Prometheus scrapes both */
+    {"router", "metrics_listen", "127.0.0.1:9100", "router/main.c",
+     "router->metrics_listen"},
+    {"node", "metrics_listen", "127.0.0.1:9101", "node/main.c",
+     "node->metrics_listen"},
+    /* integration_privileges: the walk of every file's owner and mode */
+    {"security", "data_mode", "0640", "router/main.c", "security->data_mode"},
+    {"security", "user", "nobody", "node/main.c", "security->user"},
     {"limits", "max_line", "2M", "router/main.c", "limits->max_line"},
     {"limits", "max_literal", "1M", "router/main.c", "limits->max_literal"},
     {"limits", "max_message", "2G", "router/main.c", "limits->max_message"},
@@ -138,7 +149,8 @@ static const char tail_sections[] =
     "[node node3]\nendpoint = tcp://127.0.0.1:5703\ndata_dir = d3\n";
 
 /* Appends section without its own line for key (and without
- * sasl_password when key is sasl_db: only one of them may be set). */
+ * sasl_password when key is sasl_db or sasl_password_file: only one of
+ * them may be set). */
 static void
 append_section(struct cairn_buf *text, const char *section, const char *key)
 {
@@ -148,7 +160,8 @@ append_section(struct cairn_buf *text, const char *section, const char *key)
         bool skip =
             key != NULL &&
             ((name_len == strlen(key) && memcmp(at, key, name_len) == 0) ||
-             (strcmp(key, "sasl_db") == 0 &&
+             ((strcmp(key, "sasl_db") == 0 ||
+               strcmp(key, "sasl_password_file") == 0) &&
               strncmp(at, "sasl_password ", 14) == 0));
 
         if (!skip)
