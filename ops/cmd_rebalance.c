@@ -1,7 +1,7 @@
 /*
  * cmd_rebalance.c - `cairnctl rebalance`: moves the users of a destination
  * onto a new ring (made with `cairnctl ring ... --commit`) without losing
- * a write; the work is in rebalance.c, this is its command line and its
+ * a write; the work is in user_mover.c, this is its command line and its
  * summary.
  */
 #include "ops.h"

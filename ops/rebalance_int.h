@@ -1,6 +1,6 @@
 /*
  * rebalance_int.h - what `cairnctl rebalance` is made of (see the design
- * in rebalance.c): the journal that makes a run resumable, the calls to
+ * in user_mover.c): the journal that makes a run resumable, the calls to
  * the nodes (TRANSFER relay, STATS, VERIFY) and to the router's control
  * endpoint, and the executor itself. Internal to cairn_ops; tests include
  * it.
@@ -148,7 +148,7 @@ int cairn_rebalance_router_call(const char *endpoint, Cairn__Kind kind,
                                 size_t frame_len, Cairn__RingStatus **status,
                                 char *text, size_t text_size);
 
-/* --- the executor (rebalance.c) ------------------------------------------ */
+/* --- the executor (user_mover.c) ------------------------------------------ */
 
 struct cairn_rebalance_options {
     const char *destination;

@@ -1,6 +1,6 @@
 /*
  * placement_int.h - the ring's insides, shared by the placement sources
- * (ring.c, rebalance.c, planner.c, diff.c, ring_file.c) and nobody else.
+ * (ring.c, ring_reassign.c, planner.c, diff.c, ring_file.c) and nobody else.
  */
 #ifndef CAIRN_PLACEMENT_INT_H
 #define CAIRN_PLACEMENT_INT_H

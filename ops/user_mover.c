@@ -1,5 +1,5 @@
 /*
- * rebalance.c - the executor of `cairnctl rebalance`: moves every user
+ * user_mover.c - the executor of `cairnctl rebalance`: moves every user
  * whose replica set differs between the destination's current ring and a
  * new one, without losing a write.
  *

@@ -1,5 +1,5 @@
 /*
- * rebalance.c - building and changing the partition table: weighted
+ * ring_reassign.c - building and changing the partition table: weighted
  * shares, the replica rules, filling empty slots and the minimum-move
  * balancing that keeps users on nodes that stay.
  */
