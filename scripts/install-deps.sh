@@ -10,6 +10,7 @@ packages=(
     libsasl2-modules sasl2-bin python3 procps iproute2
     cyrus-imapd cyrus-common cyrus-replication cyrus-clients cyrus-admin
     libmicrohttpd-dev prometheus
+    libsystemd-dev man-db groff-base lintian fakeroot dpkg-dev
 )
 
 missing=()
