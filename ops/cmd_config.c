@@ -127,5 +127,9 @@ run_config(struct cairn_ops_context *context, int argc, char **argv)
     return cairn_ops_usage(context, &cairn_ops_cmd_config);
 }
 
+static const struct cairn_ops_verb verbs[] = {
+    {"check", false}, {"show", false}, {NULL, false}};
+
 const struct cairn_ops_command cairn_ops_cmd_config = {
-    "config", run_config, "check or show a cluster configuration", usage};
+    "config", run_config, "check or show a cluster configuration", usage,
+    verbs};

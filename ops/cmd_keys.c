@@ -69,5 +69,8 @@ run_keys(struct cairn_ops_context *context, int argc, char **argv)
     return status;
 }
 
+static const struct cairn_ops_verb verbs[] = {
+    {"create", false}, {"show", false}, {NULL, false}};
+
 const struct cairn_ops_command cairn_ops_cmd_keys = {
-    "keys", run_keys, "make or show CURVE keys", usage};
+    "keys", run_keys, "make or show CURVE keys", usage, verbs};

@@ -781,5 +781,15 @@ run_ring(struct cairn_ops_context *context, int argc, char **argv)
     return cairn_ops_usage(context, &cairn_ops_cmd_ring);
 }
 
+/* The verbs' names for the front (help, man page), in the order above. */
+static const struct cairn_ops_verb verb_names[] = {
+    {"create", false},     {"add-node", false}, {"remove-node", false},
+    {"set-weight", false}, {"set-zone", false}, {"plan", false},
+    {"show", false},       {"diff", false},     {NULL, false}};
+_Static_assert(sizeof(verb_names) / sizeof(verb_names[0]) ==
+                   sizeof(verbs) / sizeof(verbs[0]) + 1,
+               "every ring verb is named for the front");
+
 const struct cairn_ops_command cairn_ops_cmd_ring = {
-    "ring", run_ring, "create, change, show and diff ring files", usage};
+    "ring", run_ring, "create, change, show and diff ring files", usage,
+    verb_names};

@@ -839,5 +839,11 @@ out:
     return status;
 }
 
+/* dump message and history have usage texts of their own. */
+static const struct cairn_ops_verb verbs[] = {
+    {"list", false},        {"show", false},   {"dump", false},
+    {"dump message", true}, {"history", true}, {NULL, false}};
+
 const struct cairn_ops_command cairn_ops_cmd_user = {
-    "user", run_user, "list users, show where one lives, dump its log", usage};
+    "user", run_user, "list users, show where one lives, dump its log", usage,
+    verbs};

@@ -18,7 +18,9 @@ const struct cairn_ops_command *const cairn_ops_commands[] = {
     CAIRN_OPS_COMMAND_LIST(CAIRN_OPS_TABLE_ENTRY) NULL};
 
 static const char main_usage[] =
-    "usage: cairnctl [-h] [--json] [--version] [-c file] command [arg ...]\n";
+    "usage: cairnctl [-h] [--json] [--version] [-c file] command [arg ...]\n"
+    "       cairnctl help [--commands | command]\n"
+    "       cairnctl command -h | --help\n";
 
 static const char exit_codes[] =
     "exit status: 0 ok, 1 the operation found a problem, 64 usage error,\n"
@@ -65,14 +67,93 @@ print_help(FILE *out)
     return CAIRN_EXIT_OK;
 }
 
-/* `cairnctl help [command]`. */
+static bool
+is_help_option(const char *arg)
+{
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+/*
+ * How many of argv's words after argv[0] (the command) name one of its
+ * verbs, the longest match ("dump message" before "dump"); 0 when none
+ * does. *verb is that verb.
+ */
+static int
+match_verb(const struct cairn_ops_command *command, int argc, char **argv,
+           const struct cairn_ops_verb **verb)
+{
+    int best = 0;
+
+    *verb = NULL;
+    for (size_t i = 0; command->verbs && command->verbs[i].name; i++) {
+        const char *name = command->verbs[i].name;
+        int words = 0;
+
+        while (*name != '\0' && words + 1 < argc) {
+            size_t len = strcspn(name, " ");
+
+            if (strlen(argv[words + 1]) != len ||
+                strncmp(name, argv[words + 1], len) != 0)
+                break;
+            words++;
+            name += len + strspn(name + len, " ");
+        }
+        if (*name == '\0' && words > best) {
+            best = words;
+            *verb = &command->verbs[i];
+        }
+    }
+    return best;
+}
+
+/*
+ * -h/--help right after the command or its verb, or --help anywhere
+ * before "--": the usage on out, exit 0. True when it was asked for.
+ */
+static bool
+answer_help(struct cairn_ops_context *context,
+            const struct cairn_ops_command *command, int argc, char **argv)
+{
+    const struct cairn_ops_verb *verb;
+    int words = match_verb(command, argc, argv, &verb);
+    bool asked = words + 1 < argc && is_help_option(argv[words + 1]);
+
+    for (int i = words + 1; i < argc && !asked; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        asked = strcmp(argv[i], "--help") == 0;
+    }
+    if (!asked || (verb != NULL && verb->own_help))
+        return false;
+    fputs(command->usage, context->out);
+    return true;
+}
+
+/* `cairnctl help --commands`: each command, and each of its verbs. */
+static int
+print_commands(FILE *out)
+{
+    for (size_t i = 0; cairn_ops_commands[i] != NULL; i++) {
+        const struct cairn_ops_command *command = cairn_ops_commands[i];
+
+        if (command->verbs == NULL)
+            fprintf(out, "%s\n", command->name);
+        for (size_t j = 0; command->verbs && command->verbs[j].name; j++)
+            fprintf(out, "%s %s\n", command->name, command->verbs[j].name);
+    }
+    return CAIRN_EXIT_OK;
+}
+
+/* `cairnctl help [--commands | command]`. */
 static int
 run_help(struct cairn_ops_context *context, int argc, char **argv)
 {
     const struct cairn_ops_command *command;
 
-    if (argc == 1)
+    if (argc == 1 || (argc == 2 && is_help_option(argv[1])))
         return print_help(context->out);
+    if (argc == 2 && strcmp(argv[1], "--commands") == 0)
+        return print_commands(context->out);
     if (argc > 2)
         return cairn_ops_usage(context, NULL);
     if ((command = cairn_ops_find_command(argv[1])) == NULL) {
@@ -128,6 +209,8 @@ cairn_ops_main(int argc, char **argv, FILE *out, FILE *err)
         fprintf(err, "cairnctl: unknown command '%s'\n", argv[optind]);
         return cairn_ops_usage(&context, NULL);
     }
+    if (answer_help(&context, command, argc - optind, argv + optind))
+        return CAIRN_EXIT_OK;
     return command->run(&context, argc - optind, argv + optind);
 }
 

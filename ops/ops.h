@@ -55,14 +55,29 @@ struct cairn_ops_context {
 };
 
 /*
+ * A verb of a subcommand ("ring create", "user dump message"): name is
+ * its words after the subcommand, blank separated. own_help: the verb
+ * prints its own usage for -h/--help (the front passes them on).
+ */
+struct cairn_ops_verb {
+    const char *name;
+    bool own_help;
+};
+
+/*
  * A subcommand. run gets argv[0] == name and returns an exit code; usage
  * is the full usage text (style(9): "usage: cairnctl name [-f] file\n").
+ * verbs: its verbs, ended by a {NULL} entry, or NULL when it has none;
+ * `cairnctl help --commands`, the --help test and the man page list them.
+ * -h/--help after the subcommand or a verb print usage to out (exit 0)
+ * before run is called, so a subcommand need not parse them.
  */
 struct cairn_ops_command {
     const char *name;
     int (*run)(struct cairn_ops_context *context, int argc, char **argv);
     const char *summary;
     const char *usage;
+    const struct cairn_ops_verb *verbs;
 };
 
 /* The subcommands; add one line per subcommand (see the top). */
