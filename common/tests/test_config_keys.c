@@ -56,9 +56,24 @@ static const struct proof proofs[] = {
      "channel->sasl_password_file"},
     {"channel", "sasl_mechanisms", "PLAIN SCRAM-SHA-256", "router/main.c",
      "channel->sasl_mechanisms"},
-    {"channel", "require_tls", "yes", NULL, NULL},
-    {"channel", "tls_cert", "/c.pem", NULL, NULL},
-    {"channel", "tls_key", "/k.pem", NULL, NULL},
+    /* TLS: integration_tls (a real sync_client, STARTTLS and implicit,
+     * client certificates; the values after the first line are what
+     * each key needs beside it) */
+    {"channel", "require_tls", "yes\ntls_cert = /c.pem\ntls_key = /k.pem",
+     "router/main.c", "channel->require_tls"},
+    {"channel", "tls_cert", "/c.pem\ntls_key = /k.pem", "router/main.c",
+     "channel->tls_cert"},
+    {"channel", "tls_key", "/k.pem\ntls_cert = /c.pem", "router/main.c",
+     "channel->tls_key"},
+    {"channel", "tls_mode", "implicit\ntls_cert = /c.pem\ntls_key = /k.pem",
+     "router/main.c", "channel->tls_mode"},
+    {"channel", "tls_client_ca",
+     "/ca.pem\ntls_cert = /c.pem\ntls_key = /k.pem\nrequire_tls = yes",
+     "router/main.c", "channel->tls_client_ca"},
+    {"channel", "tls_client_subject",
+     "cyrus1\ntls_cert = /c.pem\ntls_key = /k.pem\nrequire_tls = yes\n"
+     "tls_client_ca = /ca.pem",
+     "router/main.c", "channel->tls_client_subject"},
     /* test_channel_scope.py: out-of-scope users get NO, nothing stored */
     {"channel", "users", "*@a.example", "router/main.c", "route->users"},
     {"channel", "compress", "no", "router/main.c", "channel->compress"},
