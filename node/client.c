@@ -860,6 +860,31 @@ cairn_node_client_send(struct cairn_node_client *client, size_t node,
     return 0;
 }
 
+int
+cairn_node_client_cancel(struct cairn_node_client *client, size_t node,
+                         uint64_t request_id)
+{
+    struct node_link *link;
+    struct pending **at, *previous = NULL;
+
+    if (node >= client->link_count)
+        return CAIRN_ENOENT;
+    link = &client->links[node];
+    for (at = &link->queue; *at != NULL; previous = *at, at = &(*at)->next) {
+        struct pending *request = *at;
+
+        if (request->id != request_id)
+            continue;
+        *at = request->next;
+        if (link->queue_tail == request)
+            link->queue_tail = previous;
+        link->queued--;
+        pending_free(request);
+        return 0;
+    }
+    return CAIRN_ENOENT;
+}
+
 size_t
 cairn_node_client_in_flight(const struct cairn_node_client *client, size_t node)
 {

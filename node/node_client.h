@@ -266,6 +266,15 @@ int cairn_node_client_send(struct cairn_node_client *client, size_t node,
                            const struct cairn_node_request *request,
                            cairn_node_reply_fn fn, void *arg,
                            uint64_t *request_id);
+/*
+ * Withdraws request_id of node while it is still queued (not one byte of
+ * it sent): it is freed and its fn is never called; 0. CAIRN_ENOENT when
+ * it was sent already (fn still comes) or is unknown. A caller that gave
+ * a request up (its node went down) withdraws it so that a node coming
+ * back never gets a write its caller already counted as failed.
+ */
+int cairn_node_client_cancel(struct cairn_node_client *client, size_t node,
+                             uint64_t request_id);
 /* Requests sent and not yet answered, and waiting, for node. */
 size_t cairn_node_client_in_flight(const struct cairn_node_client *client,
                                    size_t node);

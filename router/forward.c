@@ -38,6 +38,7 @@
 #include "node_client.h"
 #include "placement.h"
 #include "router_int.h"
+#include "router_metrics_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,10 +83,11 @@ struct target {
     struct cairn_router_waiter waiter; /* in its node's list while waiting */
     bool waiting;                      /* its answer still counts */
     struct pending *pending;
-    size_t node;    /* node client index */
-    char name[64];  /* node name, for the logs */
-    int status;     /* 0 acknowledged, < 0 failed, 1 not answered yet */
-    char text[128]; /* why it failed */
+    size_t node;         /* node client index */
+    uint64_t request_id; /* the node client's, to withdraw it */
+    char name[64];       /* node name, for the logs */
+    int status;          /* 0 acknowledged, < 0 failed, 1 not answered yet */
+    char text[128];      /* why it failed */
 };
 
 /* A waiter is a target (cairn_router_forward_abandon). */
@@ -350,6 +352,10 @@ mark_failed(struct pending *pending)
                    "user %s on node %s missed APPLY %s; no memory "
                    "to mark it for repair",
                    pending->userid, target->name, pending->key);
+        else
+            cairn_router_metric_repair_mark(
+                forward->destination, target->name,
+                cairn_router_marks_count(forward->marks));
     }
 }
 
@@ -486,7 +492,7 @@ send_to(struct target *target)
                                          &request.stream_start);
     if (rc == 0)
         rc = cairn_node_client_send(forward->client, target->node, &request,
-                                    on_node_reply, target, NULL);
+                                    on_node_reply, target, &target->request_id);
     if (rc < 0) {
         target_failed(target, rc, NULL);
         return;
@@ -555,6 +561,8 @@ on_node_reply(void *arg, const struct cairn_node_reply *reply)
     tell_health(target, reply);
     if (rc == 0)
         rc = take_items(pending, reply);
+    cairn_router_metric_node_answer(pending->forward->destination, target->name,
+                                    !pending->is_get, rc >= 0);
     if (rc < 0) {
         target_failed(target, rc, reply->envelope);
         if (pending->is_get && node_unreachable(rc))
@@ -606,12 +614,20 @@ cairn_router_forward_abandon(struct cairn_router_forward *forward, size_t node,
         cairn_router_health_unlink(forward, node, waiter, true);
         target->waiting = false;
         pending->waiting--;
+        /* Still queued (no connection to send it on): withdrawn. Left
+         * queued, it went out once the node was back, after the write
+         * had been counted failed and the replica marked behind, so what
+         * the node held then depended on how fast it came back. */
+        if (cairn_node_client_cancel(forward->client, node,
+                                     target->request_id) == 0)
+            pending->outstanding--;
         snprintf(text, sizeof(text), "node %s is down (%s)", target->name, why);
         target_failed_text(target, CAIRN_EUNAVAILABLE,
                            CAIRN_CSYNC_CODE_MAILBOX_LOCKED, text);
         if (pending->is_get)
             get_next(target, "is down");
-        settle(pending); /* never frees: the node client calls back */
+        /* Frees only when every target was withdrawn or answered. */
+        settle(pending);
     }
 }
 
