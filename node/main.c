@@ -3,6 +3,7 @@
  * and runs the node daemon (node_server.h) on the event loop until
  * SIGTERM/SIGINT, which end the current group commit, acknowledge it and
  * close every store. SIGHUP reloads the configuration (only if valid).
+ * SIGUSR1 starts a scrub round now (every user checked again).
  */
 #include "config.h"
 #include "curve.h"
@@ -34,11 +35,19 @@ struct options {
     bool check_only;
 };
 
+/* The other nodes of this node's destinations, at most this many. */
+#define PEERS_MAX 256
+
 struct daemon_state {
     const struct options *options;
     struct cairn_config *config;
     struct cairn_node_server *server;
+    struct cairn_node_peer peers[PEERS_MAX]; /* strings of config */
+    uint64_t scrub_signal_timer;
 };
+
+/* SIGUSR1 arrived: the loop's timer starts a scrub round. */
+static volatile sig_atomic_t scrub_signalled;
 
 static void
 usage(void)
@@ -53,7 +62,9 @@ usage(void)
         "       -t, --check  check the configuration and exit\n"
         "       -d DIR       data directory instead of the section's\n"
         "       -e ENDPOINT  endpoint instead of the section's\n"
-        "       -w FILE      write the bound endpoint to FILE once ready\n");
+        "       -w FILE      write the bound endpoint to FILE once ready\n"
+        "signals: SIGHUP reloads the configuration, SIGUSR1 starts a scrub\n"
+        "round now, SIGTERM/SIGINT stop\n");
 }
 
 static int
@@ -115,7 +126,41 @@ settings_from_config(const struct cairn_config *config,
     settings->scrub_rate = cairn_config_scrub(config)->rate;
     settings->scrub_full =
         cairn_config_scrub(config)->level == CAIRN_SCRUB_FULL;
+    settings->scrub_heal = cairn_config_scrub(config)->heal;
     return 0;
+}
+
+/*
+ * The nodes that may hold this node's users' other replicas: every other
+ * node of every destination this node is in (self-heal asks them).
+ */
+static void
+peers_from_config(const struct cairn_config *config, const char *self,
+                  struct cairn_node_peer *peers,
+                  struct cairn_node_server_settings *settings)
+{
+    size_t count = 0;
+
+    for (size_t d = 0; d < cairn_config_destination_count(config); d++) {
+        const struct cairn_config_destination *destination =
+            cairn_config_destination_at(config, d);
+        bool member = false;
+
+        for (size_t n = 0; n < destination->nodes.count; n++)
+            member |= strcmp(destination->nodes.items[n], self) == 0;
+        for (size_t n = 0; member && n < destination->nodes.count; n++) {
+            const struct cairn_config_node *node = destination->node_refs[n];
+            bool known = strcmp(node->origin.name, self) == 0;
+
+            for (size_t p = 0; p < count && !known; p++)
+                known = strcmp(peers[p].name, node->origin.name) == 0;
+            if (!known && count < PEERS_MAX && node->endpoint != NULL)
+                peers[count++] =
+                    (struct cairn_node_peer){node->origin.name, node->endpoint};
+        }
+    }
+    settings->peers = peers;
+    settings->peer_count = count;
 }
 
 static void
@@ -197,6 +242,27 @@ on_signal(struct cairn_loop *loop, int signo, void *arg)
     cairn_loop_stop(loop);
 }
 
+static void
+on_scrub_signal(int signo)
+{
+    (void)signo;
+    scrub_signalled = 1;
+}
+
+static void
+on_scrub_timer(struct cairn_loop *loop, uint64_t timer_id, void *arg)
+{
+    struct daemon_state *state = arg;
+
+    (void)loop;
+    (void)timer_id;
+    if (!scrub_signalled || state->server == NULL)
+        return;
+    scrub_signalled = 0;
+    cairn_log_info("SIGUSR1: scrub round started");
+    cairn_node_server_scrub_now(state->server);
+}
+
 static int
 write_endpoint_file(const char *path, const char *endpoint)
 {
@@ -235,6 +301,20 @@ serve(struct daemon_state *state,
         goto out;
     }
     cairn_node_server_set_event_handler(state->server, on_event, NULL);
+    {
+        struct sigaction action;
+
+        memset(&action, 0, sizeof(action));
+        action.sa_handler = on_scrub_signal;
+        sigemptyset(&action.sa_mask);
+        action.sa_flags = SA_RESTART;
+        if (sigaction(SIGUSR1, &action, NULL) < 0 ||
+            (rc = cairn_loop_add_timer(loop, 100, 100, on_scrub_timer, state,
+                                       &state->scrub_signal_timer)) < 0) {
+            rc = rc < 0 ? rc : CAIRN_EIO;
+            goto out;
+        }
+    }
     cairn_log_info("node %s: listening on %s, data in %s", settings->name,
                    cairn_node_server_endpoint(state->server),
                    settings->data_dir);
@@ -320,6 +400,8 @@ main(int argc, char **argv)
             "cairn-node",
             cairn_config_find_node(state.config, options.name)->log_level,
             options.foreground, !options.foreground);
+        peers_from_config(state.config, options.name, state.peers,
+                          &settings);
         if (setup_curve(state.config, options.name) < 0) {
             status = EXIT_CONFIG;
         } else if (!options.foreground && daemon(1, 0) != 0) {

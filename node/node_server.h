@@ -21,6 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Another node this one may ask for a user's replica (self-heal). */
+struct cairn_node_peer {
+    const char *name;     /* [node NAME] */
+    const char *endpoint; /* its [node] endpoint */
+};
+
 struct cairn_node_server_settings {
     const char *name;         /* node name (stats), copied */
     const char *endpoint;     /* bound, e.g. "tcp://127.0.0.1:*", copied */
@@ -53,6 +59,14 @@ struct cairn_node_server_settings {
     uint64_t scrub_interval_ms; /* 0: 7 days */
     uint64_t scrub_rate;        /* bytes per second on average; 0: any */
     bool scrub_full;            /* Cyrus's full level, not checksums only */
+    /* self-heal (server_heal.c): after each scrub the user's replicas on
+     * the peers are compared by digest, and a damaged or older replica is
+     * rebuilt from a peer whose copy verifies; false: quarantine only */
+    bool scrub_heal;
+    /* the other nodes of this node's destinations (where a user's other
+     * replicas can be); copied */
+    const struct cairn_node_peer *peers;
+    size_t peer_count;
 };
 
 /* Where an event happened; all borrowed for the call, any may be NULL. */
@@ -97,6 +111,11 @@ const char *cairn_node_server_endpoint(const struct cairn_node_server *server);
  */
 int cairn_node_server_reload(struct cairn_node_server *server,
                              const struct cairn_node_server_settings *settings);
+/*
+ * Starts a scrub round now: every user not checked since this call is
+ * due, never-checked users included (cairn-node's SIGUSR1; drills).
+ */
+void cairn_node_server_scrub_now(struct cairn_node_server *server);
 void cairn_node_server_set_event_handler(struct cairn_node_server *server,
                                          cairn_node_server_event_fn fn,
                                          void *arg);

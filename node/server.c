@@ -624,6 +624,8 @@ copy_settings(struct cairn_node_server_settings *to,
     to->name = strdup(from->name ? from->name : "node");
     to->endpoint = strdup(from->endpoint ? from->endpoint : "");
     to->data_dir = strdup(from->data_dir ? from->data_dir : "");
+    to->peers = NULL; /* server_heal.c keeps its copy */
+    to->peer_count = 0;
     if (!to->name || !to->endpoint || !to->data_dir)
         return CAIRN_ENOMEM;
     if (to->max_frame == 0)
@@ -754,7 +756,8 @@ cairn_node_server_new(struct cairn_loop *loop, void *zmq_context,
     server->reading = true;
     if ((rc = node_worker_init(server)) < 0)
         goto out;
-    if ((rc = node_scrub_schedule_init(server)) < 0 ||
+    if ((rc = node_heal_init(server, settings)) < 0 ||
+        (rc = node_scrub_schedule_init(server)) < 0 ||
         (rc = node_compact_schedule_init(server)) < 0)
         goto out;
     if ((rc = cairn_loop_add_timer(loop, IDLE_SWEEP_MS, IDLE_SWEEP_MS,
@@ -790,6 +793,7 @@ cairn_node_server_shutdown(struct cairn_node_server *server)
     node_compact_schedule_release(server);
     node_scrub_schedule_release(server);
     node_worker_release(server); /* a running append finishes first */
+    node_heal_release(server);
     node_admin_release(server);  /* VERIFY / COMPACT not answered */
     node_commit_round(server);
     /* Split requests that never completed were never acknowledged. */
@@ -811,6 +815,7 @@ cairn_node_server_free(struct cairn_node_server *server)
     if (server->socket)
         cairn_node_server_shutdown(server);
     node_worker_release(server);
+    node_heal_release(server);
     node_users_free(server);
     cairn_zap_free(server->zap);
     if (server->socket)
@@ -847,6 +852,8 @@ cairn_node_server_reload(struct cairn_node_server *server,
     next.name = server->settings.name;
     next.endpoint = server->settings.endpoint;
     next.data_dir = server->settings.data_dir;
+    next.peers = NULL; /* the peers are taken at the start */
+    next.peer_count = 0;
     if (next.max_frame == 0)
         next.max_frame = DEFAULT_MAX_FRAME;
     if (next.max_open_stores == 0)

@@ -6,6 +6,7 @@
  * COMPACT. TRANSFER (rebalance) lives in transfer.c.
  */
 #include "common.h"
+#include "node_metrics.h"
 #include "server_int.h"
 
 #include <openssl/evp.h>
@@ -107,9 +108,9 @@ query_u64(sqlite3 *db, const char *sql, int column)
  * The store has no statistics call yet, so the figures come from the
  * index's Cyrus tables directly (read-only; committed state only).
  */
-static int
-user_stats(struct cairn_node_server *server, const char *userid,
-           Cairn__UserStats *stats)
+int
+node_user_stats(struct cairn_node_server *server, const char *userid,
+                Cairn__UserStats *stats)
 {
     char *data_path = NULL, *index_path = NULL;
     sqlite3 *db = NULL;
@@ -185,7 +186,7 @@ answer_status(struct cairn_node_server *server, struct node_request *request,
     for (size_t i = 0; i < everyone.count; i++) {
         Cairn__UserStats one = CAIRN__USER_STATS__INIT;
 
-        if (user_stats(server, everyone.names[i], &one) == 0)
+        if (node_user_stats(server, everyone.names[i], &one) == 0)
             node.bytes += one.bytes_on_disk;
     }
     if (statvfs(server->settings.data_dir, &fs) == 0)
@@ -200,11 +201,13 @@ answer_status(struct cairn_node_server *server, struct node_request *request,
                                &node.scrub_damaged) == 0)
             node.scrub_interval_seconds = node_scrub_interval_ms(server) / 1000;
     }
+    node_heal_figures(server, &node);
     for (size_t i = 0; i < asked.count; i++) {
         cairn__user_stats__init(&stats[reply.n_users]);
         stats[reply.n_users].user = asked.names[i];
         /* A named user not held here is left out of the reply. */
-        if (user_stats(server, asked.names[i], &stats[reply.n_users]) == 0) {
+        if (node_user_stats(server, asked.names[i], &stats[reply.n_users]) ==
+            0) {
             pointers[reply.n_users] = &stats[reply.n_users];
             reply.n_users++;
         }
@@ -222,6 +225,7 @@ out:
     cairn_buf_release(&frame);
     free(stats);
     free(pointers);
+    node_heal_figures_release(&node);
     user_list_release(&everyone);
     user_list_release(&asked);
     return rc;
@@ -269,8 +273,8 @@ digest_line(void *ctx, const char *line)
  * Hex SHA-1 over GET USER and every mailbox's GET FULLMAILBOX, printed,
  * then the index's times (cairn_store_each_time: expunged, deleted).
  */
-static int
-state_digest(struct cairn_store *store, char hex[41])
+int
+node_state_digest(struct cairn_store *store, char hex[41])
 {
     struct digest_walk walk = {0};
     unsigned char sha1[EVP_MAX_MD_SIZE];
@@ -315,6 +319,7 @@ struct admin_job {
     struct admin_job *next;
     struct node_request *reply_to; /* owned: routing id and envelope */
     bool verify;
+    bool digest; /* DIGEST_REQUEST: the digest only, no verify */
     struct user_list asked;
     struct result_slot *slots;
     Cairn__UserResult **pointers;
@@ -349,10 +354,12 @@ verify_job(void *arg, struct cairn_store *store)
     if (!job->asked.full)
         levels &= ~(unsigned)CAIRN_VERIFY_MESSAGE_GUIDS;
     slot->text[0] = '\0';
-    if ((rc = cairn_store_verify(store, levels, slot->text,
-                                 sizeof(slot->text))) == 0 &&
-        (rc = state_digest(store, slot->digest)) == 0)
+    if ((job->digest || (rc = cairn_store_verify(store, levels, slot->text,
+                                                 sizeof(slot->text))) == 0) &&
+        (rc = node_state_digest(store, slot->digest)) == 0)
         slot->result.digest = slot->digest;
+    if (rc < 0)
+        cairn_node_metric_verify_failed();
     return rc;
 }
 
@@ -389,6 +396,61 @@ job_done(struct cairn_node_server *server, struct node_user *user, void *arg,
     slot->result.text = slot->text;
 }
 
+/*
+ * DIGEST_REPLY: the users held, each with its figures (the newest update
+ * stamp among them) and its digest or why there is none.
+ */
+static void
+answer_digests(struct cairn_node_server *server, struct admin_job *job)
+{
+    Cairn__StatusReply reply = CAIRN__STATUS_REPLY__INIT;
+    Cairn__UserStats *stats = calloc(job->asked.count + 1, sizeof(*stats));
+    Cairn__UserStats **pointers =
+        calloc(job->asked.count + 1, sizeof(*pointers));
+    struct cairn_buf frame = {0};
+    int rc = CAIRN_ENOMEM;
+
+    if (stats == NULL || pointers == NULL)
+        goto out;
+    for (size_t i = 0; i < job->asked.count; i++) {
+        Cairn__UserStats *one = &stats[reply.n_users];
+        const struct result_slot *slot = &job->slots[i];
+
+        cairn__user_stats__init(one);
+        one->user = job->asked.names[i];
+        if (slot->result.code == CAIRN_ENOENT ||
+            (node_user_stats(server, one->user, one) == CAIRN_ENOENT &&
+             slot->result.code != 0))
+            continue; /* not held here */
+        one->digest = slot->result.digest ? slot->result.digest : "";
+        one->digest_code = slot->result.code;
+        one->digest_text = slot->result.text ? slot->result.text : "";
+        {
+            struct node_user *user = NULL;
+
+            /* a copy this node's scrub found damaged is no source */
+            if (node_user_get(server, one->user, &user) == 0 &&
+                node_user_quarantined(server, user)) {
+                one->digest = "";
+                one->digest_code = CAIRN_ECORRUPT;
+                one->digest_text = user->damage ? user->damage : "quarantined";
+            }
+        }
+        pointers[reply.n_users++] = one;
+    }
+    reply.users = pointers;
+    rc = pack_frame(&reply.base, &frame);
+out:
+    if (rc < 0)
+        node_reply_error(server, job->reply_to, rc, 0, NULL);
+    else
+        node_reply(server, job->reply_to, CAIRN__KIND__DIGEST_REPLY, &frame, 1,
+                   true);
+    cairn_buf_release(&frame);
+    free(stats);
+    free(pointers);
+}
+
 static void
 answer_job(struct cairn_node_server *server, struct admin_job *job)
 {
@@ -396,6 +458,10 @@ answer_job(struct cairn_node_server *server, struct admin_job *job)
     struct cairn_buf frame = {0};
     int rc;
 
+    if (job->digest) {
+        answer_digests(server, job);
+        return;
+    }
     reply.results = job->pointers;
     reply.n_results = job->asked.count;
     if ((rc = pack_frame(&reply.base, &frame)) < 0)
@@ -490,7 +556,9 @@ queue_users(struct cairn_node_server *server, struct node_request *request)
 
     if (job == NULL)
         return CAIRN_ENOMEM;
-    job->verify = request->envelope->kind == CAIRN__KIND__VERIFY_REQUEST;
+    job->digest = request->envelope->kind == CAIRN__KIND__DIGEST_REQUEST;
+    job->verify =
+        job->digest || request->envelope->kind == CAIRN__KIND__VERIFY_REQUEST;
     node_commit_round(server);
     if ((rc = read_user_list(server, request, true, &job->asked)) < 0)
         goto out;
@@ -539,6 +607,7 @@ node_admin(struct cairn_node_server *server, struct node_request *request)
         rc = answer_status(server, request, true);
         break;
     case CAIRN__KIND__VERIFY_REQUEST:
+    case CAIRN__KIND__DIGEST_REQUEST:
     case CAIRN__KIND__COMPACT_REQUEST:
         rc = queue_users(server, request);
         break;

@@ -113,6 +113,10 @@ struct cairn_node_server {
     uint64_t scrub_next_ms; /* loop clock: the read rate's pause */
     bool scrub_running;
     uint64_t scrubbed, scrub_bytes, scrub_damaged; /* since start */
+    /* wall ms of cairn_node_server_scrub_now(): users checked before it
+     * are due at once (0: none asked) */
+    int64_t scrub_now_ms;
+    struct node_heal *heal;              /* server_heal.c, owned */
     struct node_body_spool *body_spools;           /* server_restore.c */
 };
 
@@ -237,6 +241,9 @@ bool node_user_quarantined(struct cairn_node_server *server,
 /* Answers request with the retryable NO of a quarantined user. */
 int node_reply_quarantined(struct cairn_node_server *server,
                            struct node_request *request);
+/* Quarantines user for damage (copied): logged, kept in the catalog. */
+void node_scrub_quarantine(struct cairn_node_server *server,
+                           struct node_user *user, const char *damage);
 /* A good copy of userid was transferred in and verified: lift it. */
 int node_scrub_lift(struct cairn_node_server *server, const char *userid);
 /* The scrub's interval in effect (the setting, or its default). */
@@ -245,7 +252,35 @@ uint64_t node_scrub_interval_ms(const struct cairn_node_server *server);
 int node_scrub_figures(struct cairn_node_server *server, uint64_t *users,
                        uint64_t *checked, uint64_t *damaged);
 
+/* server_heal.c: self-heal from a good peer replica ([scrub] heal). */
+/* Takes the peers of settings (copied); the timer on the loop. */
+int node_heal_init(struct cairn_node_server *server,
+                   const struct cairn_node_server_settings *settings);
+void node_heal_release(struct cairn_node_server *server);
+/*
+ * The scrub checked userid: rc its outcome (< 0: damaged, quarantined),
+ * digest its state digest when it verified (else NULL). Compares it with
+ * the peers' replicas and heals it when it is damaged or older.
+ */
+void node_heal_after_scrub(struct cairn_node_server *server, const char *userid,
+                           int rc, const char *digest);
+/* The heal figures and damaged user lines into stats (lines allocated,
+ * freed by node_heal_figures_release). */
+void node_heal_figures(struct cairn_node_server *server,
+                       Cairn__NodeStats *stats);
+void node_heal_figures_release(Cairn__NodeStats *stats);
+/* The endpoint of peer node name ([node] endpoint), NULL if unknown. */
+const char *node_heal_peer_endpoint(const struct cairn_node_server *server,
+                                    const char *name);
+
 /* server_admin.c */
+/* Hex SHA-1 of the user's state (VERIFY's digest, comparable across
+ * replicas): GET USER, each GET FULLMAILBOX, the index's times. */
+int node_state_digest(struct cairn_store *store, char hex[41]);
+/* The user's figures from its index (UserStats); CAIRN_ENOENT if not
+ * held. */
+int node_user_stats(struct cairn_node_server *server, const char *userid,
+                    Cairn__UserStats *stats);
 void node_admin(struct cairn_node_server *server, struct node_request *request);
 /*
  * VERIFY and COMPACT run one user at a time on the worker: starts the
@@ -269,5 +304,26 @@ void node_restore_trim(struct cairn_node_server *server, bool all);
 bool node_transfer_exporting(const struct node_user *user);
 void node_transfer(struct cairn_node_server *server,
                    struct node_request *request);
+
+struct node_pull_result {
+    uint64_t bytes;
+    char digest[64];
+    char error[256];
+};
+/*
+ * Pulls USERID's files from PEER_NODE (a node name of the config) into
+ * this node, verifies them fully and installs them; the current copy (if
+ * any) is set aside as <data file>.replaced-<unix time> and only removed
+ * by the caller. Runs on the worker; blocks only the calling thread.
+ * Returns 0 or a CAIRN_E* code, with RESULT->error naming the peer and
+ * the cause. It touches no loop state: back on the loop, the caller
+ * closes the user's cached store (node_user_close) so that the next
+ * request opens the installed file, and lifts a quarantine
+ * (node_scrub_lift). Always a copy of the whole file: a damaged copy is
+ * never extended.
+ */
+int node_pull_user(struct cairn_node_server *server, const char *userid,
+                   const char *peer_node, uint64_t rate_bytes_per_second,
+                   struct node_pull_result *result);
 
 #endif /* CAIRN_NODE_SERVER_INT_H */

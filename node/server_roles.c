@@ -3,7 +3,8 @@
  *   writer (the router): APPLY and its continuations, state requests,
  *          body and sieve reads, PING;
  *   peer (another node): transfers, state requests, body and sieve
- *          reads, STATUS, PING;
+ *          reads, STATUS, VERIFY and DIGEST (self-heal asks a source to
+ *          verify itself first), PING;
  *   admin (cairnctl): everything - export, import, compact, verify,
  *          status, remove, and what the others may.
  * With CURVE off there are no roles and every request is served; a peer
@@ -36,6 +37,8 @@ peer_may(const Cairn__Envelope *envelope)
     case CAIRN__KIND__TRANSFER_CHUNK:
     case CAIRN__KIND__TRANSFER_END:
     case CAIRN__KIND__STATUS_REQUEST:
+    case CAIRN__KIND__VERIFY_REQUEST:
+    case CAIRN__KIND__DIGEST_REQUEST:
         return true;
     default:
         return reads(envelope->kind);

@@ -38,10 +38,58 @@ enum { QUARANTINE_UNKNOWN, QUARANTINE_CLEAN, QUARANTINE_ON };
 
 struct scrub_job {
     unsigned levels;
-    uint64_t bytes; /* of the data file */
+    const char *userid; /* the user's, borrowed */
+    uint64_t bytes;     /* of the data file */
     uint64_t started_ms;
     char error[256];
+    char digest[41]; /* of a copy that verified (self-heal compares it) */
 };
+
+/*
+ * Whether mboxname is one of userid's mailboxes as Cyrus names them
+ * internally: user.LOCAL[.…], or DOMAIN!user.LOCAL[.…] for LOCAL@DOMAIN,
+ * a '.' of LOCAL written '^'.
+ */
+static bool
+mailbox_of_user(const char *userid, const char *mboxname)
+{
+    const char *at = strchr(userid, '@');
+    size_t local_len = at ? (size_t)(at - userid) : strlen(userid);
+    const char *p = mboxname;
+
+    if (at != NULL) {
+        size_t domain_len = strlen(at + 1);
+
+        if (strncmp(p, at + 1, domain_len) != 0 || p[domain_len] != '!')
+            return false;
+        p += domain_len + 1;
+    }
+    if (strncmp(p, "user.", 5) != 0)
+        return false;
+    p += 5;
+    for (size_t i = 0; i < local_len; i++, p++)
+        if (*p != (userid[i] == '.' ? '^' : userid[i]))
+            return false;
+    return *p == '\0' || *p == '.';
+}
+
+struct owner_check {
+    const char *userid;
+    char foreign[200]; /* the first mailbox of someone else */
+};
+
+static int
+check_owner(void *ctx, const struct cairn_dlist *item)
+{
+    struct owner_check *check = ctx;
+    const char *mboxname = NULL;
+
+    if (strcmp(cairn_dlist_name(item), "MAILBOX") == 0 &&
+        cairn_dlist_get_atom(item, "MBOXNAME", &mboxname) && mboxname &&
+        !mailbox_of_user(check->userid, mboxname) && !check->foreign[0])
+        snprintf(check->foreign, sizeof(check->foreign), "%s", mboxname);
+    return 0;
+}
 
 static int64_t
 wall_ms(void)
@@ -67,15 +115,31 @@ scrub_store(void *arg, struct cairn_store *store)
     struct scrub_job *job = arg;
     struct stat st;
 
+    struct owner_check owner = {job->userid, ""};
+    int rc;
+
     if (stat(cairn_store_data_path(store), &st) == 0)
         job->bytes = (uint64_t)st.st_size;
-    return cairn_store_verify(store, job->levels, job->error,
-                              sizeof(job->error));
+    if ((rc = cairn_store_verify(store, job->levels, job->error,
+                                 sizeof(job->error))) < 0 ||
+        (rc = cairn_store_get_user(store, check_owner, &owner)) < 0)
+        return rc;
+    if (owner.foreign[0]) {
+        /* a file of another user put in this one's place */
+        snprintf(job->error, sizeof(job->error),
+                 "holds mailbox %s, not one of %s's", owner.foreign,
+                 job->userid);
+        return CAIRN_ECORRUPT;
+    }
+    /* the state digest replicas are compared by (self-heal) */
+    if (node_state_digest(store, job->digest) < 0)
+        job->digest[0] = '\0';
+    return 0;
 }
 
-static void
-quarantine(struct cairn_node_server *server, struct node_user *user,
-           const char *damage)
+void
+node_scrub_quarantine(struct cairn_node_server *server, struct node_user *user,
+                      const char *damage)
 {
     free(user->damage);
     user->damage = strdup(damage);
@@ -84,9 +148,11 @@ quarantine(struct cairn_node_server *server, struct node_user *user,
     node_event(server, CAIRN_LOG_ERROR, NULL,
                "scrub: %s is damaged on this node: %s; quarantined (its "
                "writes and reads get a retryable NO) until a good copy is "
-               "transferred in (cairnctl repair %s); the damaged files are "
-               "kept as they are",
+               "transferred in (self-heal, or cairnctl repair %s); the "
+               "damaged files are kept as they are",
                user->userid, damage, user->userid);
+    cairn_catalog_set_scrubbed(server->catalog, user->userid, wall_ms(),
+                               damage);
 }
 
 static void
@@ -112,7 +178,7 @@ scrub_done(struct cairn_node_server *server, struct node_user *user, void *arg,
                  job->error[0] ? ": " : "", job->error);
         record_rc = cairn_catalog_set_scrubbed(server->catalog, user->userid,
                                                wall_ms(), damage);
-        quarantine(server, user, damage);
+        node_scrub_quarantine(server, user, damage);
     } else {
         record_rc = cairn_catalog_set_scrubbed(server->catalog, user->userid,
                                                wall_ms(), NULL);
@@ -128,7 +194,23 @@ scrub_done(struct cairn_node_server *server, struct node_user *user, void *arg,
     if (server->settings.scrub_rate > 0)
         pause = job->bytes * 1000 / server->settings.scrub_rate;
     server->scrub_next_ms = cairn_loop_now_ms() + pause;
+    node_heal_after_scrub(server, user->userid, rc,
+                          rc == 0 && job->digest[0] ? job->digest : NULL);
     free(job);
+}
+
+/* The user's files cannot even be opened (a data file gone): damage. */
+static void
+scrub_open_failed(struct cairn_node_server *server, struct node_user *user,
+                  int rc)
+{
+    char damage[320];
+
+    snprintf(damage, sizeof(damage), "cannot open its files: %s",
+             cairn_strerror(rc));
+    server->scrubbed++;
+    node_scrub_quarantine(server, user, damage);
+    node_heal_after_scrub(server, user->userid, rc, NULL);
 }
 
 /* Starts the first due user that is idle; 1 stops the walk. */
@@ -145,10 +227,19 @@ try_user(void *ctx, const char *userid)
         user->appending || user->quarantine == QUARANTINE_ON ||
         node_transfer_exporting(user))
         return 0; /* busy: found again on a later tick */
-    if (node_user_open(server, user, false) < 0)
-        return 0;
+    {
+        int rc = node_user_open(server, user, false);
+
+        if (rc == CAIRN_ENOMEM || rc == CAIRN_ELOCKED)
+            return 0;
+        if (rc < 0) {
+            scrub_open_failed(server, user, rc);
+            return 1;
+        }
+    }
     if ((job = calloc(1, sizeof(*job))) == NULL)
         return 1;
+    job->userid = user->userid;
     job->levels = server->settings.scrub_full ? CAIRN_VERIFY_FULL
                                               : CAIRN_VERIFY_ALL_CHECKSUMS;
     job->started_ms = cairn_loop_now_ms();
@@ -171,11 +262,27 @@ on_tick(struct cairn_loop *loop, uint64_t timer_id, void *arg)
     if (!server->settings.scrub_enabled || server->worker_running ||
         server->shut_down || cairn_loop_now_ms() < server->scrub_next_ms)
         return;
-    cairn_catalog_foreach_scrub_due(
-        server->catalog, wall_ms() - (int64_t)interval,
-        cairn_loop_now_ms() - server->started_ms >=
-            (interval < FIRST_ROUND_DELAY_MS ? interval : FIRST_ROUND_DELAY_MS),
-        try_user, server);
+    {
+        int64_t due_before = wall_ms() - (int64_t)interval;
+        bool first_round =
+            cairn_loop_now_ms() - server->started_ms >=
+            (interval < FIRST_ROUND_DELAY_MS ? interval : FIRST_ROUND_DELAY_MS);
+
+        /* a round asked for now: everyone not checked since is due */
+        if (server->scrub_now_ms > due_before) {
+            due_before = server->scrub_now_ms;
+            first_round = true;
+        }
+        cairn_catalog_foreach_scrub_due(server->catalog, due_before,
+                                        first_round, try_user, server);
+    }
+}
+
+void
+cairn_node_server_scrub_now(struct cairn_node_server *server)
+{
+    server->scrub_now_ms = wall_ms();
+    server->scrub_next_ms = 0;
 }
 
 bool

@@ -167,7 +167,10 @@ print_node_json(FILE *out, const struct cairn_config_node *node,
             ",\"users\":%llu,\"bytes\":%llu,\"disk_free\":%llu,"
             "\"ring_epoch\":%llu,\"uptime_seconds\":%lld,\"requests\":%llu,"
             "\"scrub\":{\"checked\":%llu,\"damaged\":%llu,"
-            "\"interval_seconds\":%llu}}",
+            "\"interval_seconds\":%llu},"
+            "\"heal\":{\"ok\":%llu,\"failed\":%llu,"
+            "\"damaged_no_source\":%llu,\"diverged\":%llu,"
+            "\"running\":%llu,\"damaged_users\":[",
             (unsigned long long)stats->users, (unsigned long long)stats->bytes,
             (unsigned long long)stats->disk_free,
             (unsigned long long)stats->ring_epoch,
@@ -175,7 +178,18 @@ print_node_json(FILE *out, const struct cairn_config_node *node,
             (unsigned long long)stats->requests,
             (unsigned long long)stats->scrub_checked,
             (unsigned long long)stats->scrub_damaged,
-            (unsigned long long)stats->scrub_interval_seconds);
+            (unsigned long long)stats->scrub_interval_seconds,
+            (unsigned long long)stats->heal_ok,
+            (unsigned long long)stats->heal_failed,
+            (unsigned long long)stats->damaged_no_source,
+            (unsigned long long)stats->diverged,
+            (unsigned long long)stats->heals_running);
+    for (size_t i = 0; i < stats->n_damaged_users; i++) {
+        if (i > 0)
+            fputc(',', out);
+        cairn_ops_json_string(out, stats->damaged_users[i]);
+    }
+    fputs("]}}", out);
 }
 
 static int
@@ -269,6 +283,7 @@ print_totals(struct cairn_ops_context *context,
              const struct cairn_ops_node_call *calls, size_t count)
 {
     uint64_t users = 0, bytes = 0, checked = 0, damaged = 0;
+    uint64_t healed = 0, heal_failed = 0, no_source = 0, diverged = 0;
     size_t up = 0;
 
     for (size_t c = 0; c < count; c++) {
@@ -279,6 +294,10 @@ print_totals(struct cairn_ops_context *context,
         bytes += calls[c].status_reply->node->bytes;
         checked += calls[c].status_reply->node->scrub_checked;
         damaged += calls[c].status_reply->node->scrub_damaged;
+        healed += calls[c].status_reply->node->heal_ok;
+        heal_failed += calls[c].status_reply->node->heal_failed;
+        no_source += calls[c].status_reply->node->damaged_no_source;
+        diverged += calls[c].status_reply->node->diverged;
     }
     if (context->json) {
         fprintf(context->out,
@@ -305,6 +324,23 @@ print_totals(struct cairn_ops_context *context,
                 (unsigned long long)checked, (unsigned long long)users,
                 (unsigned long long)damaged,
                 damaged ? " (quarantined; cairnctl repair USER heals)" : "");
+        fprintf(context->out,
+                "heal: %llu replica%s healed, %llu heal%s failed, %llu found "
+                "with no good replica, %llu diverged (since each node "
+                "started)\n",
+                (unsigned long long)healed, healed == 1 ? "" : "s",
+                (unsigned long long)heal_failed, heal_failed == 1 ? "" : "s",
+                (unsigned long long)no_source, (unsigned long long)diverged);
+        for (size_t c = 0; c < count; c++) {
+            const Cairn__NodeStats *node;
+
+            if (calls[c].status != 0)
+                continue;
+            node = calls[c].status_reply->node;
+            for (size_t i = 0; i < node->n_damaged_users; i++)
+                fprintf(context->out, "DAMAGED on %s: %s\n", node->node,
+                        node->damaged_users[i]);
+        }
     }
 }
 
