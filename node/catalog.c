@@ -3,6 +3,7 @@
  * equivalent of Cyrus's backups.db (userid -> absolute data path). New
  * files are named as Cyrus names them: <root>/<hash>/<userid>_XXXXXX.
  */
+#include "daemon.h"
 #include "node_int.h"
 
 #include <errno.h>
@@ -173,7 +174,7 @@ cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
         snprintf(path, sizeof(path), "%s/%s_XXXXXX", dir, userid) >=
             (int)sizeof(path))
         return CAIRN_ETOOBIG;
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+    if (mkdir(dir, cairn_created_dir_mode()) < 0 && errno != EEXIST)
         return CAIRN_EIO;
     /* The catalog holds absolute paths, as backups.db does. */
     if (realpath(dir, absolute) == NULL)
@@ -183,7 +184,13 @@ cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
         return CAIRN_ETOOBIG;
     if ((fd = mkstemp(path)) < 0)
         return CAIRN_EIO;
+    /* mkstemp() makes 0600: the data file gets data_mode like the rest. */
+    rc = fchmod(fd, cairn_created_file_mode()) < 0 ? CAIRN_EIO : 0;
     close(fd);
+    if (rc < 0) {
+        unlink(path);
+        return rc;
+    }
     if ((rc = cairn_fsync_parent_dir(path)) < 0 ||
         (rc = cairn_catalog_set(catalog, userid, path)) < 0) {
         unlink(path);

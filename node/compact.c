@@ -8,6 +8,7 @@
  * point leaves either the old pair or a new pair that open() completes.
  * Bodies are staged in a scratch file, never held in memory.
  */
+#include "daemon.h"
 #include "node_int.h"
 
 #include <errno.h>
@@ -630,7 +631,8 @@ switch_pair(const char *data_path, const char *fresh_path)
         asprintf(&index, "%s.index", data_path) < 0)
         goto out;
     rc = CAIRN_EIO;
-    if ((fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+    if ((fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                   cairn_created_file_mode())) < 0)
         goto out;
     close(fd);
     if ((rc = cairn_fsync_parent_dir(marker)) < 0)
@@ -661,7 +663,8 @@ open_fresh(struct compact *c, const char *fresh_path, const char *scratch)
     unlink(fresh_path);
     unlink(fresh_index);
     free(fresh_index);
-    c->scratch_fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    c->scratch_fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+                         cairn_created_file_mode());
     if (c->scratch_fd < 0)
         return CAIRN_EIO;
     unlink(scratch);

@@ -3,6 +3,7 @@
  * lifecycle: begin on the first append, commit (end member, fsync data,
  * commit index) or abort (truncate, roll back).
  */
+#include "daemon.h"
 #include "node_int.h"
 
 #include <errno.h>
@@ -44,7 +45,7 @@ open_locked(const char *path, unsigned flags, int *fd_out)
 
         if (flags & CAIRN_STORE_CREATE)
             open_flags |= O_CREAT;
-        if ((fd = open(path, open_flags, 0600)) < 0)
+        if ((fd = open(path, open_flags, cairn_created_file_mode())) < 0)
             return errno == ENOENT ? CAIRN_ENOENT : CAIRN_EIO;
         if ((rc = lock_file(fd, flags & CAIRN_STORE_BLOCK)) < 0) {
             close(fd);

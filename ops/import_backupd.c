@@ -25,6 +25,7 @@
  */
 #include "common.h"
 #include "config.h"
+#include "daemon.h"
 #include "import_int.h"
 #include "node.h"
 #include "placement.h"
@@ -474,7 +475,7 @@ journal_open(struct migration *m, const char *path)
     if (rc == 0 && m->done_count > 0)
         qsort(m->done, m->done_count, sizeof(char *), by_string);
     if (rc == 0 && ((m->journal_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC,
-                                          0600)) < 0 ||
+                                          cairn_created_file_mode())) < 0 ||
                     ftruncate(m->journal_fd, (off_t)whole) < 0 ||
                     lseek(m->journal_fd, 0, SEEK_END) < 0))
         rc = CAIRN_EIO;
@@ -798,7 +799,8 @@ prepare(struct migration *m)
                 m->destination->ring_file, cairn_strerror(rc));
         return rc;
     }
-    if (mkdir(m->options->work_dir, 0700) < 0 && errno != EEXIST) {
+    if (mkdir(m->options->work_dir, cairn_created_dir_mode()) < 0 &&
+        errno != EEXIST) {
         fprintf(m->context->err, "cairnctl import: %s: %s\n",
                 m->options->work_dir, strerror(errno));
         return CAIRN_EIO;

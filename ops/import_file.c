@@ -11,6 +11,7 @@
  * index keeps and drops, and why, is struct cairn_reindex_result's list
  * (node.h). A refusal names the chunk, its byte offset and the rule.
  */
+#include "daemon.h"
 #include "import_int.h"
 #include "node.h"
 
@@ -100,8 +101,8 @@ copy_in(const char *data_dir, const char *userid, const char *source,
     *data_path = NULL;
     if (asprintf(&path, "%s/%c", data_dir, cairn_node_dir_hash(userid)) < 0)
         return CAIRN_ENOMEM;
-    if ((mkdir(data_dir, 0700) < 0 && errno != EEXIST) ||
-        (mkdir(path, 0700) < 0 && errno != EEXIST)) {
+    if ((mkdir(data_dir, cairn_created_dir_mode()) < 0 && errno != EEXIST) ||
+        (mkdir(path, cairn_created_dir_mode()) < 0 && errno != EEXIST)) {
         rc = CAIRN_EIO;
         goto out;
     }
@@ -431,7 +432,7 @@ cairn_import_user(const char *data_dir, const char *userid, const char *source,
         asprintf(&cyrus_index, "%s.index", source) < 0)
         goto out;
     rc = CAIRN_EIO;
-    if ((mkdir(data_dir, 0700) < 0 && errno != EEXIST) ||
+    if ((mkdir(data_dir, cairn_created_dir_mode()) < 0 && errno != EEXIST) ||
         (rc = cairn_catalog_open(catalog_path, &catalog)) < 0)
         goto out;
     if ((rc = lock_shared(source, &source_fd)) < 0) {

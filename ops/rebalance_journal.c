@@ -6,6 +6,7 @@
  * and every step is idempotent).
  */
 #include "common.h"
+#include "daemon.h"
 #include "rebalance_int.h"
 
 #include <errno.h>
@@ -224,8 +225,9 @@ append_line(struct cairn_rebalance_journal *journal, const char *line)
     int rc;
 
     if (journal->fd < 0) {
-        journal->fd = open(journal->path,
-                           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        journal->fd =
+            open(journal->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                 cairn_created_file_mode());
         if (journal->fd < 0 || fstat(journal->fd, &st) < 0)
             return CAIRN_EIO;
         /* A torn last line would run into the next one. */

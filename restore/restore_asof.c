@@ -9,6 +9,7 @@
  * time) and once up to T (cairn_store_rebuild_index_until), and the copy
  * is then read like any data file (cairn_restore_source_open_file).
  */
+#include "daemon.h"
 #include "restore_int.h"
 
 #include <ctype.h>
@@ -220,7 +221,8 @@ cairn_restore_scratch_copy(struct cairn_restore_source *remote,
         path = NULL;
         goto out;
     }
-    if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                   cairn_created_file_mode())) < 0) {
         snprintf(error, error_size, "%s: %s", path, strerror(errno));
         rc = CAIRN_EIO;
         goto out;

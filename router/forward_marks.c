@@ -12,6 +12,7 @@
  * second, so saves are at most one per CAIRN_ROUTER_MARKS_SAVE_MS.
  */
 #include "common.h"
+#include "daemon.h"
 #include "forward_int.h"
 #include "router.h"
 
@@ -78,7 +79,7 @@ make_parent_directories(const char *path)
     for (char *slash = copy ? strchr(copy + 1, '/') : NULL;
          slash != NULL && rc == 0; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        if (mkdir(copy, 0700) < 0 && errno != EEXIST)
+        if (mkdir(copy, cairn_created_dir_mode()) < 0 && errno != EEXIST)
             rc = CAIRN_EIO;
         *slash = '/';
     }
@@ -437,7 +438,8 @@ replace_file(const char *path, const struct cairn_buf *text)
     if ((size_t)snprintf(temporary, sizeof(temporary), "%s.tmp", path) >=
         sizeof(temporary))
         return CAIRN_ETOOBIG;
-    fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+              cairn_created_file_mode());
     if (fd < 0)
         return errno == ENOSPC ? CAIRN_ENOSPACE : CAIRN_EIO;
     if (text->len > 0)

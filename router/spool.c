@@ -7,6 +7,7 @@
  * budget shared by every connection; a body that does not fit is refused
  * before it is written.
  */
+#include "daemon.h"
 #include "router_int.h"
 
 #include <errno.h>
@@ -60,20 +61,20 @@ struct cairn_router_spool_writer {
 /* A new shared file past this size (bodies already in it stay). */
 #define ROTATE_BYTES (64u * 1024 * 1024)
 
-/* mkdir -p, the last component with mode 0700. */
+/* mkdir -p, every component made with data_mode's directory mode. */
 static int
 make_directories(char *path)
 {
     for (char *slash = strchr(path + 1, '/'); slash != NULL;
          slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+        if (mkdir(path, cairn_created_dir_mode()) < 0 && errno != EEXIST) {
             *slash = '/';
             return CAIRN_EIO;
         }
         *slash = '/';
     }
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+    if (mkdir(path, cairn_created_dir_mode()) < 0 && errno != EEXIST)
         return CAIRN_EIO;
     return CAIRN_OK;
 }
@@ -151,8 +152,8 @@ shared_new(struct cairn_router_spool_writer *writer)
         return CAIRN_ENOMEM;
     snprintf(shared->path, sizeof(shared->path), "%s/%" PRIu64 "-%d.msg",
              spool->dir, spool->next_id++, (int)getpid());
-    shared->fd =
-        open(shared->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    shared->fd = open(shared->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                      cairn_created_file_mode());
     if (shared->fd < 0) {
         free(shared);
         return CAIRN_EIO;
