@@ -26,6 +26,7 @@ static const char usage[] =
     "           [--server host:port --authname name\n"
     "            (--password-file file | env CAIRN_RESTORE_PASSWORD)]\n"
     "           [--realm realm] [--mechanism mech] [--no-compress]\n"
+    "           [--starttls] [--ca-file file]\n"
     "           [--timeout seconds] [--mailbox name ...] [--into name]\n"
     "           [--partition part] [--new-uids] [--include-deleted]\n"
     "           [--keep-deleted-prefix] [--skip-expunged] [--no-meta]\n"
@@ -71,6 +72,11 @@ static const char usage[] =
     "                 run duplicates); UIDNEXT becomes last record + 1\n"
     "                 (UIDs of purged messages may be reused)\n"
     "  --timeout      seconds to wait for the server at each step (600)\n"
+    "  --starttls     refuse a server that does not offer STARTTLS (it is\n"
+    "                 used whenever offered, before authenticating)\n"
+    "  --ca-file      PEM CA certificate(s): the server's TLS certificate\n"
+    "                 must chain to one and name the --server host (without\n"
+    "                 it TLS encrypts but does not authenticate the server)\n"
     "  --dry-run      show what would be sent, connect to nothing\n"
     "Exit: 0 done, 1 the server refused something, authentication failed\n"
     "or the user stayed locked for --timeout,\n"
@@ -80,14 +86,14 @@ static const char usage[] =
 struct restore_args {
     const char *data_dir, *file, *destination, *node, *user, *server, *authname,
         *password_file;
-    const char *realm, *mechanism, *into, *partition, *mode;
+    const char *realm, *mechanism, *into, *partition, *mode, *ca_file;
     const char *activate_sieve, *message, *as_of;
     uint32_t uid;
     const char *mailboxes[MAILBOXES_MAX];
     size_t mailbox_count;
     uint64_t timeout;
     bool no_compress, new_uids, include_deleted, keep_deleted_prefix;
-    bool skip_expunged, no_meta, dry_run, quiet;
+    bool skip_expunged, no_meta, dry_run, quiet, starttls;
 };
 
 /* The options: each stores a string or sets a flag in restore_args. */
@@ -124,6 +130,8 @@ static const struct {
     TEXT_OPTION("activate-sieve", activate_sieve),
     TEXT_OPTION("message", message),
     TEXT_OPTION("as-of", as_of),
+    TEXT_OPTION("ca-file", ca_file),
+    FLAG_OPTION("starttls", starttls),
     FLAG_OPTION("no-compress", no_compress),
     FLAG_OPTION("new-uids", new_uids),
     FLAG_OPTION("include-deleted", include_deleted),
@@ -437,6 +445,23 @@ check_connection_arguments(struct cairn_ops_context *context,
     return CAIRN_EXIT_OK;
 }
 
+/* "restore: connected to HOST:PORT (PLAIN, TLSv1.3, certificate verified)" */
+static void
+show_connection(struct cairn_ops_context *context, const char *server,
+                const struct cairn_restore_session *session)
+{
+    bool verified = false;
+    const char *tls = cairn_restore_session_tls(session, &verified);
+
+    fprintf(context->err, "restore: connected to %s (%s%s%s%s%s)\n", server,
+            cairn_restore_session_mechanism(session),
+            cairn_restore_session_compressed(session) ? ", compressed" : "",
+            tls ? ", " : ", no TLS", tls ? tls : "",
+            !tls       ? ""
+            : verified ? ", certificate verified"
+                       : ", certificate NOT verified (no --ca-file)");
+}
+
 static int
 connect_and_run(struct cairn_ops_context *context,
                 const struct restore_args *args,
@@ -468,6 +493,8 @@ connect_and_run(struct cairn_ops_context *context,
     session_options.mechs = args->mechanism;
     session_options.compress = !args->no_compress;
     session_options.timeout_seconds = (int)args->timeout;
+    session_options.starttls = args->starttls;
+    session_options.ca_file = args->ca_file;
     if ((rc = cairn_restore_session_open(&session_options, &session, error,
                                          sizeof(error))) < 0) {
         snprintf(cause, cause_size, "server %s: %s", args->server,
@@ -475,10 +502,7 @@ connect_and_run(struct cairn_ops_context *context,
         goto out;
     }
     if (!args->quiet)
-        fprintf(context->err, "restore: connected to %s (%s%s)\n", args->server,
-                cairn_restore_session_mechanism(session),
-                cairn_restore_session_compressed(session) ? ", compressed"
-                                                          : "");
+        show_connection(context, args->server, session);
     rc = cairn_restore_run(session, source, plan,
                            args->quiet ? NULL : show_progress, context, result);
     if (rc < 0)

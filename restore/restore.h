@@ -273,6 +273,12 @@ struct cairn_restore_session_options {
     const char *mechs;   /* NULL: whatever the server offers */
     bool compress;       /* COMPRESS DEFLATE when offered */
     int timeout_seconds; /* per read or write */
+    /* STARTTLS is done whenever the banner offers it; starttls: also
+     * refuse a server that does not. ca_file (PEM): verify the server's
+     * certificate against it and its name against host; NULL: the link
+     * is encrypted but the server is not authenticated. */
+    bool starttls;
+    const char *ca_file;
 };
 
 struct cairn_restore_session;
@@ -281,7 +287,9 @@ struct cairn_restore_session;
  * Connects, reads the banner, authenticates, switches on compression.
  * On failure error (may be NULL) says why. Returns the owned session
  * (cairn_restore_session_close): CAIRN_EUNAVAILABLE (cannot connect),
- * CAIRN_EAUTH, CAIRN_ETIMEOUT, CAIRN_EPROTO.
+ * CAIRN_EAUTH, CAIRN_ETIMEOUT, CAIRN_EPROTO; CAIRN_ENOTSUP when starttls
+ * is asked and not offered; CAIRN_EAUTH also when the server's
+ * certificate fails the ca_file check (error says why).
  */
 int cairn_restore_session_open(const struct cairn_restore_session_options *o,
                                struct cairn_restore_session **session,
@@ -292,6 +300,10 @@ void cairn_restore_session_close(struct cairn_restore_session *session);
 const char *
 cairn_restore_session_mechanism(const struct cairn_restore_session *s);
 bool cairn_restore_session_compressed(const struct cairn_restore_session *s);
+/* "TLSv1.3" when TLS is on, else NULL; whether the certificate was
+ * verified against ca_file. */
+const char *cairn_restore_session_tls(const struct cairn_restore_session *s,
+                                      bool *verified);
 bool cairn_restore_session_offers(const struct cairn_restore_session *s,
                                   const char *capability);
 /*

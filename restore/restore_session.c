@@ -3,14 +3,20 @@
  * sync_server, as sync_client opens it (sync-protocol.md §1): TCP, the
  * banner up to its "* OK" line, SASL with libsasl2's client side (no
  * security layer: cairn does not wrap the stream), COMPRESS DEFLATE when
- * offered, then commands and their responses. Non-blocking socket with a
- * timeout on every wait; every input buffer has a maximum.
+ * offered, then commands and their responses. STARTTLS (OpenSSL) when the
+ * banner offers it, the banner read again over TLS, as sync_client does
+ * (backend.c's backend_starttls()). Non-blocking socket with a timeout on
+ * every wait; every input buffer has a maximum.
  */
 #include "restore.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sasl/sasl.h>
 #include <sasl/saslutil.h>
@@ -46,6 +52,9 @@ struct cairn_restore_session {
     char caps[256];     /* " COMPRESS SIEVE-MAILBOX STARTTLS " seen */
     char mechanism[64]; /* chosen by libsasl2 */
     bool broken;        /* a write or read failed: no EXIT */
+    SSL_CTX *tls_context;
+    SSL *tls;          /* non-NULL once STARTTLS succeeded */
+    bool tls_verified; /* the certificate passed the ca_file check */
 };
 
 static void set_error(char *error, size_t size, const char *fmt, ...)
@@ -80,12 +89,52 @@ wait_for(struct cairn_restore_session *s, short events)
     return n < 0 ? CAIRN_EIO : 0;
 }
 
+/*
+ * After an SSL call that did not complete: waits for what SSL wants
+ * (0), or CAIRN_EIO / CAIRN_EPROTO (the server closed).
+ */
+static int
+tls_wait(struct cairn_restore_session *s, int ret)
+{
+    switch (SSL_get_error(s->tls, ret)) {
+    case SSL_ERROR_WANT_READ:
+        return wait_for(s, POLLIN);
+    case SSL_ERROR_WANT_WRITE:
+        return wait_for(s, POLLOUT);
+    case SSL_ERROR_ZERO_RETURN:
+        return CAIRN_EPROTO;
+    default:
+        ERR_clear_error();
+        return CAIRN_EIO;
+    }
+}
+
+static int
+tls_send_all(struct cairn_restore_session *s, const char *at, size_t len)
+{
+    size_t sent = 0;
+    int rc, ret;
+
+    while (len > 0) {
+        if ((ret = SSL_write_ex(s->tls, at, len, &sent)) != 1) {
+            if ((rc = tls_wait(s, ret)) < 0)
+                return rc;
+            continue;
+        }
+        at += sent;
+        len -= sent;
+    }
+    return 0;
+}
+
 static int
 send_all(struct cairn_restore_session *s, const void *data, size_t len)
 {
     const char *at = data;
     int rc;
 
+    if (s->tls != NULL)
+        return tls_send_all(s, data, len);
     while (len > 0) {
         ssize_t sent = send(s->fd, at, len, MSG_NOSIGNAL);
 
@@ -160,6 +209,17 @@ receive_more(struct cairn_restore_session *s)
             return 0;
         if (consumed == 0 && s->plain.len == s->plain.max)
             return CAIRN_ETOOBIG;
+    }
+    if (s->tls != NULL) {
+        size_t read_bytes = 0;
+        int ret;
+
+        while ((ret = SSL_read_ex(s->tls, chunk, sizeof(chunk), &read_bytes)) !=
+               1)
+            if ((rc = tls_wait(s, ret)) < 0)
+                return rc;
+        return cairn_buf_append(s->compress ? &s->wire : &s->plain, chunk,
+                                read_bytes);
     }
     for (;;) {
         got = recv(s->fd, chunk, sizeof(chunk), 0);
@@ -524,6 +584,112 @@ connect_to(struct cairn_restore_session *s, const char *host, const char *port,
     return rc;
 }
 
+/* The client context: the server is checked only against ca_file. */
+static int
+tls_context_new(struct cairn_restore_session *s, char *error, size_t error_size)
+{
+    const char *ca_file = s->options->ca_file;
+    char reason[256];
+
+    if ((s->tls_context = SSL_CTX_new(TLS_client_method())) == NULL)
+        return CAIRN_ENOMEM;
+    SSL_CTX_set_min_proto_version(s->tls_context, TLS1_2_VERSION);
+    if (ca_file == NULL)
+        return 0;
+    if (SSL_CTX_load_verify_locations(s->tls_context, ca_file, NULL) != 1) {
+        ERR_error_string_n(ERR_get_error(), reason, sizeof(reason));
+        ERR_clear_error();
+        set_error(error, error_size, "--ca-file %s: cannot load: %s", ca_file,
+                  reason);
+        return CAIRN_EINVAL;
+    }
+    SSL_CTX_set_verify(s->tls_context, SSL_VERIFY_PEER, NULL);
+    return 0;
+}
+
+/* The name the certificate must carry: an IP address or a DNS name. */
+static int
+expect_host(struct cairn_restore_session *s)
+{
+    const char *host = s->options->host;
+    unsigned char address[16];
+
+    if (inet_pton(AF_INET, host, address) == 1 ||
+        inet_pton(AF_INET6, host, address) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->tls), host) == 1
+                   ? 0
+                   : CAIRN_EINVAL;
+    if (SSL_set_tlsext_host_name(s->tls, host) != 1 ||
+        SSL_set1_host(s->tls, host) != 1)
+        return CAIRN_EINVAL;
+    return 0;
+}
+
+/* Why the handshake failed, with the certificate check's verdict. */
+static int
+handshake_failed(struct cairn_restore_session *s, int rc, char *error,
+                 size_t error_size)
+{
+    long verify = SSL_get_verify_result(s->tls);
+    char reason[256] = "";
+    unsigned long code = ERR_peek_last_error();
+
+    if (code != 0)
+        ERR_error_string_n(code, reason, sizeof(reason));
+    ERR_clear_error();
+    if (s->options->ca_file != NULL && verify != X509_V_OK) {
+        set_error(error, error_size,
+                  "TLS: the server's certificate failed the check against "
+                  "--ca-file %s: %s",
+                  s->options->ca_file, X509_verify_cert_error_string(verify));
+        return CAIRN_EAUTH;
+    }
+    set_error(error, error_size, "TLS handshake failed: %s",
+              reason[0] ? reason : cairn_strerror(rc));
+    return rc;
+}
+
+/*
+ * STARTTLS, the handshake, and the banner again: sync_server sends it
+ * over TLS with the mechanisms it allows there.
+ */
+static int
+start_tls(struct cairn_restore_session *s, char *error, size_t error_size)
+{
+    static const char command[] = "STARTTLS\r\n";
+    char *line = NULL;
+    int rc, ret;
+
+    if ((rc = tls_context_new(s, error, error_size)) < 0)
+        return rc;
+    if ((rc = send_all(s, command, sizeof(command) - 1)) < 0 ||
+        (rc = read_line(s, &line)) < 0) {
+        set_error(error, error_size, "STARTTLS: %s", cairn_strerror(rc));
+        return rc;
+    }
+    if (strncasecmp(line, "OK", 2) != 0) {
+        set_error(error, error_size, "STARTTLS refused: %.200s", line);
+        free(line);
+        return CAIRN_EPROTO;
+    }
+    free(line);
+    /* Nothing may follow the OK in clear: it would pass as protected. */
+    if (s->plain.len > 0) {
+        set_error(error, error_size, "STARTTLS: plain bytes after the OK");
+        return CAIRN_EPROTO;
+    }
+    if ((s->tls = SSL_new(s->tls_context)) == NULL ||
+        SSL_set_fd(s->tls, s->fd) != 1 ||
+        (s->options->ca_file != NULL && expect_host(s) < 0))
+        return CAIRN_ENOMEM;
+    while ((ret = SSL_connect(s->tls)) != 1)
+        if ((rc = tls_wait(s, ret)) < 0)
+            return handshake_failed(s, rc, error, error_size);
+    s->tls_verified = s->options->ca_file != NULL;
+    s->mechs[0] = s->caps[0] = '\0';
+    return read_banner(s, error, error_size);
+}
+
 static int
 start_compression(struct cairn_restore_session *s, char *error,
                   size_t error_size)
@@ -569,8 +735,17 @@ cairn_restore_session_open(const struct cairn_restore_session_options *o,
              LINE_MAX_BYTES, RESPONSE_ITEMS_MAX, NULL, NULL, &s->reader)) < 0)
         goto out;
     if ((rc = connect_to(s, o->host, o->port, error, error_size)) < 0 ||
-        (rc = read_banner(s, error, error_size)) < 0 ||
-        (rc = authenticate(s, error, error_size)) < 0)
+        (rc = read_banner(s, error, error_size)) < 0)
+        goto out;
+    if (o->starttls && !cairn_restore_session_offers(s, "STARTTLS")) {
+        set_error(error, error_size, "the server does not offer STARTTLS");
+        rc = CAIRN_ENOTSUP;
+        goto out;
+    }
+    if (cairn_restore_session_offers(s, "STARTTLS") &&
+        (rc = start_tls(s, error, error_size)) < 0)
+        goto out;
+    if ((rc = authenticate(s, error, error_size)) < 0)
         goto out;
     if (o->compress && cairn_restore_session_offers(s, "COMPRESS=DEFLATE") &&
         (rc = start_compression(s, error, error_size)) < 0)
@@ -600,6 +775,10 @@ cairn_restore_session_close(struct cairn_restore_session *session)
         if (read_line(session, &line) == 0)
             free(line);
     }
+    if (session->tls != NULL && !session->broken)
+        SSL_shutdown(session->tls); /* close_notify, best effort */
+    SSL_free(session->tls);
+    SSL_CTX_free(session->tls_context);
     if (session->fd >= 0)
         close(session->fd);
     if (session->sasl != NULL)
@@ -623,6 +802,13 @@ bool
 cairn_restore_session_compressed(const struct cairn_restore_session *s)
 {
     return s->compress != NULL;
+}
+
+const char *
+cairn_restore_session_tls(const struct cairn_restore_session *s, bool *verified)
+{
+    *verified = s->tls_verified;
+    return s->tls != NULL ? SSL_get_version(s->tls) : NULL;
 }
 
 bool
