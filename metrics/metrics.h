@@ -17,21 +17,24 @@
  *
  * Adding a metric is one line where the thing happens:
  *
- *     cairn_metrics_count(metrics, "cairn_node_reserve_refusals_total",
+ *     cairn_metrics_count(cairn_metrics_process(),
+ *                         "cairn_node_reserve_refusals_total",
  *                         "writes refused below [node] reserve", 1);
- *     cairn_metrics_set(metrics, "cairn_node_reserve_bytes",
+ *     cairn_metrics_set(cairn_metrics_process(), "cairn_node_reserve_bytes",
  *                       "free space the node keeps", reserve);
  *
  * (by name, no labels; found or created on first use). With labels, or on
  * a hot path, keep the family and look the series up by label values:
  *
- *     family = cairn_metrics_counter(metrics, "cairn_router_commands_total",
+ *     family = cairn_metrics_counter(cairn_metrics_process(),
+ *                                    "cairn_router_commands_total",
  *                                    "csync commands", "channel,verb,result");
  *     cairn_metric_add(cairn_metric_get(family, "backup", "APPLY", "ok"), 1);
  *
  * Metrics never fail the work they count: every function here tolerates a
  * NULL registry, family or series (and returns NULL when it cannot
- * allocate), so a daemon without metrics_listen passes NULL everywhere.
+ * allocate), so without metrics_listen (no process registry) they cost a
+ * NULL test.
  *
  * Families and series live as long as the registry; pointers to them stay
  * valid until cairn_metrics_free.
@@ -57,6 +60,16 @@ enum cairn_metric_type {
 /* Most labels a family has, and most buckets of a histogram. */
 #define CAIRN_METRICS_MAX_LABELS 4
 #define CAIRN_METRICS_MAX_BUCKETS 24
+
+/*
+ * The process's registry: what libraries count into (like Prometheus
+ * clients' default registry), so a metric is one line anywhere without
+ * passing a pointer down. NULL until a daemon's main sets one (metrics
+ * off, tests): every call then does nothing. Set it before starting
+ * threads that count, and clear it before freeing the registry.
+ */
+struct cairn_metrics *cairn_metrics_process(void);
+void cairn_metrics_set_process(struct cairn_metrics *metrics);
 
 /* A new, empty registry, owned by the caller (cairn_metrics_free). */
 int cairn_metrics_new(struct cairn_metrics **metrics);
@@ -148,6 +161,17 @@ int cairn_metrics_serve(struct cairn_metrics *metrics, const char *address,
 unsigned cairn_metrics_server_port(const struct cairn_metrics_server *server);
 /* Stops the thread, closes the socket, frees (NULL-safe). */
 void cairn_metrics_server_free(struct cairn_metrics_server *server);
+
+/*
+ * A daemon's metrics in one call: a registry made the process registry,
+ * the process collector added, served on address. *server is owned by
+ * the caller: cairn_metrics_stop() clears the process registry, stops the
+ * server and frees both (NULL-safe). On failure error says why.
+ */
+int cairn_metrics_start(const char *address,
+                        struct cairn_metrics_server **server, char *error,
+                        size_t error_size);
+void cairn_metrics_stop(struct cairn_metrics_server *server);
 
 /* Bounds shared by the daemons: latencies in microseconds (100 µs to
    10 s) and counts (1 to 1024). */

@@ -66,6 +66,20 @@ struct cairn_metrics {
     size_t collector_count;
 };
 
+static _Atomic(struct cairn_metrics *) process_registry;
+
+struct cairn_metrics *
+cairn_metrics_process(void)
+{
+    return atomic_load_explicit(&process_registry, memory_order_acquire);
+}
+
+void
+cairn_metrics_set_process(struct cairn_metrics *metrics)
+{
+    atomic_store_explicit(&process_registry, metrics, memory_order_release);
+}
+
 int
 cairn_metrics_new(struct cairn_metrics **metrics)
 {

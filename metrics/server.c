@@ -176,3 +176,38 @@ cairn_metrics_server_free(struct cairn_metrics_server *server)
     MHD_stop_daemon(server->daemon);
     free(server);
 }
+
+int
+cairn_metrics_start(const char *address, struct cairn_metrics_server **server,
+                    char *error, size_t error_size)
+{
+    struct cairn_metrics *metrics = NULL;
+    int rc;
+
+    *server = NULL;
+    if ((rc = cairn_metrics_new(&metrics)) < 0 ||
+        (rc = cairn_metrics_add_process_collector(metrics)) < 0 ||
+        (rc = cairn_metrics_serve(metrics, address, server, error,
+                                  error_size)) < 0) {
+        if (rc == CAIRN_ENOMEM)
+            snprintf(error, error_size, "metrics: out of memory");
+        cairn_metrics_free(metrics);
+        return rc;
+    }
+    cairn_metrics_set_process(metrics);
+    return 0;
+}
+
+void
+cairn_metrics_stop(struct cairn_metrics_server *server)
+{
+    struct cairn_metrics *metrics;
+
+    if (server == NULL)
+        return;
+    metrics = server->metrics;
+    if (cairn_metrics_process() == metrics)
+        cairn_metrics_set_process(NULL);
+    cairn_metrics_server_free(server);
+    cairn_metrics_free(metrics);
+}

@@ -8,6 +8,8 @@
 #include "config.h"
 #include "curve.h"
 #include "loop.h"
+#include "metrics.h"
+#include "node_metrics.h"
 #include "node_server.h"
 
 #include <getopt.h>
@@ -283,11 +285,60 @@ write_endpoint_file(const char *path, const char *endpoint)
     return rc;
 }
 
+/*
+ * [node] metrics_listen: Prometheus /metrics on its own thread, with the
+ * node's figures labelled by the destinations that list it.
+ */
+static int
+open_metrics(const struct daemon_state *state,
+             const struct cairn_node_server_settings *settings,
+             struct cairn_metrics_server **server,
+             struct cairn_node_metrics **figures)
+{
+    const struct cairn_config_node *node =
+        cairn_config_find_node(state->config, state->options->name);
+    const char *destinations[64];
+    size_t count = 0;
+    char error[512] = "";
+    int rc;
+
+    if (node == NULL || node->metrics_listen == NULL)
+        return 0;
+    for (size_t i = 0; i < cairn_config_destination_count(state->config) &&
+                       count < sizeof(destinations) / sizeof(destinations[0]);
+         i++) {
+        const struct cairn_config_destination *destination =
+            cairn_config_destination_at(state->config, i);
+
+        for (size_t n = 0; n < destination->nodes.count; n++)
+            if (strcmp(destination->nodes.items[n], node->origin.name) == 0)
+                destinations[count++] = destination->origin.name;
+    }
+    if ((rc = cairn_metrics_start(node->metrics_listen, server, error,
+                                  sizeof(error))) < 0) {
+        cairn_log_error("node %s: %s", settings->name, error);
+        return rc;
+    }
+    if ((rc = cairn_node_metrics_new(settings->data_dir,
+                                     settings->scrub_interval_ms, destinations,
+                                     count, figures)) < 0) {
+        cairn_log_error("node %s: metrics: %s", settings->name,
+                        cairn_strerror(rc));
+        return rc;
+    }
+    cairn_log_info("node %s: metrics: serving /metrics on %s (port %u)",
+                   settings->name, node->metrics_listen,
+                   cairn_metrics_server_port(*server));
+    return 0;
+}
+
 static int
 serve(struct daemon_state *state,
       const struct cairn_node_server_settings *settings)
 {
     struct cairn_loop *loop = NULL;
+    struct cairn_metrics_server *metrics = NULL;
+    struct cairn_node_metrics *node_metrics = NULL;
     char error[512] = "";
     int rc;
 
@@ -315,6 +366,8 @@ serve(struct daemon_state *state,
             goto out;
         }
     }
+    if ((rc = open_metrics(state, settings, &metrics, &node_metrics)) < 0)
+        goto out;
     cairn_log_info("node %s: listening on %s, data in %s", settings->name,
                    cairn_node_server_endpoint(state->server),
                    settings->data_dir);
@@ -330,6 +383,8 @@ out:
     cairn_node_server_free(state->server);
     state->server = NULL;
     cairn_loop_free(loop);
+    cairn_metrics_stop(metrics); /* then what its collector reads */
+    cairn_node_metrics_free(node_metrics);
     return rc;
 }
 

@@ -5,6 +5,7 @@
  * appended updates into ACKs.
  */
 #include "common.h"
+#include "node_metrics.h"
 #include "server_int.h"
 
 #include <errno.h>
@@ -199,7 +200,8 @@ node_commit_round(struct cairn_node_server *server)
 {
     struct cairn_store **stores = NULL;
     int *results = NULL, rc = 0;
-    size_t count = server->round_count, with_store = 0;
+    size_t count = server->round_count, with_store = 0, failed = 0;
+    uint64_t started_us = cairn_node_metric_clock_us(), elapsed_us = 0;
 
     if (count == 0)
         return;
@@ -212,6 +214,7 @@ node_commit_round(struct cairn_node_server *server)
             if (server->round_users[i]->store)
                 stores[with_store++] = server->round_users[i]->store;
         cairn_store_commit_many(stores, with_store, results);
+        elapsed_us = cairn_node_metric_clock_us() - started_us;
         /* results follow the order of stores; spread them back. */
         for (size_t i = count, j = with_store; i-- > 0;)
             results[i] = server->round_users[i]->store ? results[--j] : 0;
@@ -225,9 +228,11 @@ node_commit_round(struct cairn_node_server *server)
                        user->userid, cairn_strerror(outcome));
             cairn_store_abort(user->store);
         }
+        failed += outcome < 0;
         node_answer_applied(server, user, outcome);
         user->in_round = false;
     }
+    cairn_node_metric_commit_round(count, failed, elapsed_us);
     server->round_count = 0;
     free(stores);
     free(results);

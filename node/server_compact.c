@@ -7,6 +7,7 @@
  * counts from the daemon's start.
  */
 #include "common.h"
+#include "node_metrics.h"
 #include "server_int.h"
 
 #include <stdio.h>
@@ -106,6 +107,8 @@ node_compact_finished(struct cairn_node_server *server, struct node_user *user,
         cairn_catalog_set_compacted(server->catalog, user->userid, wall_ms());
 
     server->compactions++;
+    cairn_node_metric_compaction(rc, result->compacted, result->bytes_before,
+                                 result->bytes_after);
     if (rc < 0)
         node_event(server, CAIRN_LOG_ERROR, NULL,
                    "compaction of %s failed (the old pair is kept): %s%s%s",

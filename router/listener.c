@@ -7,6 +7,7 @@
  * session.c's business.
  */
 #include "router_int.h"
+#include "router_metrics_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,6 +78,7 @@ conn_free(struct cairn_router_conn *conn)
     if (conn->next != NULL)
         conn->next->prev = conn->prev;
     router->conn_count--;
+    cairn_router_metric_connection(conn->channel->name, -1);
     cairn_csync_reader_free(conn->reader);
     cairn_router_stage_free(conn->stage); /* NULL when a reply took it */
     /* Bodies still held (a pending reply's stage) keep their file. */
@@ -257,6 +259,7 @@ read_input(struct cairn_router_conn *conn)
         conn->read_closed = true;
         return CAIRN_OK;
     }
+    cairn_router_metric_bytes_in(conn->channel->name, (size_t)got);
     target->len += (size_t)got;
     target->data[target->len] = '\0';
     conn->last_activity_ms = cairn_loop_now_ms();
@@ -357,6 +360,7 @@ conn_new(struct cairn_router_channel *channel, int fd,
         router->conns->prev = conn;
     router->conns = conn;
     router->conn_count++;
+    cairn_router_metric_connection(channel->name, 1);
     if (router->spool != NULL && (rc = cairn_router_spool_writer_new(
                                       router->spool, &conn->spool_writer)) == 0)
         cairn_router_spool_writer_sink(conn->spool_writer, &sink);

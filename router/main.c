@@ -19,6 +19,7 @@
 #include "curve.h"
 #include "daemon.h"
 #include "loop.h"
+#include "metrics.h"
 #include "placement.h"
 #include "router.h"
 
@@ -608,6 +609,28 @@ open_control(struct cairn_loop *loop, const struct cairn_config *config,
     return rc;
 }
 
+/* [router] metrics_listen: Prometheus /metrics on its own thread. */
+static int
+open_metrics(const struct cairn_config *config,
+             struct cairn_metrics_server **server)
+{
+    const struct cairn_config_router *router = cairn_config_router(config);
+    char error[512] = "";
+    int rc;
+
+    *server = NULL;
+    if (router->metrics_listen == NULL)
+        return 0;
+    if ((rc = cairn_metrics_start(router->metrics_listen, server, error,
+                                  sizeof(error))) < 0)
+        cairn_log_error("cannot start: %s", error);
+    else
+        cairn_log_info("metrics: serving /metrics on %s (port %u)",
+                       router->metrics_listen,
+                       cairn_metrics_server_port(*server));
+    return rc;
+}
+
 static int
 serve(const char *config_path, const struct cairn_config *config,
       const struct cairn_router_settings *settings)
@@ -616,6 +639,7 @@ serve(const char *config_path, const struct cairn_config *config,
     const char *pid_file = cairn_config_router(config)->pid_file;
     struct cairn_loop *loop = NULL;
     struct cairn_router *router = NULL;
+    struct cairn_metrics_server *metrics = NULL;
     char error[512] = "";
     uint64_t open_files = 0;
     int rc;
@@ -648,7 +672,8 @@ serve(const char *config_path, const struct cairn_config *config,
                        settings->channels[i].name,
                        (unsigned)cairn_router_port(router, i));
     if ((rc = open_routes(loop, config, &daemon)) < 0 ||
-        (rc = open_control(loop, config, &daemon)) < 0)
+        (rc = open_control(loop, config, &daemon)) < 0 ||
+        (rc = open_metrics(config, &metrics)) < 0)
         goto out;
     cairn_router_set_request_handler(router, route_request, &daemon);
     rc = cairn_loop_run(loop);
@@ -658,6 +683,7 @@ out:
     cairn_router_control_free(daemon.control); /* before the forwards */
     close_routes(&daemon);
     cairn_loop_free(loop);
+    cairn_metrics_stop(metrics); /* nothing counts any more */
     if (pid_file != NULL)
         cairn_pid_file_remove(pid_file);
     return rc;

@@ -193,6 +193,7 @@ struct cairn_router_conn {
     bool read_closed;                         /* the peer sent EOF */
     uint64_t last_activity_ms;
     char current_user[CAIRN_ROUTER_USERID_MAX]; /* "" until one is named */
+    char command[64]; /* "APPLY MESSAGE": what the next answer counts as */
     struct cairn_router_stage *stage; /* APPLY MESSAGE bodies (stage.c) */
     struct cairn_router_spool_writer *spool_writer; /* NULL: no spool */
 };

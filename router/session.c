@@ -7,6 +7,7 @@
  * reply_line() / the cairn_router_reply API and is flushed at its end.
  */
 #include "router_int.h"
+#include "router_metrics_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,8 @@ reply_line(struct cairn_router_conn *conn, enum cairn_csync_status status,
 
     if (rc < 0)
         return rc;
+    cairn_router_metric_command(conn->channel->name, conn->command, status,
+                                code);
     return cairn_router_conn_flush_reply(conn);
 }
 
@@ -278,6 +281,8 @@ cairn_router_reply_complete(struct cairn_router_reply *reply,
     if (conn != NULL && reply->message != NULL)
         cairn_router_stage_settle(conn->stage, status == CAIRN_CSYNC_OK);
     if (conn != NULL) {
+        cairn_router_metric_command(conn->channel->name, conn->command,
+                                    status, code);
         rc = cairn_csync_write_response(&conn->reply, status, code, "%s",
                                         text != NULL ? text : "");
         if (rc == 0)
@@ -513,10 +518,16 @@ static int
 dispatch(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
 {
     const struct session_command *entry;
+    const char *key;
     char text[160];
 
     if (conn->in_sasl && cmd->verb == CAIRN_CSYNC_LINE)
         return sasl_continue(conn, cmd->args[0]);
+    /* what the answer is counted as (router_metrics.c): "APPLY MESSAGE" */
+    key = cmd->value != NULL ? cairn_dlist_name(cmd->value) : NULL;
+    snprintf(conn->command, sizeof(conn->command), "%s%s%s",
+             cairn_csync_verb_name(cmd->verb), key != NULL ? " " : "",
+             key != NULL ? key : "");
     if (is_imap_probe(cmd)) {
         cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_DEBUG,
                            "IMAP probe: closing so sync_client uses csync");
