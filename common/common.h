@@ -136,6 +136,12 @@ int cairn_buf_append(struct cairn_buf *buf, const void *data, size_t len);
 int cairn_buf_append_str(struct cairn_buf *buf, const char *text);
 int cairn_buf_printf(struct cairn_buf *buf, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/*
+ * Appends text for a roff (man(7)) page: '\\' as \e, '-' as \- (a
+ * minus: options stay searchable), and a line that would start with '.'
+ * or '\'' (a request) guarded by \&. Newlines are kept (common/roff.c).
+ */
+int cairn_buf_append_roff(struct cairn_buf *buf, const char *text);
 /* Makes room for at least extra more bytes. */
 int cairn_buf_reserve(struct cairn_buf *buf, size_t extra);
 /* Removes the first n bytes (n <= len). */

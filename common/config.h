@@ -293,4 +293,13 @@ int cairn_config_format(const struct cairn_config *config,
 int cairn_config_format_json(const struct cairn_config *config,
                              struct cairn_buf *out);
 
+/*
+ * Appends cluster.conf(5), the manual page of the file, in roff (man(7))
+ * to out: every section kind and every key of the same table the parser
+ * checks against (type, default, range, required, unsupported, its
+ * description), so the page and `cairnctl config check` never disagree.
+ * version goes in the page's footer. CAIRN_ETOOBIG when out is full.
+ */
+int cairn_config_format_man(const char *version, struct cairn_buf *out);
+
 #endif /* CAIRN_CONFIG_H */

@@ -164,6 +164,86 @@ run_help(struct cairn_ops_context *context, int argc, char **argv)
     return CAIRN_EXIT_OK;
 }
 
+static const char man_description[] =
+    ".SH DESCRIPTION\n"
+    "\\fBcairnctl\\fR administers a cairn backup cluster for Cyrus IMAP:\n"
+    "it checks the configuration, makes CURVE keys and ring files, shows\n"
+    "the nodes and users, verifies, compacts, repairs and moves users'\n"
+    "backups, and restores a user into a Cyrus server.\n"
+    "It reads the cluster's configuration (\\fBcluster.conf\\fR(5)) and\n"
+    "talks to \\fBcairn\\-node\\fR(8) and \\fBcairn\\-router\\fR(8) over\n"
+    "ZeroMQ (CURVE with the first of [security] admin_keys).\n"
+    "Every subcommand and verb answers \\fB\\-h\\fR and \\fB\\-\\-help\\fR.\n"
+    ".SH OPTIONS\n"
+    ".TP\n\\fB\\-c\\fR, \\fB\\-\\-config\\fR \\fIfile\\fR\n"
+    "the cluster configuration (default: the built\\-in example).\n"
+    ".TP\n\\fB\\-\\-json\\fR\n"
+    "machine\\-readable output, one JSON object per line or document.\n"
+    ".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\n"
+    "the usage and the list of subcommands.\n"
+    ".TP\n\\fB\\-\\-version\\fR\n"
+    "the version.\n"
+    ".SH COMMANDS\n";
+
+/* One subcommand: its summary, its verbs, its usage text as printed. */
+static int
+format_man_command(const struct cairn_ops_command *command,
+                   struct cairn_buf *out)
+{
+    int rc = cairn_buf_printf(out, ".SS %s\n", command->name);
+
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_roff(out, command->summary);
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(out, ".\n");
+    for (size_t i = 0; command->verbs && command->verbs[i].name; i++) {
+        if (rc == CAIRN_OK)
+            rc =
+                cairn_buf_printf(out, "%s\\fB%s\\fR", i == 0 ? "Verbs: " : ", ",
+                                 command->verbs[i].name);
+    }
+    if (rc == CAIRN_OK && command->verbs)
+        rc = cairn_buf_append_str(out, ".\n");
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(out, ".PP\n.nf\n");
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_roff(out, command->usage);
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(out, ".fi\n");
+    return rc;
+}
+
+int
+cairn_ops_format_man(const char *version, struct cairn_buf *out)
+{
+    int rc = cairn_buf_printf(out,
+                              ".TH CAIRNCTL 8 \"\" \"cairn %s\" "
+                              "\"cairn manual\"\n"
+                              ".SH NAME\n"
+                              "cairnctl \\- administer a cairn backup cluster\n"
+                              ".SH SYNOPSIS\n.nf\n",
+                              version);
+
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_roff(out, main_usage);
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(out, ".fi\n");
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(out, man_description);
+    for (size_t i = 0; cairn_ops_commands[i] != NULL && rc == CAIRN_OK; i++)
+        rc = format_man_command(cairn_ops_commands[i], out);
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(out, ".SH EXIT STATUS\n");
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_roff(out, exit_codes);
+    if (rc == CAIRN_OK)
+        rc = cairn_buf_append_str(
+            out, ".SH SEE ALSO\n"
+                 "\\fBcluster.conf\\fR(5), \\fBcairn\\-router\\fR(8), "
+                 "\\fBcairn\\-node\\fR(8), \\fBsync_client\\fR(8)\n");
+    return rc;
+}
+
 int
 cairn_ops_main(int argc, char **argv, FILE *out, FILE *err)
 {

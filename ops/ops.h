@@ -102,6 +102,14 @@ extern const struct cairn_ops_command *const cairn_ops_commands[];
  */
 int cairn_ops_main(int argc, char **argv, FILE *out, FILE *err);
 
+/*
+ * Appends cairnctl(8), the manual page, in roff to out: the synopsis,
+ * global options, every subcommand of the table with its summary, verbs
+ * and usage text, and the exit codes, so the page lists exactly what the
+ * program runs. version goes in the footer. CAIRN_ETOOBIG when full.
+ */
+int cairn_ops_format_man(const char *version, struct cairn_buf *out);
+
 /* The subcommand called name, or NULL. */
 const struct cairn_ops_command *cairn_ops_find_command(const char *name);
 
