@@ -21,54 +21,6 @@
 
 #define DEFAULT_IDLE_TIMEOUT_MS (30ull * 60 * 1000)
 
-/*
- * "host:port" (a name resolves to its first address), "*:port" (every
- * IPv4 address) or "[ipv6]:port", as the config's address type documents;
- * *length is the address's size.
- */
-static int
-parse_listen(const char *listen, struct sockaddr_storage *address,
-             socklen_t *length)
-{
-    const struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                   .ai_flags = AI_PASSIVE};
-    const char *colon = strrchr(listen, ':');
-    size_t host_length = colon != NULL ? (size_t)(colon - listen) : 0;
-    struct addrinfo *found = NULL;
-    char host[256];
-    const char *name = host;
-    uint64_t port;
-
-    if (colon == NULL || host_length == 0 || host_length >= sizeof(host))
-        return CAIRN_ECONFIG;
-    memcpy(host, listen, host_length);
-    host[host_length] = '\0';
-    if (cairn_parse_u64_str(colon + 1, 0, 65535, &port) < 0)
-        return CAIRN_ECONFIG;
-    if (host[0] == '[') {
-        if (host_length < 3 || host[host_length - 1] != ']' ||
-            strchr(host, ':') == NULL)
-            return CAIRN_ECONFIG;
-        host[host_length - 1] = '\0';
-        name = host + 1;
-    } else if (strcmp(host, "*") == 0) {
-        name = "0.0.0.0";
-    }
-    if (getaddrinfo(name, NULL, &hints, &found) != 0 || found == NULL)
-        return CAIRN_ECONFIG;
-    memset(address, 0, sizeof(*address));
-    memcpy(address, found->ai_addr, found->ai_addrlen);
-    *length = found->ai_addrlen;
-    freeaddrinfo(found);
-    if (address->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)address)->sin6_port = htons((uint16_t)port);
-    else if (address->ss_family == AF_INET)
-        ((struct sockaddr_in *)address)->sin_port = htons((uint16_t)port);
-    else
-        return CAIRN_ECONFIG;
-    return CAIRN_OK;
-}
-
 static int
 open_listener(struct cairn_router_channel *channel, char *error,
               size_t error_size)
@@ -77,7 +29,7 @@ open_listener(struct cairn_router_channel *channel, char *error,
     socklen_t length = 0;
     int one = 1, fd;
 
-    if (parse_listen(channel->listen, &address, &length) < 0) {
+    if (cairn_parse_listen_address(channel->listen, &address, &length) < 0) {
         snprintf(error, error_size,
                  "channel %s: bad listen address '%s' (HOST:PORT, *:PORT or "
                  "[IPv6]:PORT)",
@@ -126,6 +78,7 @@ cairn_router_channel_unref(struct cairn_router_channel *channel)
         return;
     cairn_router_channel_close_listener(channel);
     cairn_router_auth_channel_release(&channel->auth);
+    cairn_router_tls_channel_release(channel);
     free(channel->name);
     free(channel->listen);
     free(channel);
@@ -165,7 +118,10 @@ channel_new(struct cairn_router *router, const char *servername,
     if (rc < 0) {
         /* auth_channel_init cleaned up after itself; don't release twice. */
         memset(&channel->auth, 0, sizeof(channel->auth));
+        goto out;
     }
+    /* A reload loads the files again: a renewed certificate is taken. */
+    rc = cairn_router_tls_channel_init(channel, settings, error, error_size);
 out:
     if (rc < 0) {
         cairn_router_channel_unref(channel);

@@ -1,7 +1,8 @@
 /*
  * listener.c - the router's connection layer: one non-blocking TCP
  * listener per channel, and per connection bounded input and output
- * buffers, COMPRESS DEFLATE on the wire, output backpressure (a connection
+ * buffers, TLS (tls.c) under COMPRESS DEFLATE on the wire, output
+ * backpressure (a connection
  * whose peer does not read stops being read from, and never holds up the
  * others), an idle timeout, and a clean close. What the bytes mean is
  * session.c's business.
@@ -84,6 +85,8 @@ conn_free(struct cairn_router_conn *conn)
     /* Bodies still held (a pending reply's stage) keep their file. */
     cairn_router_spool_writer_free(conn->spool_writer);
     cairn_compress_free(conn->compress);
+    cairn_router_tls_free(conn);
+    cairn_buf_release(&conn->tls_in);
     cairn_router_auth_session_release(&conn->auth);
     cairn_buf_release(&conn->input);
     cairn_buf_release(&conn->wire_in);
@@ -122,6 +125,24 @@ write_output(struct cairn_router_conn *conn)
     return CAIRN_OK;
 }
 
+/* The reply, deflated when COMPRESS is on, into TLS records. */
+static int
+encrypt_reply(struct cairn_router_conn *conn)
+{
+    struct cairn_buf deflated;
+    int rc;
+
+    if (conn->compress == NULL)
+        return cairn_router_tls_output(conn, conn->reply.data, conn->reply.len);
+    cairn_buf_init(&deflated, conn->output.max);
+    rc = cairn_compress_deflate(conn->compress, conn->reply.data,
+                                conn->reply.len, true, &deflated);
+    if (rc == 0)
+        rc = cairn_router_tls_output(conn, deflated.data, deflated.len);
+    cairn_buf_release(&deflated);
+    return rc;
+}
+
 int
 cairn_router_conn_flush_reply(struct cairn_router_conn *conn)
 {
@@ -129,7 +150,9 @@ cairn_router_conn_flush_reply(struct cairn_router_conn *conn)
 
     if (conn->reply.len == 0)
         return CAIRN_OK;
-    if (conn->compress != NULL)
+    if (conn->tls != NULL)
+        rc = encrypt_reply(conn);
+    else if (conn->compress != NULL)
         rc = cairn_compress_deflate(conn->compress, conn->reply.data,
                                     conn->reply.len, true, &conn->output);
     else
@@ -138,6 +161,44 @@ cairn_router_conn_flush_reply(struct cairn_router_conn *conn)
     if (rc < 0)
         return rc;
     return write_output(conn);
+}
+
+int
+cairn_router_conn_start_tls(struct cairn_router_conn *conn)
+{
+    /* Plain bytes sent after STARTTLS, before the handshake, would be
+     * taken as protected: they are dropped, as Cyrus's sync_server does. */
+    if (conn->input.len > 0)
+        cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
+                           "%zu plain bytes after STARTTLS dropped",
+                           conn->input.len);
+    cairn_buf_reset(&conn->input);
+    return cairn_router_tls_start(conn);
+}
+
+/* Decrypts what TLS holds while the next stage has room; the banner goes
+ * out when the handshake ends. */
+static int
+decrypt_input(struct cairn_router_conn *conn)
+{
+    struct cairn_buf *target = conn->compress ? &conn->wire_in : &conn->input;
+    bool finished = false;
+    int rc;
+
+    if (conn->tls == NULL || target->len >= READ_CHUNK)
+        return CAIRN_OK;
+    rc = cairn_router_tls_input(conn, target, target->len + READ_CHUNK,
+                                &finished);
+    if (rc == 0 && finished)
+        rc = cairn_router_session_tls_ready(conn);
+    return rc;
+}
+
+/* Bytes read and not yet given to the command reader. */
+static size_t
+unread_input(const struct cairn_router_conn *conn)
+{
+    return conn->input.len + conn->wire_in.len + cairn_router_tls_pending(conn);
 }
 
 int
@@ -180,15 +241,17 @@ pump(struct cairn_router_conn *conn)
     while (!conn->closing && conn->hold_timer == 0 &&
            conn->pending_reply == NULL &&
            !cairn_router_conn_output_full(conn)) {
-        size_t before = conn->input.len + conn->wire_in.len;
+        size_t before = unread_input(conn);
 
+        if ((rc = decrypt_input(conn)) < 0)
+            break;
         if ((rc = inflate_input(conn)) < 0)
             break;
         if (conn->input.len == 0)
             break;
         if ((rc = cairn_router_session_process(conn)) < 0)
             break;
-        if (conn->input.len + conn->wire_in.len == before)
+        if (unread_input(conn) == before)
             break; /* nothing consumed: wait for output room */
     }
     return rc;
@@ -205,8 +268,7 @@ update_interest(struct cairn_router_conn *conn)
     unsigned events = 0;
 
     if (!conn->closing && !conn->read_closed &&
-        conn->input.len + conn->wire_in.len < READ_CHUNK &&
-        !cairn_router_conn_output_full(conn))
+        unread_input(conn) < READ_CHUNK && !cairn_router_conn_output_full(conn))
         events |= CAIRN_LOOP_READ;
     if (!output_drained(conn))
         events |= CAIRN_LOOP_WRITE;
@@ -244,7 +306,9 @@ cairn_router_conn_hold_reply(struct cairn_router_conn *conn, uint64_t delay_ms)
 static int
 read_input(struct cairn_router_conn *conn)
 {
-    struct cairn_buf *target = conn->compress ? &conn->wire_in : &conn->input;
+    struct cairn_buf *target = conn->tls        ? &conn->tls_in
+                               : conn->compress ? &conn->wire_in
+                                                : &conn->input;
     ssize_t got;
     int rc;
 
@@ -263,7 +327,11 @@ read_input(struct cairn_router_conn *conn)
     target->len += (size_t)got;
     target->data[target->len] = '\0';
     conn->last_activity_ms = cairn_loop_now_ms();
-    return CAIRN_OK;
+    if (conn->tls == NULL)
+        return CAIRN_OK;
+    rc = cairn_router_tls_receive(conn, target->data, target->len);
+    cairn_buf_reset(target);
+    return rc;
 }
 
 static void
@@ -281,13 +349,15 @@ on_conn_ready(struct cairn_loop *loop, int fd, unsigned events, void *arg)
         rc = pump(conn);
     if (rc == 0)
         rc = write_output(conn);
+    if (rc == CAIRN_EPROTO && conn->tls != NULL)
+        write_output(conn); /* the TLS alert, if the socket takes it */
     if (rc < 0)
         why = cairn_strerror(rc);
     else if (conn->closing && output_drained(conn))
         why = "session ended";
     else if (conn->read_closed &&
              (conn->hold_timer != 0 || conn->pending_reply != NULL ||
-              (conn->input.len == 0 && conn->wire_in.len == 0)))
+              unread_input(conn) == 0))
         why = "peer closed the connection";
     if (why != NULL) {
         conn_close(conn, why);
@@ -349,11 +419,13 @@ conn_new(struct cairn_router_channel *channel, int fd,
     peer_name(fd, NULL, 0, local, sizeof(local), true);
     cairn_buf_init(&conn->input, INPUT_MAX);
     cairn_buf_init(&conn->wire_in, INPUT_MAX);
+    cairn_buf_init(&conn->tls_in, READ_CHUNK);
     cairn_buf_init(&conn->reply, router->max_output);
     /* Output may pass the high-water mark by one reply, plus what deflate
-     * adds to incompressible data (a few bytes per 16 KiB block). */
+     * adds to incompressible data (a few bytes per 16 KiB block), and
+     * what TLS adds: a handshake, under 64 bytes per 16 KiB record. */
     cairn_buf_init(&conn->output,
-                   2 * router->max_output + router->max_output / 16 + 4096);
+                   2 * router->max_output + router->max_output / 8 + 65536);
     cairn_router_auth_session_init(&conn->auth, &channel->auth, local, remote);
     conn->next = router->conns;
     if (router->conns != NULL)
@@ -406,7 +478,12 @@ cairn_router_accept(struct cairn_loop *loop, int fd, unsigned events, void *arg)
         }
         cairn_router_event(router, conn, CAIRN_ROUTER_EVENT_INFO,
                            "connection accepted");
-        if ((rc = cairn_router_session_start(conn)) < 0) {
+        /* Implicit TLS: the banner waits for the handshake. */
+        if (channel->implicit_tls)
+            rc = cairn_router_tls_start(conn);
+        else
+            rc = cairn_router_session_start(conn);
+        if (rc < 0) {
             conn_close(conn, cairn_strerror(rc));
             continue;
         }

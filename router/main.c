@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "placement.h"
 #include "router.h"
+#include "service.h"
 
 #include <fnmatch.h>
 #include <getopt.h>
@@ -38,12 +39,21 @@ enum {
     EXIT_RUNTIME = 1, /* could not start or the loop failed */
 };
 
+#ifndef CAIRN_VERSION
+#define CAIRN_VERSION "unknown"
+#endif
+
 static void
-usage(void)
+usage(FILE *out)
 {
-    fprintf(stderr, "usage: cairn-router [-n] [-c cluster.conf]\n"
-                    "       -c FILE  configuration (default: built-in)\n"
-                    "       -n       check the configuration and exit\n");
+    fprintf(out,
+            "usage: cairn-router [-n] [--allow-root] [-c cluster.conf]\n"
+            "       -c FILE       configuration (default: built-in)\n"
+            "       -n            check the configuration and exit\n"
+            "       --allow-root  stay root when [security] user is not set\n"
+            "       -h, --help    this help\n"
+            "       --version     print the version\n"
+            "signals: SIGHUP reloads the configuration, SIGTERM/SIGINT stop\n");
 }
 
 static void
@@ -132,6 +142,8 @@ static void reload_rings(struct daemon *daemon,
 static int settings_from_config(const struct cairn_config *config,
                                 struct cairn_router_settings *settings,
                                 struct cairn_router_channel_settings *channels);
+static void release_passwords(const struct cairn_config *config,
+                              struct cairn_router_channel_settings *channels);
 
 /* SIGHUP: each channel's [channel] users from the new file. */
 static void
@@ -183,6 +195,7 @@ reload(struct daemon *daemon)
         reload_rings(daemon, config);
         reload_scopes(daemon, config);
     }
+    release_passwords(config, channels);
     free(channels);
     cairn_config_free(config);
 }
@@ -191,11 +204,67 @@ static void
 on_signal(struct cairn_loop *loop, int signo, void *arg)
 {
     if (signo == SIGHUP) {
+        cairn_service_reloading();
         reload(arg);
+        cairn_service_ready(NULL);
         return;
     }
     cairn_log_info("signal %d: shutting down", signo);
+    cairn_service_stopping();
     cairn_loop_stop(loop);
+}
+
+/*
+ * Each channel's sasl_password_file: its first line becomes the channel's
+ * password (owned: release_passwords()); a file its group or others may
+ * read or write is warned about, naming it.
+ */
+static int
+read_password_files(const struct cairn_config *config,
+                    struct cairn_router_channel_settings *channels)
+{
+    for (size_t i = 0; i < cairn_config_channel_count(config); i++) {
+        const struct cairn_config_channel *channel =
+            cairn_config_channel_at(config, i);
+        char error[512] = "", *password = NULL;
+        mode_t mode;
+        int rc;
+
+        if (channel->sasl_password_file == NULL)
+            continue;
+        if ((rc = cairn_secret_file_read(channel->sasl_password_file, &password,
+                                         error, sizeof(error))) < 0) {
+            cairn_log_error("channel %s: sasl_password_file: %s",
+                            channel->origin.name, error);
+            return rc;
+        }
+        channels[i].sasl_password = password;
+        if (cairn_secret_file_exposed(channel->sasl_password_file, &mode))
+            cairn_log_warn("channel %s: %s holds a password and its group or "
+                           "others may read or write it (mode %04o): chmod "
+                           "600 it",
+                           channel->origin.name, channel->sasl_password_file,
+                           (unsigned)mode);
+    }
+    return CAIRN_OK;
+}
+
+/* Frees (and clears) what read_password_files() read. */
+static void
+release_passwords(const struct cairn_config *config,
+                  struct cairn_router_channel_settings *channels)
+{
+    for (size_t i = 0; channels && i < cairn_config_channel_count(config);
+         i++) {
+        char *password = (char *)channels[i].sasl_password;
+
+        if (cairn_config_channel_at(config, i)->sasl_password_file == NULL ||
+            password == NULL)
+            continue;
+        explicit_bzero(password, strlen(password));
+        free(password);
+        channels[i].sasl_password = NULL;
+    }
 }
 
 /* Router settings that borrow from config (valid while config lives). */
@@ -232,15 +301,21 @@ settings_from_config(const struct cairn_config *config,
             .name = channel->origin.name,
             .listen = channel->listen,
             .sasl_user = channel->sasl_user,
-            .sasl_password = channel->sasl_password,
+            .sasl_password = channel->sasl_password, /* or the file's */
             .sasl_db = channel->sasl_db,
             .mechanisms = (const char *const *)channel->sasl_mechanisms.items,
             .mechanism_count = channel->sasl_mechanisms.count,
             .compress = channel->compress,
             .idle_timeout_ms = channel->idle_timeout_ms,
+            .tls_cert = channel->tls_cert,
+            .tls_key = channel->tls_key,
+            .require_tls = channel->require_tls,
+            .implicit_tls = channel->tls_mode == CAIRN_CONFIG_TLS_IMPLICIT,
+            .tls_client_ca = channel->tls_client_ca,
+            .tls_client_subject = channel->tls_client_subject,
         };
     }
-    return CAIRN_OK;
+    return read_password_files(config, channels);
 }
 
 static int
@@ -633,7 +708,8 @@ open_metrics(const struct cairn_config *config,
 
 static int
 serve(const char *config_path, const struct cairn_config *config,
-      const struct cairn_router_settings *settings)
+      const struct cairn_router_settings *settings,
+      const struct cairn_daemon_start *start)
 {
     struct daemon daemon = {.config_path = config_path};
     const char *pid_file = cairn_config_router(config)->pid_file;
@@ -660,8 +736,10 @@ serve(const char *config_path, const struct cairn_config *config,
         pid_file = NULL;
         goto out;
     }
-    rc = cairn_router_new(loop, settings, &router, error, sizeof(error));
-    if (rc < 0) {
+    /* Listeners bound with root's rights, files created as the user. */
+    if ((rc = cairn_daemon_start_files(start, error, sizeof(error))) < 0 ||
+        (rc = cairn_router_new(loop, settings, &router, error, sizeof(error))) <
+            0) {
         cairn_log_error("cannot start: %s (%s)", error, cairn_strerror(rc));
         goto out;
     }
@@ -675,7 +753,15 @@ serve(const char *config_path, const struct cairn_config *config,
         (rc = open_control(loop, config, &daemon)) < 0 ||
         (rc = open_metrics(config, &metrics)) < 0)
         goto out;
+    if ((rc = cairn_daemon_start_end(start, error, sizeof(error))) < 0) {
+        cairn_log_error("%s", error);
+        goto out;
+    }
+    if (start->switch_needed)
+        cairn_log_info("running as %s (uid %ld, gid %ld)", start->user,
+                       (long)start->uid, (long)start->gid);
     cairn_router_set_request_handler(router, route_request, &daemon);
+    cairn_service_ready("serving");
     rc = cairn_loop_run(loop);
 out:
     /* The router first: pending answers refer to the forwards. */
@@ -689,18 +775,49 @@ out:
     return rc;
 }
 
+/*
+ * Before anything is opened: data_mode for what the router creates, and
+ * the switch to [security] user decided (refused as root without one
+ * unless --allow-root); the spool and state directories are handed to
+ * the user.
+ */
+static int
+start_daemon(const struct cairn_config *config, bool allow_root,
+             struct cairn_daemon_start *start)
+{
+    const struct cairn_config_security *security =
+        cairn_config_security(config);
+    const struct cairn_config_router *router = cairn_config_router(config);
+    const char *dirs[] = {router->spool_dir, router->state_dir};
+    char error[512] = "";
+    int rc;
+
+    if ((rc = cairn_daemon_start_begin(security->user, allow_root,
+                                       (mode_t)security->data_mode, dirs, 2,
+                                       start, error, sizeof(error))) < 0)
+        cairn_log_error("%s", error);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
     struct cairn_router_channel_settings *channels = NULL;
     struct cairn_router_settings settings;
     struct cairn_config *config = NULL;
+    static const struct option long_options[] = {
+        {"allow-root", no_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
+    struct cairn_daemon_start start;
     const char *path = NULL;
-    bool check_only = false;
+    bool check_only = false, allow_root = false;
     int option, status = EXIT_OK;
 
+    if (cairn_service_standard_options(argc, argv, "cairn-router",
+                                       CAIRN_VERSION, usage, &status))
+        return status;
     cairn_log_init("cairn-router", CAIRN_LOG_INFO, true, false);
-    while ((option = getopt(argc, argv, "c:nh")) != -1) {
+    while ((option = getopt_long(argc, argv, "c:nh", long_options, NULL)) !=
+           -1) {
         switch (option) {
         case 'c':
             path = optarg;
@@ -708,13 +825,16 @@ main(int argc, char **argv)
         case 'n':
             check_only = true;
             break;
+        case 'R':
+            allow_root = true;
+            break;
         default:
-            usage();
+            usage(stderr);
             return EXIT_USAGE;
         }
     }
     if (optind != argc) {
-        usage();
+        usage(stderr);
         return EXIT_USAGE;
     }
     if (load_config(path, &config) < 0)
@@ -727,11 +847,13 @@ main(int argc, char **argv)
         status = EXIT_CONFIG;
     } else if (check_only) {
         printf("%s: configuration ok\n", cairn_config_name(config));
-    } else if (setup_curve(config) < 0) {
+    } else if (start_daemon(config, allow_root, &start) < 0 ||
+               setup_curve(config) < 0) {
         status = EXIT_CONFIG;
-    } else if (serve(path, config, &settings) < 0) {
+    } else if (serve(path, config, &settings, &start) < 0) {
         status = EXIT_RUNTIME;
     }
+    release_passwords(config, channels);
     free(channels);
     cairn_config_free(config);
     return status;

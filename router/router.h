@@ -132,6 +132,12 @@ struct cairn_router_channel_settings {
     size_t mechanism_count;
     bool compress;            /* offer COMPRESS DEFLATE */
     uint64_t idle_timeout_ms; /* 0: 30 minutes, like sync_server */
+    /* TLS (PEM files, read at start and at every reload); NULL: none. */
+    const char *tls_cert, *tls_key;
+    bool require_tls;               /* STARTTLS before any login */
+    bool implicit_tls;              /* TLS from connect on */
+    const char *tls_client_ca;      /* client certificates required */
+    const char *tls_client_subject; /* CN or RFC 2253 DN allowed */
 };
 
 struct cairn_router_settings {

@@ -170,6 +170,11 @@ struct cairn_router_channel {
     bool compress;
     uint64_t idle_timeout_ms;
     struct cairn_router_auth_channel auth;
+    /* tls.c: NULL when the channel has no tls_cert. */
+    struct ssl_ctx_st *tls_context;
+    bool require_tls;         /* no login before STARTTLS */
+    bool implicit_tls;        /* TLS from the first byte (host:port/tls) */
+    char *tls_client_subject; /* CN, or DN with '=' (RFC 2253); or NULL */
 };
 
 /* One sync_client connection. */
@@ -196,6 +201,10 @@ struct cairn_router_conn {
     char command[64]; /* "APPLY MESSAGE": what the next answer counts as */
     struct cairn_router_stage *stage; /* APPLY MESSAGE bodies (stage.c) */
     struct cairn_router_spool_writer *spool_writer; /* NULL: no spool */
+    struct ssl_st *tls;      /* NULL until STARTTLS or an implicit accept */
+    struct cairn_buf tls_in; /* ciphertext read, on its way into tls */
+    bool tls_active;         /* the handshake is done */
+    bool tls_client_refused; /* certificate subject not the channel's */
 };
 
 struct cairn_router {
@@ -265,5 +274,45 @@ int cairn_router_conn_hold_reply(struct cairn_router_conn *conn,
 int cairn_router_conn_start_compress(struct cairn_router_conn *conn);
 /* True when output is past its high-water mark (stop running commands). */
 bool cairn_router_conn_output_full(const struct cairn_router_conn *conn);
+
+/* --- tls.c: TLS below the csync stream --------------------------------- */
+
+/*
+ * Loads the channel's TLS context from settings (tls_cert, tls_key,
+ * tls_client_ca) into channel->tls_context (owned by the channel; none
+ * without tls_cert). CAIRN_ECONFIG with error naming the key and the file
+ * OpenSSL refused.
+ */
+int cairn_router_tls_channel_init(
+    struct cairn_router_channel *channel,
+    const struct cairn_router_channel_settings *settings, char *error,
+    size_t error_size);
+/* Frees what cairn_router_tls_channel_init made (open SSLs keep theirs). */
+void cairn_router_tls_channel_release(struct cairn_router_channel *channel);
+/* Gives conn its own SSL (server side, memory BIOs); freed by tls_free. */
+int cairn_router_tls_start(struct cairn_router_conn *conn);
+void cairn_router_tls_free(struct cairn_router_conn *conn);
+/* Hands ciphertext read from the socket to conn's SSL (copied). */
+int cairn_router_tls_receive(struct cairn_router_conn *conn, const void *data,
+                             size_t len);
+/* Ciphertext and decrypted bytes not yet taken out of conn's SSL. */
+size_t cairn_router_tls_pending(const struct cairn_router_conn *conn);
+/*
+ * Runs the handshake on (*handshake_finished: it ended in this call) and
+ * decrypts into target until it holds room bytes or SSL needs more
+ * input. Handshake records and alerts go to conn->output. A failure is
+ * reported as an event and returns CAIRN_EPROTO (close after writing).
+ */
+int cairn_router_tls_input(struct cairn_router_conn *conn,
+                           struct cairn_buf *target, size_t room,
+                           bool *handshake_finished);
+/* Encrypts data into conn->output. */
+int cairn_router_tls_output(struct cairn_router_conn *conn, const void *data,
+                            size_t len);
+
+/* listener.c: STARTTLS was answered OK: TLS starts with the next byte. */
+int cairn_router_conn_start_tls(struct cairn_router_conn *conn);
+/* session.c: the handshake is done; send the banner again (or first). */
+int cairn_router_session_tls_ready(struct cairn_router_conn *conn);
 
 #endif /* CAIRN_ROUTER_INT_H */

@@ -1,7 +1,8 @@
 /*
  * session.c - one sync_client session as backupd runs it (backup/backupd.c
  * cmdloop(), sync-protocol.md §1): the banner, the command table with its
- * before-login rules and arity errors, SASL exchanges, COMPRESS, NOOP,
+ * before-login rules and arity errors, STARTTLS (the handshake is
+ * tls.c's), SASL exchanges, COMPRESS, NOOP,
  * RESTART, EXIT, the IMAP probe, and GET/APPLY requests resolved to one
  * user and handed to the request handler. Every reply goes through
  * reply_line() / the cairn_router_reply API and is flushed at its end.
@@ -74,16 +75,42 @@ reply_and_close(struct cairn_router_conn *conn, const char *text)
     return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE, text);
 }
 
+/*
+ * With require_tls nothing but STARTTLS (and NOOP, EXIT) is of use before
+ * the handshake: no SASL line, so that a 3.6 sync_client, which does
+ * STARTTLS only when it has no mechanism (backend.c's
+ * backend_authenticate()), does it; no COMPRESS, which would make STARTTLS
+ * impossible.
+ */
+static bool
+waiting_for_tls(const struct cairn_router_conn *conn)
+{
+    return conn->channel->require_tls && !conn->tls_active;
+}
+
+/* Whether STARTTLS is a command on this connection now. */
+static bool
+starttls_offered(const struct cairn_router_conn *conn)
+{
+    const struct cairn_router_channel *channel = conn->channel;
+
+    return channel->tls_context != NULL && !channel->implicit_tls &&
+           conn->tls == NULL;
+}
+
 int
 cairn_router_session_start(struct cairn_router_conn *conn)
 {
     const struct cairn_router_channel *channel = conn->channel;
     int rc = CAIRN_OK;
 
-    if (channel->auth.mechanisms[0] != '\0')
+    if (channel->auth.mechanisms[0] != '\0' && !waiting_for_tls(conn) &&
+        !conn->tls_client_refused)
         rc = cairn_buf_printf(&conn->reply, "* SASL %s\r\n",
                               channel->auth.mechanisms);
-    if (rc == 0 && channel->compress)
+    if (rc == 0 && starttls_offered(conn))
+        rc = cairn_buf_append_str(&conn->reply, "* STARTTLS\r\n");
+    if (rc == 0 && channel->compress && !waiting_for_tls(conn))
         rc = cairn_buf_append_str(&conn->reply, "* COMPRESS DEFLATE\r\n");
     if (rc == 0)
         rc = cairn_buf_printf(
@@ -92,6 +119,32 @@ cairn_router_session_start(struct cairn_router_conn *conn)
             conn->router->servername);
     if (rc == 0)
         rc = cairn_router_conn_flush_reply(conn);
+    return rc;
+}
+
+int
+cairn_router_session_tls_ready(struct cairn_router_conn *conn)
+{
+    /* sync_client reads capabilities again up to "* OK" and sends
+     * nothing before (backend.c's backend_starttls()). */
+    return cairn_router_session_start(conn);
+}
+
+static int
+cmd_starttls(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
+{
+    int rc;
+
+    if (conn->auth.authenticated)
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "Can't Starttls after authentication");
+    if (conn->compress != NULL)
+        return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
+                          "Can't Starttls after COMPRESS");
+    rc = reply_line(conn, CAIRN_CSYNC_OK, CAIRN_CSYNC_CODE_NONE,
+                    "Begin TLS negotiation now");
+    if (rc == 0)
+        rc = cairn_router_conn_start_tls(conn);
     return rc;
 }
 
@@ -162,6 +215,16 @@ cmd_authenticate(struct cairn_router_conn *conn,
     if (conn->auth.authenticated)
         return reply_line(conn, CAIRN_CSYNC_BAD, CAIRN_CSYNC_CODE_NONE,
                           "Already authenticated");
+    if (waiting_for_tls(conn)) {
+        cairn_router_event(conn->router, conn, CAIRN_ROUTER_EVENT_WARN,
+                           "badlogin: AUTHENTICATE before STARTTLS refused "
+                           "(require_tls)");
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                          "TLS required: STARTTLS first (require_tls)");
+    }
+    if (conn->tls_client_refused)
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                          "Client certificate not allowed on this channel");
     cairn_buf_init(&challenge, CAIRN_ROUTER_SASL_LINE_MAX + 1);
     rc = cairn_router_auth_begin(&conn->auth, cmd->args[0],
                                  cmd->argc > 1 ? cmd->args[1] : NULL,
@@ -197,6 +260,9 @@ cmd_compress(struct cairn_router_conn *conn, struct cairn_csync_command *cmd)
     char text[128];
     int rc;
 
+    if (waiting_for_tls(conn))
+        return reply_line(conn, CAIRN_CSYNC_NO, CAIRN_CSYNC_CODE_NONE,
+                          "TLS required: STARTTLS first (require_tls)");
     if (conn->compress != NULL) {
         snprintf(text, sizeof(text), "Compression already active: %s",
                  cmd->args[0]);
@@ -281,8 +347,8 @@ cairn_router_reply_complete(struct cairn_router_reply *reply,
     if (conn != NULL && reply->message != NULL)
         cairn_router_stage_settle(conn->stage, status == CAIRN_CSYNC_OK);
     if (conn != NULL) {
-        cairn_router_metric_command(conn->channel->name, conn->command,
-                                    status, code);
+        cairn_router_metric_command(conn->channel->name, conn->command, status,
+                                    code);
         rc = cairn_csync_write_response(&conn->reply, status, code, "%s",
                                         text != NULL ? text : "");
         if (rc == 0)
@@ -478,6 +544,7 @@ static const struct session_command session_commands[] = {
     {CAIRN_CSYNC_AUTHENTICATE, "Authenticate", 1, 2, PRE_AUTH,
      cmd_authenticate},
     {CAIRN_CSYNC_COMPRESS, "Compress", 1, 1, PRE_AUTH, cmd_compress},
+    {CAIRN_CSYNC_STARTTLS, "Starttls", 0, 0, PRE_AUTH, cmd_starttls},
     {CAIRN_CSYNC_NOOP, "Noop", 0, 0, PRE_AUTH, cmd_noop},
     {CAIRN_CSYNC_RESTART, "Restart", 0, 0, PRE_AUTH, cmd_restart},
     {CAIRN_CSYNC_EXIT, "Exit", 0, 0, PRE_AUTH, cmd_exit},
@@ -496,6 +563,10 @@ find_command(const struct cairn_router_conn *conn, enum cairn_csync_verb verb)
             continue;
         /* Without compression on offer, COMPRESS is not a command here. */
         if (verb == CAIRN_CSYNC_COMPRESS && !conn->channel->compress)
+            return NULL;
+        /* Without TLS (or with it on already), STARTTLS is unknown, as
+         * in sync_server. */
+        if (verb == CAIRN_CSYNC_STARTTLS && !starttls_offered(conn))
             return NULL;
         return entry;
     }
@@ -595,6 +666,7 @@ cairn_router_session_process(struct cairn_router_conn *conn)
         struct cairn_csync_command cmd;
         size_t consumed = 0;
         bool was_compressed = conn->compress != NULL;
+        bool had_tls = conn->tls != NULL;
 
         memset(&cmd, 0, sizeof(cmd));
         rc = cairn_csync_reader_feed(conn->reader, conn->input.data,
@@ -611,8 +683,10 @@ cairn_router_session_process(struct cairn_router_conn *conn)
         cairn_csync_command_release(&cmd);
         if (rc < 0)
             break;
-        /* After COMPRESS the rest of input moved to the inflater. */
-        if (!was_compressed && conn->compress != NULL)
+        /* After COMPRESS the rest of input moved to the inflater; after
+         * STARTTLS it was dropped and the handshake comes first. */
+        if ((!was_compressed && conn->compress != NULL) ||
+            (!had_tls && conn->tls != NULL))
             break;
     }
     return rc;
