@@ -466,8 +466,9 @@ cairn_curve_setup(const struct cairn_config *config, const char *self_key,
         if (asprintf(&path, "%s/%s.secret", dir, self_key) >= 0 &&
             cairn_secret_file_exposed(path, &mode))
             report(CAIRN_LOG_WARN,
-                   "%s is readable by others (mode %04o): chmod 600 it", path,
-                   (unsigned)mode);
+                   "%s holds a secret key and its group or others may read "
+                   "or write it (mode %04o): chmod 600 it",
+                   path, (unsigned)mode);
         free(path);
     }
 out:

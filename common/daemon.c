@@ -161,7 +161,10 @@ cairn_privileges_prepare_dir(const char *path, uid_t uid, gid_t gid,
                      strerror(errno));
             break;
         }
-        if ((made || last) && chown(copy, uid, gid) != 0) {
+        /* The daemon's own directory also gets the directory mode when
+         * it existed already. */
+        if (((made || last) && chown(copy, uid, gid) != 0) ||
+            (last && chmod(copy, cairn_data_dir_mode(data_mode)) != 0)) {
             rc = say(error, error_size, CAIRN_EIO,
                      "cannot give %s to the service user: %s", copy,
                      strerror(errno));
@@ -239,6 +242,13 @@ cairn_daemon_start_files(const struct cairn_daemon_start *state, char *error,
     if (!state->switch_needed)
         return CAIRN_OK;
     return cairn_privileges_files_as(state->uid, state->gid, error, error_size);
+}
+
+void
+cairn_daemon_start_files_done(const struct cairn_daemon_start *state)
+{
+    if (state->switch_needed)
+        cairn_privileges_files_as(0, 0, NULL, 0);
 }
 
 int

@@ -63,7 +63,8 @@ int cairn_privileges_check(const char *user, bool allow_root,
  * Hands the directory path (NULL: nothing to do) to uid:gid, so that the
  * daemon can keep writing there after the switch: it and the parents it
  * is missing are created with data_mode's directory bits and given to
- * uid:gid (existing parents are left alone). Only as root.
+ * uid:gid (existing parents are left alone; path itself, when it exists,
+ * gets uid:gid and the directory bits). Only as root.
  */
 int cairn_privileges_prepare_dir(const char *path, uid_t uid, gid_t gid,
                                  mode_t data_mode, char *error,
@@ -107,6 +108,8 @@ int cairn_daemon_start_begin(const char *user, bool allow_root,
                              char *error, size_t error_size);
 int cairn_daemon_start_files(const struct cairn_daemon_start *state,
                              char *error, size_t error_size);
+/* Back to root's file ids (a -w or pid file written before the switch). */
+void cairn_daemon_start_files_done(const struct cairn_daemon_start *state);
 int cairn_daemon_start_end(const struct cairn_daemon_start *state, char *error,
                            size_t error_size);
 

@@ -7,10 +7,12 @@
  */
 #include "config.h"
 #include "curve.h"
+#include "daemon.h"
 #include "loop.h"
 #include "metrics.h"
 #include "node_metrics.h"
 #include "node_server.h"
+#include "service.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -35,6 +37,7 @@ struct options {
     const char *endpoint_file; /* the bound endpoint is written here */
     bool foreground;
     bool check_only;
+    bool allow_root; /* --allow-root: stay root without [security] user */
 };
 
 /* The other nodes of this node's destinations, at most this many. */
@@ -44,6 +47,7 @@ struct daemon_state {
     const struct options *options;
     struct cairn_config *config;
     struct cairn_node_server *server;
+    struct cairn_daemon_start start;         /* the switch to [security] user */
     struct cairn_node_peer peers[PEERS_MAX]; /* strings of config */
     uint64_t scrub_signal_timer;
 };
@@ -51,13 +55,17 @@ struct daemon_state {
 /* SIGUSR1 arrived: the loop's timer starts a scrub round. */
 static volatile sig_atomic_t scrub_signalled;
 
+#ifndef CAIRN_VERSION
+#define CAIRN_VERSION "unknown"
+#endif
+
 static void
-usage(void)
+usage(FILE *out)
 {
     fprintf(
-        stderr,
-        "usage: cairn-node [-ft] [-c cluster.conf] [-d dir] [-e endpoint]\n"
-        "                  [-w file] -n name\n"
+        out,
+        "usage: cairn-node [-ft] [--allow-root] [-c cluster.conf] [-d dir]\n"
+        "                  [-e endpoint] [-w file] -n name\n"
         "       -c FILE      configuration (default: built-in)\n"
         "       -n NAME      the [node NAME] section to run\n"
         "       -f           stay in the foreground\n"
@@ -65,6 +73,9 @@ usage(void)
         "       -d DIR       data directory instead of the section's\n"
         "       -e ENDPOINT  endpoint instead of the section's\n"
         "       -w FILE      write the bound endpoint to FILE once ready\n"
+        "       --allow-root stay root when [security] user is not set\n"
+        "       -h, --help   this help\n"
+        "       --version    print the version\n"
         "signals: SIGHUP reloads the configuration, SIGUSR1 starts a scrub\n"
         "round now, SIGTERM/SIGINT stop\n");
 }
@@ -236,10 +247,13 @@ on_signal(struct cairn_loop *loop, int signo, void *arg)
     struct daemon_state *state = arg;
 
     if (signo == SIGHUP) {
+        cairn_service_reloading();
         reload(state);
+        cairn_service_ready(NULL);
         return;
     }
     cairn_log_info("signal %d: shutting down", signo);
+    cairn_service_stopping();
     cairn_node_server_shutdown(state->server);
     cairn_loop_stop(loop);
 }
@@ -345,7 +359,11 @@ serve(struct daemon_state *state,
     if ((rc = cairn_loop_new(&loop)) < 0 ||
         (rc = cairn_loop_watch_signals(loop, on_signal, state)) < 0)
         goto out;
-    if ((rc = cairn_node_server_new(loop, NULL, settings, &state->server, error,
+    /* Bound and opened with root's rights, files created as the user
+     * (the switch for good once the -w file is written). */
+    if ((rc = cairn_daemon_start_files(&state->start, error, sizeof(error))) <
+            0 ||
+        (rc = cairn_node_server_new(loop, NULL, settings, &state->server, error,
                                     sizeof(error))) < 0) {
         cairn_log_error("node %s: %s", settings->name,
                         error[0] ? error : cairn_strerror(rc));
@@ -371,6 +389,8 @@ serve(struct daemon_state *state,
     cairn_log_info("node %s: listening on %s, data in %s", settings->name,
                    cairn_node_server_endpoint(state->server),
                    settings->data_dir);
+    /* The -w file, like a pid file, is written with root's rights. */
+    cairn_daemon_start_files_done(&state->start);
     if (state->options->endpoint_file &&
         (rc = write_endpoint_file(state->options->endpoint_file,
                                   cairn_node_server_endpoint(state->server))) <
@@ -378,6 +398,15 @@ serve(struct daemon_state *state,
         cairn_log_error("cannot write %s", state->options->endpoint_file);
         goto out;
     }
+    if ((rc = cairn_daemon_start_end(&state->start, error, sizeof(error))) <
+        0) {
+        cairn_log_error("node %s: %s", settings->name, error);
+        goto out;
+    }
+    if (state->start.switch_needed)
+        cairn_log_info("running as %s (uid %ld, gid %ld)", state->start.user,
+                       (long)state->start.uid, (long)state->start.gid);
+    cairn_service_ready("serving");
     rc = cairn_loop_run(loop);
 out:
     cairn_node_server_free(state->server);
@@ -388,11 +417,36 @@ out:
     return rc;
 }
 
+/*
+ * Before anything is opened: data_mode for what the node creates, and the
+ * switch to [security] user decided (refused as root without one unless
+ * --allow-root); the data directory is handed to the user.
+ */
+static int
+start_daemon(struct daemon_state *state,
+             const struct cairn_node_server_settings *settings)
+{
+    const struct cairn_config_security *security =
+        cairn_config_security(state->config);
+    const char *dirs[] = {settings->data_dir};
+    char error[512] = "";
+    int rc;
+
+    if ((rc = cairn_daemon_start_begin(
+             security->user, state->options->allow_root,
+             (mode_t)security->data_mode, dirs, 1, &state->start, error,
+             sizeof(error))) < 0)
+        cairn_log_error("node %s: %s", settings->name, error);
+    return rc;
+}
+
 static int
 parse_options(int argc, char **argv, struct options *options)
 {
     static const struct option long_options[] = {
-        {"check", no_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
+        {"check", no_argument, NULL, 't'},
+        {"allow-root", no_argument, NULL, 'R'},
+        {NULL, 0, NULL, 0}};
     int option;
 
     while ((option = getopt_long(argc, argv, "c:n:fte:d:w:h", long_options,
@@ -419,6 +473,9 @@ parse_options(int argc, char **argv, struct options *options)
         case 'w':
             options->endpoint_file = optarg;
             break;
+        case 'R':
+            options->allow_root = true;
+            break;
         default:
             return CAIRN_EINVAL;
         }
@@ -436,9 +493,12 @@ main(int argc, char **argv)
     struct cairn_node_server_settings settings;
     int status = EXIT_OK;
 
+    if (cairn_service_standard_options(argc, argv, "cairn-node", CAIRN_VERSION,
+                                       usage, &status))
+        return status;
     cairn_log_init("cairn-node", CAIRN_LOG_INFO, true, false);
     if (parse_options(argc, argv, &options) < 0) {
-        usage();
+        usage(stderr);
         return EXIT_USAGE;
     }
     state.options = &options;
@@ -446,6 +506,7 @@ main(int argc, char **argv)
         return EXIT_CONFIG;
     if (settings_from_config(state.config, &options, &settings) < 0) {
         status = EXIT_CONFIG;
+
     } else if (options.check_only) {
         printf("%s: configuration ok for node %s\n",
                cairn_config_name(state.config), options.name);
@@ -455,9 +516,9 @@ main(int argc, char **argv)
             "cairn-node",
             cairn_config_find_node(state.config, options.name)->log_level,
             options.foreground, !options.foreground);
-        peers_from_config(state.config, options.name, state.peers,
-                          &settings);
-        if (setup_curve(state.config, options.name) < 0) {
+        peers_from_config(state.config, options.name, state.peers, &settings);
+        if (start_daemon(&state, &settings) < 0 ||
+            setup_curve(state.config, options.name) < 0) {
             status = EXIT_CONFIG;
         } else if (!options.foreground && daemon(1, 0) != 0) {
             cairn_log_error("cannot detach from the terminal");

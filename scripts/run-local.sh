@@ -96,8 +96,10 @@ start_all() {
             continue
         fi
         rm -f "$run/$name.ready"
+        # A local try-out as root: --allow-root (a production cluster sets
+        # [security] user instead, README "Least privilege").
         "$build/node/cairn-node" -f -n "$name" -w "$run/$name.ready" \
-            >>"$data/log/$name.log" 2>&1 &
+            --allow-root >>"$data/log/$name.log" 2>&1 &
         echo $! >"$run/$name.pid"
         wait_for "$name" test -s "$run/$name.ready"
         echo "run-local: started $name (pid $(cat "$run/$name.pid")), log $data/log/$name.log"
@@ -113,7 +115,8 @@ start_all() {
     if alive router; then
         echo "run-local: router already running (pid $(cat "$run/router.pid"))"
     else
-        "$build/router/cairn-router" >>"$data/log/router.log" 2>&1 &
+        "$build/router/cairn-router" --allow-root \
+            >>"$data/log/router.log" 2>&1 &
         echo $! >"$run/router.pid"
         wait_for router router_banner
         echo "run-local: started router (pid $(cat "$run/router.pid")) on $router_address, log $data/log/router.log"

@@ -167,7 +167,14 @@ class Cluster:
     main] (e.g. {"ack": "one"}); node_hosts: {node: address} for nodes
     that listen elsewhere than 127.0.0.1 (inside a network namespace the
     test made, labnet.py); node_wrappers: {node: argv prefix} the node runs
-    under (e.g. ["ip", "netns", "exec", NS]).  Nothing runs until start()."""
+    under (e.g. ["ip", "netns", "exec", NS]); sections: {section: {key:
+    value}} of further single sections (e.g. {"scrub": {"rate": "1M"}});
+    security: further [security] keys (e.g. {"user": "cairn-test",
+    "data_mode": "0640"}); sasl_password_file: the channel's password is
+    written to this file and named by sasl_password_file instead of
+    sasl_password. Without [security] user the daemons get
+    --allow-root (they refuse to stay root otherwise; a no-op when the
+    test is not root). Nothing runs until start()."""
 
     def __init__(self, binaries, nodes=3, replicas=2, channel="cairn",
                  sasl_user="repluser", sasl_password="replpass",
@@ -175,7 +182,8 @@ class Cluster:
                  router_settings=None, node_settings=None, keep=None,
                  prefix="cairn-cluster-", channel_settings=None,
                  destination_settings=None, node_hosts=None,
-                 node_wrappers=None):
+                 node_wrappers=None, sections=None, security=None,
+                 sasl_password_file=None):
         missing = binaries.missing()
         if missing:
             raise ClusterError("cairn programs not built: %s" % missing)
@@ -195,6 +203,11 @@ class Cluster:
         self.channel_settings = dict(channel_settings or {})
         self.destination_settings = dict(destination_settings or {})
         self.node_hosts = dict(node_hosts or {})
+        self.per_node_settings = {}  # set_node_settings()
+        self.sections = {k: dict(v) for k, v in (sections or {}).items()}
+        self.security = dict(security or {})
+        self.sasl_password_file = sasl_password_file
+        root_flags = [] if self.security.get("user") else ["--allow-root"]
         wrappers = dict(node_wrappers or {})
         self.csync_port = free_port()
         self.control_port = free_port()
@@ -213,10 +226,10 @@ class Cluster:
         for name in self.node_names:
             self.daemons[name] = Daemon(name, list(wrappers.get(name, [])) + [
                 binaries.node, "-f", "-c", self.config_path, "-n", name,
-                "-w", self._endpoint_file(name)],
+                "-w", self._endpoint_file(name)] + root_flags,
                 os.path.join(self.dir, name + ".log"))
         self.daemons["router"] = Daemon("router", [
-            binaries.router, "-c", self.config_path],
+            binaries.router, "-c", self.config_path] + root_flags,
             os.path.join(self.dir, "router.log"))
 
     # -- configuration ---------------------------------------------------
@@ -228,6 +241,12 @@ class Cluster:
         reads it when restarted."""
         if destination_settings is not None:
             self.destination_settings.update(destination_settings)
+        self._write_config()
+
+    def set_node_settings(self, node, settings):
+        """Extra keys of one node's section only (e.g. its own
+        metrics_listen); writes cluster.conf again."""
+        self.per_node_settings.setdefault(node, {}).update(settings)
         self._write_config()
 
     def data_dir(self, node):
@@ -255,7 +274,9 @@ class Cluster:
         lines += ["", "[channel %s]" % self.channel,
                   "listen = 127.0.0.1:%d" % self.csync_port,
                   "sasl_user = %s" % self.sasl_user,
-                  "sasl_password = %s" % self.sasl_password,
+                  ("sasl_password_file = %s" % self.sasl_password_file
+                   if self.sasl_password_file else
+                   "sasl_password = %s" % self.sasl_password),
                   "sasl_mechanisms = %s" % self.mechanisms,
                   "destinations = main"]
         lines += ["%s = %s" % kv for kv in self.channel_settings.items()]
@@ -272,16 +293,26 @@ class Cluster:
                     "data_dir": self.data_dir(name),
                     "reserve": "1M", "log_level": "debug"}
             node.update(self.node_settings)
+            node.update(self.per_node_settings.get(name, {}))
             lines.append("[node %s]" % name)
             lines += ["%s = %s" % kv for kv in node.items()]
             lines.append("")
         # CURVE on every ZeroMQ link, as by default; start() makes the
         # keys with `cairnctl keys create`.
         lines += ["[security]", "curve = yes",
-                  "curve_key_dir = %s" % self.key_dir, ""]
+                  "curve_key_dir = %s" % self.key_dir]
+        lines += ["%s = %s" % kv for kv in self.security.items()]
+        lines.append("")
+        for section, keys in self.sections.items():
+            lines.append("[%s]" % section)
+            lines += ["%s = %s" % kv for kv in keys.items()]
+            lines.append("")
         if self.limits:
             lines.append("[limits]")
             lines += ["%s = %s" % kv for kv in self.limits.items()]
+        if self.sasl_password_file:
+            with open(self.sasl_password_file, "w") as f:
+                f.write(self.sasl_password + "\n")
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
         os.chmod(self.config_path, 0o600)  # it holds the channel password

@@ -84,7 +84,7 @@ test_daemon_start(struct test_daemon *daemon, const char *binary,
         }
         execl(binary, binary, "-f", "-c", config_path, "-n", "node1", "-d",
               data_dir, "-e", "tcp://127.0.0.1:*", "-w", daemon->endpoint_file,
-              (char *)NULL);
+              "--allow-root", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 2000; i++) {

@@ -59,7 +59,8 @@ node_process_start(const char *binary, const char *config_path, const char *dir,
             dup2(fd, 2);
         }
         execl(binary, "cairn-node", "-f", "-c", config_path, "-n", name, "-e",
-              "tcp://127.0.0.1:*", "-w", endpoint_file, (char *)NULL);
+              "tcp://127.0.0.1:*", "-w", endpoint_file, "--allow-root",
+              (char *)NULL);
         _exit(127);
     }
     if (*pid <= 0)

@@ -166,7 +166,8 @@ router_start(const char *binary)
 
         dup2(fd, 1);
         dup2(fd, 2);
-        execl(binary, "cairn-router", "-c", config_path, (char *)NULL);
+        execl(binary, "cairn-router", "-c", config_path, "--allow-root",
+              (char *)NULL);
         _exit(127);
     }
     while (!ready && now_ms() < deadline && waitpid(pid, NULL, WNOHANG) == 0) {

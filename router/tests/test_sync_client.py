@@ -227,13 +227,14 @@ def end_to_end(router_path, node_path, cairnctl_path):
     node_log = open(os.path.join(work, "node.log"), "w+")
     ready = os.path.join(work, "node.ready")
     node_process = subprocess.Popen(
-        [node_path, "-c", conf, "-n", "node1", "-f", "-w", ready],
+        [node_path, "-c", conf, "-n", "node1", "-f", "-w", ready,
+         "--allow-root"],
         stdout=node_log, stderr=subprocess.STDOUT, cwd=work)
     router_process = None
     try:
         wait_for(lambda: os.path.exists(ready), "cairn-node")
         router_process = subprocess.Popen(
-            [router_path, "-c", conf], stdout=router_log,
+            [router_path, "-c", conf, "--allow-root"], stdout=router_log,
             stderr=subprocess.STDOUT, cwd=work)
         wait_for(lambda: listening(csync), "cairn-router")
 
