@@ -4,6 +4,7 @@
  * The password is read from a file (or the environment), never from the
  * command line, where every user of the machine could read it.
  */
+#include "daemon.h"
 #include "ops.h"
 #include "restore.h"
 
@@ -247,6 +248,7 @@ read_password(struct cairn_ops_context *context, const char *path,
     const char *env = getenv("CAIRN_RESTORE_PASSWORD");
     FILE *file;
     size_t len;
+    mode_t mode;
 
     if (path == NULL) {
         if (env == NULL || strlen(env) >= size) {
@@ -261,6 +263,12 @@ read_password(struct cairn_ops_context *context, const char *path,
         fprintf(context->err, "cairnctl restore: %s: cannot open\n", path);
         return CAIRN_EXIT_NOINPUT;
     }
+    if (cairn_secret_file_exposed(path, &mode))
+        fprintf(context->err,
+                "cairnctl restore: warning: %s holds a password and its "
+                "group or others may read or write it (mode %04o): chmod "
+                "600 it\n",
+                path, (unsigned)mode);
     if (fgets(password, (int)size, file) == NULL)
         password[0] = '\0';
     fclose(file);

@@ -5,6 +5,7 @@
 #include "ops.h"
 
 #include "curve.h"
+#include "daemon.h"
 
 #include <getopt.h>
 #include <string.h>
@@ -373,8 +374,13 @@ cairn_ops_load_config(struct cairn_ops_context *context, const char *path,
         rc = cairn_config_load(path, config, &error);
     else
         rc = cairn_config_load_default(config, &error);
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK) {
+        /* What cairnctl creates (imports, journals, restore copies) gets
+         * data_mode like the daemons' files. */
+        cairn_data_mode_apply(
+            (mode_t)cairn_config_security(*config)->data_mode);
         return setup_curve(context, *config);
+    }
     if (context->json) {
         fputs("{\"file\":", context->out);
         cairn_ops_json_string(context->out, error.file);

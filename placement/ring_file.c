@@ -232,7 +232,9 @@ cairn_ring_save(const struct cairn_ring *ring, const char *path)
         goto out;
     }
     fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
+    /* 0644 whatever the umask (data_mode): the ring names nodes, no user,
+     * and the daemons' service user must read what root's cairnctl made. */
+    if (fd < 0 || fchmod(fd, 0644) < 0) {
         rc = CAIRN_EIO;
         goto out;
     }
