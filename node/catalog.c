@@ -360,6 +360,22 @@ cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
 }
 
 int
+cairn_catalog_foreach_damaged(struct cairn_catalog *catalog,
+                              int (*visit)(void *ctx, const char *userid),
+                              void *ctx)
+{
+    sqlite3_stmt *stmt = NULL;
+
+    if (sqlite3_prepare_v2(catalog->db,
+                           "SELECT u.userid FROM users u JOIN cairn_scrub s"
+                           " ON s.userid = u.userid"
+                           " WHERE s.damage IS NOT NULL ORDER BY u.userid",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return CAIRN_EDB;
+    return visit_users(stmt, visit, ctx);
+}
+
+int
 cairn_catalog_scrub_figures(struct cairn_catalog *catalog, int64_t since_ms,
                             uint64_t *users, uint64_t *checked,
                             uint64_t *damaged)

@@ -380,6 +380,10 @@ int cairn_catalog_foreach_scrub_due(struct cairn_catalog *catalog,
                                     int64_t before_ms, bool include_never,
                                     int (*visit)(void *ctx, const char *userid),
                                     void *ctx);
+/* Each user the scrub marked damaged; non-zero from visit stops. */
+int cairn_catalog_foreach_damaged(struct cairn_catalog *catalog,
+                                  int (*visit)(void *ctx, const char *userid),
+                                  void *ctx);
 /* Users, those checked after since_ms, and those marked damaged. */
 int cairn_catalog_scrub_figures(struct cairn_catalog *catalog, int64_t since_ms,
                                 uint64_t *users, uint64_t *checked,

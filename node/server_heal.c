@@ -47,6 +47,7 @@
 
 enum heal_phase {
     PHASE_DIGESTS, /* asking every peer for its digest */
+    PHASE_PEERS,   /* peers that differ verify themselves in full */
     PHASE_SETTLE,  /* an older copy: asking again after SETTLE_MS */
     PHASE_VERIFY,  /* a candidate source verifies itself in full */
     PHASE_PULL,    /* waiting for the worker, then pulling */
@@ -72,6 +73,8 @@ struct heal_case {
     int64_t own_newest;
     struct stat own_file;        /* the data file when compared (settle) */
     struct peer_answer *answers; /* one per peer */
+    bool *bad;                   /* per peer: failed its full verify */
+    bool peers_checked;          /* PHASE_PEERS done */
     char first_digests[8][41];   /* PHASE_SETTLE: the first answers */
     size_t waiting;
     char want[41];    /* the good digest */
@@ -87,7 +90,9 @@ struct heal_case {
 struct node_heal {
     struct cairn_node_peer *peers; /* strings owned */
     size_t peer_count;
-    struct cairn_node_client *client; /* on the server's loop, lazily */
+    struct cairn_node_client *client;        /* on the server's loop, lazily */
+    struct cairn_node_client *verify_client; /* the same, long timeout */
+    uint64_t resume_ms; /* next walk of the users marked damaged */
     struct heal_case *cases;
     uint64_t timer;
     uint64_t ok, failed, no_source, diverged;
@@ -101,6 +106,7 @@ struct peer_call {
 };
 
 static void advance(struct cairn_node_server *server, struct heal_case *c);
+static void decide(struct cairn_node_server *server, struct heal_case *c);
 
 static struct heal_case *
 find_case(struct node_heal *heal, const char *userid)
@@ -118,6 +124,7 @@ case_free(struct heal_case *c)
         return;
     free(c->userid);
     free(c->answers);
+    free(c->bad);
     free(c);
 }
 
@@ -147,17 +154,26 @@ ensure_client(struct cairn_node_server *server)
 
     if (heal->client != NULL)
         return 0;
-    settings.timeout_ms = VERIFY_TIMEOUT_MS;
+    /* one client per timeout: a digest is quick, a full verify is not */
+    settings.timeout_ms = DIGEST_TIMEOUT_MS;
     settings.max_frame = server->settings.max_frame;
     if ((rc = cairn_node_client_new(server->loop, server->zmq_context,
                                     &settings, &heal->client)) < 0)
         return rc;
+    settings.timeout_ms = VERIFY_TIMEOUT_MS;
+    rc = cairn_node_client_new(server->loop, server->zmq_context, &settings,
+                               &heal->verify_client);
     for (size_t i = 0; i < heal->peer_count && rc == 0; i++)
-        rc = cairn_node_client_add_node(heal->client, heal->peers[i].name,
-                                        heal->peers[i].endpoint, NULL);
+        if ((rc = cairn_node_client_add_node(heal->client, heal->peers[i].name,
+                                             heal->peers[i].endpoint, NULL)) ==
+            0)
+            rc = cairn_node_client_add_node(heal->verify_client,
+                                            heal->peers[i].name,
+                                            heal->peers[i].endpoint, NULL);
     if (rc < 0) {
         cairn_node_client_free(heal->client);
-        heal->client = NULL;
+        cairn_node_client_free(heal->verify_client);
+        heal->client = heal->verify_client = NULL;
     }
     return rc;
 }
@@ -207,6 +223,11 @@ on_digest(void *arg, const struct cairn_node_reply *reply)
         }
         if (status != NULL && !answer->held)
             snprintf(answer->text, sizeof(answer->text), "does not hold it");
+        if (answer->held && c->bad[call->peer]) {
+            answer->code = CAIRN_ECORRUPT;
+            snprintf(answer->text, sizeof(answer->text),
+                     "its full verify failed");
+        }
         if (status)
             cairn__status_reply__free_unpacked(status, NULL);
         if (c->waiting > 0 && --c->waiting == 0)
@@ -224,7 +245,35 @@ on_verify(void *arg, const struct cairn_node_reply *reply)
     struct heal_case *c = find_case(server->heal, call->userid);
     Cairn__UserResults *results = NULL;
 
-    if (c != NULL && c->phase == PHASE_VERIFY && c->candidate == call->peer) {
+    if (c != NULL && c->phase == PHASE_PEERS) {
+        struct peer_answer *answer = &c->answers[call->peer];
+
+        if (reply->status == 0 && reply->frame_count > 0)
+            results = cairn__user_results__unpack(
+                NULL, reply->frames[0].len,
+                (const uint8_t *)reply->frames[0].data);
+        for (size_t i = 0; results != NULL && i < results->n_results; i++) {
+            const Cairn__UserResult *one = results->results[i];
+
+            if (one->user == NULL || strcmp(one->user, c->userid) != 0 ||
+                one->code == 0)
+                continue;
+            c->bad[call->peer] = true;
+            answer->code = CAIRN_ECORRUPT;
+            snprintf(answer->text, sizeof(answer->text),
+                     "its full verify: %s: %s", cairn_strerror(one->code),
+                     one->text ? one->text : "");
+        }
+        if (results == NULL)
+            answer->code = reply->status ? reply->status : CAIRN_EPROTO;
+        if (results)
+            cairn__user_results__free_unpacked(results, NULL);
+        if (c->waiting > 0 && --c->waiting == 0) {
+            c->phase = PHASE_DIGESTS;
+            decide(server, c);
+        }
+    } else if (c != NULL && c->phase == PHASE_VERIFY &&
+               c->candidate == call->peer) {
         struct peer_answer *answer = &c->answers[call->peer];
         bool good = false;
 
@@ -296,8 +345,9 @@ ask_peer(struct cairn_node_server *server, struct heal_case *c, size_t peer,
         verify ? CAIRN__KIND__VERIFY_REQUEST : CAIRN__KIND__DIGEST_REQUEST;
     request.frames = &frame;
     request.frame_count = 1;
-    rc = cairn_node_client_send(server->heal->client, peer, &request,
-                                verify ? on_verify : on_digest, call, NULL);
+    rc = cairn_node_client_send(
+        verify ? server->heal->verify_client : server->heal->client, peer,
+        &request, verify ? on_verify : on_digest, call, NULL);
 out:
     if (rc < 0) {
         free(call->userid);
@@ -448,6 +498,24 @@ decide(struct cairn_node_server *server, struct heal_case *c)
     int good = choose_good(server, c, c->want);
 
     describe_answers(server, c, answers, sizeof(answers));
+    if (!c->damaged && !c->peers_checked) {
+        /* a peer that differs may be damaged without knowing it yet (its
+         * own scrub has not come to the user): it verifies itself first */
+        c->peers_checked = true;
+        c->waiting = 0;
+        c->phase = PHASE_PEERS;
+        for (size_t i = 0; i < heal->peer_count; i++) {
+            const struct peer_answer *a = &c->answers[i];
+
+            if (a->held && a->code == 0 &&
+                strcmp(a->digest, c->own_digest) != 0 &&
+                ask_peer(server, c, i, true) == 0)
+                c->waiting++;
+        }
+        if (c->waiting > 0)
+            return; /* on_verify decides again */
+        c->phase = PHASE_DIGESTS;
+    }
     if (!c->damaged && (good == 0 || strcmp(c->want, c->own_digest) == 0)) {
         node_event(server, CAIRN_LOG_DEBUG, NULL,
                    "heal: %s agrees with its replicas (%s)", c->userid,
@@ -758,20 +826,43 @@ advance(struct cairn_node_server *server, struct heal_case *c)
     case PHASE_PULL:
         start_pull(server, c);
         return;
+    case PHASE_PEERS: /* on_verify goes on */
     case PHASE_CHECK:
     case PHASE_WAIT:
         return;
     }
 }
 
+/* A user marked damaged (before a restart, or heal just turned on). */
+static int
+resume_damaged(void *ctx, const char *userid)
+{
+    struct cairn_node_server *server = ctx;
+
+    if (find_case(server->heal, userid) == NULL)
+        node_heal_after_scrub(server, userid, CAIRN_ECORRUPT, NULL);
+    return 0;
+}
+
 static void
 on_tick(struct cairn_loop *loop, uint64_t timer_id, void *arg)
 {
     struct cairn_node_server *server = arg;
+    struct node_heal *heal = server->heal;
     struct heal_case *c, *next;
 
     (void)loop;
     (void)timer_id;
+    if (cairn_loop_now_ms() >= heal->resume_ms && !server->shut_down) {
+        uint64_t interval = node_scrub_interval_ms(server);
+
+        /* the users found damaged that no heal holds: tried again */
+        heal->resume_ms =
+            cairn_loop_now_ms() + (interval < RETRY_MS ? interval : RETRY_MS);
+        if (server->settings.scrub_heal && heal->peer_count > 0)
+            cairn_catalog_foreach_damaged(server->catalog, resume_damaged,
+                                          server);
+    }
     for (c = server->heal->cases; c != NULL; c = next) {
         next = c->next;
         if (c->phase == PHASE_PULL && !server->worker_running)
@@ -803,7 +894,8 @@ node_heal_after_scrub(struct cairn_node_server *server, const char *userid,
     if (ensure_client(server) < 0 || (c = calloc(1, sizeof(*c))) == NULL)
         return;
     if ((c->userid = strdup(userid)) == NULL ||
-        (c->answers = calloc(heal->peer_count, sizeof(*c->answers))) == NULL) {
+        (c->answers = calloc(heal->peer_count, sizeof(*c->answers))) == NULL ||
+        (c->bad = calloc(heal->peer_count, sizeof(*c->bad))) == NULL) {
         case_free(c);
         return;
     }
@@ -914,6 +1006,7 @@ node_heal_release(struct cairn_node_server *server)
     if (heal->timer)
         cairn_loop_cancel_timer(server->loop, heal->timer);
     cairn_node_client_free(heal->client);
+    cairn_node_client_free(heal->verify_client);
     while (heal->cases != NULL) {
         struct heal_case *c = heal->cases;
 

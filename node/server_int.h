@@ -241,6 +241,13 @@ bool node_user_quarantined(struct cairn_node_server *server,
 /* Answers request with the retryable NO of a quarantined user. */
 int node_reply_quarantined(struct cairn_node_server *server,
                            struct node_request *request);
+/*
+ * Whether every mailbox of the store is userid's (CAIRN_ECORRUPT with
+ * the first that is not in error: another user's files in its place).
+ * Any thread (touches only the store).
+ */
+int node_check_owner(struct cairn_store *store, const char *userid, char *error,
+                     size_t error_size);
 /* Quarantines user for damage (copied): logged, kept in the catalog. */
 void node_scrub_quarantine(struct cairn_node_server *server,
                            struct node_user *user, const char *damage);

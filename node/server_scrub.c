@@ -108,6 +108,24 @@ node_scrub_interval_ms(const struct cairn_node_server *server)
                : DEFAULT_SCRUB_INTERVAL_MS;
 }
 
+int
+node_check_owner(struct cairn_store *store, const char *userid, char *error,
+                 size_t error_size)
+{
+    struct owner_check owner = {userid, ""};
+    int rc;
+
+    if ((rc = cairn_store_get_user(store, check_owner, &owner)) < 0)
+        return rc;
+    if (owner.foreign[0]) {
+        /* a file of another user put in this one's place */
+        snprintf(error, error_size, "holds mailbox %s, not one of %s's",
+                 owner.foreign, userid);
+        return CAIRN_ECORRUPT;
+    }
+    return 0;
+}
+
 /* On the worker thread: touches only the store and the job. */
 static int
 scrub_store(void *arg, struct cairn_store *store)
@@ -115,22 +133,15 @@ scrub_store(void *arg, struct cairn_store *store)
     struct scrub_job *job = arg;
     struct stat st;
 
-    struct owner_check owner = {job->userid, ""};
     int rc;
 
     if (stat(cairn_store_data_path(store), &st) == 0)
         job->bytes = (uint64_t)st.st_size;
     if ((rc = cairn_store_verify(store, job->levels, job->error,
                                  sizeof(job->error))) < 0 ||
-        (rc = cairn_store_get_user(store, check_owner, &owner)) < 0)
+        (rc = node_check_owner(store, job->userid, job->error,
+                               sizeof(job->error))) < 0)
         return rc;
-    if (owner.foreign[0]) {
-        /* a file of another user put in this one's place */
-        snprintf(job->error, sizeof(job->error),
-                 "holds mailbox %s, not one of %s's", owner.foreign,
-                 job->userid);
-        return CAIRN_ECORRUPT;
-    }
     /* the state digest replicas are compared by (self-heal) */
     if (node_state_digest(store, job->digest) < 0)
         job->digest[0] = '\0';

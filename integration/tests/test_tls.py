@@ -492,12 +492,6 @@ def main():
             step_client_certificates(cluster, certs)
             step_restore(lab, source, cluster, replica, certs)
             step_bad_certificate_path(cluster, binaries)
-            # Every SSL of every connection above is freed on close: under
-            # ASan a leak or an error makes the router exit non-zero.
-            status = cluster.stop().get("router")
-            expect(status == 0, "the router stops cleanly after all the "
-                   "TLS connections (exit %s)" % status, cluster.router_log()
-                   [-3000:])
     finally:
         for relay in relays.values():
             relay.close()
