@@ -61,6 +61,13 @@ int cairn_catalog_foreach(struct cairn_catalog *catalog,
                           int (*visit)(void *ctx, const char *userid,
                                        const char *data_path),
                           void *ctx);
+/* The same for at most limit users whose userid sorts after after ("":
+   from the first), in name order: one page of a long listing. */
+int cairn_catalog_foreach_page(struct cairn_catalog *catalog, const char *after,
+                               size_t limit,
+                               int (*visit)(void *ctx, const char *userid,
+                                            const char *data_path),
+                               void *ctx);
 
 /* --- opening a store ---------------------------------------------------- */
 
@@ -225,6 +232,26 @@ int cairn_store_read_message(struct cairn_store *store, const char *guid,
                                         size_t len),
                              void *ctx);
 
+/*
+ * Many bodies in one pass (cairn_store_read_message inflates a chunk from
+ * its start for every body, O(bodies x chunk) for a big folder). open
+ * opens data_path and index_path read-only, beside any store that has
+ * them open, and returns the owned reader (cairn_body_reader_free, NULL
+ * safe). order sorts guids in place into the order their bodies lie in
+ * the file (unknown GUIDs last). read streams guid's body to put, going
+ * on from where the last read stopped when guid lies further on, checks
+ * its SHA-1 (CAIRN_EMISMATCH) and says CAIRN_ENOENT for an unknown GUID.
+ */
+struct cairn_body_reader;
+int cairn_body_reader_open(const char *data_path, const char *index_path,
+                           struct cairn_body_reader **reader);
+void cairn_body_reader_free(struct cairn_body_reader *reader);
+int cairn_body_reader_order(struct cairn_body_reader *reader, char **guids,
+                            size_t count);
+int cairn_body_reader_read(struct cairn_body_reader *reader, const char *guid,
+                           int (*put)(void *ctx, const void *data, size_t len),
+                           void *put_ctx);
+
 /* --- maintenance --------------------------------------------------------- */
 
 /*
@@ -278,6 +305,19 @@ int cairn_store_rebuild_index(struct cairn_store *store,
  */
 int cairn_store_rebuild_index_until(struct cairn_store *store, int64_t until_ts,
                                     struct cairn_reindex_result *result);
+/*
+ * Indexes the whole members a caller wrote after the committed end of the
+ * data file (a pull's tail, node/pull.c), in one transaction, as the
+ * rebuild would: the index then covers the whole file again. Any member
+ * that does not inflate or parse, or a torn one at the end, fails the
+ * call (CAIRN_ECORRUPT): the index is rolled back and the file cut back
+ * to its committed end, so the store is as it was. result gets the
+ * counts of the new members.
+ */
+int cairn_store_index_appended(struct cairn_store *store,
+                               struct cairn_reindex_result *result);
+/* The committed end of the data file (where the next chunk will start). */
+uint64_t cairn_store_file_end(const struct cairn_store *store);
 /*
  * Whether cairn_store_open found no index and rebuilt it; result (when
  * true) gets what that rebuild found, so a caller that must judge it

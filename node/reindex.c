@@ -298,3 +298,80 @@ out:
     store_reopen_index(store, false);
     return rc;
 }
+
+uint64_t
+cairn_store_file_end(const struct cairn_store *store)
+{
+    return store->writer.file_end;
+}
+
+/* The members from store->writer.file_end to size, each whole or fail. */
+static int
+index_members_after(struct cairn_store *store, uint64_t size,
+                    struct cairn_reindex_result *result)
+{
+    struct reindex state = {.store = store,
+                            .member_offset = store->writer.file_end,
+                            .last_ts = store->last_ts,
+                            .until_ts = INT64_MAX};
+    struct chunk_member member;
+    int rc;
+
+    while (state.member_offset < size) {
+        chunk_sha1_state_hex(&store->writer.file_sha, store->writer.file_sha1);
+        state.chunk_open = false;
+        if ((rc = log_walk_chunk(store->fd, state.member_offset, 0, NULL,
+                                 reindex_visit, &state, &member)) < 0)
+            return rc == CAIRN_EPARSE ? CAIRN_ECORRUPT : rc;
+        if (member.end > size)
+            return CAIRN_ECORRUPT;
+        if ((rc = end_member(&state, &member, result)) < 0 ||
+            (rc = hash_range(store, state.member_offset, member.end)) < 0)
+            return rc;
+        state.member_offset = member.end;
+    }
+    if (result->partial_lines > 0)
+        return CAIRN_ECORRUPT;
+    store->last_ts = state.last_ts;
+    store->writer.file_end = size;
+    return 0;
+}
+
+int
+cairn_store_index_appended(struct cairn_store *store,
+                           struct cairn_reindex_result *result)
+{
+    uint64_t committed = store->writer.file_end;
+    SHA_CTX sha = store->writer.file_sha;
+    int64_t last_ts = store->last_ts;
+    struct stat st;
+    int rc;
+
+    memset(result, 0, sizeof(*result));
+    if (store->in_chunk)
+        return CAIRN_ESTATE;
+    if (fstat(store->fd, &st) < 0)
+        return CAIRN_EIO;
+    if ((uint64_t)st.st_size <= committed)
+        return 0;
+    if ((rc = sql_run(store->stmts[STMT_BEGIN])) < 0)
+        return rc;
+    rc = index_members_after(store, (uint64_t)st.st_size, result);
+    /* The data must be durable before the index names it. */
+    if (rc == 0 && fsync(store->fd) < 0)
+        rc = CAIRN_EIO;
+    if (rc == 0 && store->chunk_id != 0)
+        rc = store_save_tail(store, store->chunk_id);
+    if (rc == 0)
+        rc = sql_run(store->stmts[STMT_COMMIT]);
+    store->chunk_id = 0;
+    if (rc == 0)
+        return 0;
+    sql_run(store->stmts[STMT_ROLLBACK]);
+    store->writer.file_end = committed;
+    store->writer.file_sha = sha;
+    store->last_ts = last_ts;
+    if (ftruncate(store->fd, (off_t)committed) < 0 || fsync(store->fd) < 0)
+        return CAIRN_EIO;
+    return rc;
+}

@@ -5,6 +5,7 @@
  * appended updates into ACKs.
  */
 #include "common.h"
+#include "daemon.h"
 #include "node_metrics.h"
 #include "server_int.h"
 
@@ -651,7 +652,7 @@ copy_settings(struct cairn_node_server_settings *to,
 static int
 make_dir(const char *path)
 {
-    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+    if (mkdir(path, cairn_created_dir_mode()) == 0 || errno == EEXIST)
         return 0;
     return CAIRN_EIO;
 }
@@ -799,7 +800,9 @@ cairn_node_server_shutdown(struct cairn_node_server *server)
     node_scrub_schedule_release(server);
     node_worker_release(server); /* a running append finishes first */
     node_heal_release(server);
-    node_admin_release(server);  /* VERIFY / COMPACT not answered */
+    node_pulls_release(server); /* pulls under way fail, unanswered */
+    node_pull_sessions_trim(server, true);
+    node_admin_release(server); /* VERIFY / COMPACT not answered */
     node_commit_round(server);
     /* Split requests that never completed were never acknowledged. */
     for (request = server->streams; request != NULL; request = next) {
@@ -821,6 +824,8 @@ cairn_node_server_free(struct cairn_node_server *server)
         cairn_node_server_shutdown(server);
     node_worker_release(server);
     node_heal_release(server);
+    node_pulls_release(server);
+    node_pull_sessions_trim(server, true);
     node_users_free(server);
     cairn_zap_free(server->zap);
     if (server->socket)

@@ -64,6 +64,7 @@ struct node_user {
     /* a TRANSFER export read the data file: no compaction before this
      * (loop clock), or the bytes cairnctl relays would change under it */
     uint64_t exporting_until_ms;
+    bool pulling;   /* pull.c: a copy is being pulled in: not opened */
     int quarantine; /* server_scrub.c: unknown, clean, or quarantined */
     char *damage;   /* what the scrub found, owned */
 };
@@ -117,7 +118,13 @@ struct cairn_node_server {
      * are due at once (0: none asked) */
     int64_t scrub_now_ms;
     struct node_heal *heal;              /* server_heal.c, owned */
-    struct node_body_spool *body_spools;           /* server_restore.c */
+    struct node_body_spool *body_spools; /* server_restore.c */
+    /* pull_source.c: the ranges other nodes are pulling from this one */
+    struct node_pull_session *pull_sessions;
+    size_t pull_session_count;
+    uint64_t pull_session_last;
+    /* pull.c: this node's pulls, each on its own thread */
+    struct node_pulls *pulls;
 };
 
 /* server.c */
@@ -288,6 +295,7 @@ int node_state_digest(struct cairn_store *store, char hex[41]);
  * held. */
 int node_user_stats(struct cairn_node_server *server, const char *userid,
                     Cairn__UserStats *stats);
+
 void node_admin(struct cairn_node_server *server, struct node_request *request);
 /*
  * VERIFY and COMPACT run one user at a time on the worker: starts the
@@ -307,11 +315,39 @@ void node_restore_read(struct cairn_node_server *server,
 void node_restore_trim(struct cairn_node_server *server, bool all);
 
 /* transfer.c: TRANSFER_BEGIN/CHUNK/END (export, import, remove a user). */
+/*
+ * Commits the user's pending appends and keeps compaction off it for a
+ * few minutes (an export or a pull reads its file); touch renews that.
+ * CAIRN_ELOCKED while the worker holds the user's store.
+ */
+int node_transfer_hold(struct cairn_node_server *server, const char *userid);
+void node_transfer_hold_touch(struct cairn_node_server *server,
+                              const char *userid);
+/* A new empty data file as Cyrus names them; *path owned by the caller. */
+int node_transfer_data_path(const struct cairn_node_server *server,
+                            const char *userid, char **path);
+/*
+ * Opens data_path (whose index is missing: rebuilt), refuses any damaged
+ * or torn member, verifies at Cyrus's full level and (digest not NULL)
+ * computes the state digest. Touches no server state (any thread).
+ */
+int node_transfer_rebuild_verify(const char *data_path, char digest[41],
+                                 char *error, size_t error_size);
 /* Whether a TRANSFER export of user is under way (see node_user). */
 bool node_transfer_exporting(const struct node_user *user);
 void node_transfer(struct cairn_node_server *server,
                    struct node_request *request);
 
+/* pull_source.c: TRANSFER_* verb SEND, the side a pull reads from. */
+#define NODE_PULL_CHECK_BYTES (64 * 1024) /* prefix check of a resume */
+/* Hex SHA-1 of fd's bytes [from, to) (read with pread). */
+int node_pull_range_sha1(int fd, uint64_t from, uint64_t to, char hex[41]);
+int node_pull_source(struct cairn_node_server *server,
+                     struct node_request *request);
+/* Drops sessions idle for two minutes (all: every one, shutdown). */
+void node_pull_sessions_trim(struct cairn_node_server *server, bool all);
+
+/* pull.c: node-to-node pull (TRANSFER_BEGIN verb PULL from cairnctl). */
 struct node_pull_result {
     uint64_t bytes;
     char digest[64];
@@ -332,5 +368,10 @@ struct node_pull_result {
 int node_pull_user(struct cairn_node_server *server, const char *userid,
                    const char *peer_node, uint64_t rate_bytes_per_second,
                    struct node_pull_result *result);
+/* Answers a TRANSFER_BEGIN "PULL" (admin) once its pull thread is done. */
+void node_pull_request(struct cairn_node_server *server,
+                       struct node_request *request);
+/* Stops the pulls under way (they fail) and joins their threads. */
+void node_pulls_release(struct cairn_node_server *server);
 
 #endif /* CAIRN_NODE_SERVER_INT_H */

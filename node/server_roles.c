@@ -13,6 +13,7 @@
 #include "server_int.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static bool
 reads(Cairn__Kind kind)
@@ -34,6 +35,8 @@ peer_may(const Cairn__Envelope *envelope)
 {
     switch (envelope->kind) {
     case CAIRN__KIND__TRANSFER_BEGIN:
+        /* making this node pull a copy in is the administrator's call */
+        return envelope->verb == NULL || strcmp(envelope->verb, "PULL") != 0;
     case CAIRN__KIND__TRANSFER_CHUNK:
     case CAIRN__KIND__TRANSFER_END:
     case CAIRN__KIND__STATUS_REQUEST:

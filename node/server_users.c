@@ -119,6 +119,8 @@ node_user_open(struct cairn_node_server *server, struct node_user *user,
     user->last_used_ms = cairn_loop_now_ms();
     if (user->store)
         return 0;
+    if (user->pulling) /* pull.c replaces its files meanwhile */
+        return CAIRN_ELOCKED;
     if (server->open_stores >= server->settings.max_open_stores)
         close_oldest(server);
     rc = cairn_store_open_user(server->catalog, server->settings.data_dir,

@@ -28,6 +28,7 @@
  * of the user while an export reads it (hold_for_export).
  */
 #include "common.h"
+#include "daemon.h"
 #include "server_int.h"
 
 #include <errno.h>
@@ -77,8 +78,8 @@ node_transfer_exporting(const struct node_user *user)
  * export (CAIRN_ELOCKED, cairnctl says so), and none starts until the
  * export has been idle for EXPORT_HOLD_MS.
  */
-static int
-hold_for_export(struct cairn_node_server *server, const char *userid)
+int
+node_transfer_hold(struct cairn_node_server *server, const char *userid)
 {
     struct node_user *user = NULL;
     int rc = node_user_get(server, userid, &user);
@@ -93,6 +94,15 @@ hold_for_export(struct cairn_node_server *server, const char *userid)
     return CAIRN_OK;
 }
 
+void
+node_transfer_hold_touch(struct cairn_node_server *server, const char *userid)
+{
+    struct node_user *user = NULL;
+
+    if (node_user_get(server, userid, &user) == 0)
+        user->exporting_until_ms = cairn_loop_now_ms() + EXPORT_HOLD_MS;
+}
+
 static int
 export_begin(struct cairn_node_server *server, struct node_request *request)
 {
@@ -102,7 +112,7 @@ export_begin(struct cairn_node_server *server, struct node_request *request)
     int rc;
 
     cairn_buf_init(&frame, 4096);
-    if ((rc = hold_for_export(server, request->envelope->user)) < 0 ||
+    if ((rc = node_transfer_hold(server, request->envelope->user)) < 0 ||
         (rc = cairn_catalog_lookup(server->catalog, request->envelope->user,
                                    &data_path)) < 0 ||
         (rc = cairn_file_sha1(data_path, hex, &begin.total_bytes)) < 0 ||
@@ -130,7 +140,7 @@ export_chunk(struct cairn_node_server *server, struct node_request *request)
 
     cairn_buf_init(&frame, server->settings.max_frame);
     if ((rc = parse_offset(request, &offset)) < 0 ||
-        (rc = hold_for_export(server, request->envelope->user)) < 0 ||
+        (rc = node_transfer_hold(server, request->envelope->user)) < 0 ||
         (rc = cairn_catalog_lookup(server->catalog, request->envelope->user,
                                    &data_path)) < 0 ||
         (rc = cairn_buf_reserve(&frame, server->settings.max_frame)) < 0)
@@ -165,7 +175,8 @@ import_begin(struct cairn_node_server *server, struct node_request *request)
     if (rc != CAIRN_ENOENT ||
         (rc = spool_path(server, request->envelope->user, &path)) < 0)
         goto out;
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+              cairn_created_file_mode());
     rc = fd < 0 ? CAIRN_EIO
                 : node_reply(server, request, CAIRN__KIND__ACK, NULL, 0, false);
 out:
@@ -201,9 +212,9 @@ out:
     return rc;
 }
 
-/* Rebuilds the index of data_path and verifies everything it holds. */
-static int
-rebuild_and_verify(const char *data_path, char *error, size_t error_size)
+int
+node_transfer_rebuild_verify(const char *data_path, char digest[41],
+                             char *error, size_t error_size)
 {
     struct cairn_reindex_result result = {0};
     struct cairn_store *store = NULL;
@@ -220,15 +231,17 @@ rebuild_and_verify(const char *data_path, char *error, size_t error_size)
         goto out;
     }
     rc = cairn_store_verify(store, CAIRN_VERIFY_FULL, error, error_size);
+    if (rc == 0 && digest != NULL)
+        rc = node_state_digest(store, digest);
 out:
     cairn_store_close(store);
     return rc;
 }
 
 /* A new data file name as Cyrus makes them: data_dir/<hash>/<user>_XXXXXX. */
-static int
-make_data_path(struct cairn_node_server *server, const char *userid,
-               char **path)
+int
+node_transfer_data_path(const struct cairn_node_server *server,
+                        const char *userid, char **path)
 {
     char *dir = NULL;
     int fd, rc = CAIRN_ENOMEM;
@@ -244,10 +257,16 @@ make_data_path(struct cairn_node_server *server, const char *userid,
         goto out;
     }
     rc = CAIRN_EIO;
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+    if (mkdir(dir, cairn_created_dir_mode()) < 0 && errno != EEXIST)
         goto out;
     if ((fd = mkstemp(*path)) < 0)
         goto out;
+    /* mkstemp() makes 0600: the data file gets data_mode like the rest. */
+    if (fchmod(fd, cairn_created_file_mode()) < 0) {
+        close(fd);
+        unlink(*path);
+        goto out;
+    }
     close(fd);
     rc = 0;
 out:
@@ -295,14 +314,15 @@ import_end(struct cairn_node_server *server, struct node_request *request)
     rc = CAIRN_EIO;
     if ((fd = open(spool, O_RDONLY | O_CLOEXEC)) < 0 || fsync(fd) < 0)
         goto out;
-    if ((rc = make_data_path(server, userid, &data_path)) < 0)
+    if ((rc = node_transfer_data_path(server, userid, &data_path)) < 0)
         goto out;
     if (rename(spool, data_path) < 0) {
         rc = CAIRN_EIO;
         goto out;
     }
     if ((rc = cairn_fsync_parent_dir(data_path)) < 0 ||
-        (rc = rebuild_and_verify(data_path, error, sizeof(error))) < 0 ||
+        (rc = node_transfer_rebuild_verify(data_path, NULL, error,
+                                           sizeof(error))) < 0 ||
         (rc = cairn_catalog_set(server->catalog, userid, data_path)) < 0)
         goto out;
     node_scrub_lift(server, userid); /* a verified copy: not damaged */
@@ -374,8 +394,15 @@ node_transfer(struct cairn_node_server *server, struct node_request *request)
         node_reply_error(server, request, CAIRN_EBADNAME, 0, NULL);
         return;
     }
-    if (envelope->kind == CAIRN__KIND__TRANSFER_BEGIN &&
-        strcmp(verb, "EXPORT") == 0)
+    if (strcmp(verb, "PULL") == 0 &&
+        envelope->kind == CAIRN__KIND__TRANSFER_BEGIN) {
+        node_pull_request(server, request); /* pull.c */
+        return;
+    }
+    if (strcmp(verb, "SEND") == 0)
+        rc = node_pull_source(server, request); /* pull_source.c */
+    else if (envelope->kind == CAIRN__KIND__TRANSFER_BEGIN &&
+             strcmp(verb, "EXPORT") == 0)
         rc = export_begin(server, request);
     else if (envelope->kind == CAIRN__KIND__TRANSFER_CHUNK &&
              strcmp(verb, "READ") == 0)
