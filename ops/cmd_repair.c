@@ -203,41 +203,36 @@ pick_good(const struct replica *replicas, size_t count, bool *tie)
     return good;
 }
 
-/* Replaces target's copy of userid with a copy of source's. */
+/*
+ * Replaces target's copy of userid with a copy of source's: target pulls
+ * it from source (node to node), verifies it and compares digests before
+ * its own copy is replaced.
+ */
 static int
 copy_over(struct repair *repair, const char *userid,
           const struct replica *source, const struct replica *target)
 {
-    char digest[41] = "", text[256] = "";
-    uint64_t bytes = 0;
-    int rc = 0;
+    struct cairn_rebalance_pull_outcome pulled;
+    int rc;
 
-    if (target->held &&
-        (rc = cairn_rebalance_remove_user(repair->link, target->name, userid)) <
-            0 &&
-        rc != CAIRN_ENOENT)
-        goto out;
-    if ((rc = cairn_rebalance_copy_user(repair->link, source->name,
-                                        target->name, userid, &bytes, NULL,
-                                        NULL, text, sizeof(text))) < 0 ||
-        (rc = cairn_rebalance_node_digest(repair->link, target->name, userid,
-                                          digest, text, sizeof(text))) < 0)
-        goto out;
-    if (strcmp(digest, source->digest) != 0) {
-        snprintf(text, sizeof(text), "digest %.12s differs from %.12s's %.12s",
-                 digest, source->name, source->digest);
+    rc = cairn_rebalance_pull(repair->link, target->name, source->name, userid,
+                              0, true, &pulled);
+    if (rc == 0 && strcmp(pulled.digest, source->digest) != 0) {
+        snprintf(pulled.text, sizeof(pulled.text),
+                 "digest %.12s differs from %.12s's %.12s", pulled.digest,
+                 source->name, source->digest);
         rc = CAIRN_EMISMATCH;
-        goto out;
+    }
+    if (rc < 0) {
+        fprintf(repair->err, "repair: %s: copy %s -> %s: %s\n", userid,
+                source->name, target->name,
+                pulled.text[0] ? pulled.text : cairn_strerror(rc));
+        return rc;
     }
     repair->copies++;
     fprintf(repair->out, "%s: %s <- %s (%llu bytes)\n", userid, target->name,
-            source->name, (unsigned long long)bytes);
-out:
-    if (rc < 0)
-        fprintf(repair->err, "repair: %s: copy %s -> %s: %s\n", userid,
-                source->name, target->name,
-                text[0] ? text : cairn_strerror(rc));
-    return rc;
+            source->name, (unsigned long long)pulled.bytes);
+    return 0;
 }
 
 static int

@@ -1,7 +1,7 @@
 /*
  * rebalance_int.h - what `cairnctl rebalance` is made of (see the design
  * in user_mover.c): the journal that makes a run resumable, the calls to
- * the nodes (TRANSFER relay, STATS, VERIFY) and to the router's control
+ * the nodes (PULL, STATS, VERIFY) and to the router's control
  * endpoint, and the executor itself. Internal to cairn_ops; tests include
  * it.
  */
@@ -102,17 +102,6 @@ int cairn_rebalance_node_digest(struct cairn_rebalance_link *link,
                                 const char *node, const char *userid,
                                 char digest[41], char *text, size_t text_size);
 /*
- * Copies userid's data file from node source to node target
- * through this process (EXPORT/READ there, IMPORT/WRITE/IMPORT here); the
- * target rebuilds and verifies it before recording it. *bytes gets the
- * size; progress (may be NULL) is called after each piece.
- */
-int cairn_rebalance_copy_user(struct cairn_rebalance_link *link,
-                              const char *source, const char *target,
-                              const char *userid, uint64_t *bytes,
-                              void (*progress)(void *arg, uint64_t bytes),
-                              void *arg, char *text, size_t text_size);
-/*
  * The size and SHA-1 (hex) of userid's data file on node, as an export
  * would send it (the node then starts no compaction of the user for a few
  * minutes). CAIRN_ENOENT when the node does not hold the user.
@@ -133,6 +122,41 @@ int cairn_rebalance_push_file(struct cairn_rebalance_link *link,
                               size_t piece,
                               void (*progress)(void *arg, uint64_t bytes),
                               void *arg, char *text, size_t text_size);
+/*
+ * Node-to-node pull (node/pull.c): node target copies userid from node
+ * source itself (cairnctl sends one request and gets the outcome):
+ * whole, or only what source appended since target's copy when target
+ * holds a prefix of source's file (whole = false); target verifies the
+ * copy, compares its digest with source's at the moment the range was
+ * fixed, and installs it. rate: bytes per second read from the source
+ * (0: any).
+ */
+#define CAIRN_REBALANCE_PULL_TIMEOUT_MS (6 * 3600 * 1000)
+struct cairn_rebalance_pull_outcome {
+    int rc;
+    uint64_t bytes;      /* copied (the tail only when resumed) */
+    uint64_t file_bytes; /* the installed data file */
+    uint64_t elapsed_ms; /* at the target */
+    bool resumed;
+    char digest[41]; /* the installed copy's (equal to the source's) */
+    char text[256];  /* on failure: the target's and source's words */
+};
+typedef void (*cairn_rebalance_pull_fn)(
+    void *arg, const struct cairn_rebalance_pull_outcome *outcome);
+/* Starts one; fn(arg, outcome) is called from cairn_rebalance_link_run. */
+int cairn_rebalance_pull_start(struct cairn_rebalance_link *link,
+                               const char *target, const char *source,
+                               const char *userid, uint64_t rate, bool whole,
+                               cairn_rebalance_pull_fn fn, void *arg);
+/* Runs the link's callbacks for up to wait_ms. */
+int cairn_rebalance_link_run(struct cairn_rebalance_link *link,
+                             uint64_t wait_ms);
+/* One pull, waited for. */
+int cairn_rebalance_pull(struct cairn_rebalance_link *link, const char *target,
+                         const char *source, const char *userid, uint64_t rate,
+                         bool whole,
+                         struct cairn_rebalance_pull_outcome *outcome);
+
 /* Removes userid's copy from node (ENOENT: none). */
 int cairn_rebalance_remove_user(struct cairn_rebalance_link *link,
                                 const char *node, const char *userid);
@@ -156,6 +180,9 @@ struct cairn_rebalance_options {
     const char *old_ring_path; /* NULL: the destination's ring_file */
     uint64_t grace_seconds;    /* keep old copies this long after switch */
     bool dry_run;              /* print the plan, change nothing */
+    size_t parallel;           /* users moving at once (>= 1) */
+    uint64_t rate;             /* bytes per second read from a source node
+                                * for bulk copies, one at a time; 0: any */
     FILE *out;                 /* the plan and the summary */
     FILE *progress;            /* progress lines; NULL: none */
 };
@@ -170,6 +197,8 @@ struct cairn_rebalance_report {
     uint64_t users_waiting; /* switched, old copies kept for the grace */
     bool committed;         /* the new ring is everybody's ring */
     double seconds;
+    uint64_t longest_hold_ms; /* a user's writes held at the router */
+    char longest_hold_user[256];
 };
 
 /*

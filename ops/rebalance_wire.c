@@ -1,9 +1,9 @@
 /*
- * rebalance_wire.c - the requests `cairnctl rebalance` makes: to nodes
- * over the blocking node client (STATS for who holds what, VERIFY for
- * digests, the TRANSFER verbs of node/transfer.c to relay a user's data
- * file from one node to another, piece by piece, never holding more than
- * one frame), and to the router's control endpoint over a REQ socket
+ * rebalance_wire.c - the requests `cairnctl rebalance` (and repair and
+ * import) make: to nodes over the node client (STATS for who holds what,
+ * VERIFY for digests, PULL to have a node copy a user from another node
+ * itself (node/pull.c), the TRANSFER verbs of node/transfer.c to push a
+ * local file), and to the router's control endpoint over a REQ socket
  * (router/control.c).
  */
 #include "common.h"
@@ -25,8 +25,12 @@
  * connect and a handshake on every piece of a copy).
  */
 struct cairn_rebalance_link {
+    const struct cairn_config *config;
     struct cairn_loop *loop;
     struct cairn_node_client *client;
+    /* PULL requests are answered when the copy is done: their own
+     * client, with a deadline for a copy, not for one exchange */
+    struct cairn_node_client *pull_client;
 };
 
 int
@@ -35,21 +39,29 @@ cairn_rebalance_link_new(const struct cairn_config *config,
 {
     struct cairn_node_client_settings settings = {
         .timeout_ms = CAIRN_REBALANCE_CALL_TIMEOUT_MS};
+    struct cairn_node_client_settings pull_settings = {
+        .timeout_ms = CAIRN_REBALANCE_PULL_TIMEOUT_MS, .user_window = 1};
     struct cairn_rebalance_link *link = calloc(1, sizeof(*link));
     int rc = CAIRN_ENOMEM;
 
     *out = NULL;
     if (link == NULL)
         return rc;
+    link->config = config;
     if ((rc = cairn_loop_new(&link->loop)) < 0 ||
         (rc = cairn_node_client_new(link->loop, NULL, &settings,
-                                    &link->client)) < 0)
+                                    &link->client)) < 0 ||
+        (rc = cairn_node_client_new(link->loop, NULL, &pull_settings,
+                                    &link->pull_client)) < 0)
         goto out;
     for (size_t i = 0; i < cairn_config_node_count(config) && rc == 0; i++) {
         const struct cairn_config_node *node = cairn_config_node_at(config, i);
 
         rc = cairn_node_client_add_node(link->client, node->origin.name,
                                         node->endpoint, NULL);
+        if (rc == 0)
+            rc = cairn_node_client_add_node(
+                link->pull_client, node->origin.name, node->endpoint, NULL);
     }
 out:
     if (rc < 0) {
@@ -66,6 +78,7 @@ cairn_rebalance_link_free(struct cairn_rebalance_link *link)
     if (link == NULL)
         return;
     cairn_node_client_free(link->client);
+    cairn_node_client_free(link->pull_client);
     cairn_loop_free(link->loop);
     free(link);
 }
@@ -240,90 +253,6 @@ export_begin(struct cairn_rebalance_link *link, const char *source,
     return rc;
 }
 
-/* Reads the piece at offset from the source and writes it to the target. */
-static int
-relay_piece(struct cairn_rebalance_link *link, const char *source,
-            const char *target, const char *userid, uint64_t offset,
-            uint64_t *moved, char *text, size_t text_size)
-{
-    char key[32];
-    struct cairn_node_request read = {.kind = CAIRN__KIND__TRANSFER_CHUNK,
-                                      .user = userid,
-                                      .verb = "READ",
-                                      .key = key};
-    struct cairn_node_request write = read;
-    struct cairn_node_result piece = {0}, written = {0};
-    int rc;
-
-    snprintf(key, sizeof(key), "%" PRIu64, offset);
-    *moved = 0;
-    if ((rc = call(link, source, &read, &piece, text, text_size)) < 0)
-        goto out;
-    rc = CAIRN_EPROTO;
-    if (piece.frame_count != 1 || piece.frames[0].len == 0)
-        goto out;
-    write.verb = "WRITE";
-    write.frames = piece.frames;
-    write.frame_count = 1;
-    if ((rc = call(link, target, &write, &written, text, text_size)) < 0)
-        goto out;
-    *moved = piece.frames[0].len;
-out:
-    cairn_node_result_release(&piece);
-    cairn_node_result_release(&written);
-    return rc;
-}
-
-int
-cairn_rebalance_copy_user(struct cairn_rebalance_link *link, const char *source,
-                          const char *target, const char *userid,
-                          uint64_t *bytes,
-                          void (*progress)(void *arg, uint64_t bytes),
-                          void *arg, char *text, size_t text_size)
-{
-    Cairn__TransferBegin *begin = NULL;
-    struct cairn_node_request request = {
-        .kind = CAIRN__KIND__TRANSFER_BEGIN, .user = userid, .verb = "IMPORT"};
-    struct cairn_node_result result = {0};
-    struct cairn_node_frame frame = {NULL, 0};
-    uint8_t *packed = NULL;
-    uint64_t offset = 0, moved = 0;
-    int rc;
-
-    *bytes = 0;
-    if ((rc = export_begin(link, source, userid, &begin, text, text_size)) <
-            0 ||
-        (rc = call(link, target, &request, &result, text, text_size)) < 0)
-        goto out;
-    while (offset < begin->total_bytes) {
-        rc = relay_piece(link, source, target, userid, offset, &moved, text,
-                         text_size);
-        if (rc < 0)
-            goto out;
-        offset += moved;
-        if (progress)
-            progress(arg, moved);
-    }
-    rc = CAIRN_ENOMEM;
-    if ((packed = malloc(cairn__transfer_begin__get_packed_size(begin) + 1)) ==
-        NULL)
-        goto out;
-    frame = (struct cairn_node_frame){
-        packed, cairn__transfer_begin__pack(begin, packed)};
-    request.kind = CAIRN__KIND__TRANSFER_END;
-    request.frames = &frame;
-    request.frame_count = 1;
-    cairn_node_result_release(&result);
-    if ((rc = call(link, target, &request, &result, text, text_size)) == 0)
-        *bytes = begin->total_bytes;
-out:
-    free(packed);
-    if (begin)
-        cairn__transfer_begin__free_unpacked(begin, NULL);
-    cairn_node_result_release(&result);
-    return rc;
-}
-
 int
 cairn_rebalance_node_file(struct cairn_rebalance_link *link, const char *node,
                           const char *userid, uint64_t *size, char sha1[41],
@@ -436,6 +365,131 @@ cairn_rebalance_remove_user(struct cairn_rebalance_link *link, const char *node,
     int rc = call(link, node, &request, &result, NULL, 0);
 
     cairn_node_result_release(&result);
+    return rc;
+}
+
+/* --- node to node pulls --------------------------------------------------- */
+
+struct pull_call {
+    cairn_rebalance_pull_fn fn;
+    void *arg;
+    char target[128];
+};
+
+static void
+on_pulled(void *arg, const struct cairn_node_reply *reply)
+{
+    struct pull_call *call = arg;
+    struct cairn_rebalance_pull_outcome outcome = {.rc = reply->status};
+    Cairn__PullResult *result = NULL;
+
+    if (outcome.rc < 0) {
+        snprintf(outcome.text, sizeof(outcome.text), "node %s: %s",
+                 call->target,
+                 reply->envelope && reply->envelope->error_text &&
+                         reply->envelope->error_text[0]
+                     ? reply->envelope->error_text
+                     : cairn_strerror(outcome.rc));
+    } else if (reply->frame_count < 1 || (result = cairn__pull_result__unpack(
+                                              NULL, reply->frames[0].len,
+                                              reply->frames[0].data)) == NULL) {
+        outcome.rc = CAIRN_EPROTO;
+        snprintf(outcome.text, sizeof(outcome.text),
+                 "node %s: unreadable PullResult", call->target);
+    } else {
+        outcome.bytes = result->bytes;
+        outcome.file_bytes = result->file_bytes;
+        outcome.elapsed_ms = result->elapsed_ms;
+        outcome.resumed = result->resumed;
+        snprintf(outcome.digest, sizeof(outcome.digest), "%s",
+                 result->digest ? result->digest : "");
+        cairn__pull_result__free_unpacked(result, NULL);
+    }
+    call->fn(call->arg, &outcome);
+    free(call);
+}
+
+int
+cairn_rebalance_pull_start(struct cairn_rebalance_link *link,
+                           const char *target, const char *source,
+                           const char *userid, uint64_t rate, bool whole,
+                           cairn_rebalance_pull_fn fn, void *arg)
+{
+    const struct cairn_config_node *from =
+        cairn_config_find_node(link->config, source);
+    Cairn__PullRequest ask = CAIRN__PULL_REQUEST__INIT;
+    uint8_t packed[1024];
+    struct cairn_node_frame frame = {packed, 0};
+    struct cairn_node_request request = {.kind = CAIRN__KIND__TRANSFER_BEGIN,
+                                         .user = userid,
+                                         .verb = "PULL",
+                                         .key = source,
+                                         .frames = &frame,
+                                         .frame_count = 1};
+    struct pull_call *call = NULL;
+    size_t index = 0;
+    int rc;
+
+    if (from == NULL)
+        return CAIRN_ENOENT;
+    ask.rate = rate;
+    ask.whole = whole;
+    ask.source_endpoint = from->endpoint;
+    if (cairn__pull_request__get_packed_size(&ask) > sizeof(packed))
+        return CAIRN_ETOOBIG;
+    frame.len = cairn__pull_request__pack(&ask, packed);
+    if ((rc = cairn_node_client_find_node(link->pull_client, target, &index)) <
+        0)
+        return rc;
+    if ((call = calloc(1, sizeof(*call))) == NULL)
+        return CAIRN_ENOMEM;
+    call->fn = fn;
+    call->arg = arg;
+    snprintf(call->target, sizeof(call->target), "%s", target);
+    if ((rc = cairn_node_client_send(link->pull_client, index, &request,
+                                     on_pulled, call, NULL)) < 0)
+        free(call);
+    return rc;
+}
+
+int
+cairn_rebalance_link_run(struct cairn_rebalance_link *link, uint64_t wait_ms)
+{
+    return cairn_loop_run_once(link->loop, (int)wait_ms);
+}
+
+struct pull_wait {
+    bool done;
+    struct cairn_rebalance_pull_outcome *outcome;
+};
+
+static void
+on_pull_waited(void *arg, const struct cairn_rebalance_pull_outcome *outcome)
+{
+    struct pull_wait *wait = arg;
+
+    *wait->outcome = *outcome;
+    wait->done = true;
+}
+
+int
+cairn_rebalance_pull(struct cairn_rebalance_link *link, const char *target,
+                     const char *source, const char *userid, uint64_t rate,
+                     bool whole, struct cairn_rebalance_pull_outcome *outcome)
+{
+    struct pull_wait wait = {false, outcome};
+    int rc;
+
+    memset(outcome, 0, sizeof(*outcome));
+    rc = cairn_rebalance_pull_start(link, target, source, userid, rate, whole,
+                                    on_pull_waited, &wait);
+    while (rc == 0 && !wait.done)
+        rc = cairn_rebalance_link_run(link, 100);
+    if (rc == 0)
+        rc = outcome->rc;
+    else if (outcome->text[0] == '\0')
+        snprintf(outcome->text, sizeof(outcome->text), "node %s: %s", target,
+                 cairn_strerror(rc));
     return rc;
 }
 

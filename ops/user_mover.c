@@ -9,21 +9,24 @@
  *      (cairn_ring_diff_users), so the plan follows the data, not a guess.
  *   2. The router (its [router] control endpoint, router/control.c) gets
  *      the new ring (RING_PREPARE) and keeps both rings.
- *   3. Per moving user: USER_HOLD at the router (its writes and state
- *      requests get "NO IMAP_MAILBOX_LOCKED user is being moved", which
- *      sync_client retries; the router answers the hold only when the
- *      user's requests already at the nodes are answered) -> for each new
- *      replica lacking the user, or holding a copy whose verify digest
- *      differs from the source's (a stale copy from an interrupted run),
- *      the data file is relayed from a current holder through cairnctl
- *      (TRANSFER, node/transfer.c: the nodes do not connect to each other;
- *      cairnctl reads one frame from the source and writes it to the
- *      target, so its memory is one frame) -> the target checks size and
- *      SHA-1, rebuilds the index and verifies before recording the user ->
- *      the executor compares every new replica's verify digest with the
- *      source's -> USER_SWITCH (the router routes the user with the new
- *      ring from now on and releases it). A user that fails is released on
- *      its old ring (USER_SWITCH epoch 0) and counted; the run goes on.
+ *   3. Per moving user, --parallel users at once (struct move below):
+ *      each new replica that is not an old one pulls the user from a
+ *      current holder, node to node (node/pull.c; cairnctl sends one
+ *      PULL and gets the outcome), while the user keeps writing there;
+ *      then USER_HOLD at the router (its writes and state requests get
+ *      "NO IMAP_MAILBOX_LOCKED user is being moved", which sync_client
+ *      retries; the router answers the hold only when the user's requests
+ *      already at the nodes are answered) -> each new replica pulls again:
+ *      only what was appended since its copy (the source checks that the
+ *      copy is a prefix of its file; a copy that is not, a stale one from
+ *      an interrupted run, is replaced by a whole copy), verifies it and
+ *      compares its state digest with the one the source took when it
+ *      fixed the range -> USER_SWITCH (the router routes the user with the
+ *      new ring from now on and releases it). The hold lasts for the tail
+ *      only, whatever the user's size; the longest is reported. A user
+ *      that fails is released on its old ring (USER_SWITCH epoch 0) and
+ *      counted; the run goes on. --rate limits the bulk copies: one at a
+ *      time per source node, read at that rate.
  *   4. When every moving user is switched: the new ring is saved as the
  *      destination's ring file (what a restarted router loads) and
  *      RING_COMMIT makes it everybody's ring. Until then RING_FILE.rebalance
@@ -38,9 +41,10 @@
  * file) records each user's step (held, copied, switched TIME, retired)
  * and the commit, fsynced before the next step. A resumed run skips what
  * is done, re-sends RING_PREPARE and the switches it recorded (the router
- * persists nothing and may have restarted), and re-holds users that were
- * held: their copies are re-checked by digest, so writes that reached the
- * old replicas after a router restart are not lost. A run after a finished
+ * persists nothing and may have restarted), and moves users that were
+ * held again: their copies are brought up to the source by digest, so
+ * writes that reached the old replicas after a router restart are not
+ * lost. A run after a finished
  * one finds nothing to move and nothing due, and changes nothing.
  */
 #include "common.h"
@@ -84,6 +88,10 @@ struct run {
     size_t *buckets; /* [USER_BUCKETS]: 1 + index of the first user, 0 */
     struct cairn_rebalance_journal journal;
     struct cairn_rebalance_link *link; /* to every node */
+    /* the moves under way (--parallel) */
+    struct move *moves;
+    size_t move_count, active;
+    size_t *source_busy; /* [node]: bulk copies reading from it */
     /* progress */
     uint64_t users_total, users_done, bytes_total, bytes_done;
     uint64_t started_ms, last_progress_ms;
@@ -289,22 +297,15 @@ show_progress(struct run *run, bool force)
     }
     snprintf(line, sizeof(line),
              "rebalance: %llu/%llu users, %.2f MiB copied (about %.1f MiB "
-             "to move), %.2f MiB/s, ETA %.0fs",
+             "to move), %.2f MiB/s, ETA %.0fs, %zu moving, longest hold "
+             "%llu ms",
              (unsigned long long)run->users_done,
              (unsigned long long)run->users_total,
              (double)run->bytes_done / 1048576.0,
-             (double)run->bytes_total / 1048576.0, rate / 1048576.0, eta);
+             (double)run->bytes_total / 1048576.0, rate / 1048576.0, eta,
+             run->active, (unsigned long long)run->report->longest_hold_ms);
     fprintf(run->options->progress, "%s\n", line);
     fflush(run->options->progress);
-}
-
-static void
-on_piece(void *arg, uint64_t bytes)
-{
-    struct run *run = arg;
-
-    run->bytes_done += bytes;
-    show_progress(run, false);
 }
 
 static int
@@ -320,51 +321,6 @@ router(struct run *run, Cairn__Kind kind, const char *userid, uint64_t epoch,
         fprintf(run->err, "rebalance: router %s%s%s: %s\n",
                 userid ? "user " : "", userid ? userid : "",
                 userid ? "" : run->control,
-                text[0] ? text : cairn_strerror(rc));
-    return rc;
-}
-
-/* Makes node hold a copy equal to the source's (digest); copies if not. */
-static int
-ensure_copy(struct run *run, struct held_user *user, size_t source,
-            const char *source_digest, size_t target)
-{
-    char digest[41] = "", text[256] = "";
-    uint64_t bytes = 0;
-    int rc;
-
-    if (user->holders[target]) {
-        rc = cairn_rebalance_node_digest(run->link, name_of(run, target),
-                                         user->userid, digest, text,
-                                         sizeof(text));
-        if (rc == 0 && strcmp(digest, source_digest) == 0)
-            return 0;
-        /* A stale or damaged copy: replaced by a fresh one. */
-        if ((rc = cairn_rebalance_remove_user(run->link, name_of(run, target),
-                                              user->userid)) < 0 &&
-            rc != CAIRN_ENOENT)
-            goto out;
-        user->holders[target] = false;
-    }
-    rc = cairn_rebalance_copy_user(run->link, name_of(run, source),
-                                   name_of(run, target), user->userid, &bytes,
-                                   on_piece, run, text, sizeof(text));
-    if (rc < 0)
-        goto out;
-    user->holders[target] = true;
-    run->report->copies++;
-    run->report->bytes_copied += bytes;
-    rc = cairn_rebalance_node_digest(run->link, name_of(run, target),
-                                     user->userid, digest, text, sizeof(text));
-    if (rc == 0 && strcmp(digest, source_digest) != 0) {
-        snprintf(text, sizeof(text), "digest %s differs from the source's %s",
-                 digest, source_digest);
-        rc = CAIRN_EMISMATCH;
-    }
-out:
-    if (rc < 0)
-        fprintf(run->err, "rebalance: %s: copy %s -> %s: %s\n", user->userid,
-                name_of(run, source), name_of(run, target),
                 text[0] ? text : cairn_strerror(rc));
     return rc;
 }
@@ -389,47 +345,207 @@ pick_source(const struct run *run, const struct held_user *user, size_t *node)
     return CAIRN_ENOENT;
 }
 
-/* Hold, copy to every new replica, compare digests, switch. */
-static int
-move_user(struct run *run, struct held_user *user)
-{
-    size_t targets[CAIRN_RING_MAX_REPLICAS], count = 0, source = 0;
-    uint64_t epoch = cairn_ring_epoch(run->new_ring);
-    char digest[41] = "", text[256] = "";
-    int rc;
+/*
+ * One user on the move (--parallel of them at once), in phases:
+ *   LIVE  each new replica pulls the user from the source while the user
+ *         keeps writing there (the bulk of the bytes);
+ *   TAIL  the router holds the user's writes; each new replica pulls what
+ *         was appended since (its copy is a prefix of the source's file)
+ *         and compares its digest with the source's;
+ *   then the router switches the user and releases it. A replica that
+ *   stays (in both rings) is left alone: it took the user's writes all
+ *   along, and one that missed some is the router's repair mark's to
+ *   catch up, as before the move.
+ */
+enum move_phase { MOVE_IDLE = 0, MOVE_LIVE, MOVE_TAIL };
 
-    if ((rc = router(run, CAIRN__KIND__USER_HOLD, user->userid, 0, NULL, 0)) <
-            0 ||
-        (rc = cairn_rebalance_journal_record(&run->journal, user->userid,
-                                             CAIRN_REBALANCE_HELD, 0)) < 0)
-        return rc;
-    if ((rc = pick_source(run, user, &source)) < 0 ||
-        (rc = cairn_rebalance_node_digest(run->link, name_of(run, source),
-                                          user->userid, digest, text,
-                                          sizeof(text))) < 0) {
-        fprintf(run->err, "rebalance: %s: source %s: %s\n", user->userid,
-                name_of(run, source), text[0] ? text : cairn_strerror(rc));
-        goto out;
+struct move {
+    struct run *run;
+    struct held_user *user;
+    enum move_phase phase;
+    size_t source;
+    size_t targets[CAIRN_RING_MAX_REPLICAS], target_count;
+    bool staying[CAIRN_RING_MAX_REPLICAS]; /* an old replica holding it */
+    size_t pending;                        /* pulls not answered */
+    bool failed, held, source_busy;
+    char digest[41]; /* the source's, from a tail pull */
+    uint64_t hold_started_ms;
+};
+
+static void
+move_failed(struct move *move, const char *target, const char *why)
+{
+    fprintf(move->run->err, "rebalance: %s: %s%s%s\n", move->user->userid,
+            target ? "copy to " : "", target ? target : "", why);
+    move->failed = true;
+}
+
+static void move_advance(struct move *move);
+
+static void
+on_pulled(void *arg, const struct cairn_rebalance_pull_outcome *outcome)
+{
+    struct move *move = arg;
+    struct run *run = move->run;
+
+    move->pending--;
+    if (outcome->rc < 0) {
+        char why[300];
+
+        snprintf(why, sizeof(why), ": %s", outcome->text);
+        move_failed(move, NULL, why);
+    } else {
+        run->bytes_done += outcome->bytes;
+        run->report->bytes_copied += outcome->bytes;
+        if (move->phase == MOVE_LIVE)
+            run->report->copies++;
+        snprintf(move->digest, sizeof(move->digest), "%s", outcome->digest);
     }
-    replicas_of(run, run->new_ring, user->userid, targets, &count);
-    for (size_t i = 0; i < count && rc == 0; i++)
-        rc = ensure_copy(run, user, source, digest, targets[i]);
-    if (rc < 0 ||
-        (rc = cairn_rebalance_journal_record(&run->journal, user->userid,
-                                             CAIRN_REBALANCE_COPIED, 0)) < 0)
-        goto out;
-    if ((rc = router(run, CAIRN__KIND__USER_SWITCH, user->userid, epoch, NULL,
-                     0)) < 0)
-        goto out;
-    rc = cairn_rebalance_journal_record(&run->journal, user->userid,
-                                        CAIRN_REBALANCE_SWITCHED,
-                                        (int64_t)time(NULL));
+    if (move->pending == 0)
+        move_advance(move);
+}
+
+/* Starts a pull into every new replica that is not an old one. */
+static void
+start_pulls(struct move *move, uint64_t rate)
+{
+    struct run *run = move->run;
+
+    for (size_t i = 0; i < move->target_count && !move->failed; i++) {
+        int rc;
+
+        if (move->staying[i])
+            continue;
+        rc = cairn_rebalance_pull_start(
+            run->link, name_of(run, move->targets[i]),
+            name_of(run, move->source), move->user->userid, rate, false,
+            on_pulled, move);
+        if (rc < 0)
+            move_failed(move, name_of(run, move->targets[i]),
+                        cairn_strerror(rc));
+        else
+            move->pending++;
+    }
+}
+
+static void
+move_finish(struct move *move)
+{
+    struct run *run = move->run;
+    struct held_user *user = move->user;
+    int rc = move->failed ? CAIRN_ESTATE : 0;
+
+    if (rc == 0 && move->held)
+        rc = cairn_rebalance_journal_record(&run->journal, user->userid,
+                                            CAIRN_REBALANCE_COPIED, 0);
+    if (rc == 0)
+        rc = router(run, CAIRN__KIND__USER_SWITCH, user->userid,
+                    cairn_ring_epoch(run->new_ring), NULL, 0);
+    if (rc == 0)
+        rc = cairn_rebalance_journal_record(&run->journal, user->userid,
+                                            CAIRN_REBALANCE_SWITCHED,
+                                            (int64_t)time(NULL));
+    if (rc < 0 && move->held) /* back on its old ring, writable again */
+        router(run, CAIRN__KIND__USER_SWITCH, user->userid, 0, NULL, 0);
+    if (move->held) {
+        uint64_t held = now_ms() - move->hold_started_ms;
+
+        if (held > run->report->longest_hold_ms) {
+            run->report->longest_hold_ms = held;
+            snprintf(run->report->longest_hold_user,
+                     sizeof(run->report->longest_hold_user), "%s",
+                     user->userid);
+        }
+    }
+    for (size_t i = 0; i < move->target_count; i++)
+        if (!move->failed && !move->staying[i])
+            user->holders[move->targets[i]] = true;
     if (rc == 0)
         run->report->users_switched++;
-out:
-    if (rc < 0) /* back on its old ring, writable again */
-        router(run, CAIRN__KIND__USER_SWITCH, user->userid, 0, NULL, 0);
-    return rc;
+    else
+        run->report->users_failed++;
+    if (move->source_busy)
+        run->source_busy[move->source]--;
+    run->users_done++;
+    run->active--;
+    move->phase = MOVE_IDLE;
+    move->user = NULL;
+    show_progress(run, true);
+}
+
+/* The next phase once the pulls of this one are answered. */
+static void
+move_advance(struct move *move)
+{
+    struct run *run = move->run;
+    struct held_user *user = move->user;
+
+    if (move->failed || move->phase == MOVE_TAIL) {
+        if (!move->failed && move->phase == MOVE_TAIL && !move->held)
+            move_failed(move, NULL, "not held");
+        move_finish(move);
+        return;
+    }
+    /* MOVE_LIVE done: hold and copy the tail. */
+    if (move->source_busy) {
+        run->source_busy[move->source]--;
+        move->source_busy = false;
+    }
+    if (router(run, CAIRN__KIND__USER_HOLD, user->userid, 0, NULL, 0) < 0) {
+        move_failed(move, NULL, "the router did not hold the user");
+        move_finish(move);
+        return;
+    }
+    move->held = true;
+    move->hold_started_ms = now_ms();
+    move->phase = MOVE_TAIL;
+    if (cairn_rebalance_journal_record(&run->journal, user->userid,
+                                       CAIRN_REBALANCE_HELD, 0) < 0)
+        move_failed(move, NULL, "cannot write the journal");
+    if (move->failed) {
+        move_finish(move);
+        return;
+    }
+    start_pulls(move, 0); /* the tail: small, and the user waits */
+    if (move->pending == 0)
+        move_finish(move);
+}
+
+/* Starts moving user in move (LIVE), unless its source is busy. */
+static bool
+move_start(struct run *run, struct move *move, struct held_user *user)
+{
+    size_t source = 0;
+
+    if (pick_source(run, user, &source) < 0) {
+        fprintf(run->err, "rebalance: %s: no node holds it\n", user->userid);
+        run->report->users_failed++;
+        run->users_done++;
+        return true;
+    }
+    /* --rate: one bulk copy per source node at a time, at that rate */
+    if (run->options->rate > 0 && run->source_busy[source] > 0)
+        return false;
+    *move = (struct move){
+        .run = run, .user = user, .phase = MOVE_LIVE, .source = source};
+    replicas_of(run, run->new_ring, user->userid, move->targets,
+                &move->target_count);
+    for (size_t i = 0; i < move->target_count; i++) {
+        size_t old[CAIRN_RING_MAX_REPLICAS], old_count = 0;
+
+        replicas_of(run, run->old_ring, user->userid, old, &old_count);
+        for (size_t k = 0; k < old_count; k++)
+            move->staying[i] |=
+                old[k] == move->targets[i] && user->holders[old[k]];
+        move->staying[i] |= move->targets[i] == source;
+    }
+    run->active++;
+    run->source_busy[source]++;
+    move->source_busy = true;
+    start_pulls(move, run->options->rate);
+    if (move->pending == 0)
+        move_advance(move);
+    return true;
 }
 
 /* Removes the copies outside the new replica set once the grace is over. */
@@ -577,31 +693,59 @@ commit(struct run *run)
     return write_marker(run, false);
 }
 
+static bool
+to_move(const struct run *run, const struct held_user *user)
+{
+    return user->moving &&
+           cairn_rebalance_journal_state(&run->journal, user->userid, NULL) <
+               CAIRN_REBALANCE_SWITCHED;
+}
+
+/* Moves every user not switched yet, --parallel at a time. */
+static int
+move_users(struct run *run)
+{
+    size_t next = 0;
+    int rc = 0;
+
+    run->move_count = run->options->parallel ? run->options->parallel : 1;
+    run->moves = calloc(run->move_count, sizeof(*run->moves));
+    run->source_busy = calloc(run->node_count + 1, sizeof(size_t));
+    if (run->moves == NULL || run->source_busy == NULL)
+        return CAIRN_ENOMEM;
+    for (;;) {
+        /* fill the free slots, in user order; a user whose source is
+         * busy (--rate) waits for it */
+        for (size_t m = 0; m < run->move_count; m++) {
+            if (run->moves[m].phase != MOVE_IDLE)
+                continue;
+            while (next < run->user_count && !to_move(run, &run->users[next]))
+                next++;
+            if (next >= run->user_count ||
+                !move_start(run, &run->moves[m], &run->users[next]))
+                break;
+            next++;
+        }
+        if (run->active == 0 && next >= run->user_count)
+            break;
+        if ((rc = cairn_rebalance_link_run(run->link, 100)) < 0)
+            break;
+        show_progress(run, false);
+    }
+    show_progress(run, true);
+    return rc;
+}
+
 /* The moves, the commit and the retirements that are due. */
 static int
 execute(struct run *run)
 {
     int64_t now, switched_at = 0;
-    bool all_switched = true;
     int rc;
 
-    if ((rc = replay_router(run)) < 0)
+    if ((rc = replay_router(run)) < 0 || (rc = move_users(run)) < 0)
         return rc;
-    for (size_t i = 0; i < run->user_count; i++) {
-        struct held_user *user = &run->users[i];
-
-        if (!user->moving ||
-            cairn_rebalance_journal_state(&run->journal, user->userid, NULL) >=
-                CAIRN_REBALANCE_SWITCHED)
-            continue;
-        if (move_user(run, user) < 0) {
-            run->report->users_failed++;
-            all_switched = false;
-        }
-        run->users_done++;
-        show_progress(run, true);
-    }
-    if (!all_switched)
+    if (run->report->users_failed > 0)
         return CAIRN_ESTATE;
     if ((rc = commit(run)) < 0)
         return rc;
@@ -734,6 +878,8 @@ out:
         free(run.users[i].holders);
     }
     free(run.users);
+    free(run.moves);
+    free(run.source_busy);
     free(run.buckets);
     free(run.asked);
     free(run.new_ring_text);
