@@ -191,6 +191,7 @@ answer_status(struct cairn_node_server *server, struct node_request *request,
     }
     if (statvfs(server->settings.data_dir, &fs) == 0)
         node.disk_free = (uint64_t)fs.f_bavail * fs.f_frsize;
+    node.disk_reserve = server->settings.reserve;
     node.uptime_seconds = (int64_t)time(NULL) - server->started_time;
     node.requests = server->requests;
     node.ring_epoch = server->ring_epoch;
@@ -607,7 +608,9 @@ node_admin(struct cairn_node_server *server, struct node_request *request)
         rc = answer_status(server, request, false);
         break;
     case CAIRN__KIND__STATS_REQUEST:
-        rc = answer_status(server, request, true);
+        rc = request->envelope->page_limit > 0
+                 ? node_answer_stats_page(server, request)
+                 : answer_status(server, request, true);
         break;
     case CAIRN__KIND__VERIFY_REQUEST:
     case CAIRN__KIND__DIGEST_REQUEST:

@@ -21,6 +21,7 @@
 
 /* csync codes (enum cairn_csync_code in proto/csync.h). */
 #define CSYNC_MAILBOX_NONEXISTENT 2
+#define CSYNC_MAILBOX_LOCKED 3
 #define CSYNC_PROTOCOL_ERROR 9
 
 static const unsigned char zeros[BODY_PIECE];
@@ -313,15 +314,33 @@ node_update_time(const struct node_request *request)
     return stamp > 0 ? stamp : (int64_t)time(NULL);
 }
 
+/* The refusal's words: the reply is sent before the next write. */
+static char disk_text[160];
+
+/*
+ * Whether the data directory has [node] reserve free: below it a write
+ * is refused before anything of it is written (*text says how far
+ * below), so the disk never fills under the store's feet in normal use.
+ */
 static bool
-disk_has_room(struct cairn_node_server *server)
+disk_has_room(struct cairn_node_server *server, const char **text)
 {
     struct statvfs fs;
+    uint64_t free_bytes;
 
     if (server->settings.reserve == 0 ||
         statvfs(server->settings.data_dir, &fs) != 0)
         return true;
-    return (uint64_t)fs.f_bavail * fs.f_frsize >= server->settings.reserve;
+    free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+    if (free_bytes >= server->settings.reserve)
+        return true;
+    snprintf(disk_text, sizeof(disk_text),
+             "disk below reserve: %llu bytes free, reserve %llu; nothing "
+             "stored",
+             (unsigned long long)free_bytes,
+             (unsigned long long)server->settings.reserve);
+    *text = disk_text;
+    return false;
 }
 
 /*
@@ -366,10 +385,8 @@ append_record(struct cairn_node_server *server, struct node_request *request,
     const char *name;
     int rc;
 
-    if (!disk_has_room(server)) {
-        *text = "disk reserve reached";
+    if (!disk_has_room(server, text))
         return CAIRN_ENOSPACE;
-    }
     if ((rc = parse_frame(request->dlist, request->dlist_len, &record,
                           &body_bytes)) < 0) {
         *text = "malformed dlist";
@@ -506,6 +523,29 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
         node_request_free(request);
         return;
     }
+    if (sequence > 0 && user->has_sequence && sequence != 1 &&
+        !request->envelope->stream_start &&
+        sequence == user->last_sequence + 1 && user->last_outcome < 0) {
+        /*
+         * The update before it in this stream failed: this one may need
+         * it (an APPLY MAILBOX naming the bodies of a failed APPLY
+         * MESSAGE, which left the node without them while its GETs
+         * showed the mailbox current). The router starts a new stream
+         * after a failure; what it had sent already is refused, in
+         * order, until then.
+         */
+        char message[160];
+
+        snprintf(message, sizeof(message),
+                 "an earlier update of this user failed here (%s); "
+                 "nothing stored",
+                 cairn_strerror(user->last_outcome));
+        user->last_sequence = sequence;
+        node_reply_error(server, request, CAIRN_ESTATE, CSYNC_MAILBOX_LOCKED,
+                         message);
+        node_request_free(request);
+        return;
+    }
     if (sequence > 0) {
         user->has_sequence = true;
         user->last_sequence = sequence;
@@ -521,6 +561,12 @@ node_apply(struct cairn_node_server *server, struct node_request *request)
     }
     if (sequence > 0)
         user->last_outcome = rc;
+    if (rc == CAIRN_ENOSPACE) {
+        /* Retryable: sync_client tries the user again later. */
+        csync_code = CSYNC_MAILBOX_LOCKED;
+        if (text == NULL || text[0] == '\0')
+            text = "disk full (ENOSPC); nothing stored";
+    }
     if (rc < 0) {
         node_reply_error(server, request, rc, csync_code, text);
         node_request_free(request);

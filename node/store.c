@@ -477,7 +477,7 @@ sync_and_commit(void *arg)
         if (job->rc < 0 || !job->store->in_chunk)
             continue;
         if (!job->store->defer_sync && fdatasync(job->store->fd) < 0)
-            job->rc = CAIRN_EIO;
+            job->rc = errno == ENOSPC ? CAIRN_ENOSPACE : CAIRN_EIO;
         else
             job->rc = commit_index(job->store, job->data_sha1);
     }

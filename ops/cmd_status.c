@@ -126,6 +126,9 @@ print_node_text(FILE *out, const struct cairn_config_node *node,
         fprintf(out, "up, DAMAGED: %llu user%s quarantined (node log)\n",
                 (unsigned long long)stats->scrub_damaged,
                 stats->scrub_damaged == 1 ? "" : "s");
+    else if (stats != NULL && stats->disk_reserve > 0 &&
+             stats->disk_free < stats->disk_reserve)
+        fputs("up, disk below reserve: writes refused\n", out);
     else if (stats != NULL)
         fputs("up\n", out);
     else
@@ -165,6 +168,7 @@ print_node_json(FILE *out, const struct cairn_config_node *node,
     }
     fprintf(out,
             ",\"users\":%llu,\"bytes\":%llu,\"disk_free\":%llu,"
+            "\"disk_reserve\":%llu,"
             "\"ring_epoch\":%llu,\"uptime_seconds\":%lld,\"requests\":%llu,"
             "\"scrub\":{\"checked\":%llu,\"damaged\":%llu,"
             "\"interval_seconds\":%llu},"
@@ -173,6 +177,7 @@ print_node_json(FILE *out, const struct cairn_config_node *node,
             "\"running\":%llu,\"damaged_users\":[",
             (unsigned long long)stats->users, (unsigned long long)stats->bytes,
             (unsigned long long)stats->disk_free,
+            (unsigned long long)stats->disk_reserve,
             (unsigned long long)stats->ring_epoch,
             (long long)stats->uptime_seconds,
             (unsigned long long)stats->requests,

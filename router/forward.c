@@ -424,6 +424,14 @@ target_failed_text(struct target *target, int status, unsigned code,
     /* A node that cannot be reached: a NO sync_client retries. */
     if (node_unreachable(status))
         pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+    /* Out of disk (full, or below its reserve): retryable too, and the
+     * client's log says which node lacks space. */
+    if (status == CAIRN_ENOSPACE) {
+        pending->code = CAIRN_CSYNC_CODE_MAILBOX_LOCKED;
+        snprintf(pending->text, sizeof(pending->text),
+                 "node %s is out of disk space: %s", target->name,
+                 text[0] ? text : cairn_strerror(status));
+    }
 }
 
 static void

@@ -831,15 +831,18 @@ inproc_close(struct inproc *node)
 
 /*
  * In process, with a short stream timeout: a split APPLY whose body never
- * comes fails with ETIMEOUT and the user's next request still runs.
+ * comes fails with ETIMEOUT; the next request of that stream is refused
+ * (it may need what failed: an APPLY MAILBOX naming the bodies of a
+ * failed APPLY MESSAGE), and the user's next stream still runs.
  */
 static void
 test_stalled_stream(const char *dir)
 {
     Cairn__Envelope head = CAIRN__ENVELOPE__INIT;
     Cairn__Envelope next = CAIRN__ENVELOPE__INIT;
+    Cairn__Envelope fresh = CAIRN__ENVELOPE__INIT;
     struct inproc node;
-    int replies = 0, timeouts = 0, acks = 0;
+    int replies = 0, timeouts = 0, refused = 0, acks = 0;
     uint64_t deadline;
 
     if (!inproc_open(&node, dir, "inproc", 300))
@@ -856,8 +859,13 @@ test_stalled_stream(const char *dir)
     next.request_id = 2;
     next.sequence = 2;
     raw_send(node.dealer, &next, seen_dlist);
+    fresh = next;
+    fresh.request_id = 3;
+    fresh.sequence = 3;
+    fresh.stream_start = true;
+    raw_send(node.dealer, &fresh, seen_dlist);
     deadline = cairn_loop_now_ms() + 5000;
-    while (replies < 2 && cairn_loop_now_ms() < deadline) {
+    while (replies < 3 && cairn_loop_now_ms() < deadline) {
         zmq_msg_t msg;
 
         cairn_loop_run_once(node.loop, 20);
@@ -871,7 +879,9 @@ test_stalled_stream(const char *dir)
                 if (reply->request_id == 1 &&
                     reply->error_code == CAIRN_ETIMEOUT)
                     timeouts++;
-                if (reply->request_id == 2 && reply->kind == CAIRN__KIND__ACK)
+                if (reply->request_id == 2 && reply->error_code == CAIRN_ESTATE)
+                    refused++;
+                if (reply->request_id == 3 && reply->kind == CAIRN__KIND__ACK)
                     acks++;
                 cairn__envelope__free_unpacked(reply, NULL);
             }
@@ -879,6 +889,7 @@ test_stalled_stream(const char *dir)
         zmq_msg_close(&msg);
     }
     CHECK_INT(timeouts, 1);
+    CHECK_INT(refused, 1);
     CHECK_INT(acks, 1);
 out:
     inproc_close(&node);
