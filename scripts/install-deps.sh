@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
     libzmq3-dev libsqlite3-dev sqlite3 zlib1g-dev libdeflate-dev
-    libprotobuf-c-dev protobuf-c-compiler libssl-dev libsasl2-dev
+    libprotobuf-c-dev protobuf-c-compiler libssl-dev openssl libsasl2-dev
     libsasl2-modules sasl2-bin python3 procps iproute2
     cyrus-imapd cyrus-common cyrus-replication cyrus-clients cyrus-admin
     libmicrohttpd-dev prometheus
