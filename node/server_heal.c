@@ -245,13 +245,13 @@ on_verify(void *arg, const struct cairn_node_reply *reply)
     struct heal_case *c = find_case(server->heal, call->userid);
     Cairn__UserResults *results = NULL;
 
+    if (reply->status == 0 && reply->frame_count > 0)
+        results = cairn__user_results__unpack(
+            NULL, reply->frames[0].len, (const uint8_t *)reply->frames[0].data);
+
     if (c != NULL && c->phase == PHASE_PEERS) {
         struct peer_answer *answer = &c->answers[call->peer];
 
-        if (reply->status == 0 && reply->frame_count > 0)
-            results = cairn__user_results__unpack(
-                NULL, reply->frames[0].len,
-                (const uint8_t *)reply->frames[0].data);
         for (size_t i = 0; results != NULL && i < results->n_results; i++) {
             const Cairn__UserResult *one = results->results[i];
 
@@ -266,8 +266,6 @@ on_verify(void *arg, const struct cairn_node_reply *reply)
         }
         if (results == NULL)
             answer->code = reply->status ? reply->status : CAIRN_EPROTO;
-        if (results)
-            cairn__user_results__free_unpacked(results, NULL);
         if (c->waiting > 0 && --c->waiting == 0) {
             c->phase = PHASE_DIGESTS;
             decide(server, c);
@@ -277,10 +275,6 @@ on_verify(void *arg, const struct cairn_node_reply *reply)
         struct peer_answer *answer = &c->answers[call->peer];
         bool good = false;
 
-        if (reply->status == 0 && reply->frame_count > 0)
-            results = cairn__user_results__unpack(
-                NULL, reply->frames[0].len,
-                (const uint8_t *)reply->frames[0].data);
         for (size_t i = 0; results != NULL && i < results->n_results; i++) {
             const Cairn__UserResult *one = results->results[i];
 
@@ -305,12 +299,12 @@ on_verify(void *arg, const struct cairn_node_reply *reply)
             c->candidate++;
         }
         c->phase = good ? PHASE_PULL : PHASE_VERIFY;
-        if (results)
-            cairn__user_results__free_unpacked(results, NULL);
         advance(server, c);
     }
     free(call->userid);
     free(call);
+    if (results)
+        cairn__user_results__free_unpacked(results, NULL);
 }
 
 static int

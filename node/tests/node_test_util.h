@@ -225,6 +225,22 @@ out:
     return text;
 }
 
+/* userid's data file as dir's catalog.db records it; owned, or NULL. */
+static inline char *
+test_catalog_data_path(const char *dir, const char *userid)
+{
+    struct cairn_catalog *catalog = NULL;
+    char *path = NULL, *data_path = NULL;
+
+    if (asprintf(&path, "%s/catalog.db", dir) < 0)
+        return NULL;
+    if (cairn_catalog_open(path, &catalog) == 0)
+        cairn_catalog_lookup(catalog, userid, &data_path);
+    cairn_catalog_free(catalog);
+    free(path);
+    return data_path;
+}
+
 /*
  * A fresh directory, in /dev/shm when there is one (the tests fsync a lot
  * and check logic, not the disk). Owned result.

@@ -14,6 +14,7 @@
 #include "node.h"
 #include "node_client.h"
 #include "node_server.h"
+#include "node_test_util.h"
 
 #include <openssl/evp.h>
 #include <stdint.h>
@@ -150,19 +151,6 @@ wait_for(struct cairn_loop *loop, const int *counter)
         cairn_loop_run_once(loop, 5);
 }
 
-static char *
-data_path_of(const char *dir, const char *userid)
-{
-    struct cairn_catalog *catalog = NULL;
-    char path[700], *data_path = NULL;
-
-    snprintf(path, sizeof(path), "%s/catalog.db", dir);
-    if (cairn_catalog_open(path, &catalog) == 0)
-        cairn_catalog_lookup(catalog, userid, &data_path);
-    cairn_catalog_free(catalog);
-    return data_path;
-}
-
 /* Hex SHA-1 and size of a file, or "" when it cannot be read. */
 static void
 file_identity(const char *path, char out[64])
@@ -251,7 +239,7 @@ main(void)
     /* split: the same stamp, different updates */
     subscribe(loop, client, node_a, "split", "Left", stamp);
     subscribe(loop, client, node_b, "split", "Right", stamp);
-    split_path = data_path_of(dir_a, "split");
+    split_path = test_catalog_data_path(dir_a, "split");
     file_identity(split_path, before);
 
     CHECK_INT(verify_digest(loop, client, node_a, "older", digest_a), 0);

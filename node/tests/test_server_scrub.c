@@ -12,6 +12,7 @@
 #include "node.h"
 #include "node_client.h"
 #include "node_server.h"
+#include "node_test_util.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -86,19 +87,6 @@ call_user(struct cairn_loop *loop, struct cairn_node_client *client,
     while (!call->answered && cairn_loop_now_ms() < deadline)
         cairn_loop_run_once(loop, 5);
     CHECK(call->answered);
-}
-
-static char *
-data_path_of(const char *dir, const char *userid)
-{
-    struct cairn_catalog *catalog = NULL;
-    char path[600], *data_path = NULL;
-
-    snprintf(path, sizeof(path), "%s/catalog.db", dir);
-    if (cairn_catalog_open(path, &catalog) == 0)
-        cairn_catalog_lookup(catalog, userid, &data_path);
-    cairn_catalog_free(catalog);
-    return data_path;
 }
 
 /* Flips one byte in the middle of the data file (a rotting disk). */
@@ -210,8 +198,8 @@ main(void)
         CHECK_INT(call.status, 0);
     }
     daemon_stop(&d);
-    bad_path = data_path_of(dir, "bad");
-    lost_path = data_path_of(dir, "lost");
+    bad_path = test_catalog_data_path(dir, "bad");
+    lost_path = test_catalog_data_path(dir, "lost");
     CHECK(bad_path != NULL && lost_path != NULL);
     if (bad_path)
         flip_byte(bad_path);
