@@ -59,8 +59,23 @@ cairn_router_tls_channel_init(
 
     channel->require_tls = settings->require_tls;
     channel->implicit_tls = settings->implicit_tls;
+    /* Without a certificate these would lock every client out. */
+    if (settings->tls_cert == NULL &&
+        (settings->require_tls || settings->implicit_tls ||
+         settings->tls_client_ca != NULL)) {
+        snprintf(error, error_size,
+                 "channel %s: require_tls, implicit TLS and tls_client_ca "
+                 "need tls_cert and tls_key",
+                 channel->name);
+        return CAIRN_ECONFIG;
+    }
     if (settings->tls_cert == NULL)
         return CAIRN_OK;
+    if (settings->tls_key == NULL) {
+        snprintf(error, error_size, "channel %s: tls_cert %s needs tls_key",
+                 channel->name, settings->tls_cert);
+        return CAIRN_ECONFIG;
+    }
     if ((context = SSL_CTX_new(TLS_server_method())) == NULL)
         return context_fail(NULL, channel->name, "tls_cert", settings->tls_cert,
                             error, error_size);

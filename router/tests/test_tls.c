@@ -355,6 +355,12 @@ test_bad_files(struct tls_fixture *f)
                                sizeof(error)),
               CAIRN_ECONFIG);
     CHECK(strstr(error, "tls_client_ca /nonexistent/ca.pem") != NULL);
+    channel.tls_cert = channel.tls_key = channel.tls_client_ca = NULL;
+    channel.require_tls = true;
+    CHECK_INT(cairn_router_new(f->base.loop, &settings, &router, error,
+                               sizeof(error)),
+              CAIRN_ECONFIG);
+    CHECK(strstr(error, "need tls_cert and tls_key") != NULL);
     /* A reload with a bad file keeps the running channels. */
     CHECK_INT(
         cairn_router_reload(f->base.router, &settings, error, sizeof(error)),
