@@ -221,15 +221,29 @@ class Notifications:
                 if field in message.split("\n"):
                     self.seen.remove(message)
                     return message
-            if process.poll() is not None:
+            exited = process.poll() is not None
+            # what it sent before it exited is still in the socket
+            self.sock.settimeout(0 if exited else 1)
+            if exited and not self.drain():
                 fail("the daemon exited (%d) before %s" % (process.returncode,
                                                            field))
-            self.sock.settimeout(1)
+            if exited:
+                continue
             try:
                 self.seen.append(self.sock.recv(4096).decode())
             except socket.timeout:
                 pass
         fail("no %s within %d s (hang guard)" % (field, HANG_GUARD))
+
+    def drain(self):
+        """Reads every waiting message; False when there was none."""
+        count = 0
+        while True:
+            try:
+                self.seen.append(self.sock.recv(4096).decode())
+                count += 1
+            except (BlockingIOError, socket.timeout):
+                return count > 0
 
 
 def write_config(work, node_port, router_port, control_port):
