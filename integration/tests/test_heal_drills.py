@@ -36,6 +36,7 @@ Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
 """
 import base64
 import hashlib
+import json
 import os
 import re
 import signal
@@ -375,6 +376,16 @@ def main():
                    line for line in r.stdout.splitlines()
                    if line.startswith(("heal:", "DAMAGED"))),
                r.stdout + r.stderr)
+        r = cluster.cairnctl("status", "--json")
+        nodes = {n["name"]: n for n in json.loads(r.stdout)["nodes"]}
+        heal = {name: n["heal"] for name, n in nodes.items()}
+        expect(sum(h["ok"] for h in heal.values()) == 4 and
+               sum(h["damaged_no_source"] for h in heal.values()) == 2 and
+               all(any(u.startswith(BOTH + ":") for u in
+                       heal[n]["damaged_users"]) for n in holders[BOTH]),
+               "cairnctl status --json: 4 healed (index rebuilt itself), 2 "
+               "with no good replica, %s listed on %s"
+               % (BOTH, " and ".join(holders[BOTH])), r.stdout)
         source.deliver(BOTH, labmail.make_message(BOTH, 90))
         r = source.sync_client([BOTH], channel="cairn")
         text = r.stdout + r.stderr if hasattr(r, "stdout") else str(r)
