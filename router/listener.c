@@ -351,6 +351,10 @@ on_conn_ready(struct cairn_loop *loop, int fd, unsigned events, void *arg)
         rc = write_output(conn);
     if (rc == CAIRN_EPROTO && conn->tls != NULL)
         write_output(conn); /* the TLS alert, if the socket takes it */
+    /* A session that ends (EXIT, a violation) ends TLS cleanly too. */
+    if (rc == 0 && conn->closing && output_drained(conn) &&
+        cairn_router_tls_close_notify(conn) == 0)
+        rc = write_output(conn);
     if (rc < 0)
         why = cairn_strerror(rc);
     else if (conn->closing && output_drained(conn))

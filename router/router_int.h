@@ -306,6 +306,11 @@ size_t cairn_router_tls_pending(const struct cairn_router_conn *conn);
 int cairn_router_tls_input(struct cairn_router_conn *conn,
                            struct cairn_buf *target, size_t room,
                            bool *handshake_finished);
+/*
+ * The session ends: queues TLS's close_notify in conn->output, once.
+ * CAIRN_ESTATE when there is nothing to send (no TLS, or sent already).
+ */
+int cairn_router_tls_close_notify(struct cairn_router_conn *conn);
 /* Encrypts data into conn->output. */
 int cairn_router_tls_output(struct cairn_router_conn *conn, const void *data,
                             size_t len);

@@ -305,6 +305,16 @@ cairn_router_tls_input(struct cairn_router_conn *conn, struct cairn_buf *target,
 }
 
 int
+cairn_router_tls_close_notify(struct cairn_router_conn *conn)
+{
+    if (conn->tls == NULL || !conn->tls_active ||
+        (SSL_get_shutdown(conn->tls) & SSL_SENT_SHUTDOWN))
+        return CAIRN_ESTATE;
+    SSL_shutdown(conn->tls); /* queues the alert; we do not wait for theirs */
+    return drain_records(conn);
+}
+
+int
 cairn_router_tls_output(struct cairn_router_conn *conn, const void *data,
                         size_t len)
 {

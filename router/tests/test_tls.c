@@ -318,6 +318,13 @@ test_implicit(struct tls_fixture *f)
         tls_send(ssl, "AUTHENTICATE PLAIN " PLAIN_GOOD "\r\n");
         tls_receive(f, ssl, &text, &closed);
         CHECK_STR(text.data, "OK Success (no protection)\r\n");
+        /* EXIT: the answer, then TLS's close_notify before the close. */
+        tls_send(ssl, "EXIT\r\n");
+        tls_receive(f, ssl, &text, &closed);
+        CHECK_STR(text.data, "OK Finished\r\n");
+        tls_receive(f, ssl, &text, &closed);
+        CHECK(closed);
+        CHECK(SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
         SSL_free(ssl);
     }
     close(fd);
