@@ -25,6 +25,29 @@
 
 /* --- chunk.c --- */
 
+/*
+ * A member is held uncompressed in `pending` while it fits (at most
+ * CHUNK_BUFFER_MAX, within a process-wide budget) and compressed whole by
+ * libdeflate when it ends: one pass, and the data is on disk only after
+ * the commit's fsync anyway. A member that outgrows the buffer switches,
+ * at the start of its current line, to zlib streaming with a full flush
+ * after each line (a rewind point), as backupd writes.
+ */
+#define CHUNK_BUFFER_MAX (4u << 20)
+#define CHUNK_BUFFER_BUDGET (64u << 20)
+
+/* Where the writer stood at the end of a line, to undo what follows. */
+struct chunk_mark {
+    uint64_t file_end;
+    uint64_t length;
+    uint64_t member_start;
+    bool open;     /* taken inside a member */
+    bool buffered; /* ... while it was still buffered */
+    uint32_t crc;
+    SHA_CTX data_sha;
+    SHA_CTX file_sha;
+};
+
 struct chunk_writer {
     int fd;
     int level;
@@ -36,19 +59,15 @@ struct chunk_writer {
     uint64_t file_end;     /* file length once out is drained */
     uint64_t member_start; /* offset of the open member */
     uint64_t length;       /* uncompressed bytes of the open member */
-    uint32_t crc;
-    SHA_CTX data_sha;   /* of the open member's uncompressed bytes */
+    uint32_t crc;       /* while streaming (buffered: computed at the end) */
+    SHA_CTX data_sha;   /* of the open member's uncompressed bytes, likewise */
     SHA_CTX file_sha;   /* of every compressed byte of the file */
     char file_sha1[41]; /* SHA-1 of [0, member_start) */
-};
-
-/* Where the writer stood at the end of a line, to undo what follows. */
-struct chunk_mark {
-    uint64_t file_end;
-    uint64_t length;
-    uint32_t crc;
-    SHA_CTX data_sha;
-    SHA_CTX file_sha;
+    unsigned char *pending; /* the buffered member's uncompressed bytes */
+    size_t pending_len, pending_cap;
+    size_t line_start;        /* where the current line began in pending */
+    bool streaming;           /* the member goes through zlib */
+    struct chunk_mark switch_mark; /* the rewind point made at the switch */
 };
 
 struct chunk_reader {

@@ -4,7 +4,8 @@
  * traffic appended and answered back byte for byte as backupd did, verify,
  * reindex equality, locking, failed records and group commit, and each
  * message body stored once per user whatever is resent (and a log that
- * holds bodies twice, as backupd writes a resend, reindexed and compacted).
+ * holds bodies twice, as backupd writes a resend, reindexed and compacted),
+ * and members past the chunk writer's buffer.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "check.h"
@@ -953,6 +954,90 @@ test_sequence_alone(const char *dir)
     cairn_store_close(store);
 }
 
+/* "APPLY MESSAGE (%{default GUID N}\r\n<N bytes>)\r\n" of a generated
+   body of size bytes; a wrong GUID when bad. */
+static void
+big_message(struct cairn_buf *text, size_t size, unsigned seed, bool bad,
+            struct cairn_buf *body)
+{
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    char hex[41];
+    unsigned x = seed;
+
+    cairn_buf_reset(body);
+    cairn_buf_reserve(body, size);
+    for (size_t i = 0; i < size; i++) {
+        x = x * 1103515245u + 12345u;
+        body->data[i] = (char)('a' + (x >> 16) % 26);
+    }
+    body->len = size;
+    SHA1((const unsigned char *)body->data, size, digest);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i] ^ (bad && i == 0));
+    cairn_buf_reset(text);
+    cairn_buf_printf(text, "APPLY MESSAGE (%%{default %s %zu}\r\n", hex, size);
+    cairn_buf_append(text, body->data, size);
+    cairn_buf_append_str(text, ")\r\n");
+}
+
+/*
+ * Members past the writer's buffer (4 MiB) stream through zlib from the
+ * start of the line that outgrew it: a failed record is undone there
+ * whether it failed before or after the switch, the file stays one valid
+ * member a chunk, and bodies read back equal.
+ */
+static void
+test_big_members(const char *dir)
+{
+    static const char sub[] = "APPLY SUB %(USERID a MBOXNAME user.a.x)\r\n";
+    struct cairn_store *store = NULL;
+    struct test_apply apply;
+    struct cairn_buf text, body, back;
+    char path[512], guid[41];
+    struct stat before, after;
+
+    snprintf(path, sizeof(path), "%s/big", dir);
+    CHECK_INT(cairn_store_open(path, CAIRN_STORE_CREATE, &store), 0);
+    if (store == NULL)
+        return;
+    cairn_buf_init(&text, 64u << 20);
+    cairn_buf_init(&body, 64u << 20);
+    cairn_buf_init(&back, 64u << 20);
+    apply = (struct test_apply){store, 100, 0};
+    /* a record that outgrows the buffer fails: undone to its line start */
+    CHECK_INT(test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &apply), 0);
+    big_message(&text, 5u << 20, 1, true, &body);
+    CHECK_INT(test_each_apply(text.data, text.len, test_apply_one, &apply),
+              CAIRN_EMISMATCH);
+    CHECK_INT(test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &apply), 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    /* streaming from the big record on; a failed record after it */
+    big_message(&text, 6u << 20, 2, false, &body);
+    CHECK_INT(test_each_apply(text.data, text.len, test_apply_one, &apply), 0);
+    memcpy(guid, strstr(text.data, "default ") + 8, 40);
+    guid[40] = '\0';
+    stat(path, &before);
+    big_message(&text, 1000, 3, true, &back);
+    CHECK_INT(test_each_apply(text.data, text.len, test_apply_one, &apply),
+              CAIRN_EMISMATCH);
+    stat(path, &after);
+    CHECK_INT(after.st_size, before.st_size);
+    CHECK_INT(test_each_apply(sub, sizeof(sub) - 1, test_apply_one, &apply), 0);
+    CHECK_INT(cairn_store_commit(store), 0);
+    cairn_buf_reset(&back);
+    CHECK_INT(cairn_store_read_message(store, guid, collect_body, &back), 0);
+    CHECK_MEM(back.data, back.len, body.data, body.len);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    cairn_store_close(store);
+    store = NULL;
+    CHECK_INT(cairn_store_open(path, 0, &store), 0);
+    CHECK_INT(cairn_store_verify(store, CAIRN_VERIFY_FULL, NULL, 0), 0);
+    cairn_store_close(store);
+    cairn_buf_release(&text);
+    cairn_buf_release(&body);
+    cairn_buf_release(&back);
+}
+
 int
 main(void)
 {
@@ -972,6 +1057,7 @@ main(void)
     test_dedupe(dir);
     test_log_with_duplicates(dir);
     test_sequence_alone(dir);
+    test_big_members(dir);
     test_remove_dir(dir);
     free(dir);
     return check_exit("test_store");
