@@ -81,10 +81,10 @@ def binaries_from_argv(argv=None):
     return Binaries(args.router, args.node, args.cairnctl), rest
 
 
-def csync_banner(port, timeout=2.0):
+def csync_banner(port, timeout=2.0, host="127.0.0.1"):
     """The lines of the csync banner up to "* OK ..." (or up to EOF)."""
     data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         while not re.search(rb"^\* OK[^\n]*\n", data, re.M):
             chunk = s.recv(4096)
             if not chunk:
@@ -167,7 +167,8 @@ class Cluster:
     main] (e.g. {"ack": "one"}); node_hosts: {node: address} for nodes
     that listen elsewhere than 127.0.0.1 (inside a network namespace the
     test made, labnet.py); node_wrappers: {node: argv prefix} the node runs
-    under (e.g. ["ip", "netns", "exec", NS]); sections: {section: {key:
+    under (e.g. ["ip", "netns", "exec", NS]); router_host/router_wrapper:
+    the same for the router (csync listener, control socket); sections: {section: {key:
     value}} of further single sections (e.g. {"scrub": {"rate": "1M"}});
     security: further [security] keys (e.g. {"user": "cairn-test",
     "data_mode": "0640"}); sasl_password_file: the channel's password is
@@ -183,7 +184,8 @@ class Cluster:
                  prefix="cairn-cluster-", channel_settings=None,
                  destination_settings=None, node_hosts=None,
                  node_wrappers=None, sections=None, security=None,
-                 sasl_password_file=None):
+                 sasl_password_file=None, router_host="127.0.0.1",
+                 router_wrapper=None):
         missing = binaries.missing()
         if missing:
             raise ClusterError("cairn programs not built: %s" % missing)
@@ -203,6 +205,9 @@ class Cluster:
         self.channel_settings = dict(channel_settings or {})
         self.destination_settings = dict(destination_settings or {})
         self.node_hosts = dict(node_hosts or {})
+        # the router's csync listener and control socket (a namespace's
+        # address when router_wrapper runs it inside one, labnet.py)
+        self.router_host = router_host
         self.per_node_settings = {}  # set_node_settings()
         self.sections = {k: dict(v) for k, v in (sections or {}).items()}
         self.security = dict(security or {})
@@ -228,7 +233,8 @@ class Cluster:
                 binaries.node, "-f", "-c", self.config_path, "-n", name,
                 "-w", self._endpoint_file(name)] + root_flags,
                 os.path.join(self.dir, name + ".log"))
-        self.daemons["router"] = Daemon("router", [
+        self.daemons["router"] = Daemon("router", list(
+            router_wrapper or []) + [
             binaries.router, "-c", self.config_path] + root_flags,
             os.path.join(self.dir, "router.log"))
 
@@ -257,11 +263,11 @@ class Cluster:
 
     @property
     def csync_address(self):
-        return ("127.0.0.1", self.csync_port)
+        return (self.router_host, self.csync_port)
 
     def _write_config(self):
         router = {
-            "control": "tcp://127.0.0.1:%d" % self.control_port,
+            "control": "tcp://%s:%d" % (self.router_host, self.control_port),
             "spool_dir": os.path.join(self.dir, "spool"),
             "servername": "cairn-e2e",
             "node_timeout": "5s",
@@ -272,7 +278,7 @@ class Cluster:
         lines = ["# written by integration/lib/cairncluster.py", "[router]"]
         lines += ["%s = %s" % kv for kv in router.items()]
         lines += ["", "[channel %s]" % self.channel,
-                  "listen = 127.0.0.1:%d" % self.csync_port,
+                  "listen = %s:%d" % (self.router_host, self.csync_port),
                   "sasl_user = %s" % self.sasl_user,
                   ("sasl_password_file = %s" % self.sasl_password_file
                    if self.sasl_password_file else
@@ -375,7 +381,8 @@ class Cluster:
             return
         self._track(daemon)
         self._wait(daemon, lambda: any(line.startswith("* OK") for line in
-                                       _quiet_banner(self.csync_port)))
+                                       _quiet_banner(self.csync_port,
+                                                     self.router_host)))
 
     def _wait(self, daemon, ready):
         deadline = time.monotonic() + READY_TIMEOUT
@@ -586,9 +593,9 @@ def _tcp_accepts(port, host="127.0.0.1"):
         return False
 
 
-def _quiet_banner(port):
+def _quiet_banner(port, host="127.0.0.1"):
     try:
-        return csync_banner(port, timeout=1.0)
+        return csync_banner(port, timeout=1.0, host=host)
     except OSError:
         return []
 

@@ -9,6 +9,10 @@ other address.
         link.restore()                    # ... up again
         link.limit("40mbit")              # tbf on both ends: a slow link
 
+    with labnet.Bridge(["router", "node1"]) as bed:   # a test bed of hosts
+        bed.address["node1"]              # its namespace's address
+        bed.wrapper("node1")              # ["ip", "netns", "exec", NS]
+
 The pair's addresses are a /30 of 198.18.0.0/15 (RFC 2544, benchmarking)
 that no interface on this host uses yet.  The namespace and the veth are
 removed at exit (a failing removal is reported, never hidden).  A cut
@@ -19,7 +23,7 @@ Python 3 standard library only; needs root and iproute2.
 import os
 import subprocess
 
-__all__ = ["Link", "LinkUnavailable"]
+__all__ = ["Bridge", "Link", "LinkUnavailable"]
 
 
 class LinkUnavailable(Exception):
@@ -128,6 +132,83 @@ class Link:
             if r.returncode != 0:
                 problems.append(r.stderr.strip())
         self._made = []
+        if problems:
+            raise LinkUnavailable("cleanup: %s" % "; ".join(problems))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+
+class Bridge:
+    """Several hosts on one private network: a Linux bridge on this host
+    (address .1 of a free 198.18.N.0/24) and, per name, a namespace whose
+    veth joins the bridge with address .2, .3, ...  The namespaces reach
+    each other and this host over the bridge; nothing of theirs is on
+    127.0.0.1.  Removed at exit (a failing removal is reported)."""
+
+    def __init__(self, names):
+        tag = "%d" % (os.getpid() % 100000)
+        self.bridge = "cb%s" % tag
+        self.namespaces, self.address, self._veths = {}, {}, []
+        self._bridge_made = False
+        try:
+            prefix = _free_subnet()
+            self.outside = prefix + "1"
+            _ip("link", "add", self.bridge, "type", "bridge")
+            self._bridge_made = True
+            _ip("addr", "add", self.outside + "/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            for i, name in enumerate(names):
+                namespace = "cairn-bed-%s-%d" % (tag, i)
+                host_end, inner = "cb%sh%d" % (tag, i), "cb%sn%d" % (tag, i)
+                _ip("netns", "add", namespace)
+                self.namespaces[name] = namespace
+                _ip("link", "add", host_end, "type", "veth", "peer", "name",
+                    inner)
+                self._veths.append(host_end)
+                _ip("link", "set", inner, "netns", namespace)
+                _ip("link", "set", host_end, "master", self.bridge)
+                _ip("link", "set", host_end, "up")
+                address = prefix + "%d" % (i + 2)
+                self._inside(name, "ip", "addr", "add", address + "/24",
+                             "dev", inner)
+                self._inside(name, "ip", "link", "set", inner, "up")
+                self._inside(name, "ip", "link", "set", "lo", "up")
+                self.address[name] = address
+        except (LinkUnavailable, OSError, subprocess.SubprocessError) as e:
+            self.close()
+            raise LinkUnavailable(str(e))
+
+    def _inside(self, name, *argv):
+        r = subprocess.run(self.wrapper(name) + list(argv),
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise LinkUnavailable("%s in %s: %s" % (
+                " ".join(argv), self.namespaces[name], r.stderr.strip()))
+
+    def wrapper(self, name):
+        """The argv prefix that runs a program on host name."""
+        return ["ip", "netns", "exec", self.namespaces[name]]
+
+    def close(self):
+        problems = []
+        for veth in self._veths:
+            r = _ip("link", "del", veth, check=False)
+            if r.returncode != 0 and "Cannot find" not in r.stderr:
+                problems.append(r.stderr.strip())
+        for namespace in self.namespaces.values():
+            r = _ip("netns", "del", namespace, check=False)
+            if r.returncode != 0:
+                problems.append(r.stderr.strip())
+        if self._bridge_made:
+            r = _ip("link", "del", self.bridge, check=False)
+            if r.returncode != 0:
+                problems.append(r.stderr.strip())
+        self._veths, self.namespaces, self._bridge_made = [], {}, False
         if problems:
             raise LinkUnavailable("cleanup: %s" % "; ".join(problems))
 
