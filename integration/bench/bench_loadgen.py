@@ -40,8 +40,11 @@ def main():
     counts = os.environ.get("CAIRN_LOADGEN_COUNTS") or args.counts
     messages = os.environ.get("CAIRN_LOADGEN_MESSAGES") or args.messages
     quiet = {"log_level": "info"}
+    # the shipped node_timeout (the test clusters' 5s marks a node down
+    # when 200 users commit at once on a busy 2-core machine)
+    router = dict(quiet, node_timeout="30s")
     with cairncluster.Cluster(binaries, nodes=args.nodes,
-                              replicas=args.replicas, router_settings=quiet,
+                              replicas=args.replicas, router_settings=router,
                               node_settings=quiet,
                               mechanisms="PLAIN") as cluster:
         cluster.start()
