@@ -6,6 +6,7 @@
  */
 #include "daemon.h"
 #include "ops.h"
+#include "progress.h"
 #include "restore.h"
 
 #include <errno.h>
@@ -302,14 +303,16 @@ exit_code(int rc)
     }
 }
 
+/* The run's steps on one progress line: items of the step, bytes
+ * uploaded, the mailbox or partition at the end. */
 static void
 show_progress(void *ctx, const struct cairn_restore_progress *p)
 {
-    struct cairn_ops_context *context = ctx;
+    struct cairn_ops_progress *progress = ctx;
 
-    fprintf(context->err, "restore: %s %s %llu/%llu (%llu bytes uploaded)\n",
-            p->step, p->name ? p->name : "", (unsigned long long)p->done,
-            (unsigned long long)p->total, (unsigned long long)p->bytes);
+    progress->unit = p->step;
+    cairn_ops_progress_set_total(progress, p->total, 0);
+    cairn_ops_progress_update(progress, p->done, p->bytes, p->name);
 }
 
 static void
@@ -480,6 +483,7 @@ connect_and_run(struct cairn_ops_context *context,
 {
     struct cairn_restore_session_options session_options = {0};
     struct cairn_restore_session *session = NULL;
+    struct cairn_ops_progress progress;
     char password[PASSWORD_MAX], server[512], error[512];
     int status, rc;
 
@@ -511,8 +515,16 @@ connect_and_run(struct cairn_ops_context *context,
     }
     if (!args->quiet)
         show_connection(context, args->server, session);
+    cairn_ops_progress_start(&progress, context->err, args->quiet, "restore",
+                             "items", 0, 0);
     rc = cairn_restore_run(session, source, plan,
-                           args->quiet ? NULL : show_progress, context, result);
+                           cairn_ops_progress_shown(&progress) ? show_progress
+                                                               : NULL,
+                           &progress, result);
+    progress.unit = "messages uploaded"; /* the whole run's figures */
+    cairn_ops_progress_set_total(&progress, 0, 0);
+    cairn_ops_progress_end(&progress, result->messages_uploaded,
+                           result->bytes_uploaded);
     if (rc < 0)
         snprintf(cause, cause_size, "%s", result->error);
 out:

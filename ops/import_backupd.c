@@ -29,6 +29,7 @@
 #include "import_int.h"
 #include "node.h"
 #include "placement.h"
+#include "progress.h"
 #include "rebalance_int.h"
 
 #include <dirent.h>
@@ -69,6 +70,7 @@ struct migration {
     uint64_t bytes_worked; /* of the users this run took (not the journal) */
     size_t imported, skipped, failed, resumed, users_done;
     double started;
+    struct cairn_ops_progress progress; /* under lock */
 };
 
 static double
@@ -669,14 +671,12 @@ report_user(struct migration *m, const char *userid, const char *outcome,
 static void
 show_progress(struct migration *m)
 {
-    double elapsed = now_seconds() - m->started;
+    char detail[64];
 
-    if (m->options->quiet)
-        return;
-    fprintf(m->context->err,
-            "import: %zu/%zu users, %.1f/%.1f MB, %.1f MB sent, %.0f s\n",
-            m->users_done, m->user_count, (double)m->bytes_done / 1e6,
-            (double)m->total_bytes / 1e6, (double)m->bytes_sent / 1e6, elapsed);
+    snprintf(detail, sizeof(detail), "%.1f MB sent",
+             (double)m->bytes_sent / 1e6);
+    cairn_ops_progress_update(&m->progress, m->users_done, m->bytes_done,
+                              detail);
 }
 
 /* Copies, verifies and places one user; its line of the report. */
@@ -937,7 +937,11 @@ cairn_import_from_backupd(struct cairn_ops_context *context,
                 m.user_count, (double)m.total_bytes / 1e6, options->from,
                 options->destination, cairn_ring_replicas(m.ring),
                 options->work_dir);
-    if ((rc = run_workers(&m)) < 0) {
+    cairn_ops_progress_start(&m.progress, context->err, options->quiet,
+                             "import", "users", m.user_count, m.total_bytes);
+    rc = run_workers(&m);
+    cairn_ops_progress_end(&m.progress, m.users_done, m.bytes_done);
+    if (rc < 0) {
         fprintf(context->err, "cairnctl import: nodes: %s\n",
                 cairn_strerror(rc));
         status = CAIRN_EXIT_UNAVAILABLE;

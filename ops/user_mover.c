@@ -49,6 +49,7 @@
  */
 #include "common.h"
 #include "placement.h"
+#include "progress.h"
 #include "rebalance_int.h"
 
 #include <errno.h>
@@ -94,7 +95,9 @@ struct run {
     size_t *source_busy; /* [node]: bulk copies reading from it */
     /* progress */
     uint64_t users_total, users_done, bytes_total, bytes_done;
-    uint64_t started_ms, last_progress_ms;
+    uint64_t started_ms;
+    struct cairn_ops_progress progress; /* started with the first line */
+    bool progress_started;
 };
 
 static uint64_t
@@ -279,33 +282,26 @@ find_moving(struct run *run)
 static void
 show_progress(struct run *run, bool force)
 {
-    uint64_t now = now_ms(), elapsed = now - run->started_ms;
-    double rate, eta = 0, per_user;
-    char line[256];
+    char detail[160];
 
-    if (run->options->progress == NULL ||
-        (!force && now - run->last_progress_ms < 1000))
-        return;
-    run->last_progress_ms = now;
-    rate =
-        elapsed > 0 ? (double)run->bytes_done * 1000.0 / (double)elapsed : 0.0;
-    /* By users: their bytes (as the nodes report them, index included)
-     * only estimate what is copied, and small users cost round trips. */
-    if (run->users_done > 0 && run->users_total > run->users_done) {
-        per_user = (double)elapsed / 1000.0 / (double)run->users_done;
-        eta = per_user * (double)(run->users_total - run->users_done);
+    if (!run->progress_started) {
+        /* The ETA by users: their bytes (as the nodes report them, index
+         * included) only estimate what is copied, and small users cost
+         * round trips. */
+        cairn_ops_progress_start(&run->progress, run->options->progress, false,
+                                 "rebalance", "users", run->users_total, 0);
+        run->progress_started = true;
     }
-    snprintf(line, sizeof(line),
-             "rebalance: %llu/%llu users, %.2f MiB copied (about %.1f MiB "
-             "to move), %.2f MiB/s, ETA %.0fs, %zu moving, longest hold "
-             "%llu ms",
-             (unsigned long long)run->users_done,
-             (unsigned long long)run->users_total,
-             (double)run->bytes_done / 1048576.0,
-             (double)run->bytes_total / 1048576.0, rate / 1048576.0, eta,
-             run->active, (unsigned long long)run->report->longest_hold_ms);
-    fprintf(run->options->progress, "%s\n", line);
-    fflush(run->options->progress);
+    snprintf(detail, sizeof(detail),
+             "about %.1f MiB to move, %zu moving, longest hold %llu ms",
+             (double)run->bytes_total / 1048576.0, run->active,
+             (unsigned long long)run->report->longest_hold_ms);
+    if (force && run->users_done == run->users_total)
+        cairn_ops_progress_end(&run->progress, run->users_done,
+                               run->bytes_done);
+    else
+        cairn_ops_progress_update(&run->progress, run->users_done,
+                                  run->bytes_done, detail);
 }
 
 static int

@@ -196,7 +196,8 @@ test_migration(void)
           strstr(out, "rule: every member before the last must be whole"));
     CHECK(out && strstr(out, "import: 3 users: 2 imported, 0 skipped (0 by"
                              " the journal), 1 failed"));
-    CHECK(err && strstr(err, "import: 3/3 users"));
+    /* err is a file, not a terminal: no progress line (progress.h) */
+    CHECK(err == NULL || !strstr(err, "import: 3/3 users"));
     if (out && !strstr(out, "failed dave"))
         fprintf(stderr, "%s%s", out, err ? err : "");
     free(out);
