@@ -20,7 +20,7 @@ static const char usage[] =
     "           (--user user datafile | --all backupdir)\n"
     "       cairnctl [-c cluster.conf] import --from-backupd source\n"
     "           --destination name [--work-dir dir] [--replace] [--strict]\n"
-    "           [--jobs n] [--cyr-dbtool path] [--imapd-conf file] [--quiet]\n"
+    "           [--jobs n] [--cyr-dbtool path] [--imapd-conf file] [-q]\n"
     "           [--json]\n"
     "\n"
     "Copies a Cyrus backupd data file (and reads datafile.index, if there,\n"
@@ -61,7 +61,7 @@ static const char usage[] =
     "                  /usr/lib/cyrus/bin/cyr_dbtool)\n"
     "  --imapd-conf    -C for cyr_dbtool when source is backups.db\n"
     "  --jobs          users in flight at once, 1-64 (default 4)\n"
-    "  --quiet         no progress lines\n"
+    "  -q, --quiet     no progress line\n"
     "Exit: 0 imported (or already present), 1 verify failed / user exists /\n"
     "locked / differences with --strict / some user failed, 64 usage, 66 no\n"
     "datafile or no backups, 69 nodes unreachable, 74 I/O, 70 other.\n";
@@ -102,7 +102,7 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
     b->jobs = 4;
     optind = 0;
     opterr = 0;
-    while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "q", options, NULL)) != -1) {
         switch (option) {
         case 'd':
             args->data_dir = optarg;

@@ -34,7 +34,7 @@ static const char usage[] =
     "           [--keep-deleted-prefix] [--skip-expunged] [--no-meta]\n"
     "           [--activate-sieve script] [--mode restore|apply]\n"
     "           [--message guid | --mailbox name --uid uid] [--as-of time]\n"
-    "           [--dry-run] [--quiet] [--json]\n"
+    "           [--dry-run] [-q | --quiet] [--json]\n"
     "\n"
     "Restores the user's backup into the Cyrus sync_server at host:port,\n"
     "authenticating as a Cyrus admin. The backup is read from the running\n"
@@ -213,7 +213,11 @@ parse_arguments(struct cairn_ops_context *context, int argc, char **argv,
     args->timeout = 600;
     optind = 0;
     opterr = 0;
-    while ((option = getopt_long(argc, argv, "", options, &index)) != -1) {
+    while ((option = getopt_long(argc, argv, "q", options, &index)) != -1) {
+        if (option == 'q') { /* -q: --quiet */
+            args->quiet = true;
+            continue;
+        }
         if (option != 0) {
             fprintf(context->err, "cairnctl restore: bad option '%s'\n",
                     argv[optind - 1]);
