@@ -11,8 +11,8 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: cairnctl keys create name ...\n"
-    "       cairnctl keys show name ...\n"
+    "usage: cairnctl keys create [--json] name ...\n"
+    "       cairnctl keys show [--json] name ...\n"
     "\n"
     "create: make a CURVE keypair in [security] curve_key_dir for each\n"
     "        name: name.secret (mode 0600) and name.public; an existing\n"
@@ -26,11 +26,6 @@ run_keys(struct cairn_ops_context *context, int argc, char **argv)
     const char *verb = argc > 1 ? argv[1] : NULL, *dir;
     int status;
 
-    if (verb != NULL &&
-        (strcmp(verb, "-h") == 0 || strcmp(verb, "--help") == 0)) {
-        fputs(usage, context->out);
-        return CAIRN_EXIT_OK;
-    }
     if (verb == NULL || argc < 3 ||
         (strcmp(verb, "create") != 0 && strcmp(verb, "show") != 0)) {
         fprintf(context->err, "cairnctl keys: create or show, and names\n");
@@ -40,8 +35,13 @@ run_keys(struct cairn_ops_context *context, int argc, char **argv)
     if ((status = cairn_ops_load_config(context, NULL, &config)) != 0)
         return status;
     dir = cairn_config_security(config)->curve_key_dir;
+    for (int i = 2; i < argc; i++) /* --json among the names */
+        context->json |= strcmp(argv[i], "--json") == 0;
     for (int i = 2; i < argc; i++) {
         char public_key[CAIRN_CURVE_KEY_TEXT], error[512] = "";
+
+        if (strcmp(argv[i], "--json") == 0)
+            continue;
         int rc = strcmp(verb, "create") == 0
                      ? cairn_curve_key_create(dir, argv[i], public_key, error,
                                               sizeof(error))

@@ -28,7 +28,7 @@ static const char usage[] =
     "       cairnctl ring set-weight file name weight [change-opts]\n"
     "       cairnctl ring set-zone file name zone [change-opts]\n"
     "       cairnctl ring plan file -u users [-t tolerance] [change-opts]\n"
-    "       cairnctl ring show file\n"
+    "       cairnctl ring show [--json] file\n"
     "       cairnctl ring diff old new [-u users [-l]]\n"
     "\n"
     "change-opts: [--commit | -o new-file] [-u users]\n"
@@ -775,6 +775,15 @@ run_ring(struct cairn_ops_context *context, int argc, char **argv)
             continue;
         if ((status = parse_args(context, argc - 1, argv + 1, &args)) != 0)
             return status;
+        /* The plans and diffs are reports for people; refuse rather
+         * than print text where JSON was asked for. */
+        if (context->json && strcmp(verbs[i].verb, "show") != 0) {
+            fprintf(context->err,
+                    "cairnctl ring %s: no JSON form (only ring show has "
+                    "one)\n",
+                    verbs[i].verb);
+            return CAIRN_EXIT_USAGE;
+        }
         return verbs[i].run(context, &args, argc - 1, argv + 1);
     }
     fprintf(context->err, "cairnctl ring: unknown verb '%s'\n", argv[1]);

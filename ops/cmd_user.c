@@ -813,6 +813,11 @@ run_user(struct cairn_ops_context *context, int argc, char **argv)
     if ((status = parse_args(context, argc - 1, argv + 1, &args)) != 0)
         return status;
     positional = (size_t)(argc - 1 - args.first);
+    if (strcmp(verb, "dump") == 0 && context->json) {
+        fprintf(context->err, "cairnctl user dump: no JSON form (it prints "
+                              "the log's own lines)\n");
+        return CAIRN_EXIT_USAGE;
+    }
     if (strcmp(verb, "dump") == 0 && positional == 1 && args.data_dir)
         return dump_user(context, args.data_dir, argv[1 + args.first]);
     if (!((strcmp(verb, "list") == 0 && positional == 0) ||
