@@ -93,6 +93,7 @@ pending_free(struct pending *request)
     free_string(request->envelope.destination);
     free_string(request->envelope.verb);
     free_string(request->envelope.key);
+    free_string(request->envelope.page_after);
     free(request->user);
     free(request);
 }
@@ -803,7 +804,10 @@ pending_from_request(const struct cairn_node_client *client,
     p->envelope.stream_start = in->stream_start;
     p->envelope.update_time = in->update_time;
     p->envelope.ring_epoch = in->ring_epoch;
-    if ((in->user && !(p->envelope.user = strdup(in->user))) ||
+    p->envelope.page_limit = in->page_limit;
+    if ((in->page_after &&
+         !(p->envelope.page_after = copy_or_null(in->page_after))) ||
+        (in->user && !(p->envelope.user = strdup(in->user))) ||
         (in->destination &&
          !(p->envelope.destination = strdup(in->destination))) ||
         (in->verb && !(p->envelope.verb = copy_or_null(in->verb))) ||

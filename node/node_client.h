@@ -191,6 +191,9 @@ struct cairn_node_request {
     uint64_t sequence;       /* per user, 0: unordered */
     bool stream_start;       /* sequence starts a new stream (see above) */
     int64_t update_time;     /* APPLY: the router's stamp, 0: the node's */
+    /* STATS_REQUEST: one page of page_limit users after page_after */
+    const char *page_after; /* NULL: none */
+    uint32_t page_limit;    /* 0: every user at once */
     uint64_t ring_epoch;
     /* frame 1..n, each <= max_frame, except that frame 1 of an APPLY or
      * STATE_REQUEST (the dlist) is cut into dlist_frames when larger */

@@ -297,6 +297,10 @@ int node_user_stats(struct cairn_node_server *server, const char *userid,
                     Cairn__UserStats *stats);
 
 void node_admin(struct cairn_node_server *server, struct node_request *request);
+/* STATS_REQUEST with Envelope.page_limit: one page of users in userid
+ * order (server_stats_page.c). */
+int node_answer_stats_page(struct cairn_node_server *server,
+                           struct node_request *request);
 /*
  * VERIFY and COMPACT run one user at a time on the worker: starts the
  * next user of the oldest such request when the worker is idle, answers

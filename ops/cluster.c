@@ -54,6 +54,9 @@ unpack_body(struct cairn_ops_node_call *call, const struct cairn_node_reply *r)
         call->status_reply = cairn__status_reply__unpack(NULL, len, data);
     else
         call->results = cairn__user_results__unpack(NULL, len, data);
+    call->paged = call->status_reply != NULL &&
+                  call->status_reply->node != NULL &&
+                  call->status_reply->node->paged;
     if (call->status_reply == NULL && call->results == NULL) {
         call->status = CAIRN_EPROTO;
         snprintf(call->error_text, sizeof(call->error_text),
@@ -112,6 +115,8 @@ queue_call(const struct cairn_config *config, struct cairn_node_client *client,
                                          node->endpoint, &index)) < 0)
         return rc;
     request.kind = waiter->call->kind;
+    request.page_after = waiter->call->page_after;
+    request.page_limit = waiter->call->page_limit;
     /*
      * The client frees every envelope string it was given, and a NULL one
      * stays protobuf-c's static "" and crashes that free: give all four.

@@ -33,12 +33,17 @@ struct cairn_ops_node_call {
     size_t node;      /* config index */
     Cairn__Kind kind; /* PING, STATUS/STATS/VERIFY/COMPACT_REQUEST */
     const Cairn__UserRequest *ask; /* borrowed; NULL: all users */
+    /* STATS_REQUEST in pages: page_limit users after page_after
+     * (borrowed); 0: every user at once */
+    const char *page_after;
+    uint32_t page_limit;
     /* filled by cairn_ops_call_nodes: */
     int status; /* 0, the node's CAIRN_E* error, or a failure here */
     char error_text[256];
     Cairn__StatusReply *status_reply; /* STATUS/STATS, owned */
     Cairn__UserResults *results;      /* VERIFY/COMPACT, owned */
     bool answered;
+    bool paged; /* the node answered one page, in userid order */
 };
 
 /*
@@ -55,6 +60,34 @@ void cairn_ops_node_call_release(struct cairn_ops_node_call *call);
 /* Releases calls[0..count-1] and frees the array, which it takes
    ownership of (NULL: nothing). */
 void cairn_ops_node_calls_free(struct cairn_ops_node_call *calls, size_t count);
+
+/*
+ * Every user the config's nodes nodes[0..count-1] hold, in userid order,
+ * each with its row from each node (user_walk.c): nodes are read in pages
+ * and merged, so memory stays one page per node whatever the number of
+ * users. *walk is owned by the caller (cairn_ops_user_walk_free); config
+ * is borrowed and must outlive it.
+ */
+struct cairn_ops_user_walk;
+int cairn_ops_user_walk_new(const struct cairn_config *config,
+                            const size_t *nodes, size_t count,
+                            uint64_t timeout_ms,
+                            struct cairn_ops_user_walk **walk);
+/*
+ * The next user: 1 with *user and (*rows)[i], node i's figures or NULL
+ * when it does not hold the user (both borrowed until the next call), 0
+ * at the end, or an error. A node that fails is left out from then on.
+ */
+int cairn_ops_user_walk_next(struct cairn_ops_user_walk *walk,
+                             const char **user,
+                             const Cairn__UserStats *const **rows);
+/* Node i's failure (0: none) with its reason (borrowed), and its index
+   in the config. */
+int cairn_ops_user_walk_status(const struct cairn_ops_user_walk *walk,
+                               size_t index, const char **error);
+size_t cairn_ops_user_walk_node(const struct cairn_ops_user_walk *walk,
+                                size_t index);
+void cairn_ops_user_walk_free(struct cairn_ops_user_walk *walk);
 
 /* A sorted set of user names, owned (strings too). */
 struct cairn_ops_names {
