@@ -50,6 +50,7 @@ struct connection {
     double *latencies;
     size_t latency_count, latency_cap;
     struct cairn_loadgen_connection figures;
+    double phase_start, phase_end; /* this connection's part of a phase */
     int rc;
     char error[200];
 };
@@ -57,9 +58,14 @@ struct connection {
 struct cairn_loadgen {
     struct cairn_loadgen_options options;
     struct connection *connections;
-    pthread_barrier_t barrier;
-    bool barrier_ready;
+    /* the start gate of a phase: every thread ready, then all go */
+    pthread_mutex_t gate_lock;
+    pthread_cond_t gate_changed;
+    unsigned gate_ready;
+    bool gate_open;
 };
+
+static void wait_at_gate(struct cairn_loadgen *g);
 
 static const char *const words[] = {
     "backup",  "replication", "mailbox", "server",  "report",   "meeting",
@@ -485,12 +491,14 @@ ingest(struct connection *c)
     int rc;
 
     plan_messages(c);
-    pthread_barrier_wait(&c->loadgen->barrier);
+    wait_at_gate(c->loadgen);
     started = now_seconds();
     if ((rc = get_user(c, &reply)) < 0 || (rc = reserve(c)) < 0 ||
         (rc = send_messages(c)) < 0 || (rc = apply_mailbox(c)) < 0)
         goto out;
-    c->figures.ingest_seconds = now_seconds() - started;
+    c->phase_start = started;
+    c->phase_end = now_seconds();
+    c->figures.ingest_seconds = c->phase_end - started;
 out:
     cairn_csync_response_release(&reply);
     return rc;
@@ -504,7 +512,7 @@ unchanged(struct connection *c)
     double started;
     int rc = 0;
 
-    pthread_barrier_wait(&c->loadgen->barrier);
+    wait_at_gate(c->loadgen);
     started = now_seconds();
     for (unsigned r = 0; rc == 0 && r < rounds; r++) {
         struct cairn_csync_response reply = {0};
@@ -525,8 +533,22 @@ unchanged(struct connection *c)
         }
         cairn_csync_response_release(&reply);
     }
-    c->figures.unchanged_seconds = now_seconds() - started;
+    c->phase_start = started;
+    c->phase_end = now_seconds();
+    c->figures.unchanged_seconds = c->phase_end - started;
     return rc;
+}
+
+/* Says this thread is ready and waits until every one is. */
+static void
+wait_at_gate(struct cairn_loadgen *g)
+{
+    pthread_mutex_lock(&g->gate_lock);
+    g->gate_ready++;
+    pthread_cond_broadcast(&g->gate_changed);
+    while (!g->gate_open)
+        pthread_cond_wait(&g->gate_changed, &g->gate_lock);
+    pthread_mutex_unlock(&g->gate_lock);
 }
 
 static void *
@@ -535,7 +557,7 @@ ingest_thread(void *arg)
     struct connection *c = arg;
 
     if (c->fd < 0 && connect_server(c) < 0) {
-        pthread_barrier_wait(&c->loadgen->barrier);
+        wait_at_gate(c->loadgen);
         return NULL;
     }
     ingest(c);
@@ -547,10 +569,6 @@ unchanged_thread(void *arg)
 {
     struct connection *c = arg;
 
-    if (c->rc < 0) {
-        pthread_barrier_wait(&c->loadgen->barrier);
-        return NULL;
-    }
     unchanged(c);
     return NULL;
 }
@@ -584,6 +602,8 @@ cairn_loadgen_new(const struct cairn_loadgen_options *options,
     if (!(g = calloc(1, sizeof(*g))))
         return CAIRN_ENOMEM;
     g->options = *options;
+    pthread_mutex_init(&g->gate_lock, NULL);
+    pthread_cond_init(&g->gate_changed, NULL);
     g->connections = calloc(options->connections, sizeof(*g->connections));
     if (!g->connections)
         goto nomem;
@@ -627,28 +647,59 @@ run_phase(struct cairn_loadgen *g, void *(*body)(void *),
 {
     unsigned n = g->options.connections;
     pthread_t *threads = calloc(n, sizeof(*threads));
+    bool *running = calloc(n, sizeof(*running));
+    unsigned created = 0;
     size_t total = 0;
-    double started;
+    double started = 0, ended = 0;
     int rc = 0;
 
-    if (!threads)
-        return CAIRN_ENOMEM;
-    if (pthread_barrier_init(&g->barrier, NULL, n + 1) != 0) {
+    if (!threads || !running) {
         free(threads);
+        free(running);
         return CAIRN_ENOMEM;
     }
+    pthread_mutex_lock(&g->gate_lock);
+    g->gate_ready = 0;
+    g->gate_open = false;
+    pthread_mutex_unlock(&g->gate_lock);
     for (unsigned i = 0; i < n; i++) {
-        g->connections[i].latency_count = 0;
-        if (pthread_create(&threads[i], NULL, body, &g->connections[i]) != 0)
-            abort(); /* the barrier would wait forever: nothing to recover */
+        struct connection *c = &g->connections[i];
+
+        c->latency_count = 0;
+        c->phase_start = c->phase_end = 0;
+        if (c->rc < 0)
+            continue; /* failed earlier: nothing more to run */
+        running[i] = pthread_create(&threads[i], NULL, body, c) == 0;
+        if (running[i])
+            created++;
+        else
+            fail(c, CAIRN_ENOMEM, "cannot start its thread");
     }
-    pthread_barrier_wait(&g->barrier);
-    started = now_seconds();
+    /* every thread started is ready: open the gate for all at once */
+    pthread_mutex_lock(&g->gate_lock);
+    while (g->gate_ready < created)
+        pthread_cond_wait(&g->gate_changed, &g->gate_lock);
+    g->gate_open = true;
+    pthread_cond_broadcast(&g->gate_changed);
+    pthread_mutex_unlock(&g->gate_lock);
     for (unsigned i = 0; i < n; i++)
-        pthread_join(threads[i], NULL);
-    phase->wall_seconds = now_seconds() - started;
-    pthread_barrier_destroy(&g->barrier);
+        if (running[i])
+            pthread_join(threads[i], NULL);
+    /* from the first connection's start to the last one's end (this
+       thread may run late after the gate opens on a busy machine) */
+    for (unsigned i = 0; i < n; i++) {
+        const struct connection *c = &g->connections[i];
+
+        if (c->phase_end <= 0)
+            continue;
+        if (started == 0 || c->phase_start < started)
+            started = c->phase_start;
+        if (c->phase_end > ended)
+            ended = c->phase_end;
+    }
+    phase->wall_seconds = ended - started;
     free(threads);
+    free(running);
 
     for (unsigned i = 0; i < n; i++)
         total += g->connections[i].latency_count;
@@ -716,6 +767,8 @@ cairn_loadgen_free(struct cairn_loadgen *loadgen)
         free(c->latencies);
     }
     free(loadgen->connections);
+    pthread_mutex_destroy(&loadgen->gate_lock);
+    pthread_cond_destroy(&loadgen->gate_changed);
     free(loadgen);
 }
 
