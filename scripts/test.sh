@@ -20,14 +20,14 @@ run_build() {
 
 echo "== release build"
 run_build build-release -DCMAKE_BUILD_TYPE=Release
-(cd build-release && ctest --output-on-failure -j"$jobs" -LE 'bench|soak') || status=1
+(cd build-release && ctest --output-on-failure -j"$jobs" -LE 'bench|soak|valgrind') || status=1
 (cd build-release && ctest --output-on-failure -L bench) || status=1
 
 echo "== ASan+UBSan build"
 run_build build-sanitize -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON
 (cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 \
     UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --output-on-failure -j"$jobs" -LE 'bench|soak') || status=1
+    ctest --output-on-failure -j"$jobs" -LE 'bench|soak|valgrind') || status=1
 
 if [ "$status" -ne 0 ]; then
     echo "test.sh: FAILED" >&2
