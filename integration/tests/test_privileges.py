@@ -17,8 +17,10 @@
     under the nodes' data dirs, the router's spool and state dirs is
     owned by the user with mode 0640 (directories 0750); secret keys are
     0600.
- 3. SIGHUP reads the password file again: the new password logs in, the
-    old one no longer does.
+ 3. node2 is killed and alice gets new mail: the router (ack = one) marks
+    node2 for repair and saves the mark in its state_dir at shutdown.
+    SIGHUP reads the password file again: the new password logs in, the
+    old one no longer does. The walk of step 2 runs after the stop.
 
 usage: test_privileges.py [--router P] [--node P] [--cairnctl P]
 Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
@@ -207,6 +209,16 @@ def switched(cluster, source, user):
     r = cluster.cairnctl("verify", "-q", "-r", cluster.ring_file, *USERS)
     expect(r.returncode == 0, "cairnctl verify: replicas ok and agree",
            r.stdout + r.stderr)
+    # node2 dies; alice's new mail (ack = one) leaves a repair mark, which
+    # the router writes into its state_dir at shutdown, as the user.
+    cluster.stop_node("node2", "kill")
+    offset = len(cluster.router_log())
+    source.deliver("alice", cyruslab.make_message("alice", 90))
+    r = source.sync_client(users=["alice"], channel="cairn")
+    expect(r.returncode == 0, "with node2 down, alice's new mail is backed "
+           "up on node1 (ack = one)", r.stdout + r.stderr)
+    cluster.wait_router_log("user alice on node node2 needs repair", offset,
+                            timeout=60)
 
     # SIGHUP: the password file is read again (as the user: it and the
     # configuration are readable by the user's group, 0640 root:GROUP).
@@ -238,9 +250,11 @@ def switched(cluster, source, user):
     statuses = cluster.stop()
     expect(all(s == 0 for s in statuses.values()),
            "router and nodes stop cleanly as %s" % user, repr(statuses))
+    state_dir = os.path.join(cluster.dir, "cairn-data", "router")
+    expect(os.listdir(state_dir), "the router saved its repair marks in "
+           "%s: %s" % (state_dir, os.listdir(state_dir)))
     tops = [cluster.data_dir(n) for n in cluster.node_names]
-    tops += [os.path.join(cluster.dir, "spool"),
-             os.path.join(cluster.dir, "cairn-data", "router")]
+    tops += [os.path.join(cluster.dir, "spool"), state_dir]
     problems, files, dirs = check_tree(tops, uid, gid)
     expect(not problems, "%d files (0640) and %d directories (0750) under "
            "the data, spool and state dirs: all owned by %s"
@@ -263,6 +277,7 @@ def main():
         with cairncluster.Cluster(
                 binaries, nodes=2, replicas=2, prefix="cairn-priv-",
                 security={"user": user, "data_mode": "0640"},
+                destination_settings={"ack": "one"},
                 sasl_password_file=None) as cluster, \
                 cyruslab.Lab() as lab:
             # The daemons, as the user, must reach their directories.
