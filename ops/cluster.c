@@ -9,6 +9,7 @@
 #include "cluster_int.h"
 #include "node.h"
 #include "node_client.h"
+#include "progress.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -581,8 +582,12 @@ run_batches(struct job_state *state)
     struct cairn_ops_job *job = state->job;
     const char *verb =
         job->kind == CAIRN__KIND__VERIFY_REQUEST ? "verify" : "compact";
+    struct cairn_ops_progress progress;
     size_t user = 0;
     int rc = 0;
+
+    cairn_ops_progress_start(&progress, job->progress, false, verb, "users",
+                             job->users.count, 0);
 
     while (user < job->users.count && rc == 0) {
         size_t end = user + CAIRN_OPS_JOB_BATCH;
@@ -597,14 +602,9 @@ run_batches(struct job_state *state)
         if (rc == 0 && job->report != NULL)
             rc = job->report(job->report_ctx, job, user, end);
         user = end;
-        /* One batch is quick enough to need no progress. */
-        if (job->progress != NULL && rc == 0 &&
-            job->users.count > CAIRN_OPS_JOB_BATCH) {
-            fprintf(job->progress, "%s: %zu/%zu users\n", verb, user,
-                    job->users.count);
-            fflush(job->progress);
-        }
+        cairn_ops_progress_update(&progress, user, 0, NULL);
     }
+    cairn_ops_progress_end(&progress, user, 0);
     return rc;
 }
 
