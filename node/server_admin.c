@@ -355,11 +355,8 @@ verify_job(void *arg, struct cairn_store *store)
     if (!job->asked.full)
         levels &= ~(unsigned)CAIRN_VERIFY_MESSAGE_GUIDS;
     slot->text[0] = '\0';
-    if ((job->digest ||
-         ((rc = cairn_store_verify(store, levels, slot->text,
-                                   sizeof(slot->text))) == 0 &&
-          (rc = node_check_owner(store, job->asked.names[job->current],
-                                 slot->text, sizeof(slot->text))) == 0)) &&
+    if ((job->digest || (rc = cairn_store_verify(store, levels, slot->text,
+                                                 sizeof(slot->text))) == 0) &&
         (rc = node_state_digest(store, slot->digest)) == 0)
         slot->result.digest = slot->digest;
     if (rc < 0)

@@ -48,7 +48,7 @@ struct scrub_job {
 /*
  * Whether mboxname is one of userid's mailboxes as Cyrus names them
  * internally: user.LOCAL[.…], or DOMAIN!user.LOCAL[.…] for LOCAL@DOMAIN,
- * a '.' of LOCAL written '^'.
+ * a '.' of LOCAL written '^', either under DELETED. (delayed delete).
  */
 static bool
 mailbox_of_user(const char *userid, const char *mboxname)
@@ -64,6 +64,8 @@ mailbox_of_user(const char *userid, const char *mboxname)
             return false;
         p += domain_len + 1;
     }
+    if (strncmp(p, "DELETED.", 8) == 0)
+        p += 8; /* a mailbox deleted with Cyrus's delayed delete */
     if (strncmp(p, "user.", 5) != 0)
         return false;
     p += 5;
