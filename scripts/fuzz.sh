@@ -7,7 +7,7 @@
 #
 #   cmake -S . -B build-fuzz -DCAIRN_FUZZ=ON -DCMAKE_C_COMPILER=clang
 #   cmake --build build-fuzz -j2 --target fuzz_config fuzz_dlist \
-#       fuzz_ring_parse fuzz_router fuzz_node_request
+#       fuzz_ring_parse fuzz_router fuzz_router_session fuzz_node_request
 #   CAIRN_FUZZ_BUILD=build-fuzz scripts/fuzz.sh 10000000
 set -u
 execs=${1:-100000}
@@ -20,6 +20,7 @@ targets=(
     "proto/fuzz_dlist proto/fuzz/corpus"
     "placement/fuzz_ring_parse placement/fuzz/corpus"
     "router/fuzz_router router/fuzz/corpus"
+    "router/fuzz_router_session router/fuzz/corpus"
     "node/fuzz_node_request node/fuzz/corpus"
 )
 status=0
