@@ -56,6 +56,8 @@ chunk_sha1_state_hex(const SHA_CTX *state, char hex[41])
  */
 static atomic_size_t buffered_total;
 
+#define PENDING_FIRST_SIZE (64 * 1024)
+
 /* Spare libdeflate compressors (one is taken per buffered member's end). */
 #define SPARE_COMPRESSORS 4
 static pthread_mutex_t compressor_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -114,7 +116,7 @@ pending_reserve(struct chunk_writer *writer, size_t extra)
     if (want > CHUNK_BUFFER_MAX)
         return false;
     if (cap == 0)
-        cap = 64 * 1024;
+        cap = PENDING_FIRST_SIZE;
     while (cap < want)
         cap *= 2;
     if (cap > CHUNK_BUFFER_MAX)
@@ -134,13 +136,17 @@ pending_reserve(struct chunk_writer *writer, size_t extra)
     return true;
 }
 
-/* Frees pending unless it is small enough to keep for the next member. */
+/*
+ * Empties pending; frees it unless it is the first size, kept for the
+ * next member (a node keeps hundreds of stores open: an idle one holds at
+ * most 64 KiB of the budget).
+ */
 static void
 pending_trim(struct chunk_writer *writer, bool keep_small)
 {
     writer->pending_len = 0;
     writer->line_start = 0;
-    if (keep_small && writer->pending_cap <= 256 * 1024)
+    if (keep_small && writer->pending_cap <= PENDING_FIRST_SIZE)
         return;
     free(writer->pending);
     atomic_fetch_sub(&buffered_total, writer->pending_cap);
