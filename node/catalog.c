@@ -46,7 +46,8 @@ cairn_catalog_open(const char *path, struct cairn_catalog **catalog)
                      "CREATE TABLE IF NOT EXISTS cairn_scrub(userid"
                      " TEXT PRIMARY KEY NOT NULL, checked_ms INTEGER"
                      " NOT NULL, damage TEXT)",
-                     NULL, NULL, NULL) != SQLITE_OK)
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        cairn_catalog_figures_init(cat->db) < 0)
         goto out;
     *catalog = cat;
     cat = NULL;
@@ -54,6 +55,12 @@ cairn_catalog_open(const char *path, struct cairn_catalog **catalog)
 out:
     cairn_catalog_free(cat);
     return rc;
+}
+
+sqlite3 *
+cairn_catalog_db(struct cairn_catalog *catalog)
+{
+    return catalog->db;
 }
 
 void

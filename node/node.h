@@ -69,6 +69,42 @@ int cairn_catalog_foreach_page(struct cairn_catalog *catalog, const char *after,
                                             const char *data_path),
                                void *ctx);
 
+/*
+ * A user's figures as `status -u` shows them, and the identity (size,
+ * modification time, inode) of the data file and index they were read
+ * from. The catalog caches them (table cairn_user_figures, cairn's own)
+ * and a cached row counts only while both files still have that identity:
+ * whatever writes a user (append and commit, compaction, transfer,
+ * repair, import) changes a file, so none of them has to remember the
+ * cache, and listing a million users reads no index that did not change
+ * (catalog_figures.c).
+ */
+struct cairn_user_figures {
+    uint64_t bytes_on_disk, raw_bytes, chunks, messages, mailboxes;
+    int64_t last_backup_time; /* seconds since the epoch, 0 = never */
+    uint64_t data_size, data_ino, index_size, index_ino;
+    int64_t data_mtime_ns, index_mtime_ns;
+};
+/* Reads data_path's figures from its index (read-only, committed state). */
+int cairn_user_figures_read(const char *data_path,
+                            struct cairn_user_figures *figures);
+/*
+ * One page as cairn_catalog_foreach_page, each user with its cached
+ * figures when both files are unchanged since, else NULL (borrowed for
+ * the call). A non-zero return from visit stops and is returned.
+ */
+int cairn_catalog_figures_page(
+    struct cairn_catalog *catalog, const char *after, size_t limit,
+    int (*visit)(void *ctx, const char *userid, const char *data_path,
+                 const struct cairn_user_figures *cached),
+    void *ctx);
+/* Keeps figures read by cairn_user_figures_read for userid. begin/end
+   bracket many puts in one transaction (one sync, not one per user). */
+int cairn_catalog_figures_put(struct cairn_catalog *catalog, const char *userid,
+                              const struct cairn_user_figures *figures);
+int cairn_catalog_figures_begin(struct cairn_catalog *catalog);
+int cairn_catalog_figures_end(struct cairn_catalog *catalog);
+
 /* --- opening a store ---------------------------------------------------- */
 
 struct cairn_store;

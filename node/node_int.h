@@ -204,6 +204,11 @@ int sql_exec(sqlite3_stmt *stmt, const struct sql_value *values, size_t count);
 
 /* Creates the Cyrus tables (user_version 3) when the file is new. */
 int sql_init_schema(sqlite3 *db);
+
+/* The catalog's connection, for the catalog's own files (catalog_figures.c). */
+sqlite3 *cairn_catalog_db(struct cairn_catalog *catalog);
+/* Creates the figures cache table when missing (catalog_figures.c). */
+int cairn_catalog_figures_init(sqlite3 *db);
 /* Prepares every statement; on failure the caller finalizes the array. */
 int sql_prepare_all(sqlite3 *db, sqlite3_stmt **stmts);
 void sql_finalize_all(sqlite3_stmt **stmts);

@@ -83,64 +83,19 @@ read_user_list(struct cairn_node_server *server,
 
 /* --- STATUS / STATS ------------------------------------------------------- */
 
-static uint64_t
-file_size(const char *path)
-{
-    struct stat st;
-
-    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-static uint64_t
-query_u64(sqlite3 *db, const char *sql, int column)
-{
-    sqlite3_stmt *stmt = NULL;
-    uint64_t value = 0;
-
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW)
-        value = (uint64_t)sqlite3_column_int64(stmt, column);
-    sqlite3_finalize(stmt);
-    return value;
-}
-
-/*
- * The store has no statistics call yet, so the figures come from the
- * index's Cyrus tables directly (read-only; committed state only).
- */
+/* The user's figures, read from its index (catalog_figures.c). */
 int
 node_user_stats(struct cairn_node_server *server, const char *userid,
                 Cairn__UserStats *stats)
 {
-    char *data_path = NULL, *index_path = NULL;
-    sqlite3 *db = NULL;
+    struct cairn_user_figures figures;
+    char *data_path = NULL;
     int rc;
 
     if ((rc = cairn_catalog_lookup(server->catalog, userid, &data_path)) < 0)
         return rc;
-    if (asprintf(&index_path, "%s.index", data_path) < 0) {
-        rc = CAIRN_ENOMEM;
-        goto out;
-    }
-    stats->bytes_on_disk = file_size(data_path) + file_size(index_path);
-    if (sqlite3_open_v2(index_path, &db, SQLITE_OPEN_READONLY, NULL) !=
-        SQLITE_OK) {
-        rc = CAIRN_EDB;
-        goto out;
-    }
-    stats->chunks = query_u64(db, "SELECT count(*) FROM chunk", 0);
-    stats->last_backup_time =
-        (int64_t)query_u64(db, "SELECT coalesce(max(ts_end),0) FROM chunk", 0);
-    stats->messages = query_u64(db, "SELECT count(*) FROM message", 0);
-    /* chunk.length is the uncompressed size of each gzip member of the
-     * log (its header line included), so this is the log uncompressed */
-    stats->raw_bytes =
-        query_u64(db, "SELECT coalesce(sum(length),0) FROM chunk", 0);
-    stats->mailboxes = query_u64(
-        db, "SELECT count(*) FROM mailbox WHERE coalesce(deleted,0)=0", 0);
-out:
-    sqlite3_close(db);
-    free(index_path);
+    rc = cairn_user_figures_read(data_path, &figures);
+    node_fill_user_stats(stats, &figures);
     free(data_path);
     return rc;
 }
@@ -183,12 +138,9 @@ answer_status(struct cairn_node_server *server, struct node_request *request,
     }
     node.node = (char *)server->settings.name;
     node.users = everyone.count;
-    for (size_t i = 0; i < everyone.count; i++) {
-        Cairn__UserStats one = CAIRN__USER_STATS__INIT;
-
-        if (node_user_stats(server, everyone.names[i], &one) == 0)
-            node.bytes += one.bytes_on_disk;
-    }
+    /* from the figures cache: a million users read no unchanged index */
+    if ((rc = node_total_bytes(server, &node.bytes)) < 0)
+        goto out;
     if (statvfs(server->settings.data_dir, &fs) == 0)
         node.disk_free = (uint64_t)fs.f_bavail * fs.f_frsize;
     node.disk_reserve = server->settings.reserve;

@@ -301,6 +301,12 @@ void node_admin(struct cairn_node_server *server, struct node_request *request);
  * order (server_stats_page.c). */
 int node_answer_stats_page(struct cairn_node_server *server,
                            struct node_request *request);
+/* Bytes on disk of every user, from the figures cache (read again for
+ * users whose files changed). */
+int node_total_bytes(struct cairn_node_server *server, uint64_t *bytes);
+/* A UserStats's figures from figures (the user name is left alone). */
+void node_fill_user_stats(Cairn__UserStats *stats,
+                          const struct cairn_user_figures *figures);
 /*
  * VERIFY and COMPACT run one user at a time on the worker: starts the
  * next user of the oldest such request when the worker is idle, answers

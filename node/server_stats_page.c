@@ -8,6 +8,7 @@
 #include "common.h"
 #include "server_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,25 +22,90 @@ struct page {
     Cairn__UserStats **pointers;
     char **names;
     size_t count;
+    uint64_t total_bytes; /* node_total_bytes */
+    char last[1024];      /* the last user seen: where the next page starts */
+    size_t seen;
 };
 
+void
+node_fill_user_stats(Cairn__UserStats *stats,
+                     const struct cairn_user_figures *figures)
+{
+    stats->bytes_on_disk = figures->bytes_on_disk;
+    stats->raw_bytes = figures->raw_bytes;
+    stats->chunks = figures->chunks;
+    stats->last_backup_time = figures->last_backup_time;
+    stats->messages = figures->messages;
+    stats->mailboxes = figures->mailboxes;
+}
+
+/* The user's figures: the cached ones, or read from the index and kept. */
+static void
+figures_of(struct cairn_node_server *server, const char *userid,
+           const char *data_path, const struct cairn_user_figures *cached,
+           struct cairn_user_figures *figures)
+{
+    if (cached != NULL) {
+        *figures = *cached;
+        return;
+    }
+    /* a user whose index cannot be read is still listed (figures 0):
+     * a walk must not skip it; nothing is cached for it */
+    if (cairn_user_figures_read(data_path, figures) == 0)
+        (void)cairn_catalog_figures_put(server->catalog, userid, figures);
+}
+
 static int
-add_user(void *ctx, const char *userid, const char *data_path)
+add_user(void *ctx, const char *userid, const char *data_path,
+         const struct cairn_user_figures *cached)
 {
     struct page *page = ctx;
     Cairn__UserStats *stats = &page->stats[page->count];
+    struct cairn_user_figures figures;
 
-    (void)data_path;
     cairn__user_stats__init(stats);
     if ((page->names[page->count] = strdup(userid)) == NULL)
         return CAIRN_ENOMEM;
     stats->user = page->names[page->count];
-    /* a user whose index cannot be read is still listed (figures 0):
-     * the walk must not skip it */
-    (void)node_user_stats(page->server, userid, stats);
+    figures_of(page->server, userid, data_path, cached, &figures);
+    node_fill_user_stats(stats, &figures);
     page->pointers[page->count] = stats;
     page->count++;
     return 0;
+}
+
+static int
+add_bytes(void *ctx, const char *userid, const char *data_path,
+          const struct cairn_user_figures *cached)
+{
+    struct page *page = ctx;
+    struct cairn_user_figures figures;
+
+    figures_of(page->server, userid, data_path, cached, &figures);
+    page->total_bytes += figures.bytes_on_disk;
+    snprintf(page->last, sizeof(page->last), "%s", userid);
+    page->seen++;
+    return 0;
+}
+
+int
+node_total_bytes(struct cairn_node_server *server, uint64_t *bytes)
+{
+    struct page page = {server, NULL, NULL, NULL, 0, 0, "", 0};
+    int rc = 0;
+
+    /* in pages, each in one transaction for the figures it keeps */
+    do {
+        page.seen = 0;
+        if ((rc = cairn_catalog_figures_begin(server->catalog)) < 0)
+            break;
+        rc = cairn_catalog_figures_page(server->catalog, page.last,
+                                        MAX_PAGE_USERS, add_bytes, &page);
+        if (cairn_catalog_figures_end(server->catalog) < 0 && rc == 0)
+            rc = CAIRN_EDB;
+    } while (rc == 0 && page.seen == MAX_PAGE_USERS);
+    *bytes = page.total_bytes;
+    return rc;
 }
 
 int
@@ -49,7 +115,7 @@ node_answer_stats_page(struct cairn_node_server *server,
     const Cairn__Envelope *envelope = request->envelope;
     Cairn__StatusReply reply = CAIRN__STATUS_REPLY__INIT;
     Cairn__NodeStats node = CAIRN__NODE_STATS__INIT;
-    struct page page = {server, NULL, NULL, NULL, 0};
+    struct page page = {server, NULL, NULL, NULL, 0, 0, "", 0};
     size_t limit = envelope->page_limit < MAX_PAGE_USERS ? envelope->page_limit
                                                          : MAX_PAGE_USERS;
     struct cairn_buf frame;
@@ -64,8 +130,13 @@ node_answer_stats_page(struct cairn_node_server *server,
         rc = CAIRN_ENOMEM;
         goto out;
     }
-    if ((rc = cairn_catalog_foreach_page(server->catalog, envelope->page_after,
-                                         limit, add_user, &page)) < 0)
+    if ((rc = cairn_catalog_figures_begin(server->catalog)) < 0)
+        goto out;
+    rc = cairn_catalog_figures_page(server->catalog, envelope->page_after,
+                                    limit, add_user, &page);
+    if (cairn_catalog_figures_end(server->catalog) < 0 && rc == 0)
+        rc = CAIRN_EDB;
+    if (rc < 0)
         goto out;
     node.node = (char *)server->settings.name;
     node.paged = true;

@@ -123,6 +123,14 @@ def main():
         expect([u["user"] for u in doc["past_threshold"]] == [STALE],
                "--json -v: past_threshold is the stale user", doc)
 
+        # the nodes cache each user's figures (catalog_figures.c): a new
+        # backup of a user already listed must show, not the cached time
+        source.deliver(STALE, cyruslab.make_message(STALE, 9, 800))
+        r = source.sync_client(channel="cairn", users=[STALE])
+        expect(r.ok, "sync_client -u %s again, with new mail" % STALE, r)
+        again = last_backups(cluster)[STALE]
+        expect(again > stale_time, "its new backup time is listed (%d > %d):"
+               " the figures cache follows the files" % (again, stale_time))
         r = age(cluster, "--warn", "1d")
         expect(r.returncode == 0, "as of now, nobody is a day old: exit 0", r)
         cluster.stop_node("node3")
