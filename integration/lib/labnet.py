@@ -47,6 +47,22 @@ def _tc(*args):
                                              r.stderr.strip()))
 
 
+def _remove(links, namespaces):
+    """Deletes links (veth ends, bridges) and namespaces; a failure is
+    reported after trying them all, never hidden."""
+    problems = []
+    for link in links:
+        r = _ip("link", "del", link, check=False)
+        if r.returncode != 0 and "Cannot find" not in r.stderr:
+            problems.append(r.stderr.strip())
+    for namespace in namespaces:
+        r = _ip("netns", "del", namespace, check=False)
+        if r.returncode != 0:
+            problems.append(r.stderr.strip())
+    if problems:
+        raise LinkUnavailable("cleanup: %s" % "; ".join(problems))
+
+
 def _free_subnet():
     """A 198.18.N.M/30 no interface has."""
     used = _ip("-o", "-4", "addr", "show").stdout
@@ -122,18 +138,10 @@ class Link:
                        capture_output=True, timeout=30)
 
     def close(self):
-        problems = []
-        if "veth" in self._made:
-            r = _ip("link", "del", self.host_end, check=False)
-            if r.returncode != 0 and "Cannot find" not in r.stderr:
-                problems.append(r.stderr.strip())
-        if "netns" in self._made:
-            r = _ip("netns", "del", self.namespace, check=False)
-            if r.returncode != 0:
-                problems.append(r.stderr.strip())
+        veths = [self.host_end] if "veth" in self._made else []
+        namespaces = [self.namespace] if "netns" in self._made else []
         self._made = []
-        if problems:
-            raise LinkUnavailable("cleanup: %s" % "; ".join(problems))
+        _remove(veths, namespaces)
 
     def __enter__(self):
         return self
@@ -195,22 +203,10 @@ class Bridge:
         return ["ip", "netns", "exec", self.namespaces[name]]
 
     def close(self):
-        problems = []
-        for veth in self._veths:
-            r = _ip("link", "del", veth, check=False)
-            if r.returncode != 0 and "Cannot find" not in r.stderr:
-                problems.append(r.stderr.strip())
-        for namespace in self.namespaces.values():
-            r = _ip("netns", "del", namespace, check=False)
-            if r.returncode != 0:
-                problems.append(r.stderr.strip())
-        if self._bridge_made:
-            r = _ip("link", "del", self.bridge, check=False)
-            if r.returncode != 0:
-                problems.append(r.stderr.strip())
+        veths, namespaces = self._veths, list(self.namespaces.values())
+        bridge = [self.bridge] if self._bridge_made else []
         self._veths, self.namespaces, self._bridge_made = [], {}, False
-        if problems:
-            raise LinkUnavailable("cleanup: %s" % "; ".join(problems))
+        _remove(veths + bridge, namespaces)
 
     def __enter__(self):
         return self
