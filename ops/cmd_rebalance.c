@@ -31,8 +31,8 @@ static const char usage[] =
     "  -g, --grace        keep old copies this long (30s, 2h, 7d)\n"
     "  -n, --dry-run      print the users that move, change nothing\n"
     "  -o, --old          the current ring file\n"
-    "  -p, --parallel     users moving at once (default: the number of\n"
-    "                     nodes in the config)\n"
+    "  -p, --parallel     users moving at once (default: 4 per node of\n"
+    "                     the config)\n"
     "  -q, --quiet        no progress lines on stderr\n"
     "  -r, --rate         MiB/s read from one source node for bulk copies\n"
     "                     (one at a time per source; 64K, 2M, 0.5: MiB;\n"
@@ -230,8 +230,8 @@ run_rebalance(struct cairn_ops_context *context, int argc, char **argv)
         return status;
     if ((status = cairn_ops_load_config(context, NULL, &config)) != 0)
         return status;
-    if (args.options.parallel == 0) /* one per node by default */
-        args.options.parallel = cairn_config_node_count(config);
+    if (args.options.parallel == 0) /* four per node by default */
+        args.options.parallel = 4 * cairn_config_node_count(config);
     args.options.out = context->out;
     args.options.progress = args.quiet ? NULL : context->err;
     rc = cairn_rebalance_run(config, &args.options, &report, context->err);

@@ -132,6 +132,8 @@ int cairn_rebalance_push_file(struct cairn_rebalance_link *link,
  * (0: any).
  */
 #define CAIRN_REBALANCE_PULL_TIMEOUT_MS (6 * 3600 * 1000)
+/* Pulls a node runs at once (node/pull.c MAX_PULLS): no more are asked. */
+#define CAIRN_REBALANCE_NODE_PULLS 8
 struct cairn_rebalance_pull_outcome {
     int rc;
     uint64_t bytes;      /* copied (the tail only when resumed) */
@@ -171,6 +173,10 @@ int cairn_rebalance_router_call(const char *endpoint, Cairn__Kind kind,
                                 uint64_t epoch, const void *frame,
                                 size_t frame_len, Cairn__RingStatus **status,
                                 char *text, size_t text_size);
+
+/* Closes the connection the router calls keep (cairn_rebalance_link_free
+ * does it too). */
+void cairn_rebalance_router_close(void);
 
 /* --- the executor (user_mover.c) ------------------------------------------ */
 

@@ -80,6 +80,7 @@ cairn_rebalance_link_free(struct cairn_rebalance_link *link)
     cairn_node_client_free(link->client);
     cairn_node_client_free(link->pull_client);
     cairn_loop_free(link->loop);
+    cairn_rebalance_router_close();
     free(link);
 }
 
@@ -495,6 +496,61 @@ cairn_rebalance_pull(struct cairn_rebalance_link *link, const char *target,
 
 /* --- the router's control endpoint --------------------------------------- */
 
+/*
+ * One REQ connection to the router's control endpoint for the process
+ * (cairnctl is single-threaded): a move asks the router twice per user,
+ * and a context, a connection and a CURVE handshake per request cost
+ * more than the request.
+ */
+static struct {
+    void *context, *socket;
+    char *endpoint;
+} router_link;
+
+void
+cairn_rebalance_router_close(void)
+{
+    if (router_link.socket)
+        zmq_close(router_link.socket);
+    if (router_link.context)
+        zmq_ctx_term(router_link.context);
+    free(router_link.endpoint);
+    memset(&router_link, 0, sizeof(router_link));
+}
+
+static int
+router_socket(const char *endpoint, void **socket, char *text, size_t text_size)
+{
+    int timeout = CAIRN_REBALANCE_CALL_TIMEOUT_MS, linger = 0, rc;
+
+    if (router_link.socket != NULL &&
+        strcmp(router_link.endpoint, endpoint) == 0) {
+        *socket = router_link.socket;
+        return 0;
+    }
+    cairn_rebalance_router_close();
+    if ((router_link.context = zmq_ctx_new()) == NULL ||
+        (router_link.socket = zmq_socket(router_link.context, ZMQ_REQ)) ==
+            NULL ||
+        (router_link.endpoint = strdup(endpoint)) == NULL) {
+        cairn_rebalance_router_close();
+        return CAIRN_ENOMEM;
+    }
+    zmq_setsockopt(router_link.socket, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+    zmq_setsockopt(router_link.socket, ZMQ_SNDTIMEO, &timeout, sizeof(timeout));
+    zmq_setsockopt(router_link.socket, ZMQ_LINGER, &linger, sizeof(linger));
+    if ((rc = cairn_curve_client(router_link.socket, endpoint, text,
+                                 text_size)) < 0 ||
+        (rc = zmq_connect(router_link.socket, endpoint) != 0
+                  ? CAIRN_EUNAVAILABLE
+                  : 0) < 0) {
+        cairn_rebalance_router_close();
+        return rc;
+    }
+    *socket = router_link.socket;
+    return 0;
+}
+
 static int
 send_request(void *socket, const Cairn__Envelope *envelope, const void *frame,
              size_t frame_len)
@@ -564,22 +620,13 @@ cairn_rebalance_router_call(const char *endpoint, Cairn__Kind kind,
 {
     Cairn__Envelope envelope = CAIRN__ENVELOPE__INIT;
     static uint64_t next_id;
-    int timeout = CAIRN_REBALANCE_CALL_TIMEOUT_MS, linger = 0;
-    void *context = zmq_ctx_new(), *socket = NULL;
-    int rc = CAIRN_ENOMEM;
+    void *socket = NULL;
+    int rc;
 
     if (status)
         *status = NULL;
     snprintf(text, text_size, "%s", "");
-    if (context == NULL || (socket = zmq_socket(context, ZMQ_REQ)) == NULL)
-        goto out;
-    zmq_setsockopt(socket, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
-    zmq_setsockopt(socket, ZMQ_SNDTIMEO, &timeout, sizeof(timeout));
-    zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
-    if ((rc = cairn_curve_client(socket, endpoint, text, text_size)) < 0)
-        goto out;
-    rc = CAIRN_EUNAVAILABLE;
-    if (zmq_connect(socket, endpoint) != 0)
+    if ((rc = router_socket(endpoint, &socket, text, text_size)) < 0)
         goto out;
     envelope.request_id = ++next_id;
     envelope.kind = kind;
@@ -593,9 +640,10 @@ cairn_rebalance_router_call(const char *endpoint, Cairn__Kind kind,
     if (rc == CAIRN_ETIMEOUT && text[0] == '\0')
         snprintf(text, text_size, "router control %s did not answer", endpoint);
 out:
-    if (socket)
-        zmq_close(socket);
-    if (context)
-        zmq_ctx_term(context);
+    /* A REQ socket that missed its answer cannot ask again; an ERROR
+     * answer was a whole exchange, the socket stays. */
+    if (rc < 0 && (rc == CAIRN_ETIMEOUT || rc == CAIRN_EIO ||
+                   rc == CAIRN_EUNAVAILABLE || rc == CAIRN_ENOMEM))
+        cairn_rebalance_router_close();
     return rc;
 }

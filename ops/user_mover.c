@@ -93,6 +93,7 @@ struct run {
     struct move *moves;
     size_t move_count, active;
     size_t *source_busy; /* [node]: bulk copies reading from it */
+    size_t *target_busy; /* [node]: moves pulling into it */
     /* progress */
     uint64_t users_total, users_done, bytes_total, bytes_done;
     uint64_t started_ms;
@@ -344,7 +345,8 @@ pick_source(const struct run *run, const struct held_user *user, size_t *node)
 /*
  * One user on the move (--parallel of them at once), in phases:
  *   LIVE  each new replica pulls the user from the source while the user
- *         keeps writing there (the bulk of the bytes);
+ *         keeps writing there (the bulk of the bytes; users under
+ *         LIVE_COPY_MIN_BYTES skip it: their whole copy is the tail);
  *   TAIL  the router holds the user's writes; each new replica pulls what
  *         was appended since (its copy is a prefix of the source's file)
  *         and compares its digest with the source's;
@@ -354,6 +356,10 @@ pick_source(const struct run *run, const struct held_user *user, size_t *node)
  *   catch up, as before the move.
  */
 enum move_phase { MOVE_IDLE = 0, MOVE_LIVE, MOVE_TAIL };
+
+/* Users at least this big (data file and index, as the nodes report them)
+ * are copied while live first; smaller ones only under the hold. */
+#define LIVE_COPY_MIN_BYTES (4u * 1024 * 1024)
 
 struct move {
     struct run *run;
@@ -431,9 +437,6 @@ move_finish(struct move *move)
     struct held_user *user = move->user;
     int rc = move->failed ? CAIRN_ESTATE : 0;
 
-    if (rc == 0 && move->held)
-        rc = cairn_rebalance_journal_record(&run->journal, user->userid,
-                                            CAIRN_REBALANCE_COPIED, 0);
     if (rc == 0)
         rc = router(run, CAIRN__KIND__USER_SWITCH, user->userid,
                     cairn_ring_epoch(run->new_ring), NULL, 0);
@@ -462,6 +465,9 @@ move_finish(struct move *move)
         run->report->users_failed++;
     if (move->source_busy)
         run->source_busy[move->source]--;
+    for (size_t i = 0; i < move->target_count; i++)
+        if (!move->staying[i])
+            run->target_busy[move->targets[i]]--;
     run->users_done++;
     run->active--;
     move->phase = MOVE_IDLE;
@@ -482,7 +488,7 @@ move_advance(struct move *move)
         move_finish(move);
         return;
     }
-    /* MOVE_LIVE done: hold and copy the tail. */
+    /* MOVE_LIVE done (or skipped): hold and copy the tail. */
     if (move->source_busy) {
         run->source_busy[move->source]--;
         move->source_busy = false;
@@ -535,10 +541,23 @@ move_start(struct run *run, struct move *move, struct held_user *user)
                 old[k] == move->targets[i] && user->holders[old[k]];
         move->staying[i] |= move->targets[i] == source;
     }
+    for (size_t i = 0; i < move->target_count; i++)
+        if (!move->staying[i] &&
+            run->target_busy[move->targets[i]] >= CAIRN_REBALANCE_NODE_PULLS) {
+            move->user = NULL;
+            move->phase = MOVE_IDLE;
+            return false; /* that node pulls as many as it takes already */
+        }
+    for (size_t i = 0; i < move->target_count; i++)
+        if (!move->staying[i])
+            run->target_busy[move->targets[i]]++;
     run->active++;
     run->source_busy[source]++;
     move->source_busy = true;
-    start_pulls(move, run->options->rate);
+    /* A small user is copied whole under the hold at once: a copy while
+     * live would cost more than it saves. */
+    if (user->bytes >= LIVE_COPY_MIN_BYTES)
+        start_pulls(move, run->options->rate);
     if (move->pending == 0)
         move_advance(move);
     return true;
@@ -707,7 +726,9 @@ move_users(struct run *run)
     run->move_count = run->options->parallel ? run->options->parallel : 1;
     run->moves = calloc(run->move_count, sizeof(*run->moves));
     run->source_busy = calloc(run->node_count + 1, sizeof(size_t));
-    if (run->moves == NULL || run->source_busy == NULL)
+    run->target_busy = calloc(run->node_count + 1, sizeof(size_t));
+    if (run->moves == NULL || run->source_busy == NULL ||
+        run->target_busy == NULL)
         return CAIRN_ENOMEM;
     for (;;) {
         /* fill the free slots, in user order; a user whose source is
@@ -876,6 +897,7 @@ out:
     free(run.users);
     free(run.moves);
     free(run.source_busy);
+    free(run.target_busy);
     free(run.buckets);
     free(run.asked);
     free(run.new_ring_text);

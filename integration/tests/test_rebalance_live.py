@@ -172,22 +172,27 @@ def main():
         check(not os.path.exists(new_ring + ".journal"),
               "a dry run wrote the journal")
 
-        # Interrupted: SIGKILL once two users are done (one may be held at
-        # the router, its writes refused, until the next run).
+        # Interrupted: SIGKILL once two users are switched (the journal
+        # says so; one may be held at the router, its writes refused,
+        # until the next run). One user at a time, so that the kill comes
+        # before the end.
         t0 = time.monotonic()
+        journal_path = new_ring + ".journal"
         interrupted = subprocess.Popen(
             [binaries.cairnctl, "-c", cluster.config_path, "rebalance",
-             "-d", "main", "-g", "0", new_ring], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        progress = []
-        for line in interrupted.stderr:
-            progress.append(line)
-            if line.startswith("rebalance: 2/"):
-                interrupted.send_signal(signal.SIGKILL)
-                break
-        interrupted.wait(60)
+             "-d", "main", "-g", "0", "-p", "1", new_ring],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while interrupted.poll() is None and time.monotonic() < deadline:
+            if os.path.exists(journal_path):
+                with open(journal_path) as f:
+                    if f.read().count("switched ") >= 2:
+                        interrupted.send_signal(signal.SIGKILL)
+                        break
+            time.sleep(0.005)
+        out, err = interrupted.communicate(timeout=60)
         check(interrupted.returncode == -signal.SIGKILL,
-              "the run ended before it was interrupted: %s" % progress)
+              "the run ended before it was interrupted: %s%s" % (out, err))
         with open(new_ring + ".journal") as f:
             journal = f.read()
         check("switched " in journal, "journal: %r" % journal)
