@@ -225,8 +225,20 @@ cairn_ops_format_man(const char *version, struct cairn_buf *out)
                               ".SH SYNOPSIS\n.nf\n",
                               version);
 
-    if (rc == CAIRN_OK)
-        rc = cairn_buf_append_roff(out, main_usage);
+    /* The usage without its "usage: " and the matching indent. */
+    for (const char *line = main_usage; *line != '\0' && rc == CAIRN_OK;) {
+        size_t skip = strncmp(line, "usage: ", 7) == 0   ? 7
+                      : strncmp(line, "       ", 7) == 0 ? 7
+                                                         : 0;
+        const char *end = strchr(line, '\n');
+        char text[256];
+
+        end = end != NULL ? end + 1 : line + strlen(line);
+        snprintf(text, sizeof(text), "%.*s", (int)(end - line - skip),
+                 line + skip);
+        rc = cairn_buf_append_roff(out, text);
+        line = end;
+    }
     if (rc == CAIRN_OK)
         rc = cairn_buf_append_str(out, ".fi\n");
     if (rc == CAIRN_OK)
