@@ -131,7 +131,7 @@ int cairn_rebalance_push_file(struct cairn_rebalance_link *link,
  * fixed, and installs it. rate: bytes per second read from the source
  * (0: any).
  */
-#define CAIRN_REBALANCE_PULL_TIMEOUT_MS (6 * 3600 * 1000)
+#define CAIRN_REBALANCE_PULL_TIMEOUT_MS (20 * 60 * 1000)
 /* Pulls a node runs at once (node/pull.c MAX_PULLS): no more are asked. */
 #define CAIRN_REBALANCE_NODE_PULLS 8
 struct cairn_rebalance_pull_outcome {

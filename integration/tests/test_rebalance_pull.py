@@ -30,7 +30,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,6 +37,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import backupcheck  # noqa: E402
 import cairncluster  # noqa: E402
 import cyruslab  # noqa: E402
+import livemove  # noqa: E402
 
 STARTED = time.monotonic()
 USERS = ["user%02d" % i for i in range(12)]
@@ -57,31 +57,6 @@ def wait_for(what, predicate, timeout=120.0):
         time.sleep(0.05)
 
 
-class Deliverer:
-    """New mail round-robin over USERS until stopped."""
-
-    def __init__(self, source):
-        self.source = source
-        self.count = 0
-        self.errors = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        index = 100
-        while not self.stop.is_set():
-            user = USERS[self.count % len(USERS)]
-            try:
-                self.source.deliver(user,
-                                    cyruslab.make_message(user, index))
-                self.count += 1
-                index += 1
-            except Exception as e:  # reported by the test
-                self.errors.append(repr(e))
-                return
-            time.sleep(0.03)
-
-
 def big_message(user):
     """A 3 MB message whose body does not compress."""
     body = base64.encodebytes(os.urandom(2300 * 1024)).replace(b"\n",
@@ -90,35 +65,6 @@ def big_message(user):
             "Subject: a big one\r\nMessage-ID: <big-%s@lab.example>\r\n"
             "Date: Mon, 02 Jun 2025 10:00:00 +0000\r\n\r\n" % (user, user))
     return head.encode() + body
-
-
-def source_guids(source):
-    """{user: {guid}} of every live message the source holds."""
-    result = {}
-    for name, box in source.snapshot(users=USERS).items():
-        user = source.lab.mailbox_owner(name)
-        result.setdefault(user, set()).update(m["guid"]
-                                              for m in box["messages"])
-    return result
-
-
-def missing_in_cluster(cluster, placement, want):
-    """Messages of want not in every new replica's index (count, sample)."""
-    files = cluster.user_files()
-    missing, sample = 0, []
-    for user, guids in want.items():
-        for node in placement[user]:
-            path = files.get(node, {}).get(user)
-            stored = set()
-            if path is not None:
-                state = cairncluster.index_state(path)
-                stored = {rec["guid"] for box in state["mailboxes"].values()
-                          for rec in box["records"] if not rec["expunged"]}
-            lost = guids - stored
-            missing += len(lost)
-            if lost and len(sample) < 5:
-                sample.append((user, node, sorted(lost)[:3]))
-    return missing, sample
 
 
 def plan(cluster, new_ring):
@@ -172,7 +118,7 @@ def main():
         expect(r.ok, "%s gets a 3 MB message" % big, r)
 
         rolling = source.start_rolling_sync("cairn")
-        deliverer = Deliverer(source)
+        deliverer = livemove.Deliverer(source, USERS)
         deliverer.thread.start()
         time.sleep(1.0)
 
@@ -216,22 +162,16 @@ def main():
                "node4 pulled %s from %s" % (big, big_source), log4[-3000:])
 
         time.sleep(1.0)
-        deliverer.stop.set()
-        deliverer.thread.join(30)
-        expect(not deliverer.errors, "delivery went on (%d new messages)"
-               % deliverer.count, deliverer.errors)
+        errors = deliverer.finish()
+        expect(not errors, "delivery went on (%d new messages)"
+               % deliverer.count, errors)
 
         # 3. nothing acknowledged is missing; Cyrus accepts every file
-        placement = cluster.ring_replicas(USERS)
-        want = source_guids(source)
-        deadline = time.monotonic() + 60
-        missing, sample = missing_in_cluster(cluster, placement, want)
-        while missing and time.monotonic() < deadline:
-            time.sleep(1.0)
-            missing, sample = missing_in_cluster(cluster, placement, want)
+        missing, sample, wanted, placement = livemove.wait_all_replicated(
+            cluster, source, USERS)
         rolling.stop()
         expect(missing == 0, "every message the source holds (%d) is on "
-               "every new replica" % sum(len(g) for g in want.values()),
+               "every new replica" % wanted,
                "missing %d, e.g. %r\nsync_client:\n%s" % (
                    missing, sample, rolling.output()[-3000:]))
         holders = cluster.holders()

@@ -22,13 +22,13 @@ Exit 77 (ctest SKIP) when not root or Cyrus is not installed.
 import os
 import re
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import cairncluster  # noqa: E402
 import cyruslab  # noqa: E402
+import livemove  # noqa: E402
 
 STARTED = time.monotonic()
 USERS = ["user%02d" % i for i in range(12)]
@@ -38,60 +38,6 @@ def expect(condition, what, detail=""):
     if not condition:
         raise AssertionError("%s\n%s" % (what, detail))
     print("ok - %s (%.1fs)" % (what, time.monotonic() - STARTED))
-
-
-class Deliverer:
-    """New mail round-robin over USERS until stopped."""
-
-    def __init__(self, source):
-        self.source = source
-        self.count = 0
-        self.errors = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        index = 100
-        while not self.stop.is_set():
-            user = USERS[self.count % len(USERS)]
-            try:
-                self.source.deliver(user,
-                                    cyruslab.make_message(user, index))
-                self.count += 1
-                index += 1
-            except Exception as e:  # reported by the test
-                self.errors.append(repr(e))
-                return
-            time.sleep(0.03)
-
-
-def source_guids(source):
-    """{user: {guid}} of every live message the source holds."""
-    result = {}
-    for name, box in source.snapshot(users=USERS).items():
-        user = source.lab.mailbox_owner(name)
-        result.setdefault(user, set()).update(m["guid"]
-                                              for m in box["messages"])
-    return result
-
-
-def missing_in_cluster(cluster, placement, want):
-    """Messages of want not in every new replica's index (count, sample)."""
-    files = cluster.user_files()
-    missing, sample = 0, []
-    for user, guids in want.items():
-        for node in placement[user]:
-            path = files.get(node, {}).get(user)
-            stored = set()
-            if path is not None:
-                state = cairncluster.index_state(path)
-                stored = {rec["guid"] for box in state["mailboxes"].values()
-                          for rec in box["records"] if not rec["expunged"]}
-            lost = guids - stored
-            missing += len(lost)
-            if lost and len(sample) < 5:
-                sample.append((user, node, sorted(lost)[:3]))
-    return missing, sample
 
 
 def main():
@@ -115,7 +61,7 @@ def main():
         expect(r.ok, "initial sync_client -u of %d users" % len(USERS), r)
 
         rolling = source.start_rolling_sync("cairn")
-        deliverer = Deliverer(source)
+        deliverer = livemove.Deliverer(source, USERS)
         deliverer.thread.start()
         time.sleep(1.0)
         new_ring = os.path.join(cluster.dir, "new.ring")
@@ -131,21 +77,15 @@ def main():
                r.stdout + r.stderr)
         summary = r.stdout.strip()
         time.sleep(1.0)
-        deliverer.stop.set()
-        deliverer.thread.join(30)
-        expect(not deliverer.errors, "delivery went on (%d new messages)"
-               % deliverer.count, deliverer.errors)
+        errors = deliverer.finish()
+        expect(not errors, "delivery went on (%d new messages)"
+               % deliverer.count, errors)
 
-        placement = cluster.ring_replicas(USERS)
-        want = source_guids(source)
-        deadline = time.monotonic() + 60
-        missing, sample = missing_in_cluster(cluster, placement, want)
-        while missing and time.monotonic() < deadline:
-            time.sleep(1.0)
-            missing, sample = missing_in_cluster(cluster, placement, want)
+        missing, sample, wanted, placement = livemove.wait_all_replicated(
+            cluster, source, USERS)
         rolling.stop()
         expect(missing == 0, "every message the source holds (%d) is on "
-               "every new replica" % sum(len(g) for g in want.values()),
+               "every new replica" % wanted,
                "missing %d, e.g. %r\nsync_client:\n%s" % (
                    missing, sample, rolling.output()[-3000:]))
         holders = cluster.holders()
