@@ -283,6 +283,51 @@ print_users(struct cairn_ops_context *context,
     return 0;
 }
 
+/*
+ * Every user's rows, read in pages from the nodes asked and printed as
+ * they come (user_walk.c): memory stays a page per node whatever the
+ * number of users.
+ */
+static int
+print_users_walk(struct cairn_ops_context *context,
+                 const struct cairn_config *config,
+                 const struct cairn_ops_node_call *calls, size_t count,
+                 uint64_t timeout_ms)
+{
+    struct cairn_ops_user_walk *walk = NULL;
+    const Cairn__UserStats *const *rows;
+    size_t *nodes = calloc(count + 1, sizeof(*nodes)), printed = 0;
+    const char *user;
+    int rc;
+
+    if (nodes == NULL)
+        return CAIRN_ENOMEM;
+    for (size_t c = 0; c < count; c++)
+        nodes[c] = calls[c].node;
+    if ((rc = cairn_ops_user_walk_new(config, nodes, count, timeout_ms,
+                                      &walk)) < 0)
+        goto out;
+    if (context->json)
+        fputs(",\"user_rows\":[", context->out);
+    else
+        fprintf(context->out, "\n%-24s %-12s %10s %10s %6s %9s %8s  %-20s %s\n",
+                "USER", "NODE", "DISK", "RAW", "CHUNKS", "MAILBOXES",
+                "MESSAGES", "LAST BACKUP (UTC)", "AGE");
+    while ((rc = cairn_ops_user_walk_next(walk, &user, &rows)) > 0)
+        for (size_t c = 0; c < count; c++) {
+            struct user_row row = {rows[c], nodes[c]};
+
+            if (rows[c] != NULL)
+                print_user_row(context, config, &row, printed++ == 0);
+        }
+    if (context->json)
+        fputs("]", context->out);
+out:
+    cairn_ops_user_walk_free(walk);
+    free(nodes);
+    return rc;
+}
+
 static void
 print_totals(struct cairn_ops_context *context,
              const struct cairn_ops_node_call *calls, size_t count)
@@ -362,8 +407,10 @@ plan_calls(struct cairn_ops_context *context, const struct cairn_config *config,
         if (args->node != NULL && strcmp(node->origin.name, args->node) != 0)
             continue;
         calls[*count].node = i;
-        calls[*count].kind = args->users ? CAIRN__KIND__STATS_REQUEST
-                                         : CAIRN__KIND__STATUS_REQUEST;
+        /* every user's rows come from the paged walk (print_users_walk) */
+        calls[*count].kind = args->users && ask->n_users > 0
+                                 ? CAIRN__KIND__STATS_REQUEST
+                                 : CAIRN__KIND__STATUS_REQUEST;
         calls[*count].ask = ask->n_users > 0 ? ask : NULL;
         (*count)++;
     }
@@ -443,7 +490,10 @@ run_status(struct cairn_ops_context *context, int argc, char **argv)
     }
     print_totals(context, calls, count);
     cairn_ops_router_view_print(context->out, context->json, router);
-    if (args.users && print_users(context, config, calls, count) < 0)
+    if (args.users && (ask.n_users > 0
+                           ? print_users(context, config, calls, count)
+                           : print_users_walk(context, config, calls, count,
+                                              args.timeout_ms)) < 0)
         status = CAIRN_EXIT_SOFTWARE;
     if (context->json)
         fputs("}\n", context->out);

@@ -149,13 +149,6 @@ struct user_summary {
     int64_t last_backup;
 };
 
-static int
-compare_summaries(const void *a, const void *b)
-{
-    return strcmp(((const struct user_summary *)a)->user,
-                  ((const struct user_summary *)b)->user);
-}
-
 static void
 print_summary(struct cairn_ops_context *context,
               const struct user_summary *summary, bool first)
@@ -185,86 +178,95 @@ print_summary(struct cairn_ops_context *context,
             age);
 }
 
-/*
- * Folds every node's rows into one summary per user, sorted; *out is
- * owned by the caller (free()) and borrows the user names from calls.
- */
-static int
+/* One user's rows over the nodes folded into its summary. */
+static void
 summarise(const struct cairn_config *config,
-          const struct cairn_ops_node_call *calls, size_t count,
-          struct user_summary **out, size_t *out_count)
+          const struct cairn_ops_user_walk *walk, size_t count,
+          const char *user, const Cairn__UserStats *const *rows,
+          struct user_summary *summary)
 {
-    struct user_summary *summaries = NULL;
-    size_t total = 0, used = 0;
-
-    for (size_t c = 0; c < count; c++)
-        if (calls[c].status == 0)
-            total += calls[c].status_reply->n_users;
-    if ((summaries = calloc(total + 1, sizeof(*summaries))) == NULL)
-        return CAIRN_ENOMEM;
+    memset(summary, 0, sizeof(*summary));
+    summary->user = user;
     for (size_t c = 0; c < count; c++) {
-        for (size_t u = 0;
-             calls[c].status == 0 && u < calls[c].status_reply->n_users; u++) {
-            const Cairn__UserStats *stats = calls[c].status_reply->users[u];
-            struct user_summary *summary = NULL;
-            size_t len;
+        size_t len = strlen(summary->nodes);
 
-            for (size_t i = 0; i < used && summary == NULL; i++)
-                if (strcmp(summaries[i].user, stats->user) == 0)
-                    summary = &summaries[i];
-            if (summary == NULL) {
-                summary = &summaries[used++];
-                summary->user = stats->user;
-            }
-            len = strlen(summary->nodes);
-            snprintf(summary->nodes + len, sizeof(summary->nodes) - len, "%s%s",
-                     len ? "," : "",
-                     cairn_ops_node_name(config, calls[c].node));
-            if (stats->messages > summary->messages)
-                summary->messages = stats->messages;
-            if (stats->bytes_on_disk > summary->bytes)
-                summary->bytes = stats->bytes_on_disk;
-            if (stats->last_backup_time > summary->last_backup)
-                summary->last_backup = stats->last_backup_time;
-        }
+        if (rows[c] == NULL)
+            continue;
+        snprintf(summary->nodes + len, sizeof(summary->nodes) - len, "%s%s",
+                 len ? "," : "",
+                 cairn_ops_node_name(config,
+                                     cairn_ops_user_walk_node(walk, c)));
+        if (rows[c]->messages > summary->messages)
+            summary->messages = rows[c]->messages;
+        if (rows[c]->bytes_on_disk > summary->bytes)
+            summary->bytes = rows[c]->bytes_on_disk;
+        if (rows[c]->last_backup_time > summary->last_backup)
+            summary->last_backup = rows[c]->last_backup_time;
     }
-    qsort(summaries, used, sizeof(*summaries), compare_summaries);
-    *out = summaries;
-    *out_count = used;
-    return 0;
 }
 
+/*
+ * Every user the nodes hold (or -n's), read in pages and printed as they
+ * come (user_walk.c): memory stays a page per node however many users.
+ */
 static int
 list_users(struct cairn_ops_context *context, const struct cairn_config *config,
-           const struct user_args *args, struct cairn_ops_node_call *calls,
-           size_t *count)
+           const struct user_args *args)
 {
-    struct user_summary *summaries = NULL;
-    size_t summary_count = 0;
-    int status = CAIRN_EXIT_OK;
+    struct cairn_ops_user_walk *walk = NULL;
+    const Cairn__UserStats *const *rows;
+    size_t *nodes = NULL, count = 0, listed = 0;
+    const char *user, *error;
+    int status = CAIRN_EXIT_OK, rc;
 
-    if (ask_nodes(context, config, args, NULL, calls, count) < 0)
-        return CAIRN_EXIT_USAGE;
-    if (summarise(config, calls, *count, &summaries, &summary_count) < 0)
+    if ((nodes = calloc(cairn_config_node_count(config) + 1,
+                        sizeof(*nodes))) == NULL)
         return CAIRN_EXIT_SOFTWARE;
+    for (size_t i = 0; i < cairn_config_node_count(config); i++)
+        if (args->node == NULL ||
+            strcmp(cairn_ops_node_name(config, i), args->node) == 0)
+            nodes[count++] = i;
+    if (count == 0) {
+        fprintf(context->err, "cairnctl user: no node called %s\n", args->node);
+        free(nodes);
+        return CAIRN_EXIT_USAGE;
+    }
+    if (cairn_ops_user_walk_new(config, nodes, count, args->timeout_ms,
+                                &walk) < 0) {
+        free(nodes);
+        return CAIRN_EXIT_SOFTWARE;
+    }
     if (context->json)
         fputs("{\"users\":[", context->out);
     else
         fprintf(context->out, "%-24s %-24s %8s %10s  %-20s %s\n", "USER",
                 "NODES", "MESSAGES", "DISK", "LAST BACKUP (UTC)", "AGE");
-    for (size_t i = 0; i < summary_count; i++)
-        print_summary(context, &summaries[i], i == 0);
+    while ((rc = cairn_ops_user_walk_next(walk, &user, &rows)) > 0) {
+        struct user_summary summary;
+
+        summarise(config, walk, count, user, rows, &summary);
+        print_summary(context, &summary, listed++ == 0);
+    }
     if (context->json)
-        fprintf(context->out, "],\"count\":%zu}\n", summary_count);
+        fprintf(context->out, "],\"count\":%zu}\n", listed);
     else
-        fprintf(context->out, "%zu user%s\n", summary_count,
-                summary_count == 1 ? "" : "s");
-    for (size_t c = 0; c < *count; c++)
-        if (cairn_ops_unreachable(calls[c].status))
+        fprintf(context->out, "%zu user%s\n", listed, listed == 1 ? "" : "s");
+    if (rc < 0)
+        status = CAIRN_EXIT_SOFTWARE;
+    for (size_t c = 0; c < count; c++) {
+        int node_status = cairn_ops_user_walk_status(walk, c, &error);
+
+        if (node_status == 0)
+            continue;
+        fprintf(context->err, "cairnctl user: node %s: %s\n",
+                cairn_ops_node_name(config, nodes[c]), error);
+        if (cairn_ops_unreachable(node_status))
             status = CAIRN_EXIT_UNAVAILABLE;
-        else if (calls[c].status < 0 && status == CAIRN_EXIT_OK)
+        else if (status == CAIRN_EXIT_OK)
             status = CAIRN_EXIT_PROBLEM;
-    free(summaries);
+    }
+    cairn_ops_user_walk_free(walk);
+    free(nodes);
     return status;
 }
 
@@ -834,7 +836,7 @@ run_user(struct cairn_ops_context *context, int argc, char **argv)
         goto out;
     }
     if (strcmp(verb, "list") == 0)
-        status = list_users(context, config, &args, calls, &count);
+        status = list_users(context, config, &args);
     else
         status = show_user(context, config, &args, argv[1 + args.first], calls,
                            &count);
