@@ -14,7 +14,7 @@
 struct store_source {
     struct cairn_store *store;
     char *index_path;
-    struct body_reader *reader; /* opened on the first body */
+    struct cairn_body_reader *reader; /* opened on the first body */
 };
 
 /* --- dlist copies ---------------------------------------------------------
@@ -128,8 +128,8 @@ open_reader(struct store_source *source)
 {
     if (source->reader != NULL)
         return 0;
-    return restore_reader_new(cairn_store_data_path(source->store),
-                              source->index_path, &source->reader);
+    return cairn_body_reader_open(cairn_store_data_path(source->store),
+                                  source->index_path, &source->reader);
 }
 
 static int
@@ -142,7 +142,7 @@ store_message(void *ctx, const char *guid,
 
     if ((rc = open_reader(source)) < 0)
         return rc;
-    return restore_reader_read(source->reader, guid, put, put_ctx);
+    return cairn_body_reader_read(source->reader, guid, put, put_ctx);
 }
 
 static int
@@ -153,7 +153,7 @@ store_order(void *ctx, char **guids, size_t count)
 
     if ((rc = open_reader(source)) < 0)
         return rc;
-    return restore_reader_order(source->reader, guids, count);
+    return cairn_body_reader_order(source->reader, guids, count);
 }
 
 static int
@@ -171,7 +171,7 @@ store_close(void *ctx)
 
     if (source == NULL)
         return;
-    restore_reader_free(source->reader);
+    cairn_body_reader_free(source->reader);
     cairn_store_close(source->store);
     free(source->index_path);
     free(source);

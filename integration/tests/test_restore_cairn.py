@@ -228,9 +228,11 @@ def main():
                        user, MODES[user] or "default", p.stdout.strip()),
                    p.stderr)
             session = re.search(r"connected to \S+ \(([^)]*)\)", p.stderr)
+            # restore says whether the session runs over TLS; this
+            # replica offers no STARTTLS
             expect(session and session.group(1) == (
-                "PLAIN" if MODES[user] is None else
-                "SCRAM-SHA-512, compressed"),
+                "PLAIN, no TLS" if MODES[user] is None else
+                "SCRAM-SHA-512, compressed, no TLS"),
                 "%s: session %s" % (user, session and session.group(1)),
                 p.stderr)
             fallbacks = 1 if user == "erin" else 0

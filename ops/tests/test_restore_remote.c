@@ -10,6 +10,10 @@
  * and `cairnctl restore` without --data-dir must exit 66 for an unknown
  * user and 69 when no replica answers. Alice is Cyrus backupd's own file
  * from the repo, imported onto her two replicas, plus the big body.
+ * Carol holds MANY_BODIES small bodies and one over a batch in one chunk:
+ * restore's order() and batched reads (BODY ORDER / BATCH) must give
+ * every body right, in a few passes of the chunk (the node's log counts
+ * the batches), and the time against one request per body is printed.
  *
  * usage: test_restore_remote CAIRN_NODE_BINARY [bench]   (from ops/tests)
  * bench: only the BODY throughput of a 20 MiB body and the node's memory.
@@ -41,6 +45,9 @@
 #define MID_BODY_BYTES (9u * 1024 * 1024 + 5)   /* three 4 MiB ranges */
 #define HUGE_BODY_BYTES (64u * 1024 * 1024 + 1) /* over the old limit */
 #define SNAPSHOT_MAX (64u * 1024 * 1024)
+#define MANY_BODIES 3000
+#define SINGLE_BODIES 200
+#define OVER_BATCH_BYTES (17u * 1024 * 1024) /* the node's batch is 16 MiB */
 
 static const char *node_binary;
 static char temp_dir[] = "/tmp/cairn-test-remote-XXXXXX";
@@ -153,6 +160,52 @@ append_body(int node, const char *user, const struct body *body)
     cairn_store_close(store);
     cairn_catalog_free(catalog);
     cairn_dlist_free(record);
+}
+
+/*
+ * Appends count + 1 bodies to user's backup on node i in ONE chunk: small
+ * ones (seeds from 1000) and, in the middle, over; their GUIDs go to
+ * guids (count + 1 entries).
+ */
+static void
+append_many(int node, const char *user, size_t count, const struct body *over,
+            char (*guids)[41])
+{
+    char catalog_path[700], root[600];
+    struct cairn_catalog *catalog = NULL;
+    struct cairn_store *store = NULL;
+    time_t now = time(NULL);
+
+    snprintf(root, sizeof(root), "%s/n%d", temp_dir, node + 1);
+    snprintf(catalog_path, sizeof(catalog_path), "%s/catalog.db", root);
+    CHECK_INT(cairn_catalog_open(catalog_path, &catalog), 0);
+    CHECK_INT(
+        cairn_store_open_user(catalog, root, user, CAIRN_STORE_CREATE, &store),
+        0);
+    for (size_t i = 0; i <= count && store != NULL; i++) {
+        struct cairn_dlist *record = cairn_dlist_new_list("MESSAGE");
+        struct body small = {0};
+        const struct body *body = &small;
+        struct cairn_store_bodies bodies;
+
+        if (i == count / 2 && over != NULL)
+            body = over;
+        else
+            make_body(&small, 600 + (i * 7919) % 5000, 1000 + (unsigned)i);
+        memcpy(guids[i], body->guid, 41);
+        bodies.read = read_body;
+        bodies.ctx = (void *)body;
+        CHECK(record != NULL);
+        CHECK_INT(cairn_dlist_add_file(record, NULL, "default", body->guid,
+                                       body->len, NULL, NULL, NULL),
+                  0);
+        CHECK_INT(cairn_store_append(store, now, record, &bodies), 0);
+        cairn_dlist_free(record);
+        free(small.data);
+    }
+    CHECK_INT(cairn_store_commit(store), 0);
+    cairn_store_close(store);
+    cairn_catalog_free(catalog);
 }
 
 static void
@@ -270,8 +323,9 @@ take_snapshot(struct cairn_restore_source *source, const char *extra_guid,
 }
 
 static int
-open_remote(const char *node, struct cairn_restore_source **source, char *error,
-            size_t error_size)
+open_remote_user(const char *node, const char *user, uint64_t timeout_ms,
+                 struct cairn_restore_source **source, char *error,
+                 size_t error_size)
 {
     struct cairn_restore_remote_options options = {0};
     struct cairn_config *config = NULL;
@@ -282,11 +336,19 @@ open_remote(const char *node, struct cairn_restore_source **source, char *error,
     options.config = config;
     options.node = node;
     options.ping_timeout_ms = 2000;
-    options.timeout_ms = 3000;
-    rc = cairn_restore_source_open_remote(&options, "alice", source, error,
+    options.timeout_ms = timeout_ms;
+    rc = cairn_restore_source_open_remote(&options, user, source, error,
                                           error_size);
     cairn_config_free(config);
     return rc;
+}
+
+static int
+open_remote(const char *node, struct cairn_restore_source **source, char *error,
+            size_t error_size)
+{
+    /* short: the failover tests wait for it */
+    return open_remote_user(node, "alice", 3000, source, error, error_size);
 }
 
 /* --- the tests ----------------------------------------------------------- */
@@ -599,6 +661,107 @@ remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
     return remove(path);
 }
 
+/* Lines of node i's log that contain text. */
+static size_t
+count_log_lines(int node, const char *text)
+{
+    char path[700], line[2048];
+    size_t count = 0;
+    FILE *log;
+
+    snprintf(path, sizeof(path), "%s/node%d.log", temp_dir, node + 1);
+    if ((log = fopen(path, "r")) == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), log) != NULL)
+        if (strstr(line, text) != NULL)
+            count++;
+    fclose(log);
+    return count;
+}
+
+/*
+ * Reads every one of count GUIDs through the remote source of user from
+ * node (first asking order() when ordered) and checks each body's SHA-1;
+ * returns the milliseconds it took.
+ */
+static uint64_t
+read_all(const char *node, const char *user, char (*guids)[41], size_t count,
+         bool ordered)
+{
+    struct cairn_restore_source *source = NULL;
+    char **list = calloc(count, sizeof(*list)), error[1024] = "";
+    struct timespec begin, end;
+    size_t good = 0;
+
+    CHECK(list != NULL);
+    if (list == NULL)
+        return 0;
+    /* a shuffled order (7 is prime to count): ORDER must undo it */
+    CHECK(count % 7 != 0);
+    for (size_t i = 0; i < count; i++)
+        list[(i * 7) % count] = guids[i];
+    clock_gettime(CLOCK_MONOTONIC, &begin);
+    /* a batch of 9 MB on a loaded machine may take seconds */
+    CHECK_INT(
+        open_remote_user(node, user, 60000, &source, error, sizeof(error)), 0);
+    if (source != NULL && ordered)
+        CHECK_INT(source->ops->order(source->ctx, list, count), 0);
+    for (size_t i = 0; source != NULL && i < count; i++) {
+        struct counted counted;
+        char hex[41];
+        int rc;
+
+        counted_init(&counted, -1);
+        rc = source->ops->message(source->ctx, list[i], put_counted, &counted);
+        counted_hex(&counted, hex);
+        if (rc == 0 && strcmp(hex, list[i]) == 0)
+            good++;
+        else
+            fprintf(stderr, "body %s: rc %d, got %s (%s)\n", list[i], rc, hex,
+                    source->ops->error ? source->ops->error(source->ctx) : "");
+    }
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    CHECK_INT(good, count);
+    cairn_restore_source_free(source);
+    free(list);
+    return (uint64_t)((int64_t)(end.tv_sec - begin.tv_sec) * 1000 +
+                      ((int64_t)end.tv_nsec - (int64_t)begin.tv_nsec) /
+                          1000000);
+}
+
+/*
+ * Carol's small bodies and the one over a batch: ordered and batched, all
+ * right in a few BATCH requests; then one request per body, for the time.
+ */
+static void
+test_many_bodies(int node, const char *node_name, char (*guids)[41],
+                 size_t count)
+{
+    size_t batches_before = count_log_lines(node, "BODY BATCH:");
+    size_t batches, orders;
+    uint64_t batched_ms, single_ms;
+
+    batched_ms = read_all(node_name, "carol", guids, count, true);
+    batches = count_log_lines(node, "BODY BATCH:") - batches_before;
+    orders = count_log_lines(node, "BODY ORDER:");
+    /* 3,001 GUIDs (9 MB and one of 17 MiB): one ORDER, one BATCH that
+     * says "ranges" for the big body, read by ranges in its turn */
+    CHECK(orders == 1);
+    CHECK(batches == 1);
+    if (batches != 1)
+        fprintf(stderr, "%zu BODY BATCH answers for %zu bodies\n", batches,
+                count);
+    /* one request per body inflates the chunk from its start each time:
+     * only the first SINGLE_BODIES, or this would take minutes */
+    single_ms = read_all(node_name, "carol", guids, SINGLE_BODIES, false);
+    printf("# carol, %zu bodies in one chunk: %llu ms in %zu batches "
+           "(%.2f ms a body); one request per body: %llu ms for the first "
+           "%d (%.2f ms a body)\n",
+           count, (unsigned long long)batched_ms, batches,
+           (double)batched_ms / (double)count, (unsigned long long)single_ms,
+           SINGLE_BODIES, (double)single_ms / SINGLE_BODIES);
+}
+
 /* alice's replicas in ring order (config indices). */
 static void
 ring_order(int order[2])
@@ -631,7 +794,8 @@ main(int argc, char **argv)
 {
     struct cairn_restore_source *local = NULL;
     struct snapshot expected = {0};
-    struct body big = {0}, huge = {0}, mid = {0};
+    struct body big = {0}, huge = {0}, mid = {0}, over = {0};
+    static char many[MANY_BODIES + 1][41];
     char data_dir[600], first_name[16], second_name[16];
     int order[2] = {0, 1};
     bool bench = argc == 3 && strcmp(argv[2], "bench") == 0;
@@ -658,6 +822,9 @@ main(int argc, char **argv)
         make_body(&mid, MID_BODY_BYTES, 3);
         for (int r = 0; r < 2; r++)
             append_body(order[r], "alice", &mid);
+        make_body(&over, OVER_BATCH_BYTES, 11);
+        append_many(order[0], "carol", MANY_BODIES, &over, many);
+        free(over.data);
     }
     snprintf(first_name, sizeof(first_name), "node%d", order[0] + 1);
     snprintf(second_name, sizeof(second_name), "node%d", order[1] + 1);
@@ -678,6 +845,7 @@ main(int argc, char **argv)
         bench_body(order[0], big.guid);
     } else {
         test_same_as_local(&expected, first_name, big.guid, huge.guid);
+        test_many_bodies(order[0], first_name, many, MANY_BODIES + 1);
         test_fallback(&expected, order[0], second_name, big.guid);
         test_failover(order[0], first_name, second_name, big.guid);
         test_midbody_failover(order[0], first_name, second_name, &mid);

@@ -1,20 +1,22 @@
 /*
- * restore_reader.c - message bodies out of a data file in the order they
- * lie in it, for restore's uploads. Reading one body means inflating its
- * chunk from the start up to its line (cyrus-backups.md §2.6); doing that
- * per body costs O(bodies x chunk size): 38 s for 1,001 messages (31 MB)
- * in one chunk, against 12 s for Cyrus's restore, which parses each line
+ * body_reader.c - message bodies out of a data file in the order they
+ * lie in it, for restore: its uploads from local files and the node's
+ * batched BODY answers to a restore reading the cluster. Reading one body means
+ * inflating its chunk from the start up to its line (cyrus-backups.md §2.6);
+ * doing that per body costs O(bodies x chunk size): 38 s for 1,001 messages (31
+ * MB) in one chunk, against 12 s for Cyrus's restore, which parses each line
  * once. This reader sorts a block of GUIDs into file order (chunk, line,
  * message row) and keeps its place between calls, so a block is one pass.
  * Bodies are still streamed: the only bodies held are the pieces of those
  * that follow the wanted one within one parser slice, which a following
  * call then takes first. Each body's SHA-1 is checked against its GUID.
  *
- * The index is read with its own read-only SQLite connection: node.h has
- * no call that says where a body is (what node.h should gain: a reader
- * that streams several bodies of one line, or the location of a GUID).
+ * The index is read with its own read-only SQLite connection, so a reader
+ * works on files no store has open (restore from a data directory) as
+ * well as beside the node's own open store (the user's queue keeps
+ * appends away while a batch is read).
  */
-#include "restore_int.h"
+#include "node_int.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -41,7 +43,7 @@ struct location {
     char *guid;
 };
 
-struct body_reader {
+struct cairn_body_reader {
     int fd;
     sqlite3 *db;
     sqlite3_stmt *find;
@@ -87,7 +89,7 @@ static int
 sink_begin(void *ctx, const char *partition, const char *guid, uint64_t size,
            void **handle)
 {
-    struct body_reader *r = ctx;
+    struct cairn_body_reader *r = ctx;
 
     (void)partition;
     (void)size;
@@ -113,7 +115,7 @@ sink_begin(void *ctx, const char *partition, const char *guid, uint64_t size,
 static int
 sink_data(void *ctx, void *handle, const void *bytes, size_t len)
 {
-    struct body_reader *r = ctx;
+    struct cairn_body_reader *r = ctx;
 
     (void)handle;
     if (r->mode == STREAM) {
@@ -134,7 +136,7 @@ sink_data(void *ctx, void *handle, const void *bytes, size_t len)
 static int
 sink_end(void *ctx, void *handle)
 {
-    struct body_reader *r = ctx;
+    struct cairn_body_reader *r = ctx;
     char hex[41] = "";
 
     (void)handle;
@@ -153,7 +155,7 @@ sink_end(void *ctx, void *handle)
  */
 
 static void
-close_cursor(struct body_reader *r)
+close_cursor(struct cairn_body_reader *r)
 {
     if (r->z_ready)
         inflateEnd(&r->z);
@@ -166,11 +168,53 @@ close_cursor(struct body_reader *r)
     r->mode = SKIP;
 }
 
+/* A fresh parser for the line at line_offset, skip bytes ahead. */
 static int
-open_cursor(struct body_reader *r, int64_t chunk_offset, int64_t line_offset)
+start_line(struct cairn_body_reader *r, int64_t line_offset, uint64_t skip)
 {
     const struct cairn_dlist_file_sink sink = {sink_begin, sink_data, sink_end,
                                                NULL, r};
+
+    cairn_dlist_parser_free(r->parser);
+    r->parser = NULL;
+    r->pending_count = 0;
+    r->pending_len = 0;
+    r->mode = SKIP;
+    r->line_done = false;
+    r->line_offset = line_offset;
+    r->to_skip = skip;
+    r->spaces = 0;
+    return cairn_dlist_parser_new(
+        NULL, &sink, CAIRN_DLIST_PARSE_KEY | CAIRN_DLIST_PARSE_EOL, &r->parser);
+}
+
+/*
+ * Moves the open cursor on to a later line of its chunk by inflating
+ * forward, never from the chunk's start again: bodies asked in file order
+ * cost one pass of the chunk, one line per body or a thousand. *moved is
+ * false when the line lies elsewhere (another chunk, or passed already).
+ */
+static int
+skip_to_line(struct cairn_body_reader *r, int64_t chunk_offset,
+             int64_t line_offset, bool *moved)
+{
+    uint64_t position;
+
+    *moved = false;
+    if (!r->open || r->chunk_offset != chunk_offset || line_offset < 0)
+        return 0;
+    /* inflated bytes taken so far (parsed or skipped) */
+    position = (uint64_t)r->z.total_out - (r->out_len - r->out_pos);
+    if ((uint64_t)line_offset < position)
+        return 0;
+    *moved = true;
+    return start_line(r, line_offset, (uint64_t)line_offset - position);
+}
+
+static int
+open_cursor(struct cairn_body_reader *r, int64_t chunk_offset,
+            int64_t line_offset)
+{
     int rc;
 
     close_cursor(r);
@@ -179,23 +223,17 @@ open_cursor(struct body_reader *r, int64_t chunk_offset, int64_t line_offset)
         inflateInit2(&r->z, 16 + MAX_WBITS) != Z_OK)
         return CAIRN_EIO;
     r->z_ready = true;
-    if ((rc = cairn_dlist_parser_new(
-             NULL, &sink, CAIRN_DLIST_PARSE_KEY | CAIRN_DLIST_PARSE_EOL,
-             &r->parser)) < 0)
+    r->out_pos = r->out_len = 0;
+    if ((rc = start_line(r, line_offset, (uint64_t)line_offset)) < 0)
         return rc;
     r->open = true;
-    r->line_done = false;
     r->chunk_offset = chunk_offset;
-    r->line_offset = line_offset;
-    r->to_skip = (uint64_t)line_offset;
-    r->spaces = 0;
-    r->out_pos = r->out_len = 0;
     return 0;
 }
 
 /* Inflates more of the chunk into out. */
 static int
-inflate_more(struct body_reader *r)
+inflate_more(struct cairn_body_reader *r)
 {
     int zrc;
 
@@ -221,7 +259,7 @@ inflate_more(struct body_reader *r)
 
 /* Feeds slices until the wanted body ended or the line did. */
 static int
-advance(struct body_reader *r)
+advance(struct cairn_body_reader *r)
 {
     int rc;
 
@@ -262,7 +300,7 @@ advance(struct body_reader *r)
 
 /* Where guid's body is: chunk file offset, line offset, message row. */
 static int
-locate(struct body_reader *r, const char *guid, struct location *where)
+locate(struct cairn_body_reader *r, const char *guid, struct location *where)
 {
     int rc = CAIRN_EDB, step;
 
@@ -284,7 +322,7 @@ locate(struct body_reader *r, const char *guid, struct location *where)
 
 /* Drops pending entries [0, count), keeping the rest at the front. */
 static void
-drop_pending(struct body_reader *r, size_t count)
+drop_pending(struct cairn_body_reader *r, size_t count)
 {
     size_t bytes =
         count < r->pending_count ? r->pending[count].start : r->pending_len;
@@ -304,7 +342,7 @@ drop_pending(struct body_reader *r, size_t count)
  * it and goes on streaming it).
  */
 static int
-take_pending(struct body_reader *r, const char *guid, bool *served,
+take_pending(struct cairn_body_reader *r, const char *guid, bool *served,
              bool *finished)
 {
     char hex[41] = "";
@@ -340,12 +378,12 @@ take_pending(struct body_reader *r, const char *guid, bool *served,
 }
 
 int
-restore_reader_read(struct body_reader *r, const char *guid,
-                    int (*put)(void *ctx, const void *data, size_t len),
-                    void *put_ctx)
+cairn_body_reader_read(struct cairn_body_reader *r, const char *guid,
+                       int (*put)(void *ctx, const void *data, size_t len),
+                       void *put_ctx)
 {
     struct location where;
-    bool served = false, finished = false, same_line;
+    bool served = false, finished = false, same_line, moved = false;
     int rc;
 
     r->wanted = guid;
@@ -365,7 +403,10 @@ restore_reader_read(struct body_reader *r, const char *guid,
         same_line = r->open && !r->line_done &&
                     r->chunk_offset == where.chunk_offset &&
                     r->line_offset == where.line_offset;
-        if (!same_line &&
+        if (!same_line && (rc = skip_to_line(r, where.chunk_offset,
+                                             where.line_offset, &moved)) < 0)
+            goto out;
+        if (!same_line && !moved &&
             (rc = open_cursor(r, where.chunk_offset, where.line_offset)) < 0)
             goto out;
         rc = advance(r);
@@ -395,7 +436,7 @@ compare_locations(const void *a, const void *b)
 }
 
 int
-restore_reader_order(struct body_reader *r, char **guids, size_t count)
+cairn_body_reader_order(struct cairn_body_reader *r, char **guids, size_t count)
 {
     struct location *where = calloc(count + 1, sizeof(*where));
     int rc = 0;
@@ -420,13 +461,13 @@ restore_reader_order(struct body_reader *r, char **guids, size_t count)
 }
 
 int
-restore_reader_new(const char *data_path, const char *index_path,
-                   struct body_reader **reader)
+cairn_body_reader_open(const char *data_path, const char *index_path,
+                       struct cairn_body_reader **reader)
 {
     static const char sql[] =
         "SELECT c.offset, m.offset, m.id FROM message AS m"
         " JOIN chunk AS c ON c.id = m.chunk_id WHERE m.guid = ?1";
-    struct body_reader *r = calloc(1, sizeof(*r));
+    struct cairn_body_reader *r = calloc(1, sizeof(*r));
     int rc = CAIRN_ENOMEM;
 
     *reader = NULL;
@@ -450,12 +491,12 @@ restore_reader_new(const char *data_path, const char *index_path,
     r = NULL;
     rc = 0;
 out:
-    restore_reader_free(r);
+    cairn_body_reader_free(r);
     return rc;
 }
 
 void
-restore_reader_free(struct body_reader *reader)
+cairn_body_reader_free(struct cairn_body_reader *reader)
 {
     if (reader == NULL)
         return;
