@@ -63,6 +63,84 @@ collect_catalog(struct cairn_node_metrics *node, struct cairn_metrics *metrics)
               "users the scrub found damaged (quarantined)", (int64_t)damaged);
 }
 
+/* Users per backup age bucket, with their bytes: one pass over the
+ * figures cache (re-read for users whose files changed, as status does). */
+struct figures_sum {
+    struct cairn_catalog *catalog;
+    int64_t now;
+    uint64_t bytes, raw, buckets[6];
+    char last[1024];
+    size_t seen;
+};
+
+static const int64_t age_bounds[] = {3600, 6 * 3600, 24 * 3600, 7 * 24 * 3600};
+static const char *const age_labels[] = {"lt_1h", "lt_6h", "lt_24h",
+                                         "lt_7d", "older", "never"};
+
+static int
+add_figures(void *ctx, const char *userid, const char *data_path,
+            const struct cairn_user_figures *cached)
+{
+    struct figures_sum *sum = ctx;
+    struct cairn_user_figures figures;
+    size_t bucket = 0;
+
+    if (cached != NULL)
+        figures = *cached;
+    else if (cairn_user_figures_read(data_path, &figures) == 0)
+        (void)cairn_catalog_figures_put(sum->catalog, userid, &figures);
+    sum->bytes += figures.bytes_on_disk;
+    sum->raw += figures.raw_bytes;
+    if (figures.last_backup_time <= 0)
+        bucket = 5;
+    else
+        while (bucket < 4 &&
+               sum->now - figures.last_backup_time >= age_bounds[bucket])
+            bucket++;
+    sum->buckets[bucket]++;
+    snprintf(sum->last, sizeof(sum->last), "%s", userid);
+    sum->seen++;
+    return 0;
+}
+
+static void
+collect_figures(struct cairn_node_metrics *node, struct cairn_metrics *metrics)
+{
+    struct figures_sum sum = {
+        node->catalog, (int64_t)time(NULL), 0, 0, {0}, "", 0};
+    struct cairn_metric_family *ages = cairn_metrics_gauge(
+        metrics, "cairn_node_backup_age_users",
+        "users by time since their last backup on this node, per "
+        "destination the node is in (sum over nodes: users x replicas)",
+        "destination,age");
+    int rc;
+
+    do {
+        sum.seen = 0;
+        if ((rc = cairn_catalog_figures_begin(node->catalog)) < 0)
+            break;
+        rc = cairn_catalog_figures_page(node->catalog, sum.last, 4096,
+                                        add_figures, &sum);
+        if (cairn_catalog_figures_end(node->catalog) < 0 && rc == 0)
+            rc = CAIRN_EDB;
+    } while (rc == 0 && sum.seen == 4096);
+    if (rc < 0) {
+        cairn_metrics_count(metrics, "cairn_node_metrics_errors_total",
+                            "scrapes that could not read the catalog", 1);
+        return;
+    }
+    set_gauge(metrics, "cairn_node_bytes",
+              "bytes on disk of every user's data file and index",
+              (int64_t)sum.bytes);
+    set_gauge(metrics, "cairn_node_raw_bytes", "every user's log uncompressed",
+              (int64_t)sum.raw);
+    for (size_t d = 0; d < node->destination_count; d++)
+        for (size_t b = 0; b < 6; b++)
+            cairn_metric_set(
+                cairn_metric_get(ages, node->destinations[d], age_labels[b]),
+                (int64_t)sum.buckets[b]);
+}
+
 static void
 collect(void *arg, struct cairn_metrics *metrics)
 {
@@ -70,6 +148,8 @@ collect(void *arg, struct cairn_metrics *metrics)
     struct statvfs fs;
 
     collect_catalog(node, metrics);
+    if (node->catalog != NULL)
+        collect_figures(node, metrics);
     if (statvfs(node->data_dir, &fs) == 0) {
         set_gauge(metrics, "cairn_node_disk_free_bytes",
                   "free space for the node in data_dir's file system",

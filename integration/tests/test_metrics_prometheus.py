@@ -168,6 +168,14 @@ def main():
             print("# " + json.dumps(answer))
             expect(True, "sum(cairn_node_users) == %d users x %d replicas"
                    % (len(USERS), REPLICAS))
+            prometheus.wait_value(
+                'sum(cairn_node_backup_age_users{destination="main",'
+                'age="lt_1h"})', want)
+            expect(True, "users per backup age bucket: all %d user "
+                   "replicas < 1 h old" % want)
+            size = prometheus.query("sum(cairn_node_bytes)")["data"]["result"]
+            expect(size and float(size[0]["value"][1]) > 0,
+                   "cairn_node_bytes counts the backups' bytes", size)
             up = prometheus.query("up")["data"]["result"]
             print("# up: " + json.dumps(
                 {s["metric"]["job"]: s["value"][1] for s in up}))
