@@ -134,12 +134,14 @@ connect_source(struct pull *pull)
     if ((rc = cairn_curve_client(pull->socket, pull->options->endpoint, error,
                                  sizeof(error))) < 0)
         return fail(pull, rc, "%s", error);
-    /* A closed connection (the source stopped) fails the pull at once
-     * instead of after PULL_ANSWER_MS. */
+    /* A closed or refused connection (the source stopped) fails the pull
+     * at once instead of after PULL_ANSWER_MS: a rebalance may hold the
+     * user's writes meanwhile. */
     snprintf(monitor_endpoint, sizeof(monitor_endpoint),
              "inproc://cairn-pull-monitor-%u", atomic_fetch_add(&monitors, 1));
     if (zmq_socket_monitor(pull->socket, monitor_endpoint,
-                           ZMQ_EVENT_DISCONNECTED) == 0 &&
+                           ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_CONNECT_RETRIED) == 0 &&
         (pull->monitor = zmq_socket(pull->server->zmq_context, ZMQ_PAIR)) !=
             NULL) {
         zmq_setsockopt(pull->monitor, ZMQ_LINGER, &linger, sizeof(linger));
@@ -235,7 +237,8 @@ receive_reply(struct pull *pull, uint64_t wait_ms, struct pull_reply *reply,
                    : fail(pull, CAIRN_EIO, "poll: %s", zmq_strerror(errno));
     if (items[1].revents & ZMQ_POLLIN)
         return fail(pull, CAIRN_EUNAVAILABLE,
-                    "the connection to %s closed (node stopped?)",
+                    "the connection to %s closed or was refused (node "
+                    "stopped?)",
                     pull->options->endpoint);
     if (!(items[0].revents & ZMQ_POLLIN))
         return 0;
@@ -852,9 +855,15 @@ answer_job(struct cairn_node_server *server, struct node_pull_job *job)
     }
     if (job->rc == 0)
         node_scrub_lift(server, job->userid);
-    node_event(server, job->rc < 0 ? CAIRN_LOG_WARN : CAIRN_LOG_INFO,
-               job->reply_to, "pull from %s: %s", job->peer,
-               job->rc < 0 ? job->outcome.error : "done");
+    if (job->rc < 0)
+        node_event(server, CAIRN_LOG_WARN, job->reply_to, "pull from %s: %s",
+                   job->peer, job->outcome.error);
+    else
+        node_event(server, CAIRN_LOG_INFO, job->reply_to,
+                   "pull from %s: done, %llu bytes in %llu ms%s", job->peer,
+                   (unsigned long long)job->outcome.bytes,
+                   (unsigned long long)job->outcome.elapsed_ms,
+                   job->outcome.resumed ? ", appended to the copy held" : "");
     result.bytes = job->outcome.bytes;
     result.file_bytes = job->outcome.file_bytes;
     result.digest = job->outcome.digest;

@@ -4,8 +4,10 @@ replicating the moving users (issue 15 part 1).
 
 A 4th node joins a live 3-node destination (2 replicas).  Rolling
 replication (`sync_client -R`) runs and a thread keeps delivering new mail
-to every user throughout.  One moving user ("big") gets a 3 MB message
-first, so that its copy to node4 takes a few seconds at `--rate 512K`.
+to every user throughout.  One moving user ("big") gets a 5 MB message
+first, so that its copy to node4 takes seconds at `--rate 512K` and goes
+through both phases: the bulk copied while big keeps writing, then only
+the tail under the hold.
 
 1. `cairnctl rebalance --rate 512K` starts; once node4's spool holds part
    of big's copy (an observable event: the partial pull file grows), the
@@ -58,8 +60,8 @@ def wait_for(what, predicate, timeout=120.0):
 
 
 def big_message(user):
-    """A 3 MB message whose body does not compress."""
-    body = base64.encodebytes(os.urandom(2300 * 1024)).replace(b"\n",
+    """A 5 MB message whose body does not compress."""
+    body = base64.encodebytes(os.urandom(3900 * 1024)).replace(b"\n",
                                                                b"\r\n")
     head = ("From: bulk@example.org\r\nTo: %s@cyruslab.example\r\n"
             "Subject: a big one\r\nMessage-ID: <big-%s@lab.example>\r\n"
@@ -115,7 +117,7 @@ def main():
         big_source = moves[big][0][0]  # the mover reads the first old one
         source.deliver(big, big_message(big))
         r = source.sync_client([big], channel="cairn")
-        expect(r.ok, "%s gets a 3 MB message" % big, r)
+        expect(r.ok, "%s gets a 5 MB message" % big, r)
 
         rolling = source.start_rolling_sync("cairn")
         deliverer = livemove.Deliverer(source, USERS)
@@ -157,9 +159,12 @@ def main():
                % (seconds, r.stdout.strip()), r.stdout + r.stderr)
         summary = r.stdout.strip()
         log4 = cluster.daemons["node4"].log()
-        expect(re.search(r"%s.*pull from %s: done" % (big, big_source),
-                         log4) is not None,
-               "node4 pulled %s from %s" % (big, big_source), log4[-3000:])
+        pulls = re.findall(r"%s #\d+\] pull from %s: done, (\d+) bytes.*"
+                           % (big, big_source), log4)
+        expect(len(pulls) >= 2, "node4 pulled %s from %s while live and "
+               "then its tail: %s" % (big, big_source, "; ".join(
+                   re.findall(r"%s #\d+\] (pull from .*)" % big, log4))),
+               log4[-3000:])
 
         time.sleep(1.0)
         errors = deliverer.finish()
