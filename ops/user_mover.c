@@ -399,7 +399,9 @@ on_pulled(void *arg, const struct cairn_rebalance_pull_outcome *outcome)
     } else {
         run->bytes_done += outcome->bytes;
         run->report->bytes_copied += outcome->bytes;
-        if (move->phase == MOVE_LIVE)
+        /* a copy per replica: the bulk, or the whole one of a user
+         * copied under the hold at once (a tail is not another copy) */
+        if (move->phase == MOVE_LIVE || !outcome->resumed)
             run->report->copies++;
         snprintf(move->digest, sizeof(move->digest), "%s", outcome->digest);
     }
