@@ -89,7 +89,8 @@ struct cairn_user_figures {
 int cairn_user_figures_read(const char *data_path,
                             struct cairn_user_figures *figures);
 /*
- * One page as cairn_catalog_foreach_page, each user with its cached
+ * At most limit users whose userid sorts after after ("": from the
+ * first), in name order (one page of a long listing), each with its cached
  * figures when both files are unchanged since, else NULL (borrowed for
  * the call). A non-zero return from visit stops and is returned.
  */
