@@ -162,36 +162,6 @@ cairn_catalog_foreach(struct cairn_catalog *catalog,
 }
 
 int
-cairn_catalog_foreach_page(struct cairn_catalog *catalog, const char *after,
-                           size_t limit,
-                           int (*visit)(void *ctx, const char *userid,
-                                        const char *data_path),
-                           void *ctx)
-{
-    sqlite3_stmt *stmt = NULL;
-    int rc = 0, step;
-
-    /* the primary key's index: a range scan, whatever the catalog's size */
-    if (sqlite3_prepare_v2(catalog->db,
-                           "SELECT userid, data_path FROM users WHERE userid > ?"
-                           " ORDER BY userid LIMIT ?",
-                           -1, &stmt, NULL) != SQLITE_OK)
-        return CAIRN_EDB;
-    sqlite3_bind_text(stmt, 1, after ? after : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)limit);
-    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        rc = visit(ctx, (const char *)sqlite3_column_text(stmt, 0),
-                   (const char *)sqlite3_column_text(stmt, 1));
-        if (rc != 0)
-            break;
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = CAIRN_EDB;
-    sqlite3_finalize(stmt);
-    return rc;
-}
-
-int
 cairn_catalog_create(struct cairn_catalog *catalog, const char *root,
                      const char *userid, char **data_path)
 {
