@@ -311,8 +311,8 @@ test_node_down(void)
 }
 
 /*
- * 34 more users on node1: verify goes in batches of 32 users per request and
- * shows progress on stderr; -q silences it.
+ * 34 more users on node1: verify goes in batches of 32 users per request
+ * and answers for every user; its progress line is for a terminal only.
  */
 static void
 test_many_users(void)
@@ -330,10 +330,10 @@ test_many_users(void)
     CHECK(sscanf(strstr(out, "\"users\":"), "\"users\":%d", &total) == 1);
     CHECK(total >= 35);
     free(out);
+    /* stderr is no terminal here: no progress line (test_progress draws
+     * it on a pseudo-terminal), the result alone on stdout */
     CHECK_INT(cairnctl_err("verify -n node1", &out, &err), 0);
-    CHECK(strstr(err, "verify: 32/") != NULL);
-    snprintf(user, sizeof(user), "verify: %d/%d users\n", total, total);
-    CHECK(strstr(err, user) != NULL);
+    CHECK(strstr(err, "verify: ") == NULL);
     CHECK_INT(count(out, " ok "), total);
     line_of(out, "many33", line, sizeof(line));
     CHECK(strstr(line, " ok        node1 ") != NULL);
