@@ -164,7 +164,7 @@ test_verify_alongside(struct cairn_loop *loop, struct cairn_node_client *client,
             run_until_acked(loop, 1, deadline);
     }
     run_until_acked(loop, 1, deadline);
-    deadline = cairn_loop_now_ms() + 120000;
+    deadline = cairn_loop_now_ms() + 300000;
     memset(&watch, 0, sizeof(watch));
     verify.kind = CAIRN__KIND__VERIFY_REQUEST; /* no frame: every user */
     CHECK_INT(
@@ -219,7 +219,7 @@ static void
 call_node(struct cairn_loop *loop, struct cairn_node_client *client,
           struct cairn_node_request *request, struct call *call)
 {
-    uint64_t deadline = cairn_loop_now_ms() + 60000;
+    uint64_t deadline = cairn_loop_now_ms() + 300000;
 
     memset(call, 0, sizeof(*call));
     CHECK_INT(
@@ -315,6 +315,7 @@ main(void)
 {
     char dir[] = "/tmp/cairn-test-compact-XXXXXX", command[600];
     struct cairn_node_server_settings settings = {0};
+    struct cairn_node_client_settings client_settings = {0};
     struct cairn_loop *loop = NULL;
     struct cairn_node_server *server = NULL;
     struct cairn_node_client *client = NULL;
@@ -335,12 +336,16 @@ main(void)
     if (server == NULL)
         return check_exit("test_server_compact");
     cairn_node_server_set_event_handler(server, on_event, NULL);
-    CHECK_INT(cairn_node_client_new(loop, NULL, NULL, &client), 0);
+    /* requests may wait minutes under ASan on a loaded machine (a VERIFY
+     * of every user timed out at the default 30 s): the test's own
+     * deadlines are the hang guards */
+    client_settings.timeout_ms = 600000;
+    CHECK_INT(cairn_node_client_new(loop, NULL, &client_settings, &client), 0);
     CHECK_INT(cairn_node_client_add_node(
                   client, "n", cairn_node_server_endpoint(server), NULL),
               0);
     /* One update at a time: each its own commit, so its own chunk. */
-    deadline = cairn_loop_now_ms() + 20000;
+    deadline = cairn_loop_now_ms() + 120000;
     for (int i = 0; i < MANY_UPDATES; i++) {
         CHECK_INT(send_seen(client, "many", 1), 0);
         run_until_acked(loop, 1, deadline);
