@@ -61,13 +61,6 @@ int cairn_catalog_foreach(struct cairn_catalog *catalog,
                           int (*visit)(void *ctx, const char *userid,
                                        const char *data_path),
                           void *ctx);
-/* The same for at most limit users whose userid sorts after after ("":
-   from the first), in name order: one page of a long listing. */
-int cairn_catalog_foreach_page(struct cairn_catalog *catalog, const char *after,
-                               size_t limit,
-                               int (*visit)(void *ctx, const char *userid,
-                                            const char *data_path),
-                               void *ctx);
 
 /*
  * A user's figures as `status -u` shows them, and the identity (size,
