@@ -122,10 +122,13 @@ sink_data(void *ctx, void *handle, const void *bytes, size_t len)
         EVP_DigestUpdate(r->sha, bytes, len);
         return r->put(r->put_ctx, bytes, len);
     }
+    if (r->mode == PENDING && r->pending_len + len > sizeof(r->pending_bytes)) {
+        /* pending bodies left from an earlier slice fill the room: this
+         * one is not kept (asked later, its line is read once more) */
+        r->pending_len = r->pending[--r->pending_count].start;
+        r->mode = SKIP;
+    }
     if (r->mode == PENDING) {
-        /* a slice holds at most SLICE bytes, so this always fits */
-        if (r->pending_len + len > sizeof(r->pending_bytes))
-            return CAIRN_ETOOBIG;
         memcpy(r->pending_bytes + r->pending_len, bytes, len);
         r->pending_len += len;
         r->pending[r->pending_count - 1].len += len;
@@ -354,6 +357,8 @@ take_pending(struct cairn_body_reader *r, const char *guid, bool *served,
         i++;
     if (i == r->pending_count) {
         drop_pending(r, r->pending_count); /* passed: they were not asked */
+        if (r->mode == PENDING)
+            r->mode = SKIP; /* the parser is inside one of them */
         return 0;
     }
     *served = true;

@@ -47,6 +47,7 @@
 #define SNAPSHOT_MAX (64u * 1024 * 1024)
 #define MANY_BODIES 3000
 #define SINGLE_BODIES 200
+#define LINE_BODIES 50 /* bodies per MESSAGE line (sync_client: 1,024) */
 #define OVER_BATCH_BYTES (17u * 1024 * 1024) /* the node's batch is 16 MiB */
 
 static const char *node_binary;
@@ -162,10 +163,33 @@ append_body(int node, const char *user, const struct body *body)
     cairn_dlist_free(record);
 }
 
+/* The bodies of one MESSAGE line, found by the GUID of each FILE. */
+struct body_line {
+    struct body bodies[LINE_BODIES];
+    size_t count;
+};
+
+static int
+read_line_body(void *ctx, const struct cairn_dlist *file,
+               int (*put)(void *put_ctx, const void *data, size_t len),
+               void *put_ctx)
+{
+    const struct body_line *line = ctx;
+    const char *guid = NULL;
+
+    if (!cairn_dlist_file_info(file, NULL, &guid, NULL, NULL))
+        return CAIRN_EINVAL;
+    for (size_t i = 0; i < line->count; i++)
+        if (strcmp(line->bodies[i].guid, guid) == 0)
+            return read_body((void *)&line->bodies[i], file, put, put_ctx);
+    return CAIRN_ENOENT;
+}
+
 /*
- * Appends count + 1 bodies to user's backup on node i in ONE chunk: small
- * ones (seeds from 1000) and, in the middle, over; their GUIDs go to
- * guids (count + 1 entries).
+ * Appends count + 1 bodies to user's backup on node i in ONE chunk, up to
+ * LINE_BODIES to a MESSAGE line as sync_client sends them: small ones
+ * (seeds from 1000) and, in the middle, over, alone on its line; their
+ * GUIDs go to guids (count + 1 entries).
  */
 static void
 append_many(int node, const char *user, size_t count, const struct body *over,
@@ -174,6 +198,7 @@ append_many(int node, const char *user, size_t count, const struct body *over,
     char catalog_path[700], root[600];
     struct cairn_catalog *catalog = NULL;
     struct cairn_store *store = NULL;
+    static struct body_line line;
     time_t now = time(NULL);
 
     snprintf(root, sizeof(root), "%s/n%d", temp_dir, node + 1);
@@ -182,26 +207,31 @@ append_many(int node, const char *user, size_t count, const struct body *over,
     CHECK_INT(
         cairn_store_open_user(catalog, root, user, CAIRN_STORE_CREATE, &store),
         0);
-    for (size_t i = 0; i <= count && store != NULL; i++) {
+    for (size_t i = 0; i <= count && store != NULL;) {
         struct cairn_dlist *record = cairn_dlist_new_list("MESSAGE");
-        struct body small = {0};
-        const struct body *body = &small;
-        struct cairn_store_bodies bodies;
+        struct cairn_store_bodies bodies = {read_line_body, &line};
+        bool alone = i == count / 2 && over != NULL;
 
-        if (i == count / 2 && over != NULL)
-            body = over;
-        else
-            make_body(&small, 600 + (i * 7919) % 5000, 1000 + (unsigned)i);
-        memcpy(guids[i], body->guid, 41);
-        bodies.read = read_body;
-        bodies.ctx = (void *)body;
         CHECK(record != NULL);
-        CHECK_INT(cairn_dlist_add_file(record, NULL, "default", body->guid,
-                                       body->len, NULL, NULL, NULL),
-                  0);
+        line.count = 0;
+        for (; i <= count && line.count < (alone ? 1 : LINE_BODIES) &&
+               !(!alone && i == count / 2 && over != NULL);
+             i++) {
+            struct body *body = &line.bodies[line.count++];
+
+            if (alone)
+                *body = *over; /* borrowed: not freed below */
+            else
+                make_body(body, 600 + (i * 7919) % 5000, 1000 + (unsigned)i);
+            memcpy(guids[i], body->guid, 41);
+            CHECK_INT(cairn_dlist_add_file(record, NULL, "default", body->guid,
+                                           body->len, NULL, NULL, NULL),
+                      0);
+        }
         CHECK_INT(cairn_store_append(store, now, record, &bodies), 0);
         cairn_dlist_free(record);
-        free(small.data);
+        for (size_t b = 0; b < line.count && !alone; b++)
+            free(line.bodies[b].data);
     }
     CHECK_INT(cairn_store_commit(store), 0);
     cairn_store_close(store);
