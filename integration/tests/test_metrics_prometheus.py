@@ -176,6 +176,10 @@ def main():
             size = prometheus.query("sum(cairn_node_bytes)")["data"]["result"]
             expect(size and float(size[0]["value"][1]) > 0,
                    "cairn_node_bytes counts the backups' bytes", size)
+            # every target scraped up since the backup (a one-shot query
+            # missed the router's first scrape under ASan on a loaded
+            # machine; the wait is the event, DEADLINE the hang guard)
+            prometheus.wait_value("count(up == 1)", len(targets))
             up = prometheus.query("up")["data"]["result"]
             print("# up: " + json.dumps(
                 {s["metric"]["job"]: s["value"][1] for s in up}))
