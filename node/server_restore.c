@@ -54,7 +54,7 @@
 #define BODY_SPOOLS_MAX 16
 #define BODY_SPOOL_IDLE_MS (10u * 60 * 1000)
 /* Body bytes one BATCH reply carries at most, and GUIDs one may ask. */
-#define BATCH_BYTES (16u * 1024 * 1024)
+#define BATCH_BYTES (4u * 1024 * 1024)
 #define BATCH_GUIDS_MAX 8192
 /* Longest sieve script answered (Cyrus caps scripts far below). */
 #define SIEVE_REPLY_MAX (4u * 1024 * 1024)
