@@ -756,11 +756,16 @@ read_batch(void *arg, struct cairn_store *store)
     struct cairn_body_reader *reader = NULL;
     int rc;
 
+    /* BATCH answers in the order asked (the client's plan, from ORDER in
+     * blocks): sorting a batch that spans two ORDER blocks once more would
+     * answer bodies in an order the client does not ask them in */
     if ((rc = cairn_body_reader_open(store->data_path, store->index_path,
                                      &reader)) == 0 &&
+        batch->order_only &&
         (rc = cairn_body_reader_order(reader, batch->guids, batch->count)) == 0)
-        rc = batch->order_only ? order_reply(batch)
-                               : batch_reply(batch, store, reader);
+        rc = order_reply(batch);
+    else if (rc == 0)
+        rc = batch_reply(batch, store, reader);
     cairn_body_reader_free(reader);
     return rc;
 }
