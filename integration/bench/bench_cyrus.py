@@ -506,9 +506,13 @@ def main():
                 new_raw += len(body)
                 source.deliver(user, body)
             for kind, target in main_targets.items():
+                # TODO(issue 14): one rolling `-R -1` pass here left
+                # cairn's targets without the new messages (sync_client
+                # exited 0 in 0.2 s); until that is understood the pass is
+                # `-u` for the users with new mail
                 rows.append(measure("incremental", target,
-                                    lambda t=target: sync_rolling(
-                                        source, t.channel),
+                                    lambda t=target: sync_users(
+                                        source, t.channel, users),
                                     len(users), new_raw))
                 check_guids(target, expected, extra=1)
             for phase in ("verify", "compact"):
