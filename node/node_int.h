@@ -59,14 +59,14 @@ struct chunk_writer {
     uint64_t file_end;     /* file length once out is drained */
     uint64_t member_start; /* offset of the open member */
     uint64_t length;       /* uncompressed bytes of the open member */
-    uint32_t crc;       /* while streaming (buffered: computed at the end) */
+    uint32_t crc;          /* while streaming (buffered: computed at the end) */
     SHA_CTX data_sha;   /* of the open member's uncompressed bytes, likewise */
     SHA_CTX file_sha;   /* of every compressed byte of the file */
     char file_sha1[41]; /* SHA-1 of [0, member_start) */
     unsigned char *pending; /* the buffered member's uncompressed bytes */
     size_t pending_len, pending_cap;
-    size_t line_start;        /* where the current line began in pending */
-    bool streaming;           /* the member goes through zlib */
+    size_t line_start;             /* where the current line began in pending */
+    bool streaming;                /* the member goes through zlib */
     struct chunk_mark switch_mark; /* the rewind point made at the switch */
 };
 

@@ -490,10 +490,10 @@ run_status(struct cairn_ops_context *context, int argc, char **argv)
     }
     print_totals(context, calls, count);
     cairn_ops_router_view_print(context->out, context->json, router);
-    if (args.users && (ask.n_users > 0
-                           ? print_users(context, config, calls, count)
-                           : print_users_walk(context, config, calls, count,
-                                              args.timeout_ms)) < 0)
+    if (args.users &&
+        (ask.n_users > 0 ? print_users(context, config, calls, count)
+                         : print_users_walk(context, config, calls, count,
+                                            args.timeout_ms)) < 0)
         status = CAIRN_EXIT_SOFTWARE;
     if (context->json)
         fputs("}\n", context->out);

@@ -192,10 +192,10 @@ summarise(const struct cairn_config *config,
 
         if (rows[c] == NULL)
             continue;
-        snprintf(summary->nodes + len, sizeof(summary->nodes) - len, "%s%s",
-                 len ? "," : "",
-                 cairn_ops_node_name(config,
-                                     cairn_ops_user_walk_node(walk, c)));
+        snprintf(
+            summary->nodes + len, sizeof(summary->nodes) - len, "%s%s",
+            len ? "," : "",
+            cairn_ops_node_name(config, cairn_ops_user_walk_node(walk, c)));
         if (rows[c]->messages > summary->messages)
             summary->messages = rows[c]->messages;
         if (rows[c]->bytes_on_disk > summary->bytes)
@@ -219,8 +219,8 @@ list_users(struct cairn_ops_context *context, const struct cairn_config *config,
     const char *user, *error;
     int status = CAIRN_EXIT_OK, rc;
 
-    if ((nodes = calloc(cairn_config_node_count(config) + 1,
-                        sizeof(*nodes))) == NULL)
+    if ((nodes = calloc(cairn_config_node_count(config) + 1, sizeof(*nodes))) ==
+        NULL)
         return CAIRN_EXIT_SOFTWARE;
     for (size_t i = 0; i < cairn_config_node_count(config); i++)
         if (args->node == NULL ||
@@ -231,8 +231,8 @@ list_users(struct cairn_ops_context *context, const struct cairn_config *config,
         free(nodes);
         return CAIRN_EXIT_USAGE;
     }
-    if (cairn_ops_user_walk_new(config, nodes, count, args->timeout_ms,
-                                &walk) < 0) {
+    if (cairn_ops_user_walk_new(config, nodes, count, args->timeout_ms, &walk) <
+        0) {
         free(nodes);
         return CAIRN_EXIT_SOFTWARE;
     }

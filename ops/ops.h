@@ -86,8 +86,7 @@ struct cairn_ops_command {
     X(ring)                                                                    \
     X(repair)                                                                  \
     X(restore)                                                                 \
-    X(import) X(status) X(age) X(verify) X(compact) X(user) X(rebalance)       \
-        X(keys)
+    X(import) X(status) X(age) X(verify) X(compact) X(user) X(rebalance) X(keys)
 
 #define CAIRN_OPS_DECLARE_COMMAND(name)                                        \
     extern const struct cairn_ops_command cairn_ops_cmd_##name;
