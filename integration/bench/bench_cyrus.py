@@ -12,7 +12,8 @@ these phases run, each on its own source channel:
   full -u x4    the same on 4 channels in parallel (a fresh target)
   full -A       one `sync_client -A` (a fresh target)
   unchanged     `-u` per user again on the first target (nothing new)
-  incremental   one new message per user (LMTP), then one `-R -1`
+  incremental   one new message per user (LMTP), then `-u` of those users
+                (a rolling `-R -1` pass here replicated nothing: issue 14)
   verify        `cairnctl verify --full` / `ctl_backups verify -A`
   compact       `cairnctl compact` / `ctl_backups compact -F -A`
 
@@ -364,13 +365,6 @@ def sync_all(source, channel):
                            timeout=SYNC_TIMEOUT)
     if not r.ok:
         raise AssertionError("sync_client -A: %s" % r)
-
-
-def sync_rolling(source, channel):
-    r = source.sync_client(channel=channel, rolling_once=True, verbose=False,
-                           timeout=SYNC_TIMEOUT)
-    if not r.ok:
-        raise AssertionError("sync_client -R -1: %s" % r)
 
 
 def check_guids(target, expected, extra=0):
